@@ -1,0 +1,130 @@
+"""Train a matrix of configurations side by side and report what each reached.
+
+    python bench/run_matrix.py --preset results --data-dir ../shared/data --jobs 1
+    python bench/run_matrix.py --preset sweep --jobs 12 --device cuda     # recipe search on a GPU
+
+Each configuration is an ordinary ``python -m cifarnet train`` run in ``--runs-dir``, so
+every figure in the report can be opened in the dashboard and re-checked with
+``python -m cifarnet evaluate``. With ``--report`` the table is written as Markdown with
+the machine and the command that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cifarnet.runs import first_reaching, read_run  # noqa: E402
+
+RECIPE = {"epochs": 15}
+PRESETS: dict[str, dict[str, dict]] = {
+    "results": {
+        "s9-bn": {"arch": "s9", "norm": "bn", **RECIPE},
+        "s9-ln": {"arch": "s9", "norm": "ln", **RECIPE},
+        "s9-gn": {"arch": "s9", "norm": "gn", **RECIPE},
+        "seed-bn": {"arch": "seed", "norm": "bn", **RECIPE},
+    },
+    "sweep": {
+        **{f"e{e}-{n}": {"epochs": e, "norm": n} for e in (8, 12, 16, 24) for n in ("bn", "ln", "gn")},
+        "e12-bn-lr0.1": {"epochs": 12, "lr": 0.1},
+        "e12-bn-lr0.4": {"epochs": 12, "lr": 0.4},
+        "e16-bn-cutout": {"epochs": 16, "cutout": True},
+        "seed-e16-bn": {"arch": "seed", "epochs": 16},
+    },
+    "arch": {f"{a}-{n}": {"arch": a, "norm": n, "epochs": 30} for a in ("s9", "s9w", "s9d")  # s9w/s9d: candidates tried 2026-11-26, see docs/RESULTS.md for n in ("bn", "ln", "gn")},
+    "smoke": {"tiny": {"subset": 20, "epochs": 1, "batch_size": 50, "eval_subset": 10}},
+}
+
+
+def command_for(name: str, overrides: dict, args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", "cifarnet", "train", "--name", name, "--runs-dir", args.runs_dir, "--quiet",
+           "--device", args.device]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    for key, value in overrides.items():
+        flag = "--" + key.replace("_", "-")
+        cmd += [flag] if value is True else [f"--no-{key.replace('_', '-')}"] if value is False else [flag, str(value)]
+    return cmd
+
+
+def run_one(name: str, overrides: dict, args: argparse.Namespace) -> None:
+    cmd = command_for(name, overrides, args)
+    print("$", shlex.join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    print(f"[{name}] {done.stdout.strip()} {done.stderr.strip()[-300:]}", flush=True)
+
+
+def report(names: list[str], args: argparse.Namespace, command: str) -> str:
+    lines = [f"Command: `{command}`  ", f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d')}  ",
+             "Data: CIFAR-10 (offline JPEG copy) — accuracies are on that copy.", "",
+             "| run | arch | norm | params | epochs | best test acc | final test acc | flip-TTA acc | "
+             "epochs to 85 % | wall time to 85 % | total wall time | train img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        info = read_run(Path(args.runs_dir) / name)
+        cfg, res = info.config, info.results or {}
+        hit = first_reaching(info, 0.85)
+        speeds = sorted(m["img_s"] for m in info.evals if m.get("img_s"))
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+        lines.append(
+            f"| {name} | {cfg.get('arch')} | {cfg.get('norm')} | {cfg.get('params', 0):,} | {cfg.get('epochs')} | "
+            f"{pct(info.best_acc)} | {pct(info.final_acc)} | {pct(res.get('tta_acc'))} | "
+            f"{'-' if not hit else format(hit['epoch'], 'g')} | {'-' if not hit else format(hit['time'], '.0f') + ' s'} | "
+            f"{res.get('elapsed_s', 0):.0f} s | {speeds[len(speeds) // 2] if speeds else 0:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+        return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    except Exception:  # the report must still be written
+        return platform.platform()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="results")
+    parser.add_argument("--only", nargs="*", help="train only these names of the preset")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--report", help="write the Markdown table here (e.g. docs/RESULTS.md section)")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-train", action="store_true", help="only report on runs already in --runs-dir")
+    args = parser.parse_args()
+    configs = {k: v for k, v in PRESETS[args.preset].items() if not args.only or k in args.only}
+    Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    if not args.no_train:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda item: run_one(item[0], item[1], args), configs.items()))
+    if args.no_train and not args.only:  # report every run in the folder
+        configs = {p.name: {} for p in sorted(Path(args.runs_dir).iterdir()) if (p / "config.json").is_file()}
+    configs = {k: v for k, v in configs.items() if (Path(args.runs_dir) / k).is_dir()}
+    text = report(list(configs), args, "python " + shlex.join(sys.argv))
+    print(text)
+    if args.report:
+        Path(args.report).write_text(text)
+    if args.json:
+        print(json.dumps({n: read_run(Path(args.runs_dir) / n).results for n in configs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Checkpoints: the model's config and weights together, loaded safely.
+
+A checkpoint is a plain dict of tensors, numbers and strings, loaded with
+``torch.load(weights_only=True)``: a file crafted to run code when unpickled is refused
+by PyTorch's restricted unpickler before anything runs. The model config travels with
+the weights, so :func:`load_model` rebuilds the right network from the file alone.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarnet.errors import CheckpointError, CifarnetError
+from cifarnet.models import CifarNet, build_model
+
+FORMAT = "cifarnet-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: Path, model: CifarNet, **extra: Any) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
+    payload = {"format": FORMAT, "version": VERSION, "model": dict(model.config),
+               "state_dict": model.state_dict(), **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict, or a :class:`CheckpointError` that says what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds objects other than weights and settings "
+            f"(possibly code); only cifarnet checkpoints load. Detail: {str(exc).splitlines()[0][:160]}"
+        ) from exc
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
+        raise CheckpointError(f"{path} is not a cifarnet checkpoint (no '{FORMAT}' header)")
+    return payload
+
+
+def model_from_checkpoint(payload: dict, source: str) -> CifarNet:
+    """Rebuild the network named in the checkpoint and load its weights strictly."""
+    config = payload.get("model")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {source} has no model config")
+    try:
+        model = build_model(**config)
+    except (CifarnetError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {source} names an unknown model ({exc})") from exc
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {source} has weights that do not fit arch={config.get('arch')!r} "
+            f"norm={config.get('norm')!r} (saved from another architecture?)"
+        ) from exc
+    return model
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The saved model, in eval mode, ready for RGB [0, 1] input."""
+    model = model_from_checkpoint(read_checkpoint(path, device), str(path))
+    return model.to(device).eval()

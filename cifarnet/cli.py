@@ -1,0 +1,211 @@
+"""Command line: ``python -m cifarnet {summary,rf,train,evaluate,runs,stop,data}``.
+
+Every user error is one line on stderr and a non-zero exit, never a traceback.
+``train`` has a flag for every config field, generated from :data:`cifarnet.config.FIELDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from cifarnet.config import FIELDS, make_config
+from cifarnet.errors import CifarnetError
+from cifarnet.models import ARCHS, DEFAULT_ARCH
+from cifarnet.norms import NORMS
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", default=DEFAULT_ARCH, help=f"one of {', '.join(ARCHS)}")
+    parser.add_argument("--norm", default="bn", help=f"one of {', '.join(NORMS)}")
+    parser.add_argument("--gn-groups", default=None, help="GroupNorm groups (gn only)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    for name, rule in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        flag_help = rule.help + (f" ({', '.join(rule.choices)})" if rule.choices else "")
+        if rule.kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=flag_help)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=flag_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cifarnet", description="Small CNNs on CIFAR-10: build, inspect, train, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _model_flags(sub.add_parser("summary", help="layer table and parameter counts"))
+    _model_flags(sub.add_parser("rf", help="receptive field, layer by layer"))
+    train = sub.add_parser("train", help="train a model and record the run")
+    _config_flags(train)
+    train.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default $CIFARNET_DATA or ./data)")
+    train.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate = sub.add_parser("evaluate", help="test-set accuracy of a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, help="a model.pt / best.pt / last.pt file")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true")
+    runs = sub.add_parser("runs", help="list runs with status and accuracy")
+    runs.add_argument("--runs-dir")
+    runs.add_argument("--json", action="store_true")
+    stop = sub.add_parser("stop", help="ask a live run to stop after its current step")
+    stop.add_argument("run_id")
+    stop.add_argument("--runs-dir")
+    data = sub.add_parser("data", help="check (and optionally download) the data set")
+    data.add_argument("--data-dir")
+    data.add_argument("--download", action="store_true", help="download CIFAR-10 if it is missing")
+    return parser
+
+
+def _built(args: argparse.Namespace):
+    from cifarnet.models import build_model
+
+    groups = None
+    if args.gn_groups is not None:
+        groups = make_config({"gn_groups": args.gn_groups}).gn_groups
+    return build_model(args.arch, args.norm, gn_groups=groups)
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from cifarnet.summary import format_summary, summarize
+
+    summary = summarize(_built(args))
+    print(json.dumps(summary.to_dict(), indent=1) if args.json else format_summary(summary))
+
+
+def cmd_rf(args: argparse.Namespace) -> None:
+    from cifarnet.receptive_field import format_rf, receptive_field
+
+    report = receptive_field(_built(args))
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_rf(report))
+
+
+def _bar(progress: dict) -> None:
+    """One self-overwriting progress line: epoch, step, loss, accuracy, img/s, ETA."""
+    done = progress["step"] / max(progress["total_steps"], 1)
+    bar = "#" * int(done * 24)
+    eta = progress.get("eta_s")
+    eta_text = time.strftime("%M:%S", time.gmtime(eta)) if eta is not None else "--:--"
+    test = progress.get("test_acc")
+    line = (f"\r[{bar:<24}] epoch {progress['epoch']:.2f}/{progress['epochs']:g} "
+            f"step {progress['step']}/{progress['total_steps']} loss {progress['train_loss']:.3f} "
+            f"acc {100 * progress['train_acc']:.1f}% test {'--' if test is None else f'{100 * test:.1f}%'} "
+            f"{progress['img_s']:.0f} img/s ETA {eta_text} ")
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cifarnet.runs import create_run, read_run
+    from cifarnet.train import train_run
+
+    values = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    if args.resume:
+        path = Path(args.resume)
+        if not (path / "config.json").is_file():
+            raise CifarnetError(f"--resume {path}: not a run folder (no config.json)")
+        if values:
+            raise CifarnetError("--resume continues a run with its saved config; drop the other config flags")
+    else:
+        path = create_run(make_config(values), args.runs_dir)
+    if not args.quiet:
+        print(f"run {path.name} -> {path}", file=sys.stderr)
+    status = train_run(path, args.data_dir, echo=None if args.quiet else _bar)
+    if not args.quiet:
+        sys.stderr.write("\n")
+    info = read_run(path)
+    error = info.status_record.get("error")
+    final = info.final_acc
+    print(f"{path.name}: {status}" + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
+          + (f" ({error})" if error else ""))
+    return 0 if status in ("finished", "stopped") else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from cifarnet.checkpoint import load_model
+    from cifarnet.data import load_cifar10
+    from cifarnet.train import confusion_matrix, evaluate, select_device
+
+    model = load_model(args.checkpoint, select_device(make_config({"device": args.device}).device))
+    data = load_cifar10(args.data_dir)
+    result = evaluate(model, data.test_x, data.test_y, tta=True)
+    confusion = confusion_matrix(data.test_y.numpy(), result.probs.argmax(1).numpy())
+    per_class = dict(zip(data.classes, (confusion.diagonal() / confusion.sum(1)).tolist()))
+    out = {"checkpoint": str(args.checkpoint), "model": model.config, "test_acc": result.acc,
+           "test_loss": result.loss, "tta_acc": result.tta_acc, "per_class_acc": per_class, "data": data.source}
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return
+    print(f"{args.checkpoint}: {model.config['arch']}/{model.config['norm']}  accuracy {100 * result.acc:.2f}%  "
+          f"loss {result.loss:.4f}  flip-TTA {100 * result.tta_acc:.2f}%")
+    for name, acc in per_class.items():
+        print(f"  {name:<11} {100 * acc:6.2f}%")
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from cifarnet.runs import list_runs
+
+    runs = list_runs(args.runs_dir)
+    rows = [{"id": r.run_id, "status": r.status, "arch": r.config.get("arch"), "norm": r.config.get("norm"),
+             "params": r.config.get("params"), "epochs": r.config.get("epochs"), "best_acc": r.best_acc,
+             "final_acc": r.final_acc, "duration_s": r.duration_s, "pretrained": r.pretrained,
+             "error": r.status_record.get("error"), "damage": r.damage} for r in runs]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"{'run':<40} {'status':<9} {'arch':<5} {'norm':<4} {'epochs':>6} {'best':>7} {'final':>7} {'time':>7}")
+    for row in rows:
+        duration = "-" if row["duration_s"] is None else f"{row['duration_s'] / 60:.1f}m"
+        label = row["id"] + (" (shipped)" if row["pretrained"] else "")
+        print(f"{label:<40} {row['status']:<9} {row['arch'] or '?':<5} {row['norm'] or '?':<4} "
+              f"{row['epochs'] if row['epochs'] is not None else '?':>6} {_fmt_pct(row['best_acc']):>7} "
+              f"{_fmt_pct(row['final_acc']):>7} {duration:>7}")
+        for note in ([row["error"]] if row["error"] and row["status"] != "finished" else []) + row["damage"]:
+            print(f"    ! {note}")
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    from cifarnet.runs import request_stop
+
+    request_stop(args.run_id, args.runs_dir)
+    print(f"stop requested for {args.run_id}; it ends after its current step")
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from cifarnet.data import load_cifar10
+
+    data = load_cifar10(args.data_dir, allow_download=args.download)
+    print(f"CIFAR-10 from {data.source}: {len(data.train_x)} train, {len(data.test_x)} test images")
+
+
+COMMANDS = {"summary": cmd_summary, "rf": cmd_rf, "train": cmd_train, "evaluate": cmd_evaluate,
+            "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except CifarnetError as exc:
+        print(f"cifarnet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cifarnet: interrupted", file=sys.stderr)
+        return 130

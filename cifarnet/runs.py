@@ -1,0 +1,287 @@
+"""Run records: the folder each run writes and everything that reads it.
+
+This is the contract between the trainer (a separate process) and the dashboard.
+A run folder holds:
+
+    config.json      the validated TrainConfig, plus parameter count and creation time
+    status.json      status, pid, progress (epoch, step, img/s, ETA), error text; replaced atomically
+    metrics.jsonl    one JSON object per line, appended and flushed as it happens
+    last.pt          full training state (weights + optimizer + step) for resuming
+    best.pt          weights at the best test accuracy so far
+    model.pt         the final weights (what evaluate, Misclassified and Predict use)
+    results.json     final accuracy, flip-TTA accuracy, per-class accuracy, confusion matrix
+    predictions.npz  test labels with the model's top-5 classes and probabilities
+    log.txt          the trainer's own output
+    STOP             present = a stop was requested; the trainer ends after its current step
+
+Readers never trust a file blindly: a damaged metrics line or status file is reported
+as damage and the rest is still shown; a run whose process vanished is ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifarnet.config import NAME_PATTERN, TrainConfig, make_config
+from cifarnet.errors import CifarnetError
+
+STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
+LIVE = ("starting", "running")
+DEFAULT_RUNS_DIR = "./runs"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
+    """The runs folder: the argument, else ``$CIFARNET_RUNS``, else ``./runs``."""
+    chosen = runs_dir if runs_dir not in (None, "") else os.environ.get("CIFARNET_RUNS") or DEFAULT_RUNS_DIR
+    path = Path(chosen).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CifarnetError(f"runs folder {path} exists but is not a folder; give a folder path")
+    return path
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomic replace: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(content, None) or (None, what is wrong) — never raises for a damaged file."""
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} is damaged ({type(exc).__name__})"
+    if not isinstance(payload, dict):
+        return None, f"{path.name} is damaged (not an object)"
+    return payload, None
+
+
+class MetricsLog:
+    """Append-only JSON-lines log, flushed after every record so readers see it at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "a", buffering=1)
+
+    def append(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
+    """All readable records, and the line numbers that were damaged (skipped, not fatal)."""
+    records, damaged = [], []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError
+            records.append(record)
+        except ValueError:
+            damaged.append(number)
+    return records, damaged
+
+
+def process_alive(pid: Any) -> bool:
+    """True if ``pid`` is a live (not zombie) cifarnet process."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): the signal check is all we have
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in ("Z", "X") and b"cifarnet" in cmdline
+
+
+@dataclass
+class RunInfo:
+    """What a reader knows about one run folder."""
+
+    run_id: str
+    path: Path
+    config: dict
+    status: str
+    status_record: dict
+    metrics: list[dict]
+    results: dict | None
+    pretrained: bool = False
+    damage: list[str] = field(default_factory=list)
+
+    @property
+    def evals(self) -> list[dict]:
+        return [m for m in self.metrics if m.get("kind") == "eval"]
+
+    @property
+    def best_acc(self) -> float | None:
+        accs = [m["test_acc"] for m in self.evals if isinstance(m.get("test_acc"), (int, float))]
+        if self.results and isinstance(self.results.get("test_acc"), (int, float)):
+            accs.append(self.results["test_acc"])
+        return max(accs) if accs else None
+
+    @property
+    def final_acc(self) -> float | None:
+        if self.results and isinstance(self.results.get("test_acc"), (int, float)):
+            return self.results["test_acc"]
+        return self.evals[-1].get("test_acc") if self.evals else None
+
+    @property
+    def duration_s(self) -> float | None:
+        times = [m.get("time") for m in self.metrics if isinstance(m.get("time"), (int, float))]
+        return max(times) if times else None
+
+    @property
+    def progress(self) -> dict:
+        progress = self.status_record.get("progress")
+        return progress if isinstance(progress, dict) else {}
+
+
+def read_run(path: Path, pretrained: bool = False) -> RunInfo:
+    """Read one run folder, tolerating damage, and resolve a vanished process to ``failed``."""
+    damage: list[str] = []
+    config, problem = read_json(path / "config.json")
+    if problem:
+        damage.append(problem)
+    status_record, problem = read_json(path / "status.json")
+    if problem:
+        damage.append(problem)
+    status_record = status_record or {}
+    status = status_record.get("status")
+    if status not in STATUSES:
+        status = "failed"
+        status_record = {**status_record, "error": status_record.get("error") or "status unreadable"}
+    elif status in LIVE and not process_alive(status_record.get("pid")):
+        status = "failed"
+        status_record = {**status_record, "error": "the training process ended without reporting (killed or crashed); "
+                                                   "its metrics so far are kept and it can be resumed"}
+    metrics, bad_lines = read_metrics(path / "metrics.jsonl")
+    if bad_lines:
+        damage.append(f"metrics.jsonl has {len(bad_lines)} damaged line(s): {', '.join(map(str, bad_lines[:5]))}")
+    results, _ = read_json(path / "results.json")
+    return RunInfo(path.name, path, config or {}, status, status_record, metrics, results, pretrained, damage)
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None, include_pretrained: bool = True) -> list[RunInfo]:
+    """Every run, newest first; shipped pretrained runs last."""
+    runs = []
+    root = resolve_runs_dir(runs_dir)
+    if root.is_dir():
+        folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        for folder in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True):
+            runs.append(read_run(folder))
+    if include_pretrained and PRETRAINED_DIR.is_dir():
+        runs += [read_run(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
+    return runs
+
+
+def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of ``run_id``, refusing ids that could point outside the runs folder."""
+    root = resolve_runs_dir(runs_dir)
+    if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
+        raise CifarnetError(f"run id {run_id!r} is not valid; ids use letters, digits, '_', '.', '-'")
+    for base in (root, PRETRAINED_DIR):
+        candidate = (base / run_id).resolve()
+        if candidate.parent == base.resolve() and candidate.is_dir():
+            return candidate
+    raise CifarnetError(f"no run {run_id!r} in {root}")
+
+
+def new_run_id(cfg: TrainConfig) -> str:
+    """The config's name, else a sortable time stamp with the arch and norm."""
+    if cfg.name:
+        return cfg.name
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.arch}-{cfg.norm}-{secrets.token_hex(2)}"
+
+
+def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> Path:
+    """Make the run folder with its config and a ``starting`` status; refuse a taken name."""
+    from cifarnet.models import build_model, count_params
+
+    root = resolve_runs_dir(runs_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / new_run_id(cfg)
+        path.mkdir()
+    except FileExistsError:
+        raise CifarnetError(f"a run named {cfg.name!r} already exists in {root}; choose another name") from None
+    except OSError as exc:
+        raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
+    params = count_params(build_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout))
+    write_json(path / "config.json", {**cfg.to_dict(), "params": params, "created": time.time()})
+    write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
+    return path
+
+
+def load_run_config(path: Path) -> TrainConfig:
+    """The validated config saved in a run folder."""
+    saved, problem = read_json(path / "config.json")
+    if problem:
+        raise CifarnetError(f"run {path.name}: {problem}")
+    return make_config({k: v for k, v in saved.items() if k not in ("params", "created")})
+
+
+def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
+    """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``)."""
+    path = run_path(run_id, runs_dir)
+    if path.parent == PRETRAINED_DIR.resolve():
+        raise CifarnetError(f"run {run_id!r} is a shipped pretrained run; it is not running")
+    (path / "STOP").touch()
+
+
+def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
+    """Remove a user's finished run; shipped runs and live runs are refused."""
+    path = run_path(run_id, runs_dir)
+    if path.parent != resolve_runs_dir(runs_dir).resolve():
+        raise CifarnetError(f"run {run_id!r} is a shipped pretrained run and cannot be deleted")
+    if read_run(path).status in LIVE:
+        raise CifarnetError(f"run {run_id!r} is still running; stop it first")
+    shutil.rmtree(path)
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray] | None:
+    """Test labels with top-5 classes and probabilities (None if the run has none yet)."""
+    file = path / "predictions.npz"
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as pack:
+            return {key: pack[key] for key in pack.files}
+    except (OSError, ValueError):
+        return None
+
+
+def first_reaching(info: RunInfo, target: float) -> dict | None:
+    """The first evaluation at or above ``target`` accuracy (its epoch and wall time), if any."""
+    for record in info.evals:
+        if isinstance(record.get("test_acc"), (int, float)) and record["test_acc"] >= target:
+            return record
+    return None
