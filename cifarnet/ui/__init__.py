@@ -1,0 +1,5 @@
+"""Streamlit-facing helpers for ``dashboard.py`` and ``pages/``: sidebar, charts, shared widgets.
+
+Only this package (and the pages) import Streamlit; the rest of ``cifarnet`` stays
+usable from the command line and tests without it.
+"""

@@ -1,0 +1,125 @@
+"""Plotly figures for the dashboard, all in one visual style.
+
+Every chart goes through :func:`styled`, so fonts, margins, legend placement and
+colours match from page to page and a run keeps its colour across charts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from cifarnet.curves import METRICS, X_AXES
+
+PALETTE = px.colors.qualitative.Bold
+ACCENT = PALETTE[1]
+HEIGHT = 340
+
+
+def styled(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = HEIGHT) -> go.Figure:
+    """The shared look: white template, compact margins, legend above the plot area."""
+    fig.update_layout(
+        template="plotly_white", title={"text": title, "x": 0, "font": {"size": 15}}, height=height,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10}, font={"size": 12},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "title": None},
+        hovermode="x unified",
+    )
+    fig.update_xaxes(title=x_title, showgrid=True, gridcolor="#eee", zeroline=False)
+    fig.update_yaxes(title=y_title, showgrid=True, gridcolor="#eee", zeroline=False)
+    return fig
+
+
+def run_colors(runs: Sequence[str]) -> dict[str, str]:
+    """A fixed colour per run for the whole page, so the same run matches across charts."""
+    return {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(runs)}
+
+
+def curve_figure(frame: pd.DataFrame, x: str, by: str, title: str, y_title: str, log_y: bool = False,
+                 colors: dict[str, str] | None = None, height: int = HEIGHT) -> go.Figure:
+    """Lines from a long curves frame, one per value of ``by`` (``run`` or ``metric``).
+
+    Test metrics get markers: they are sparse evaluations, and the dots show where they were taken.
+    """
+    fig = go.Figure()
+    for name, part in frame.groupby(by, sort=False):
+        sparse = set(part["metric"]) <= {m for m, (_, kind) in METRICS.items() if kind == "eval"}
+        label = METRICS[name][0] if by == "metric" else str(name)
+        fig.add_trace(go.Scatter(x=part[x], y=part["value"], name=label, mode="lines+markers" if sparse else "lines",
+                                 marker={"size": 6}, line={"width": 2, "color": (colors or {}).get(name)}))
+    fig = styled(fig, title, X_AXES[x], y_title, height)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def lr_figure(frame: pd.DataFrame) -> go.Figure:
+    """The learning rate a configuration will follow, step by step."""
+    fig = go.Figure(go.Scatter(x=frame["step"], y=frame["lr"], mode="lines", line={"width": 2, "color": ACCENT},
+                               fill="tozeroy", name="learning rate"))
+    return styled(fig, "Learning-rate schedule", X_AXES["step"], "learning rate", height=240)
+
+
+def rf_figure(frame: pd.DataFrame, image_size: int = 32) -> go.Figure:
+    """Receptive field after each layer for one or more architectures, against the image size."""
+    fig = go.Figure()
+    for i, (arch, part) in enumerate(frame.groupby("arch", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=part["#"], y=part["rf"], name=str(arch), mode="lines+markers", line={"width": 2, "color": PALETTE[i]},
+            customdata=part[["layer", "kernel", "stride", "dilation", "size"]],
+            hovertemplate="%{customdata[0]}<br>k=%{customdata[1]} s=%{customdata[2]} d=%{customdata[3]}"
+                          "<br>map %{customdata[4]} px<br>RF %{y} px<extra>%{fullData.name}</extra>",
+        ))
+    fig.add_hline(y=image_size, line_dash="dash", line_color="#888",
+                  annotation_text=f"image: {image_size} px", annotation_position="top left")
+    fig = styled(fig, "Receptive field after each layer", "layer (in order of computation)", "receptive field (px)")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def confusion_figure(frame: pd.DataFrame) -> go.Figure:
+    """Counts per (true, predicted) pair; the diagonal is correct, everything else a mistake."""
+    fig = go.Figure(go.Heatmap(
+        z=frame.to_numpy(), x=list(frame.columns), y=list(frame.index), colorscale="Blues",
+        text=frame.to_numpy(), texttemplate="%{text}", textfont={"size": 10}, showscale=False,
+        hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
+    ))
+    fig = styled(fig, "Confusion matrix (click a cell to see its images)", "predicted class", "true class", 460)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    fig.update_xaxes(showgrid=False, tickangle=-40)
+    fig.update_layout(hovermode="closest", clickmode="event+select")
+    return fig
+
+
+def per_class_figure(frame: pd.DataFrame) -> go.Figure:
+    """Accuracy of each class as a bar, sorted so the hardest classes stand out."""
+    data = frame.sort_values("accuracy")
+    fig = go.Figure(go.Bar(x=data["accuracy"], y=data["class"], orientation="h", marker_color=ACCENT,
+                           text=[f"{v:.1f}%" for v in data["accuracy"]], textposition="auto"))
+    fig = styled(fig, "Per-class accuracy", "accuracy (%)", "", 460)
+    fig.update_xaxes(range=[0, 100])
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def topk_figure(pairs: Sequence[tuple[str, float]]) -> go.Figure:
+    """The model's most probable classes as horizontal bars, the top one on top."""
+    names = [name for name, _ in pairs][::-1]
+    values = [100 * p for _, p in pairs][::-1]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=ACCENT,
+                           text=[f"{v:.1f}%" for v in values], textposition="auto"))
+    fig = styled(fig, "Class probabilities", "probability (%)", "", height=80 + 36 * len(pairs))
+    fig.update_xaxes(range=[0, 100])
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def bar_figure(frame: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str) -> go.Figure:
+    """A plain bar chart in the shared style (parameters per block, per layer kind)."""
+    fig = go.Figure(go.Bar(x=frame[x], y=frame[y], marker_color=ACCENT, text=[f"{v:,}" for v in frame[y]],
+                           textposition="auto"))
+    fig = styled(fig, title, x_title, y_title, height=300)
+    fig.update_layout(hovermode="closest")
+    return fig

@@ -1,0 +1,38 @@
+"""Overview: what the lab is and where to start."""
+
+import streamlit as st
+
+from cifarnet.ui.common import header, runs
+
+header("cifarnet lab", "An interactive lab for small convolutional networks (under 200k parameters) on "
+       "CIFAR-10: 32x32 colour photos of 10 classes.")
+
+st.markdown("""
+Train a network from the sidebar's settings, watch it learn, and look inside it:
+BatchNorm vs LayerNorm vs GroupNorm, dilated and depthwise-separable convolutions,
+receptive field, augmentation and learning-rate schedules.
+""")
+
+shipped = [r for r in runs() if r.pretrained]
+if shipped:
+    cols = st.columns(len(shipped))
+    for col, info in zip(cols, shipped):
+        col.metric(f"shipped {info.run_id}", f"{100 * (info.final_acc or 0):.1f}%", border=True,
+                   help="Test accuracy of the trained s9 network shipped with the app (30 epochs on a GPU)")
+
+st.subheader("Where to start")
+steps = [
+    ("pages/train.py", "🚀", "Train", "pick settings in the sidebar and launch a short run; watch its curves live."),
+    ("pages/runs.py", "📈", "Runs", "compare runs, e.g. the shipped BN, LN and GN networks, curve by curve."),
+    ("pages/receptive_field.py", "🔭", "Receptive field", "see how far each layer sees, against the 32-pixel image."),
+    ("pages/model.py", "🧱", "Model", "every layer's output shape and parameter count."),
+    ("pages/misclassified.py", "❌", "Misclassified", "the test images a model gets wrong, and its confusion matrix."),
+    ("pages/predict.py", "🔮", "Predict", "upload any picture and see what a trained model thinks it is."),
+]
+for path, icon, label, text in steps:
+    left, right = st.columns([1, 4], vertical_alignment="center")
+    left.page_link(path, label=label, icon=icon)
+    right.write(text)
+
+st.info("Settings in the sidebar apply to Train, Receptive field and Model. The address bar keeps them, "
+        "so a copied link reopens the same configuration.", icon="💡")

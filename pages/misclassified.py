@@ -1,0 +1,71 @@
+"""Misclassified: the test images a run got wrong, its confusion matrix and per-class accuracy."""
+
+import streamlit as st
+
+from cifarnet.curves import run_label
+from cifarnet.misclassified import (caption, cell_from_selection, confusion_frame, filter_mistakes, labels_match,
+                                    mistakes, per_class_frame, runs_with_predictions, tiles)
+from cifarnet.runs import read_predictions
+from cifarnet.ui import charts
+from cifarnet.ui.common import dataset, header, runs
+
+COLUMNS, ROWS = 8, 4
+ANY = "any"
+TRUE_KEY, PRED_KEY, CELL_KEY = "mis_true", "mis_pred", "mis_cell"
+
+header("Misclassified", "Where a trained model goes wrong. The confusion matrix counts, for every true class "
+       "(rows), which class the model predicted (columns); below are the test images themselves.")
+
+candidates = {run_label(info): info for info in runs_with_predictions(runs())}
+if not candidates:
+    st.info("No run has test-set predictions yet; they are written when a run finishes.", icon="🕐")
+    st.stop()
+label = st.selectbox("Run", list(candidates), help="Runs that finished (shipped runs included)")
+info = candidates[label]
+classes = info.results["classes"]
+st.session_state.setdefault(TRUE_KEY, ANY)
+st.session_state.setdefault(PRED_KEY, ANY)
+
+matrix_col, class_col = st.columns([3, 2], gap="large")
+event = matrix_col.plotly_chart(charts.confusion_figure(confusion_frame(info.results)), width="stretch",
+                                on_select="rerun", selection_mode="points", key=f"confusion_{label}")
+class_col.plotly_chart(charts.per_class_figure(per_class_frame(info.results)), width="stretch")
+cell = cell_from_selection(event, classes)
+if cell is not None and cell != st.session_state.get(CELL_KEY):
+    st.session_state[TRUE_KEY], st.session_state[PRED_KEY] = cell  # a new click picks the filters below
+st.session_state[CELL_KEY] = cell
+
+st.subheader("Misclassified test images")
+filters = st.columns(3)
+true = filters[0].selectbox("True class", [ANY, *classes], key=TRUE_KEY)
+predicted = filters[1].selectbox("Predicted class", [ANY, *classes], key=PRED_KEY)
+
+predictions = read_predictions(info.path)
+data = dataset()
+if predictions is None or data is None:
+    st.stop()
+if not labels_match(predictions, data.test_y):
+    st.warning(f"The test set loaded from `{data.source}` is not the one this run was evaluated on (its labels "
+               "differ), so the pictures below would not match the predictions. Point the data folder at the "
+               "real CIFAR-10 to see them.", icon="⚠️")
+    st.stop()
+
+wrong = mistakes(predictions, classes)
+shown = filter_mistakes(wrong, None if true == ANY else true, None if predicted == ANY else predicted)
+per_page = COLUMNS * ROWS
+pages = max(1, -(-len(shown) // per_page))
+page = filters[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
+st.caption(f"{len(shown):,} of {len(wrong):,} mistakes on {len(predictions['labels']):,} test images, most "
+           "confident first. Each picture is titled **predicted** / **actual**, then the model's top-3 "
+           "probabilities. Pixels are enlarged 4x without smoothing: this is all the network sees.")
+if shown.empty:
+    note = " (a diagonal cell: those are correct predictions)" if true == predicted != ANY else ""
+    st.info(f"No mistakes for this filter{note}.", icon="🎯")
+    st.stop()
+part = shown.iloc[(page - 1) * per_page: page * per_page]
+pictures = tiles(data.test_x, part, scale=4)
+grid = st.columns(COLUMNS)
+for i, (picture, (_, row)) in enumerate(zip(pictures, part.iterrows())):
+    with grid[i % COLUMNS]:
+        st.image(picture)
+        st.caption(caption(row))

@@ -1,0 +1,43 @@
+"""Model: every layer's output shape and parameters for the sidebar's configuration."""
+
+import streamlit as st
+
+from cifarnet.summary import summarize
+from cifarnet.tables import params_by_block, params_by_type, summary_frame
+from cifarnet.ui import charts
+from cifarnet.ui.common import cached_model, header
+from cifarnet.ui.sidebar import current_config
+
+BUDGET = 200_000
+
+header("Model", "The network built from the sidebar's architecture, norm and dropout: every layer in the order "
+       "it runs, the shape of what it outputs (channels x height x width) and how many weights it learns.")
+
+cfg, error = current_config()
+if cfg is None:
+    st.error(f"Fix the sidebar setting first: {error}", icon="⚠️")
+    st.stop()
+
+model = cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout)
+summary = summarize(model)
+cols = st.columns(4)
+cols[0].metric("total params", f"{summary.total_params:,}", border=True,
+               delta=f"{BUDGET - summary.total_params:,} under the 200k budget", delta_color="off")
+cols[1].metric("trainable params", f"{summary.trainable_params:,}", border=True)
+cols[2].metric("layers executed", f"{len(summary.layers)}", border=True)
+cols[3].metric("memory for one image", f"{summary.total_mb:.2f} MB", border=True,
+               help="Input + activations for forward and backward + parameters, as torchsummary estimates it")
+st.caption(f"{cfg.arch} with {cfg.norm.upper()}: every norm has 2 affine weights per channel, so the parameter "
+           "count is the same for BN, LN and GN.")
+
+table, charts_col = st.columns([3, 2], gap="large")
+with table:
+    st.dataframe(summary_frame(summary), hide_index=True, width="stretch", height=560,
+                 column_config={"params": st.column_config.NumberColumn("params", format="%d")})
+with charts_col:
+    st.plotly_chart(charts.bar_figure(params_by_block(summary), "block", "params", "Parameters per block",
+                                      "block", "parameters"), width="stretch")
+    st.plotly_chart(charts.bar_figure(params_by_type(model), "kind", "params", "Parameters per layer kind",
+                                      "", "parameters"), width="stretch", key="by_kind")
+    st.caption("Depthwise-separable convs (a 3x3 depthwise + a 1x1 pointwise) cost about a ninth of a full 3x3 "
+               "conv with the same channels; that is how these networks stay under 200k parameters.")

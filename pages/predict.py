@@ -1,0 +1,51 @@
+"""Predict: upload any picture and see a trained model's top classes for it."""
+
+import streamlit as st
+
+from cifarnet.errors import CifarnetError
+from cifarnet.images import enlarge
+from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
+from cifarnet.ui import charts
+from cifarnet.ui.common import checkpoint, header, runs
+
+header("Predict", "Upload a picture of an airplane, car, bird, cat, deer, dog, frog, horse, ship or truck. It is "
+       "centre-cropped to a square and shrunk to 32x32 pixels, the size the network was trained on, and a "
+       "trained model says what it thinks it shows.")
+
+models = available_models(runs())
+if not models:
+    st.info("No trained model found: finish a run on the Train page first.", icon="🕐")
+    st.stop()
+labels = list(models)
+default = next((i for i, name in enumerate(labels) if name.startswith("s9-bn")), 0)
+choice, k_col = st.columns([3, 1])
+label = choice.selectbox("Model", labels, index=default, help="Shipped networks and your finished runs (model.pt)")
+k = k_col.slider("Top-k classes", 1, 10, 5)
+upload = st.file_uploader("Image", type=list(FORMATS),
+                          help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; transparency is composited "
+                               "onto white, animations use their first frame.")
+if upload is None:
+    st.info("Upload an image to classify it.", icon="⬆️")
+    st.stop()
+
+try:
+    picture = prepare(upload.getvalue())
+    model = checkpoint(models[label])
+except CifarnetError as exc:
+    st.error(f"**{upload.name}:** {exc}", icon="🚫")
+    st.stop()
+
+ranked = top_k(model, picture.view, k)
+best, prob = ranked[0]
+original, seen, bars = st.columns([1, 1, 2], gap="large")
+with original:
+    st.markdown("**Uploaded**")
+    st.image(picture.preview, width=256)
+with seen:
+    st.markdown("**What the model sees** (32x32, enlarged 8x)")
+    st.image(enlarge(picture.view, 8))
+with bars:
+    st.metric("prediction", best, f"{100 * prob:.1f}% probability", delta_color="off", border=True)
+    st.plotly_chart(charts.topk_figure(ranked), width="stretch")
+st.caption("The probabilities come from a softmax over the 10 CIFAR-10 classes, so a picture of something "
+           "else still gets spread over them: the model cannot answer 'none of these'.")

@@ -1,0 +1,47 @@
+"""Receptive field: how much of the image each layer's outputs can see."""
+
+import streamlit as st
+
+from cifarnet.models import ARCHS
+from cifarnet.receptive_field import receptive_field
+from cifarnet.tables import IMAGE_SIZE, rf_comparison, rf_exceeds_image, rf_frame
+from cifarnet.ui import charts
+from cifarnet.ui.common import cached_model, header
+from cifarnet.ui.sidebar import current_config
+
+header("Receptive field", "The receptive field (RF) of a layer is the square of input pixels that can influence "
+       "one of its outputs. A classifier needs it to cover the object; here, the whole 32-pixel image.")
+
+cfg, error = current_config()
+if cfg is None:
+    st.error(f"Fix the sidebar setting first: {error}", icon="⚠️")
+    st.stop()
+
+report = receptive_field(cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout))
+covers = rf_exceeds_image(report)
+cols = st.columns(3)
+cols[0].metric("architecture", cfg.arch, border=True)
+cols[1].metric("receptive field before global pooling", f"{report.rf} px", border=True,
+               help="The field of the features that enter global average pooling")
+cols[2].metric("covers the 32-px image from layer", "never" if covers is None else f"#{covers}", border=True)
+
+table, chart = st.columns([3, 2], gap="large")
+with table:
+    st.markdown(f"**Layer by layer: {cfg.arch}**")
+    st.dataframe(rf_frame(report), hide_index=True, width="stretch", height=460,
+                 column_config={"rf": st.column_config.ProgressColumn("RF (px)", format="%d", min_value=0,
+                                                                      max_value=max(report.rf, IMAGE_SIZE))})
+    st.caption("kernel k, stride s, dilation d, padding p; **size** is the feature map's side after the layer, "
+               "**jump** the distance in input pixels between neighbouring outputs. Each layer adds "
+               "(d·(k−1))·jump pixels: dilation and earlier strides grow the field fast without extra weights. "
+               "Where branches are summed (parallel convs, residuals) the larger field wins.")
+with chart:
+    st.plotly_chart(charts.rf_figure(rf_frame(report).assign(arch=cfg.arch), IMAGE_SIZE), width="stretch")
+
+st.subheader("Both architectures")
+comparison, overview = rf_comparison(ARCHS)
+st.plotly_chart(charts.rf_figure(comparison, IMAGE_SIZE), width="stretch", key="rf_compare")
+st.dataframe(overview, hide_index=True)
+st.caption("`seed` keeps 32→26-pixel maps and grows its field with parallel dilated branches (d = 2, 4, 8); "
+           "`s9` halves the map twice with strided dilated convs, so later layers' jump is 4 and every 3x3 "
+           "kernel reaches four times further. The norm does not change the field.")

@@ -1,0 +1,82 @@
+"""Runs: every run in one table; overlay their curves; export; delete your own."""
+
+import streamlit as st
+
+from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
+from cifarnet.errors import CifarnetError
+from cifarnet.runs import delete_run
+from cifarnet.ui import charts
+from cifarnet.ui.common import header, runs
+
+header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, LayerNorm, GroupNorm, trained "
+       "30 epochs on a GPU) and the runs you launched. Pick runs to overlay their learning curves.")
+
+all_runs = runs()
+by_label = {run_label(info): info for info in all_runs}
+table = runs_table(all_runs)
+st.dataframe(
+    table, hide_index=True, width="stretch",
+    column_config={
+        "shipped": st.column_config.CheckboxColumn("shipped"),
+        "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%"),
+        "final_acc": st.column_config.NumberColumn("final acc", format="%.2f%%",
+                                                   help="Full test set at the end (or the last evaluation)"),
+        "tta_acc": st.column_config.NumberColumn("flip-TTA acc", format="%.2f%%"),
+        "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+        "params": st.column_config.NumberColumn("params", format="%d"),
+        "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+        "notes": st.column_config.TextColumn("notes", width="large"),
+    },
+)
+st.download_button("Download table (CSV)", table.to_csv(index=False).encode(), "cifarnet-runs.csv", "text/csv",
+                   icon="⬇️")
+
+troubled = table[table["notes"] != ""]
+if not troubled.empty:
+    with st.expander(f"⚠️ {len(troubled)} run(s) with errors or damaged files", expanded=True):
+        for _, row in troubled.iterrows():
+            st.markdown(f"**{row['run']}** ({row['status']}): {row['notes']}")
+
+st.subheader("Compare learning curves")
+shipped = [label for label, info in by_label.items() if info.pretrained]
+chosen = st.multiselect("Runs", list(by_label), default=shipped, placeholder="choose runs to overlay")
+controls = st.columns([3, 2, 2, 1])
+metrics = controls[0].pills("Metrics", list(METRICS), default=["test_acc", "train_loss"], selection_mode="multi",
+                            format_func=lambda m: METRICS[m][0])
+x_axis = controls[1].segmented_control("x-axis", list(X_AXES), default="epoch", format_func=lambda x: x) or "epoch"
+weight = controls[2].slider("Smoothing", 0.0, 0.99, 0.0, 0.01,
+                            help="Exponential moving average of each curve (0 = raw points, 0.9 = strong)")
+log_y = controls[3].toggle("log y", help="Logarithmic y-axis: useful for losses and the learning rate")
+
+frame = smooth(curves_frame([by_label[label] for label in chosen], metrics or ()), weight)
+if not chosen or not metrics:
+    st.info("Choose at least one run and one metric.", icon="👆")
+elif frame.empty:
+    st.info("The chosen runs have no records for these metrics yet.", icon="🕐")
+else:
+    colors = charts.run_colors(chosen)
+    cols = st.columns(2)
+    for i, metric in enumerate(metrics):
+        part = frame[frame["metric"] == metric]
+        cols[i % 2].plotly_chart(charts.curve_figure(part, x_axis, "run", METRICS[metric][0], METRICS[metric][0],
+                                                     log_y, colors), width="stretch", key=f"curve_{metric}")
+    st.caption("Test metrics are measured at each evaluation (dots); train metrics average the batches between "
+               "log points, with augmentation switched on, which is why train accuracy can sit below test accuracy.")
+    st.download_button("Download these curves (CSV)", curves_csv(frame), "cifarnet-curves.csv", "text/csv",
+                       icon="⬇️")
+
+own = [label for label, info in by_label.items() if not info.pretrained]
+if own:
+    st.subheader("Delete a run")
+    col_pick, col_confirm, col_button = st.columns([3, 2, 1], vertical_alignment="bottom")
+    victim = col_pick.selectbox("Your run", own)
+    sure = col_confirm.checkbox("Yes, delete its folder")
+    if col_button.button("Delete", icon="🗑️", disabled=not sure, width="stretch"):
+        try:
+            delete_run(by_label[victim].run_id)
+        except CifarnetError as exc:
+            st.error(str(exc), icon="⚠️")
+        else:
+            st.toast(f"Deleted {victim}", icon="🗑️")
+            st.rerun()
+    st.caption("Shipped runs cannot be deleted; a live run must be stopped first.")
