@@ -103,7 +103,7 @@ def prepare(data: bytes) -> Upload:
 def top_k(model: torch.nn.Module, image: np.ndarray, k: int = 5,
           classes: Sequence[str] = CLASSES) -> list[tuple[str, float]]:
     """The ``k`` most probable classes of a 32x32x3 uint8 image, most probable first."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0) / 255.0
     probs = model(x).softmax(1)[0]
     values, indices = probs.topk(max(1, min(k, len(classes))))
     return [(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]

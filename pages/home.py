@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from cifarnet.ui.app import PAGES, page_path
 from cifarnet.ui.common import header, runs
 
 header("cifarnet lab", "An interactive lab for small convolutional networks (under 200k parameters) on "
@@ -21,18 +22,19 @@ if shipped:
                    help="Test accuracy of the trained s9 network shipped with the app (30 epochs on a GPU)")
 
 st.subheader("Where to start")
-steps = [
-    ("pages/train.py", "🚀", "Train", "pick settings in the sidebar and launch a short run; watch its curves live."),
-    ("pages/runs.py", "📈", "Runs", "compare runs, e.g. the shipped BN, LN and GN networks, curve by curve."),
-    ("pages/receptive_field.py", "🔭", "Receptive field", "see how far each layer sees, against the 32-pixel image."),
-    ("pages/model.py", "🧱", "Model", "every layer's output shape and parameter count."),
-    ("pages/misclassified.py", "❌", "Misclassified", "the test images a model gets wrong, and its confusion matrix."),
-    ("pages/predict.py", "🔮", "Predict", "upload any picture and see what a trained model thinks it is."),
-]
-for path, icon, label, text in steps:
+steps = {
+    "train": "pick settings in the sidebar and launch a short run; watch its curves live.",
+    "runs": "compare runs, e.g. the shipped BN, LN and GN networks, curve by curve.",
+    "receptive_field": "see how far each layer sees, against the 32-pixel image.",
+    "model": "every layer's output shape and parameter count.",
+    "misclassified": "the test images a model gets wrong, and its confusion matrix.",
+    "predict": "upload any picture and see what a trained model thinks it is.",
+}
+for name, text in steps.items():
     left, right = st.columns([1, 4], vertical_alignment="center")
-    left.page_link(path, label=label, icon=icon)
+    title, icon = PAGES[name]
+    left.page_link(page_path(name), label=title, icon=icon)
     right.write(text)
 
 st.info("Settings in the sidebar apply to Train, Receptive field and Model. The address bar keeps them, "
-        "so a copied link reopens the same configuration.", icon="💡")
+        "so a copied link reopens the same configuration.", icon=":material/lightbulb:")

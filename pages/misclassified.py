@@ -18,7 +18,7 @@ header("Misclassified", "Where a trained model goes wrong. The confusion matrix 
 
 candidates = {run_label(info): info for info in runs_with_predictions(runs())}
 if not candidates:
-    st.info("No run has test-set predictions yet; they are written when a run finishes.", icon="🕐")
+    st.info("No run has test-set predictions yet; they are written when a run finishes.", icon=":material/hourglass_empty:")
     st.stop()
 label = st.selectbox("Run", list(candidates), help="Runs that finished (shipped runs included)")
 info = candidates[label]
@@ -47,7 +47,7 @@ if predictions is None or data is None:
 if not labels_match(predictions, data.test_y):
     st.warning(f"The test set loaded from `{data.source}` is not the one this run was evaluated on (its labels "
                "differ), so the pictures below would not match the predictions. Point the data folder at the "
-               "real CIFAR-10 to see them.", icon="⚠️")
+               "real CIFAR-10 to see them.", icon=":material/warning:")
     st.stop()
 
 wrong = mistakes(predictions, classes)
@@ -60,7 +60,7 @@ st.caption(f"{len(shown):,} of {len(wrong):,} mistakes on {len(predictions['labe
            "probabilities. Pixels are enlarged 4x without smoothing: this is all the network sees.")
 if shown.empty:
     note = " (a diagonal cell: those are correct predictions)" if true == predicted != ANY else ""
-    st.info(f"No mistakes for this filter{note}.", icon="🎯")
+    st.info(f"No mistakes for this filter{note}.", icon=":material/done_all:")
     st.stop()
 part = shown.iloc[(page - 1) * per_page: page * per_page]
 pictures = tiles(data.test_x, part, scale=4)

@@ -15,7 +15,7 @@ header("Model", "The network built from the sidebar's architecture, norm and dro
 
 cfg, error = current_config()
 if cfg is None:
-    st.error(f"Fix the sidebar setting first: {error}", icon="⚠️")
+    st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
     st.stop()
 
 model = cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout)

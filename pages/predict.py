@@ -14,7 +14,7 @@ header("Predict", "Upload a picture of an airplane, car, bird, cat, deer, dog, f
 
 models = available_models(runs())
 if not models:
-    st.info("No trained model found: finish a run on the Train page first.", icon="🕐")
+    st.info("No trained model found: finish a run on the Train page first.", icon=":material/hourglass_empty:")
     st.stop()
 labels = list(models)
 default = next((i for i, name in enumerate(labels) if name.startswith("s9-bn")), 0)
@@ -25,14 +25,14 @@ upload = st.file_uploader("Image", type=list(FORMATS),
                           help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; transparency is composited "
                                "onto white, animations use their first frame.")
 if upload is None:
-    st.info("Upload an image to classify it.", icon="⬆️")
+    st.info("Upload an image to classify it.", icon=":material/upload:")
     st.stop()
 
 try:
     picture = prepare(upload.getvalue())
     model = checkpoint(models[label])
 except CifarnetError as exc:
-    st.error(f"**{upload.name}:** {exc}", icon="🚫")
+    st.error(f"**{upload.name}:** {exc}", icon=":material/block:")
     st.stop()
 
 ranked = top_k(model, picture.view, k)

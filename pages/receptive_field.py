@@ -14,7 +14,7 @@ header("Receptive field", "The receptive field (RF) of a layer is the square of 
 
 cfg, error = current_config()
 if cfg is None:
-    st.error(f"Fix the sidebar setting first: {error}", icon="⚠️")
+    st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
     st.stop()
 
 report = receptive_field(cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout))

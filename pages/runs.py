@@ -29,11 +29,11 @@ st.dataframe(
     },
 )
 st.download_button("Download table (CSV)", table.to_csv(index=False).encode(), "cifarnet-runs.csv", "text/csv",
-                   icon="⬇️")
+                   icon=":material/download:")
 
 troubled = table[table["notes"] != ""]
 if not troubled.empty:
-    with st.expander(f"⚠️ {len(troubled)} run(s) with errors or damaged files", expanded=True):
+    with st.expander(f"{len(troubled)} run(s) with errors or damaged files", expanded=True, icon=":material/warning:"):
         for _, row in troubled.iterrows():
             st.markdown(f"**{row['run']}** ({row['status']}): {row['notes']}")
 
@@ -50,9 +50,9 @@ log_y = controls[3].toggle("log y", help="Logarithmic y-axis: useful for losses 
 
 frame = smooth(curves_frame([by_label[label] for label in chosen], metrics or ()), weight)
 if not chosen or not metrics:
-    st.info("Choose at least one run and one metric.", icon="👆")
+    st.info("Choose at least one run and one metric.", icon=":material/touch_app:")
 elif frame.empty:
-    st.info("The chosen runs have no records for these metrics yet.", icon="🕐")
+    st.info("The chosen runs have no records for these metrics yet.", icon=":material/hourglass_empty:")
 else:
     colors = charts.run_colors(chosen)
     cols = st.columns(2)
@@ -63,7 +63,7 @@ else:
     st.caption("Test metrics are measured at each evaluation (dots); train metrics average the batches between "
                "log points, with augmentation switched on, which is why train accuracy can sit below test accuracy.")
     st.download_button("Download these curves (CSV)", curves_csv(frame), "cifarnet-curves.csv", "text/csv",
-                       icon="⬇️")
+                       icon=":material/download:")
 
 own = [label for label, info in by_label.items() if not info.pretrained]
 if own:
@@ -71,12 +71,12 @@ if own:
     col_pick, col_confirm, col_button = st.columns([3, 2, 1], vertical_alignment="bottom")
     victim = col_pick.selectbox("Your run", own)
     sure = col_confirm.checkbox("Yes, delete its folder")
-    if col_button.button("Delete", icon="🗑️", disabled=not sure, width="stretch"):
+    if col_button.button("Delete", icon=":material/delete:", disabled=not sure, width="stretch"):
         try:
             delete_run(by_label[victim].run_id)
         except CifarnetError as exc:
-            st.error(str(exc), icon="⚠️")
+            st.error(str(exc), icon=":material/warning:")
         else:
-            st.toast(f"Deleted {victim}", icon="🗑️")
+            st.toast(f"Deleted {victim}", icon=":material/delete:")
             st.rerun()
     st.caption("Shipped runs cannot be deleted; a live run must be stopped first.")

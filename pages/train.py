@@ -24,20 +24,20 @@ cfg, error = current_config()
 launch_col, lr_col = st.columns([3, 2], gap="large")
 with launch_col:
     if cfg is None:
-        st.error(f"Fix the sidebar setting before launching: {error}", icon="⚠️")
+        st.error(f"Fix the sidebar setting before launching: {error}", icon=":material/warning:")
     else:
         st.markdown(f"**This run:** {describe(cfg)}")
     ready = data_ready()
     if not ready:
         data_panel("Training needs the CIFAR-10 data set, and it is not in the data folder "
                    f"`{data_dir()}`.")
-    if st.button("Launch run", type="primary", icon="🚀", disabled=cfg is None or not ready):
+    if st.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=cfg is None or not ready):
         try:
             st.session_state[WATCH_KEY] = start_run(cfg, resolve_runs_dir(), data_dir())
         except CifarnetError as exc:
-            st.error(str(exc), icon="⚠️")
+            st.error(str(exc), icon=":material/warning:")
         else:
-            st.toast(f"Started run {st.session_state[WATCH_KEY]}", icon="🚀")
+            st.toast(f"Started run {st.session_state[WATCH_KEY]}", icon=":material/rocket_launch:")
 with lr_col:
     if cfg is not None:
         st.plotly_chart(charts.lr_figure(lr_schedule(cfg)), width="stretch")
@@ -50,7 +50,7 @@ def live_run() -> None:
     run_id = newest_live_run() or st.session_state.get(WATCH_KEY)
     if run_id is None:
         st.info("No run yet. Launch one above; its curves appear here and update every "
-                f"{REFRESH_S:g} seconds. Past runs are on the Runs page.", icon="🕐")
+                f"{REFRESH_S:g} seconds. Past runs are on the Runs page.", icon=":material/hourglass_empty:")
         return
     try:
         info = read_run(run_path(run_id))
@@ -60,9 +60,9 @@ def live_run() -> None:
     progress = info.progress
     title, stop_col = st.columns([4, 1], vertical_alignment="center")
     title.subheader(f"Run `{run_id}` · {info.status}")
-    if info.status in LIVE and stop_col.button("Stop run", icon="⏹️", width="stretch"):
+    if info.status in LIVE and stop_col.button("Stop run", icon=":material/stop_circle:", width="stretch"):
         request_stop(run_id)
-        st.toast("Stop requested: the run ends after its current step and keeps a checkpoint.", icon="⏹️")
+        st.toast("Stop requested: the run ends after its current step and keeps a checkpoint.", icon=":material/stop_circle:")
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
                 else f"{info.status} after {progress.get('step', 0)} of {progress.get('total_steps', '?')} steps")
     _status_note(info)
@@ -91,12 +91,12 @@ def _status_note(info) -> None:
     error = info.status_record.get("error")
     if info.status == "finished":
         st.success(f"Finished: {100 * (info.final_acc or 0):.2f}% on the full test set. Compare it on the Runs "
-                   "page, or look at its mistakes on the Misclassified page.", icon="✅")
+                   "page, or look at its mistakes on the Misclassified page.", icon=":material/check_circle:")
     elif info.status == "stopped":
         st.warning("Stopped on request. Its checkpoint is kept; `python -m cifarnet train --resume "
-                   f"{info.path}` continues it.", icon="⏹️")
+                   f"{info.path}` continues it.", icon=":material/stop_circle:")
     elif info.status in ("failed", "diverged"):
-        st.error(f"The run {info.status}: {error or 'no reason recorded'}", icon="🛑")
+        st.error(f"The run {info.status}: {error or 'no reason recorded'}", icon=":material/error:")
 
 
 live_run()
@@ -114,6 +114,6 @@ if cfg is not None:
     grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), AugmentSpec.from_config(cfg), seed=seed,
                         rows=4, cols=8, scale=3)
     st.image(grid)
-    if st.button("New random draw", icon="🎲"):
+    if st.button("New random draw", icon=":material/casino:"):
         st.session_state["preview_seed"] = seed + 1
         st.rerun()

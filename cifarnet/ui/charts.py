@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -80,10 +81,17 @@ def rf_figure(frame: pd.DataFrame, image_size: int = 32) -> go.Figure:
 
 
 def confusion_figure(frame: pd.DataFrame) -> go.Figure:
-    """Counts per (true, predicted) pair; the diagonal is correct, everything else a mistake."""
+    """Counts per (true, predicted) pair; the diagonal is correct, everything else a mistake.
+
+    The colour scale tops out at the largest mistake count: the diagonal saturates, and
+    the off-diagonal cells (the interesting ones) spread over the whole scale.
+    """
+    counts = frame.to_numpy()
+    off_diagonal = counts[~np.eye(len(counts), dtype=bool)]
     fig = go.Figure(go.Heatmap(
-        z=frame.to_numpy(), x=list(frame.columns), y=list(frame.index), colorscale="Blues",
-        text=frame.to_numpy(), texttemplate="%{text}", textfont={"size": 10}, showscale=False,
+        z=counts, x=list(frame.columns), y=list(frame.index), colorscale="Blues", zmin=0,
+        zmax=max(int(off_diagonal.max(initial=0)), 1),
+        text=counts, texttemplate="%{text}", textfont={"size": 10}, showscale=False,
         hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
     ))
     fig = styled(fig, "Confusion matrix (click a cell to see its images)", "predicted class", "true class", 460)

@@ -82,7 +82,7 @@ def data_panel(problem: str | None = None) -> None:
         if typed and typed != str(folder):
             st.session_state[DATA_KEY] = typed
             st.rerun()
-        if st.button("Download CIFAR-10", icon="⬇️"):
+        if st.button("Download CIFAR-10", icon=":material/download:"):
             with st.spinner("Downloading and unpacking CIFAR-10..."):
                 try:
                     download(folder)

@@ -27,7 +27,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Advanced": ("momentum", "warmup", "eval_subset", "eval_every", "tta", "device", "threads", "name"),
 }
 LABELS = {
-    "arch": "Architecture", "norm": "Normalisation", "gn_groups": "GN groups", "dropout": "Dropout",
+    "arch": "Architecture", "norm": "Normalisation", "gn_groups": "GN groups", "dropout": "Dropout (−1 = architecture default)",
     "epochs": "Epochs", "batch_size": "Batch size", "optimizer": "Optimizer", "lr": "Learning rate",
     "schedule": "LR schedule", "weight_decay": "Weight decay", "label_smoothing": "Label smoothing",
     "subset": "Train images per class", "seed": "Seed", "crop": "Random crop", "crop_pad": "Crop padding (px)",
@@ -120,7 +120,7 @@ def render() -> TrainConfig | None:
     with st.sidebar:
         st.header("Settings")
         for problem in st.session_state.get(PROBLEMS_KEY, []):
-            st.warning(problem, icon="🔗")
+            st.warning(problem, icon=":material/link:")
         error_slot = st.empty()
         for group, names in GROUPS.items():
             with st.expander(group, expanded=group in ("Model", "Training")):
@@ -133,7 +133,7 @@ def render() -> TrainConfig | None:
         error = None
     except CifarnetError as exc:
         cfg, error = None, str(exc)
-        error_slot.error(f"**Invalid setting.** {error}", icon="⚠️")
+        error_slot.error(f"**Invalid setting.** {error}", icon=":material/warning:")
     st.session_state[CONFIG_KEY], st.session_state[ERROR_KEY] = cfg, error
     _write_link(values)
     return cfg

@@ -1,0 +1,360 @@
+"""The Streamlit dashboard, page by page, through ``streamlit.testing.v1.AppTest``.
+
+Each test drives the real ``dashboard.py`` (navigation, shared sidebar, page) with a
+temporary runs folder; the data folder is the real CIFAR-10 copy when present, else
+synthetic files (the ``data_dir`` fixture). The pure helpers behind the pages
+(``cifarnet.query``, ``curves``, ``predict``, ``misclassified``, ``tables``) are tested
+directly at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from cifarnet.config import FIELDS, make_config
+from cifarnet.curves import curves_frame, runs_table, smooth
+from cifarnet.data import CLASSES, load_cifar10
+from cifarnet.errors import CifarnetError
+from cifarnet.misclassified import filter_mistakes, mistakes
+from cifarnet.models import build_model, count_params
+from cifarnet.predict import prepare
+from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
+from cifarnet.runs import create_run, list_runs, read_run, write_json
+from cifarnet.train import confusion_matrix
+from cifarnet.ui.sidebar import RADIO_FIELDS
+
+APP = Path(__file__).resolve().parents[1] / "dashboard.py"
+TIMEOUT = 90
+
+
+@pytest.fixture
+def app(runs_dir, data_dir, monkeypatch):
+    """Opens the app on a page (with a query string) in a fresh session, temporary runs folder."""
+    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
+
+    def open_page(page: str = "home", **query: str) -> AppTest:
+        # The real dashboard.py for the landing page; other pages land the same app on them
+        # (AppTest's switch_page would drop the shared sidebar, which browsers keep).
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT) if page == "home" else \
+            AppTest.from_string(f"from cifarnet.ui.app import main\nmain({page!r})", default_timeout=TIMEOUT)
+        at.query_params.update(query)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def widget(at: AppTest, name: str):
+    """The sidebar widget of config field ``name`` (its key is ``cfg_<field>``)."""
+    rule = FIELDS[name]
+    kind = ("radio" if name in RADIO_FIELDS else "selectbox") if rule.choices else \
+        {bool: "toggle", str: "text_input"}.get(rule.kind, "number_input")
+    return getattr(at.sidebar, kind)(key=f"cfg_{name}")
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def metric_values(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def fake_finished_run(runs_dir: Path, labels: np.ndarray, name: str = "mine", wrong_every: int = 7) -> Path:
+    """A finished user run whose predictions are wrong on every ``wrong_every``-th test image."""
+    cfg = make_config({"name": name, "norm": "gn", "epochs": 1, "subset": 20, "batch_size": 16})
+    path = create_run(cfg, runs_dir)
+    top1 = labels.copy()
+    top1[::wrong_every] = (labels[::wrong_every] + 3) % 10
+    top = np.stack([(top1 + i) % 10 for i in range(5)], 1).astype(np.uint8)
+    top[:, 1] = np.where(top1 != labels, labels, top[:, 1])
+    probs = np.tile(np.array([0.6, 0.25, 0.1, 0.03, 0.02], dtype=np.float16), (len(labels), 1))
+    np.savez_compressed(path / "predictions.npz", labels=labels.astype(np.uint8), top_classes=top, top_probs=probs)
+    confusion = confusion_matrix(labels, top1)
+    per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
+    acc = float((top1 == labels).mean())
+    write_json(path / "results.json", {"test_acc": acc, "classes": list(CLASSES), "confusion": confusion.tolist(),
+                                       "per_class_acc": dict(zip(CLASSES, per_class.tolist()))})
+    records = [{"kind": "train", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.3 - s / 20,
+                "train_acc": 0.1 + s / 30, "img_s": 100.0} for s in range(1, 13)]
+    records += [{"kind": "eval", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.0,
+                 "train_acc": 0.3, "test_loss": 2.1 - s / 20, "test_acc": acc * s / 12, "img_s": 100.0}
+                for s in (4, 8, 12)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json(path / "status.json", {"status": "finished", "pid": None, "progress": {"step": 12, "total_steps": 12}})
+    return path
+
+
+def fake_failed_run(runs_dir: Path) -> Path:
+    path = create_run(make_config({"name": "broken"}), runs_dir)
+    write_json(path / "status.json", {"status": "failed", "pid": None, "error": "out of memory; use a smaller batch"})
+    (path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{not json\n')
+    return path
+
+
+# -- home and sidebar --------------------------------------------------------------------------
+
+def test_home_shows_the_shipped_runs_and_every_page(app):
+    at = app()
+    assert at.title[0].value == "cifarnet lab"
+    shipped = metric_values(at)
+    assert set(shipped) == {"shipped s9-bn", "shipped s9-gn", "shipped s9-ln"}
+    assert all(value.endswith("%") and float(value[:-1]) > 80 for value in shipped.values())
+    assert len(at.sidebar.radio) == 2 and at.sidebar.radio[1].value == "bn"
+
+
+def test_query_string_seeds_the_sidebar_and_follows_changes(app):
+    at = app("model", norm="gn", gn_groups="4", lr="0.01", arch="seed")
+    assert widget(at, "norm").value == "gn" and widget(at, "gn_groups").value == 4
+    assert widget(at, "arch").value == "seed" and widget(at, "lr").value == pytest.approx(0.01)
+    assert not at.sidebar.warning and not at.sidebar.error
+    widget(at, "epochs").set_value(7.0).run()
+    assert at.query_params["epochs"] == "7" and at.query_params["norm"] == "gn"
+    assert make_config(parse_query(at.query_params).values).epochs == 7
+
+
+def test_bad_query_values_are_dropped_with_an_inline_message(app):
+    at = app("train", lr="fast", norm="batchnorm", epochs="1e9", bogus="1", seed="3")
+    warnings = texts(at.sidebar.warning)
+    assert "lr='fast' is not a number" in warnings
+    assert "norm='batchnorm' is not known" in warnings and "epochs" in warnings and "'bogus'" in warnings
+    assert widget(at, "lr").value == pytest.approx(DASHBOARD_DEFAULTS.lr) and widget(at, "seed").value == 3
+    assert not at.sidebar.error  # the remaining settings form a valid config
+    assert not next(b for b in at.button if b.label == "Launch run").disabled
+
+
+def test_bad_combination_from_the_link_is_refused_inline(app):
+    at = app("train", norm="gn", gn_groups="3")
+    assert "gn_groups=3 does not divide" in texts(at.sidebar.error)
+    assert "gn_groups=3" in texts(at.main.error)
+    assert next(b for b in at.button if b.label == "Launch run").disabled
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("lr", 50.0, "lr=50.0 is out of range; allowed: a number from 1e-06 to 10"),
+    ("batch_size", 4096, "batch_size=4096 is larger than the training set (2000 images"),
+    ("epochs", 0.0, "epochs=0.0 is out of range"),
+])
+def test_bad_widget_values_give_an_inline_error_and_no_launch(app, runs_dir, field, value, message):
+    at = app("train")
+    widget(at, field).set_value(value).run()
+    assert not at.exception
+    assert message in texts(at.sidebar.error)
+    assert next(b for b in at.button if b.label == "Launch run").disabled
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+# -- model inspection pages -------------------------------------------------------------------
+
+def test_receptive_field_page_for_both_architectures(app):
+    at = app("receptive_field")
+    assert metric_values(at)["receptive field before global pooling"] == "59 px"
+    layers = at.dataframe[0].value
+    assert list(layers.columns[:4]) == ["#", "block", "layer", "type"]
+    assert layers["rf"].iloc[-3] == 59 and layers["size"].iloc[0] == 32
+    overview = at.dataframe[1].value.set_index("arch")
+    assert overview.loc["s9", "rf before pooling (px)"] == 59 and overview.loc["seed", "rf before pooling (px)"] == 97
+    widget(at, "arch").set_value("seed").run()
+    assert metric_values(at)["receptive field before global pooling"] == "97 px"
+
+
+def test_model_page_totals_follow_the_sidebar(app):
+    at = app("model")
+    assert metric_values(at)["total params"] == f"{count_params(build_model('s9', 'bn')):,}" == "189,920"
+    table = at.dataframe[0].value
+    assert table["params"].sum() == 189_920 and table["output shape"].iloc[-1] == "10 x 1 x 1"
+    widget(at, "arch").set_value("seed").run()
+    assert metric_values(at)["total params"] == "192,672"
+    widget(at, "norm").set_value("gn").run()
+    widget(at, "gn_groups").set_value(16).run()
+    assert metric_values(at)["total params"] == "192,672" and not at.sidebar.error
+
+
+# -- runs -------------------------------------------------------------------------------------------
+
+def test_runs_page_lists_compares_exports_and_deletes(app, runs_dir, data_dir):
+    fake_finished_run(runs_dir, np.arange(10_000) % 10)
+    fake_failed_run(runs_dir)
+    at = app("runs")
+    table = at.dataframe[0].value.set_index("run")
+    assert {"s9-bn (shipped)", "s9-ln (shipped)", "s9-gn (shipped)", "mine", "broken"} <= set(table.index)
+    assert table.loc["s9-bn (shipped)", "final_acc"] == pytest.approx(86.72, abs=0.01)
+    assert table.loc["broken", "status"] == "failed"
+    notes = texts(at.markdown)
+    assert "out of memory; use a smaller batch" in notes and "1 damaged line(s)" in notes
+    assert {b.label for b in at.get("download_button")} >= {"Download table (CSV)", "Download these curves (CSV)"}
+    assert at.multiselect[0].value == ["s9-bn (shipped)", "s9-gn (shipped)", "s9-ln (shipped)"]
+    at.multiselect[0].set_value(["mine", "s9-gn (shipped)"]).run()
+    at.slider[0].set_value(0.6).run()
+    assert not at.exception
+    victim = at.selectbox[0]
+    assert sorted(victim.options) == ["broken", "mine"]  # shipped runs are never offered for deletion
+    victim.set_value("broken").run()
+    at.checkbox[0].check().run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert not (runs_dir / "broken").exists() and (runs_dir / "mine").exists()
+
+
+# -- misclassified ----------------------------------------------------------------------------------
+
+def test_misclassified_grid_filters_and_confusion(app, runs_dir, data_dir):
+    labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
+    fake_finished_run(runs_dir, labels, wrong_every=7)  # every 7th image: true class c predicted as c+3
+    wrong = labels[::7]
+    at = app("misclassified")
+    at.selectbox[0].set_value("mine").run()
+    assert f"{len(wrong):,} of {len(wrong):,} mistakes on 10,000 test images" in texts(at.caption)
+    assert len(at.get("image")) == 32  # one full page of the grid
+    next(s for s in at.selectbox if s.label == "True class").set_value("cat").run()
+    cats = int((wrong == 3).sum())
+    assert f"{cats:,} of {len(wrong):,} mistakes" in texts(at.caption)
+    assert ":red[**frog**] / :green[**cat**]  \nfrog 60% · cat 25%" in texts(at.caption)
+    assert len(at.get("image")) == min(cats, 32)
+    next(s for s in at.selectbox if s.label == "Predicted class").set_value("cat").run()
+    assert "No mistakes for this filter (a diagonal cell" in texts(at.info)
+
+
+def test_misclassified_without_data_still_shows_confusion(app, monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "nowhere"))
+    at = app("misclassified")
+    assert at.selectbox[0].value == "s9-bn (shipped)"
+    assert "CIFAR-10 test images needed" in texts(at.markdown)
+    assert "Download CIFAR-10" in [b.label for b in at.button]
+    assert any(t.label == "Data folder" for t in at.text_input)
+    charts = [e for e in at.get("plotly_chart")]
+    assert len(charts) == 2  # confusion matrix and per-class accuracy
+    assert "bird" in json.dumps(json.loads(charts[0].proto.spec)["data"][0]["y"])
+
+
+# -- predict ----------------------------------------------------------------------------------------
+
+def png(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def test_predict_top_k_for_an_upload(app):
+    at = app("predict")
+    assert at.selectbox[0].value == "s9-bn (shipped)"
+    at.slider[0].set_value(3).run()
+    picture = Image.new("RGB", (300, 200), (40, 90, 200))
+    at.get("file_uploader")[0].set_value(("sky.png", png(picture), "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    prediction = metric_values(at)["prediction"]
+    assert prediction in CLASSES
+    bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert len(bars["y"]) == 3 and bars["y"][-1] == prediction and set(bars["y"]) <= set(CLASSES)
+    assert len(at.get("image")) == 2  # the upload and the 32x32 view
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("empty.png", b"", "the file is empty (0 bytes)"),
+    ("notes.png", b"this is not an image at all", "not an image this app can read"),
+    ("bomb.png", None, "megapixel limit"),
+    ("cut.png", None, "damaged or truncated"),
+])
+def test_predict_refuses_bad_files_clearly(app, name, content, message):
+    if name == "bomb.png":
+        content = png(Image.new("1", (9000, 9000)))
+    if name == "cut.png":
+        content = png(Image.effect_noise((64, 64), 50).convert("RGB"))[:300]
+    at = app("predict")
+    at.get("file_uploader")[0].set_value((name, content, "image/png"))
+    at.run()
+    assert not at.exception
+    assert message in texts(at.error)
+
+
+# -- train ------------------------------------------------------------------------------------------
+
+def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
+    at = app("train", subset="20", epochs="20", batch_size="16", eval_every="2", eval_subset="10")
+    assert "No run yet" in texts(at.info)
+    assert len(at.get("image")) == 1  # the augmentation preview
+    widget(at, "norm").set_value("gn").run()
+    next(b for b in at.button if b.label == "Launch run").click().run()
+    assert not at.error, texts(at.error)
+    (run_dir,) = list(runs_dir.iterdir())
+    assert json.loads((run_dir / "config.json").read_text())["norm"] == "gn"
+    deadline = time.time() + 120
+    while read_run(run_dir).status != "running" or not read_run(run_dir).evals:
+        assert time.time() < deadline, read_run(run_dir).status_record
+        time.sleep(0.5)
+    at.run()
+    assert f"Run `{run_dir.name}` · running" in texts(at.subheader)
+    assert "epoch" in at.get("progress")[0].proto.text
+    assert len(at.get("plotly_chart")) == 3  # LR schedule, loss, accuracy
+    next(b for b in at.button if b.label == "Stop run").click().run()
+    while read_run(run_dir).status == "running":
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert read_run(run_dir).status == "stopped"
+    at.run()
+    assert "Stopped on request" in texts(at.warning)
+
+
+# -- helpers behind the pages -------------------------------------------------------------------------
+
+def test_query_round_trip_and_partial_rejection():
+    cfg = make_config({"norm": "gn", "gn_groups": 4, "lr": 0.0123456789, "cutout": True}, base=DASHBOARD_DEFAULTS)
+    query = to_query(cfg)
+    assert query == {"norm": "gn", "gn_groups": "4", "lr": "0.0123456789", "cutout": "true"}
+    assert make_config(parse_query(query).values, base=DASHBOARD_DEFAULTS) == cfg
+    parsed = parse_query({"lr": ["0.1", "0.2"], "flip": "maybe", "name": "../x"})
+    assert parsed.values == {"lr": 0.2}
+    assert len(parsed.problems) == 2 and "flip='maybe' is not a switch" in parsed.problems[0]
+
+
+def test_curves_smoothing_and_table():
+    shipped = [info for info in list_runs("/nonexistent") if info.pretrained]
+    frame = curves_frame(shipped, ("test_acc", "train_loss"))
+    assert set(frame["metric"]) == {"test_acc", "train_loss"} and frame["value"].max() > 80  # percent
+    smoothed = smooth(frame, 0.9)
+    assert len(smoothed) == len(frame) and smoothed["value"].iloc[0] == frame["value"].iloc[0]
+    assert smoothed["value"].diff().abs().sum() < frame["value"].diff().abs().sum()
+    table = runs_table(shipped)
+    assert list(table["params"]) == [189_920] * 3 and table["notes"].eq("").all()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.new("RGBA", (50, 80), (255, 0, 0, 0)),
+    lambda: Image.new("L", (33, 31), 128),
+    lambda: Image.new("P", (40, 40), 3),
+    lambda: Image.new("I;16", (40, 40), 4000),
+    lambda: Image.new("CMYK", (40, 40), (0, 255, 0, 0)),
+])
+def test_prepare_handles_every_mode(make):
+    upload = prepare(png(make(), "TIFF" if make().mode == "CMYK" else "PNG"))
+    assert upload.view.shape == (32, 32, 3) and upload.view.dtype == np.uint8
+
+
+def test_prepare_takes_the_first_frame_of_an_animation():
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    data = png(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    upload = prepare(data)
+    assert tuple(upload.view[16, 16]) == pytest.approx((255, 0, 0), abs=8)
+    transparent = prepare(png(Image.new("RGBA", (40, 40), (0, 0, 0, 0))))
+    assert transparent.view.min() == 255  # composited onto white, not black
+    with pytest.raises(CifarnetError, match="empty"):
+        prepare(b"")
+
+
+def test_mistakes_sorted_and_filtered():
+    labels = np.array([0, 1, 2, 3])
+    predictions = {"labels": labels, "top_classes": np.array([[0, 1, 2], [2, 1, 0], [2, 0, 1], [5, 3, 1]]),
+                   "top_probs": np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1]])}
+    frame = mistakes(predictions, CLASSES)
+    assert list(frame["index"]) == [3, 1] and frame["top3"].iloc[0] == "dog 70% · cat 20% · automobile 10%"
+    assert list(filter_mistakes(frame, true="automobile")["predicted"]) == ["bird"]
+    assert filter_mistakes(frame, true="cat", predicted="bird").empty
