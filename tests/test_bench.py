@@ -1,0 +1,22 @@
+"""Issue 6: the throughput benchmark runs end to end and reports sane JSON (its figures are not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REAL_DATA, ROOT
+
+
+def test_throughput_json_reports_both_pipelines():
+    """Tiny settings keep it to seconds; without the real data the bench falls back to synthetic images."""
+    cmd = [sys.executable, str(ROOT / "bench" / "throughput.py"), "--json", "--steps", "2", "--warmup", "1",
+           "--reps", "1", "--batch-size", "32", "--workers", "1", "--threads", "1", "--data-dir", str(REAL_DATA)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    for key in ("cifarnet_img_s", "baseline_img_s", "ratio", "gflop_per_step", "cifarnet_gflops", "peak_gflops"):
+        assert result[key] > 0, key
+    assert result["ratio"] == result["cifarnet_img_s"] / result["baseline_img_s"]
+    assert result["batch_size"] == 32 and result["workers"] == 1
