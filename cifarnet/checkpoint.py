@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,14 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it holds objects other than weights and settings "
-            f"(possibly code); only cifarnet checkpoints load. Detail: {str(exc).splitlines()[0][:160]}"
-        ) from exc
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        unsafe = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(exc))
+        if unsafe:
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it asks to load {unsafe[1]}, which is not a weight or a setting "
+                "(possibly code); nothing from it was run"
+            ) from exc
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (not a readable PyTorch file)") from exc
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not a cifarnet checkpoint (no '{FORMAT}' header)")

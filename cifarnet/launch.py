@@ -45,6 +45,7 @@ def spawn(path: Path, data_dir: str | os.PathLike | None = None) -> int:
     with open(path / "log.txt", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env=env)
+    (path / "pid").write_text(str(process.pid))
     return process.pid
 
 

@@ -182,10 +182,11 @@ def build_model(arch: str = DEFAULT_ARCH, norm: str = "bn", gn_groups: int | Non
     if not isinstance(groups, int) or isinstance(groups, bool):
         raise CifarnetError(f"gn_groups must be a whole number, got {gn_groups!r}")
     rate = check_dropout(DEFAULT_DROPOUT[arch] if dropout is None else dropout)
-    units = _Units(norm, groups, rate)
-    body = _BUILDERS[arch](units)
-    if norm == "gn":
-        check_groups(groups, units.channels)
+    if norm == "gn":  # check against every layer first: GroupNorm itself would fail with a bare ValueError
+        probe = _Units("bn", groups, rate)
+        _BUILDERS[arch](probe)
+        check_groups(groups, probe.channels)
+    body = _BUILDERS[arch](_Units(norm, groups, rate))
     config = {"arch": arch, "norm": norm, "gn_groups": groups, "dropout": rate}
     return CifarNet(body, config)
 

@@ -12,6 +12,7 @@ A run folder holds:
     results.json     final accuracy, flip-TTA accuracy, per-class accuracy, confusion matrix
     predictions.npz  test labels with the model's top-5 classes and probabilities
     log.txt          the trainer's own output
+    pid              the trainer's process id, written by the launcher the moment it starts it
     STOP             present = a stop was requested; the trainer ends after its current step
 
 Readers never trust a file blindly: a damaged metrics line or status file is reported
@@ -123,6 +124,14 @@ def process_alive(pid: Any) -> bool:
     return state not in ("Z", "X") and b"cifarnet" in cmdline
 
 
+def _launched_pid(path: Path) -> int | None:
+    """The pid the launcher recorded (covers the moment before the trainer writes its status)."""
+    try:
+        return int((path / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass
 class RunInfo:
     """What a reader knows about one run folder."""
@@ -179,7 +188,7 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     if status not in STATUSES:
         status = "failed"
         status_record = {**status_record, "error": status_record.get("error") or "status unreadable"}
-    elif status in LIVE and not process_alive(status_record.get("pid")):
+    elif status in LIVE and not process_alive(status_record.get("pid") or _launched_pid(path)):
         status = "failed"
         status_record = {**status_record, "error": "the training process ended without reporting (killed or crashed); "
                                                    "its metrics so far are kept and it can be resumed"}

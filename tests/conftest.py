@@ -1,0 +1,54 @@
+"""Shared fixtures: a CIFAR-10 folder (the real offline copy when present, else synthetic)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from cifarnet.data import FOLDER, synthetic_dataset, write_dataset  # noqa: E402
+
+
+def real_data_present() -> bool:
+    return (REAL_DATA / FOLDER / "test_batch").is_file()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A folder holding ``cifar-10-batches-py``: the real copy if present, else synthetic files."""
+    if real_data_present():
+        return REAL_DATA
+    return write_dataset(tmp_path_factory.mktemp("cifar"), synthetic_dataset())
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "runs"
+    monkeypatch.setenv("CIFARNET_RUNS", str(path))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m cifarnet ARGS`` in a real subprocess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cifarnet", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=timeout)
+
+
+def wait_for(predicate, timeout: float = 120, every: float = 0.2):
+    """Poll until ``predicate()`` is truthy; returns its value or fails the test."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout}s waiting for {predicate}")

@@ -1,0 +1,164 @@
+"""Issue 2/5: loading CIFAR-10 from the batch files, validation by content, download, subsets, augmentation."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cifarnet import DataError
+from cifarnet import data as data_mod
+from cifarnet.augment import AugmentSpec, augment_batch, preview_grid, random_crop, random_cutout, to_float
+from cifarnet.data import FOLDER, load_cifar10, stratified_subset, write_batch_file
+from conftest import REAL_DATA, real_data_present, run_cli
+
+
+@pytest.fixture
+def small_copy(tmp_path, data_dir):
+    """A private copy of the data folder that a test may damage."""
+    target = tmp_path / "data"
+    shutil.copytree(data_dir / FOLDER, target / FOLDER)
+    return target
+
+
+def test_loads_whole_set_as_uint8_tensors_quickly(data_dir):
+    data_mod._load_folder.cache_clear()
+    started = time.time()
+    data = load_cifar10(data_dir)
+    assert time.time() - started < 20
+    assert data.train_x.shape == (50_000, 3, 32, 32) and data.train_x.dtype == torch.uint8
+    assert data.test_x.shape == (10_000, 3, 32, 32)
+    assert data.train_y.dtype == torch.int64 and int(data.train_y.max()) == 9
+    assert data.classes[0] == "airplane" and len(data.classes) == 10
+    assert load_cifar10(data_dir) is data  # cached: the dashboard pays once
+
+
+@pytest.mark.skipif(not real_data_present(), reason="needs the offline copy in ../shared/data")
+def test_offline_copy_with_other_md5s_loads():
+    data = load_cifar10(REAL_DATA)
+    assert torch.bincount(data.test_y).tolist() == [1000] * 10
+
+
+def test_environment_variable_and_both_folder_spellings(data_dir, monkeypatch):
+    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
+    assert load_cifar10().source == str((data_dir / FOLDER).resolve())
+    assert load_cifar10(data_dir / FOLDER).source == str((data_dir / FOLDER).resolve())
+
+
+def test_truncated_file_names_the_file(small_copy):
+    batch = small_copy / FOLDER / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"data_batch_3 is truncated or corrupt"):
+        load_cifar10(small_copy)
+
+
+def test_wrong_shapes_and_labels_name_the_file(small_copy):
+    write_batch_file(small_copy / FOLDER / "data_batch_2", np.zeros((10_000, 3, 16, 16), np.uint8), np.zeros(10_000))
+    with pytest.raises(DataError, match=r"data_batch_2 has wrong image data \(shape \(10000, 768\)\)"):
+        load_cifar10(small_copy)
+    write_batch_file(small_copy / FOLDER / "data_batch_2", np.zeros((10_000, 3, 32, 32), np.uint8), np.full(10_000, 12))
+    with pytest.raises(DataError, match=r"data_batch_2 has labels outside 0..9"):
+        load_cifar10(small_copy)
+
+
+def test_missing_file_is_named(small_copy):
+    (small_copy / FOLDER / "test_batch").unlink()
+    with pytest.raises(DataError, match="incomplete: missing test_batch"):
+        load_cifar10(small_copy)
+
+
+def test_pickle_that_runs_code_is_refused(small_copy, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (small_copy / FOLDER / "data_batch_1").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(DataError, match="data_batch_1 is truncated or corrupt"):
+        load_cifar10(small_copy)
+    assert not marker.exists()
+
+
+def test_missing_and_offline_says_where_to_put_files(tmp_path, monkeypatch):
+    calls = []
+
+    def offline(url, download_root, md5):
+        calls.append((url, md5))
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
+    with pytest.raises(DataError) as info:
+        load_cifar10(tmp_path / "nothing")
+    message = str(info.value)
+    assert "could not be downloaded" in message and "cifar-10-batches-py" in message and "CIFARNET_DATA" in message
+    assert calls == [(data_mod.URL, "c58f30108f718f92721af3b95e74349a")]  # canonical archive md5 checked
+
+
+def test_download_not_allowed_gives_the_same_guidance(tmp_path):
+    with pytest.raises(DataError, match="download not allowed.*--data-dir / CIFARNET_DATA"):
+        load_cifar10(tmp_path / "nothing", allow_download=False)
+
+
+def test_cli_data_reports_missing_data_in_one_line(tmp_path):
+    result = run_cli("data", "--data-dir", str(tmp_path / "none"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("cifarnet: error: CIFAR-10 not found")
+
+
+def test_stratified_subset_is_balanced_and_seeded():
+    labels = torch.arange(1000) % 10
+    picks = stratified_subset(labels, 7, seed=3)
+    assert torch.bincount(labels[picks]).tolist() == [7] * 10
+    assert torch.equal(picks, stratified_subset(labels, 7, seed=3))
+    assert not torch.equal(picks, stratified_subset(labels, 7, seed=4))
+
+
+def _batch(n=16):
+    return to_float(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8))
+
+
+def test_augmentations_are_seeded_and_switchable():
+    x = _batch()
+    spec = AugmentSpec(crop=True, flip=True, affine="ssr", cutout=True)
+    a = augment_batch(x, spec, torch.Generator().manual_seed(1))
+    b = augment_batch(x, spec, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape
+    off = AugmentSpec(crop=False, flip=False, affine="none", cutout=False)
+    assert torch.equal(augment_batch(x, off, torch.Generator()), x)
+
+
+def test_crop_translates_content():
+    x = _batch(64)
+    out = random_crop(x, 2, torch.Generator().manual_seed(0))
+    # every output is the input shifted by (dy, dx) in [-2, 2]: its centre matches some shift exactly
+    for i in range(8):
+        centre = out[i, :, 4:28, 4:28]
+        assert any(torch.equal(centre, x[i, :, 4 + dy:28 + dy, 4 + dx:28 + dx])
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_flip_mirrors_about_half():
+    x = _batch(400)
+    out = augment_batch(x, AugmentSpec(crop=False, flip=True), torch.Generator().manual_seed(0))
+    flipped = sum(torch.equal(out[i], x[i].flip(2)) for i in range(400))
+    assert 150 < flipped < 250
+
+
+def test_cutout_zeroes_one_square():
+    x = torch.ones(32, 3, 32, 32)
+    out = random_cutout(x, 8, torch.Generator().manual_seed(0))
+    zeros = (out[:, 0] == 0).sum(dim=(1, 2))
+    assert zeros.max() == 64 and zeros.min() >= 16  # a full 8x8 hole, or clipped at the border
+
+
+def test_preview_grid_shape_and_first_column_is_original():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    grid = preview_grid(images, AugmentSpec(), seed=0, rows=4, cols=5, scale=2)
+    assert grid.shape == (4 * 34 * 2, 5 * 34 * 2, 3) and grid.dtype == np.uint8
+    first = grid[2:66:2, 2:66:2]
+    assert np.array_equal(first, images[0].permute(1, 2, 0).numpy())

@@ -1,0 +1,142 @@
+"""Issue 2: the seed table, s9's rules, norms, receptive field and summary."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cifarnet import CifarnetError, build_model, count_params
+from cifarnet.models import Parallel, Residual
+from cifarnet.receptive_field import format_rf, receptive_field
+from cifarnet.summary import format_summary, summarize
+from conftest import run_cli
+
+WRITEUP = Path(__file__).parent / "fixtures" / "seed_summary_writeup.txt"
+ROW = re.compile(r"^\s*(\w+)-(\d+)\s+\[-1, ([\d, ]+)\]\s+([\d,]+)$")
+
+
+def writeup_rows() -> list[tuple[str, list[int], int]]:
+    rows = []
+    for line in WRITEUP.read_text().splitlines():
+        match = ROW.match(line)
+        if match:
+            rows.append((f"{match[1]}-{match[2]}", [int(v) for v in match[3].split(",")], int(match[4].replace(",", ""))))
+    return rows
+
+
+def test_seed_summary_equals_the_writeup_table_line_for_line():
+    expected = writeup_rows()
+    assert len(expected) == 98
+    summary = summarize(build_model("seed", "bn"))
+    got = [(r.name, r.output_shape, r.params) for r in summary.layers]
+    assert got == expected
+    assert summary.total_params == summary.trainable_params == 192_672
+    assert f"{summary.forward_backward_mb:.2f}" == "20.98"
+    assert f"{summary.total_mb:.2f}" == "21.72"
+
+
+def test_seed_printed_table_matches_writeup_text():
+    printed = format_summary(summarize(build_model("seed", "bn")))
+    writeup_lines = [l.strip() for l in WRITEUP.read_text().splitlines()[1:] if l.strip()]
+    assert [l.strip() for l in printed.splitlines() if l.strip()] == writeup_lines
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln", "gn"])
+def test_s9_meets_every_rule(norm):
+    model = build_model("s9", norm)
+    assert count_params(model) < 200_000
+    modules = list(model.modules())
+    assert not any(isinstance(m, nn.MaxPool2d) for m in modules)
+    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
+    assert any(m.dilation[0] > 1 for m in convs), "needs a dilated convolution"
+    assert any(m.groups == m.in_channels > 1 for m in convs), "needs a depthwise convolution"
+    assert [name for name, _ in model.body.named_children()] == ["c1", "c2", "c3", "c4", "head"]
+    head = list(model.body.head.children())
+    assert isinstance(head[0], nn.AdaptiveAvgPool2d) and isinstance(head[1], nn.Conv2d) and head[1].kernel_size == (1, 1)
+    assert receptive_field(model).rf > 44
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("arch", ["seed", "s9"])
+def test_parameter_count_is_the_same_for_every_norm(arch):
+    counts = {count_params(build_model(arch, n)) for n in ("bn", "ln", "gn")}
+    assert len(counts) == 1
+
+
+def test_norm_layers_are_what_the_docs_say():
+    ln = [m for m in build_model("s9", "ln").modules() if isinstance(m, nn.GroupNorm)]
+    gn = [m for m in build_model("s9", "gn", gn_groups=4).modules() if isinstance(m, nn.GroupNorm)]
+    assert ln and all(m.num_groups == 1 for m in ln)
+    assert gn and all(m.num_groups == 4 for m in gn)
+    assert not any(isinstance(m, nn.GroupNorm) for m in build_model("s9", "bn").modules())
+
+
+def test_gn_groups_must_divide_every_layer():
+    with pytest.raises(CifarnetError, match=r"gn_groups=3 does not divide.*allowed: 1, 2, 4, 8, 16, 32"):
+        build_model("s9", "gn", gn_groups=3)
+    with pytest.raises(CifarnetError, match="unknown norm 'xx'; allowed: bn, gn, ln"):
+        build_model("s9", "xx")
+    with pytest.raises(CifarnetError, match="dropout must be in"):
+        build_model("s9", "bn", dropout=1.5)
+
+
+def test_models_normalise_inside():
+    """The same image in [0,1] gives the same output whatever the caller did: stats are buffers."""
+    model = build_model("s9", "bn").eval()
+    assert torch.allclose(model.mean.flatten(), torch.tensor([0.4914, 0.4822, 0.4465]))
+    x = torch.rand(1, 3, 32, 32)
+    manual = model.body((x - model.mean) / model.std).flatten(1)
+    assert torch.allclose(model(x), manual)
+
+
+def test_receptive_field_by_hand():
+    """conv3 → conv3 s2 → [conv3 d2 | conv1] summed → residual conv3: hand-computed fields."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),            # rf 3, jump 1, size 32
+        nn.Conv2d(4, 4, 3, stride=2, padding=1),  # rf 5, jump 2, size 16
+        nn.ReLU(),
+        Parallel(nn.Conv2d(4, 4, 3, padding=2, dilation=2), nn.Conv2d(4, 4, 1)),  # max(5+4*2, 5) = 13
+        Residual(nn.Conv2d(4, 4, 3, padding=1)),  # 13 + 2*2 = 17
+        nn.AdaptiveAvgPool2d(1),
+    )
+    report = receptive_field(net)
+    assert [(r.rf, r.jump, r.size) for r in report.rows] == [
+        (3, 1, 32), (5, 2, 16), (13, 2, 16), (5, 2, 16), (17, 2, 16), (47, 32, 1)]
+    assert report.rf == 17
+
+
+def test_seed_receptive_field_rows():
+    report = receptive_field(build_model("seed", "bn"))
+    first = report.rows[:4]
+    assert [(r.kernel, r.dilation, r.rf) for r in first] == [(3, 1, 3), (3, 1, 5), (1, 1, 5), (3, 1, 7)]
+    assert report.rows[-1].type == "Conv2d" and report.rows[-2].type == "AdaptiveAvgPool2d"
+    assert report.rf == 97
+    assert "receptive field before global pooling: 97 px" in format_rf(report)
+
+
+def test_cli_summary_and_rf_json():
+    summary = run_cli("summary", "--arch", "seed", "--norm", "bn", "--json")
+    assert summary.returncode == 0, summary.stderr
+    data = json.loads(summary.stdout)
+    assert data["total_params"] == 192_672 and data["trainable_params"] == 192_672
+    assert data["layers"][0] == {"name": "Conv2d-1", "type": "Conv2d", "output_shape": [32, 32, 32], "params": 864}
+    rf = run_cli("rf", "--arch", "s9", "--norm", "gn", "--json")
+    assert rf.returncode == 0, rf.stderr
+    rf_data = json.loads(rf.stdout)
+    assert rf_data["rf"] > 44
+    assert set(rf_data["layers"][0]) == {"name", "type", "kernel", "stride", "dilation", "padding", "size", "jump", "rf"}
+    human = run_cli("rf", "--arch", "s9")
+    assert "receptive field before global pooling" in human.stdout
+
+
+def test_cli_refuses_bad_model_options_in_one_line():
+    bad = run_cli("summary", "--norm", "gn", "--gn-groups", "5")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
+    assert "gn_groups=5 does not divide" in bad.stderr and "Traceback" not in bad.stderr
