@@ -40,13 +40,12 @@ def app(runs_dir, data_dir, monkeypatch):
     """Opens the app on a page (with a query string) in a fresh session, temporary runs folder."""
     monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
 
-    def open_page(page: str = "home", **query: str) -> AppTest:
-        # The real dashboard.py for the landing page; other pages land the same app on them
-        # (AppTest's switch_page would drop the shared sidebar, which browsers keep).
-        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT) if page == "home" else \
-            AppTest.from_string(f"from cifarnet.ui.app import main\nmain({page!r})", default_timeout=TIMEOUT)
+    def open_page(page: str | None = None, **query: str) -> AppTest:
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
         at.query_params.update(query)
         at.run()
+        if page:
+            at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, [e.value for e in at.exception]
         return at
 

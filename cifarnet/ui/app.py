@@ -1,8 +1,10 @@
 """The app's frame: page setup, navigation, the shared sidebar, then the chosen page.
 
-``dashboard.py`` calls :func:`main`. Keeping the frame in a function lets tests start
-the same app with any page as the landing page (``main("model")``): Streamlit's
-``AppTest`` drops the sidebar on pages reached by ``switch_page``, unlike a browser.
+``dashboard.py`` calls :func:`main`. The page files live in ``app_pages/``, not
+``pages/``: Streamlit treats a folder named ``pages`` next to the entry script as an
+old-style multipage app until ``st.navigation`` has run once in the server process, so
+the first visit to a shared link such as ``/train?norm=gn`` would run the page alone,
+without this frame and its sidebar.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import streamlit as st
 
 from cifarnet.ui import sidebar
 
-PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
+PAGES_DIR = Path(__file__).resolve().parents[2] / "app_pages"
 PAGES: dict[str, tuple[str, str]] = {
     "home": ("Overview", ":material/home:"),
     "train": ("Train", ":material/rocket_launch:"),
@@ -30,10 +32,10 @@ def page_path(name: str) -> str:
     return str(PAGES_DIR / f"{name}.py")
 
 
-def main(landing: str = "home") -> None:
-    """Draw the frame and run the page the URL asks for (``landing`` when it asks for none)."""
+def main() -> None:
+    """Draw the frame and run the page the URL asks for (the overview when it asks for none)."""
     st.set_page_config(page_title="cifarnet lab", page_icon=":material/science:", layout="wide")
-    pages = [st.Page(page_path(name), title=title, icon=icon, default=name == landing)
+    pages = [st.Page(page_path(name), title=title, icon=icon, default=name == "home")
              for name, (title, icon) in PAGES.items()]
     page = st.navigation(pages, position="top")
     sidebar.render()

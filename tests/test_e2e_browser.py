@@ -1,0 +1,130 @@
+"""The real dashboard in a real browser: server process + headless Chromium via Playwright.
+
+Scenario: open Train with a tiny configuration in the URL, pick GroupNorm in the
+sidebar, launch, watch the live curve gain points, stop the run, then open the
+Misclassified and Receptive field pages through the top navigation. Screenshots go to
+``test-artifacts/`` for a human to look at. Skipped only when Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cifarnet.monitor import newest_live_run
+from cifarnet.runs import read_run, request_stop
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, data_dir):
+    """``streamlit run dashboard.py`` on a free port with its own runs folder; yields (url, runs folder)."""
+    port, runs = free_port(), tmp_path / "runs"
+    env = {**os.environ, "CIFARNET_RUNS": str(runs), "CIFARNET_DATA": str(data_dir), "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "server.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true", "--server.port",
+         str(port), "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.3)
+        yield url, runs
+    finally:
+        live = newest_live_run(runs)
+        if live:  # a failed assertion must not leave a trainer running
+            request_stop(live, runs)
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        tab = browser.new_page(viewport={"width": 1440, "height": 1100})
+        tab.set_default_timeout(30_000)
+        yield tab
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(800)  # let plotly finish its transition
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def points(page, index: int) -> int:
+    """Points drawn in the ``index``-th Plotly chart on the page (all its traces)."""
+    return page.locator(".js-plotly-plot").nth(index).evaluate(
+        "el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)")
+
+
+def test_train_gn_live_stop_then_inspect(server, page):
+    url, runs = server
+    page.goto(f"{url}/train?{TINY_RUN}")
+    page.get_by_role("button", name="Launch run").wait_for()
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("GN", exact=True).click()
+    page.get_by_text("GN (2 groups)").wait_for()
+    assert "norm=gn" in page.url and "subset=20" in page.url  # the link keeps the settings
+    shot(page, "01-train-settings")
+
+    page.get_by_role("button", name="Launch run").click()
+    page.get_by_text(" · running").wait_for(timeout=90_000)
+    run_id = newest_live_run(runs)
+    assert run_id and read_run(runs / run_id).config["norm"] == "gn"
+    charts = page.locator(".js-plotly-plot")
+    charts.nth(2).wait_for()  # LR schedule, loss, accuracy
+    first = points(page, 2)
+    deadline = time.time() + 90
+    while points(page, 2) <= max(first, 2):
+        assert time.time() < deadline, "the live accuracy curve did not gain points"
+        page.wait_for_timeout(500)
+    assert points(page, 2) > first
+    shot(page, "02-train-live")
+
+    page.get_by_role("button", name="Stop run").click()
+    page.get_by_text("Stopped on request").wait_for(timeout=60_000)
+    assert read_run(runs / run_id).status == "stopped"
+    shot(page, "03-train-stopped")
+
+    page.get_by_role("link", name="Misclassified").click()
+    page.get_by_text("Misclassified test images").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_text("mistakes on 10,000 test images").or_(page.get_by_text("is not the one this run")).wait_for()
+    shot(page, "04-misclassified")
+
+    page.get_by_role("link", name="Receptive field").click()
+    page.get_by_text("59 px").wait_for()
+    assert sidebar.get_by_role("radio", name="GN").is_checked()  # settings survive page changes
+    shot(page, "05-receptive-field")
