@@ -22,7 +22,8 @@ model = cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout)
 summary = summarize(model)
 cols = st.columns(4)
 cols[0].metric("total params", f"{summary.total_params:,}", border=True,
-               delta=f"{BUDGET - summary.total_params:,} under the 200k budget", delta_color="off")
+               delta=f"{BUDGET - summary.total_params:,} under the 200k budget", delta_color="off",
+               delta_arrow="off")
 cols[1].metric("trainable params", f"{summary.trainable_params:,}", border=True)
 cols[2].metric("layers executed", f"{len(summary.layers)}", border=True)
 cols[3].metric("memory for one image", f"{summary.total_mb:.2f} MB", border=True,
@@ -32,12 +33,12 @@ st.caption(f"{cfg.arch} with {cfg.norm.upper()}: every norm has 2 affine weights
 
 table, charts_col = st.columns([3, 2], gap="large")
 with table:
-    st.dataframe(summary_frame(summary), hide_index=True, width="stretch", height=560,
+    st.dataframe(summary_frame(summary), hide_index=True, width="stretch", height=720,
                  column_config={"params": st.column_config.NumberColumn("params", format="%d")})
 with charts_col:
     st.plotly_chart(charts.bar_figure(params_by_block(summary), "block", "params", "Parameters per block",
                                       "block", "parameters"), width="stretch")
-    st.plotly_chart(charts.bar_figure(params_by_type(model), "kind", "params", "Parameters per layer kind",
+    st.plotly_chart(charts.bar_figure(params_by_type(model).sort_values("params", ascending=False), "kind", "params", "Parameters per layer kind",
                                       "", "parameters"), width="stretch", key="by_kind")
     st.caption("Depthwise-separable convs (a 3x3 depthwise + a 1x1 pointwise) cost about a ninth of a full 3x3 "
                "conv with the same channels; that is how these networks stay under 200k parameters.")

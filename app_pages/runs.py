@@ -16,6 +16,8 @@ by_label = {run_label(info): info for info in all_runs}
 table = runs_table(all_runs)
 st.dataframe(
     table, hide_index=True, width="stretch",
+    column_order=["run", "status", "norm", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups",
+                  "epochs", "batch_size", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"],
     column_config={
         "shipped": st.column_config.CheckboxColumn("shipped"),
         "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%"),
@@ -40,13 +42,13 @@ if not troubled.empty:
 st.subheader("Compare learning curves")
 shipped = [label for label, info in by_label.items() if info.pretrained]
 chosen = st.multiselect("Runs", list(by_label), default=shipped, placeholder="choose runs to overlay")
-controls = st.columns([3, 2, 2, 1])
-metrics = controls[0].pills("Metrics", list(METRICS), default=["test_acc", "train_loss"], selection_mode="multi",
+metrics = st.pills("Metrics", list(METRICS), default=["test_acc", "train_loss"], selection_mode="multi",
                             format_func=lambda m: METRICS[m][0])
-x_axis = controls[1].segmented_control("x-axis", list(X_AXES), default="epoch", format_func=lambda x: x) or "epoch"
-weight = controls[2].slider("Smoothing", 0.0, 0.99, 0.0, 0.01,
+controls = st.columns([2, 3, 1], gap="large")
+x_axis = controls[0].segmented_control("x-axis", list(X_AXES), default="epoch", format_func=X_AXES.get) or "epoch"
+weight = controls[1].slider("Smoothing", 0.0, 0.99, 0.0, 0.01,
                             help="Exponential moving average of each curve (0 = raw points, 0.9 = strong)")
-log_y = controls[3].toggle("log y", help="Logarithmic y-axis: useful for losses and the learning rate")
+log_y = controls[2].toggle("log y", help="Logarithmic y-axis: useful for losses and the learning rate")
 
 frame = smooth(curves_frame([by_label[label] for label in chosen], metrics or ()), weight)
 if not chosen or not metrics:

@@ -226,7 +226,7 @@ def test_misclassified_without_data_still_shows_confusion(app, monkeypatch, tmp_
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "nowhere"))
     at = app("misclassified")
     assert at.selectbox[0].value == "s9-bn (shipped)"
-    assert "CIFAR-10 test images needed" in texts(at.markdown)
+    assert "The CIFAR-10 data set is needed here" in texts(at.markdown)
     assert "Download CIFAR-10" in [b.label for b in at.button]
     assert any(t.label == "Data folder" for t in at.text_input)
     charts = [e for e in at.get("plotly_chart")]
@@ -292,6 +292,8 @@ def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
         time.sleep(0.5)
     at.run()
     assert f"Run `{run_dir.name}` · running" in texts(at.subheader)
+    other_tab = app("train")  # a new session (reload, second tab) finds the live run in the runs folder
+    assert f"Run `{run_dir.name}` · running" in texts(other_tab.subheader)
     assert "epoch" in at.get("progress")[0].proto.text
     assert len(at.get("plotly_chart")) == 3  # LR schedule, loss, accuracy
     next(b for b in at.button if b.label == "Stop run").click().run()

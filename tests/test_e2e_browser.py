@@ -89,6 +89,21 @@ def points(page, index: int) -> int:
         "el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)")
 
 
+def selected(page, label: str) -> str:
+    """The value shown by the selectbox labelled ``label``."""
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    return box.get_by_role("combobox").input_value() or box.inner_text().split("\n")[-1]
+
+
+def click_cell(page, true_row: int, predicted_col: int, classes: int = 10) -> None:
+    """Click the centre of one confusion-matrix cell (rows: true class, columns: predicted)."""
+    chart = page.locator(".js-plotly-plot").filter(has_text="Confusion matrix")
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * (predicted_col + 0.5) / classes,
+                     box["y"] + box["height"] * (true_row + 0.5) / classes)
+
+
 def test_train_gn_live_stop_then_inspect(server, page):
     url, runs = server
     page.goto(f"{url}/train?{TINY_RUN}")
@@ -122,6 +137,12 @@ def test_train_gn_live_stop_then_inspect(server, page):
     page.get_by_text("Misclassified test images").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_text("mistakes on 10,000 test images").or_(page.get_by_text("is not the one this run")).wait_for()
+    for _ in range(5):  # plotly binds its click handler a moment after it draws
+        click_cell(page, true_row=5, predicted_col=3)  # dog predicted as cat
+        page.wait_for_timeout(1500)
+        if selected(page, "True class") == "dog":
+            break
+    assert (selected(page, "True class"), selected(page, "Predicted class")) == ("dog", "cat")
     shot(page, "04-misclassified")
 
     page.get_by_role("link", name="Receptive field").click()

@@ -15,8 +15,8 @@ import plotly.graph_objects as go
 
 from cifarnet.curves import METRICS, X_AXES
 
-PALETTE = px.colors.qualitative.Bold
-ACCENT = PALETTE[1]
+PALETTE = px.colors.qualitative.D3
+ACCENT = PALETTE[0]
 HEIGHT = 340
 
 
@@ -26,7 +26,7 @@ def styled(fig: go.Figure, title: str, x_title: str, y_title: str, height: int =
         template="plotly_white", title={"text": title, "x": 0, "font": {"size": 15}}, height=height,
         margin={"l": 10, "r": 10, "t": 60, "b": 10}, font={"size": 12},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "title": None},
-        hovermode="x unified",
+        hovermode="x unified", colorway=PALETTE,
     )
     fig.update_xaxes(title=x_title, showgrid=True, gridcolor="#eee", zeroline=False)
     fig.update_yaxes(title=y_title, showgrid=True, gridcolor="#eee", zeroline=False)
@@ -84,20 +84,26 @@ def confusion_figure(frame: pd.DataFrame) -> go.Figure:
     """Counts per (true, predicted) pair; the diagonal is correct, everything else a mistake.
 
     The colour scale tops out at the largest mistake count: the diagonal saturates, and
-    the off-diagonal cells (the interesting ones) spread over the whole scale.
+    the off-diagonal cells (the interesting ones) spread over the whole scale. Plotly
+    cannot select heatmap cells, so an invisible square marker sits on each cell to
+    carry the click (Streamlit's ``on_select``).
     """
     counts = frame.to_numpy()
     off_diagonal = counts[~np.eye(len(counts), dtype=bool)]
-    fig = go.Figure(go.Heatmap(
-        z=counts, x=list(frame.columns), y=list(frame.index), colorscale="Blues", zmin=0,
-        zmax=max(int(off_diagonal.max(initial=0)), 1),
-        text=counts, texttemplate="%{text}", textfont={"size": 10}, showscale=False,
-        hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
-    ))
+    predicted, true = np.meshgrid(list(frame.columns), list(frame.index))
+    fig = go.Figure([
+        go.Heatmap(z=counts, x=list(frame.columns), y=list(frame.index), colorscale="Blues", zmin=0,
+                   zmax=max(int(off_diagonal.max(initial=0)), 1), text=counts, texttemplate="%{text}",
+                   textfont={"size": 10}, showscale=False, hoverinfo="skip"),
+        go.Scatter(x=predicted.ravel(), y=true.ravel(), mode="markers", customdata=counts.ravel(),
+                   marker={"symbol": "square", "size": 34, "color": "rgba(0,0,0,0)"},
+                   selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}}, showlegend=False,
+                   hovertemplate="true %{y}, predicted %{x}: %{customdata} images<extra></extra>"),
+    ])
     fig = styled(fig, "Confusion matrix (click a cell to see its images)", "predicted class", "true class", 460)
     fig.update_yaxes(autorange="reversed", showgrid=False)
     fig.update_xaxes(showgrid=False, tickangle=-40)
-    fig.update_layout(hovermode="closest", clickmode="event+select")
+    fig.update_layout(hovermode="closest", clickmode="event+select", dragmode=False)
     return fig
 
 
@@ -127,7 +133,8 @@ def topk_figure(pairs: Sequence[tuple[str, float]]) -> go.Figure:
 def bar_figure(frame: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str) -> go.Figure:
     """A plain bar chart in the shared style (parameters per block, per layer kind)."""
     fig = go.Figure(go.Bar(x=frame[x], y=frame[y], marker_color=ACCENT, text=[f"{v:,}" for v in frame[y]],
-                           textposition="auto"))
+                           textposition="outside", cliponaxis=False))
     fig = styled(fig, title, x_title, y_title, height=300)
     fig.update_layout(hovermode="closest")
+    fig.update_yaxes(range=[0, 1.15 * max(frame[y].max(), 1)])
     return fig

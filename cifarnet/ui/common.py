@@ -71,7 +71,7 @@ def data_panel(problem: str | None = None) -> None:
     """Say plainly where the data set is expected and offer the two ways to provide it."""
     folder = data_dir()
     with st.container(border=True):
-        st.markdown("#### CIFAR-10 test images needed")
+        st.markdown("#### The CIFAR-10 data set is needed here")
         st.write(problem or f"No CIFAR-10 data set in `{folder}`.")
         st.markdown(
             "Provide it in one of two ways:\n"
