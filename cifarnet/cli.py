@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from cifarnet.config import FIELDS, make_config
+from cifarnet.config import DEFAULTS, FIELDS, make_config
 from cifarnet.errors import CifarnetError
 from cifarnet.models import ARCHS, DEFAULT_ARCH
 from cifarnet.norms import NORMS
@@ -36,6 +37,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     for name, rule in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         flag_help = rule.help + (f" ({', '.join(rule.choices)})" if rule.choices else "")
+        flag_help += f"; default {getattr(DEFAULTS, name)!r}" if getattr(DEFAULTS, name) != "" else ""
         if rule.kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=flag_help)
         else:
@@ -209,3 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cifarnet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
