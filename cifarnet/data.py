@@ -160,6 +160,11 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, allow_download: bool
     path = resolve_data_dir(data_dir)
     if path.suffix == ".npz":
         return load_jpeg_npz(path)
+    explicit = data_dir not in (None, "") or bool(os.environ.get("CIFARNET_DATA"))
+    if explicit and not path.exists():  # a typo must not start a 170 MB download into a new folder
+        source = "--data-dir" if data_dir not in (None, "") else "CIFARNET_DATA"
+        raise DataError(f"data folder {path} (from {source}) does not exist; give an existing folder that holds "
+                        f"'{FOLDER}', or leave {source} unset to use {DEFAULT_DATA_DIR} (downloaded when missing)")
     return _load_folder(str(batches_folder(path).resolve()), allow_download)
 
 

@@ -93,7 +93,7 @@ def test_missing_and_offline_says_where_to_put_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
     with pytest.raises(DataError) as info:
-        load_cifar10(tmp_path / "nothing")
+        load_cifar10(tmp_path)  # an existing, empty folder: the files would be downloaded into it
     message = str(info.value)
     assert "could not be downloaded" in message and "cifar-10-batches-py" in message and "CIFARNET_DATA" in message
     assert calls == [(data_mod.URL, "c58f30108f718f92721af3b95e74349a")]  # canonical archive md5 checked
@@ -101,13 +101,22 @@ def test_missing_and_offline_says_where_to_put_files(tmp_path, monkeypatch):
 
 def test_download_not_allowed_gives_the_same_guidance(tmp_path):
     with pytest.raises(DataError, match="download not allowed.*--data-dir / CIFARNET_DATA"):
-        load_cifar10(tmp_path / "nothing", allow_download=False)
+        load_cifar10(tmp_path, allow_download=False)
+
+
+def test_data_dir_that_does_not_exist_is_refused_without_download(tmp_path, monkeypatch):
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", pytest.fail)
+    with pytest.raises(DataError, match=r"typo|does not exist; give an existing folder"):
+        load_cifar10(tmp_path / "typo")
+    monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "typo"))
+    with pytest.raises(DataError, match=r"\(from CIFARNET_DATA\) does not exist"):
+        load_cifar10()
 
 
 def test_cli_data_reports_missing_data_in_one_line(tmp_path):
-    result = run_cli("data", "--data-dir", str(tmp_path / "none"))
+    result = run_cli("data", "--data-dir", str(tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("cifarnet: error: CIFAR-10 not found")
+    assert result.stderr.startswith("cifarnet: error: CIFAR-10 not found") and result.stderr.count("\n") == 1
 
 
 def test_stratified_subset_is_balanced_and_seeded():
