@@ -45,7 +45,7 @@ with seen:
     st.markdown("**What the model sees** (32x32, enlarged 8x)")
     st.image(enlarge(picture.view, 8))
 with bars:
-    st.metric("prediction", best, f"{100 * prob:.1f}% probability", delta_color="off", border=True)
+    st.metric("prediction", best, f"{100 * prob:.1f}% probability", delta_color="off", delta_arrow="off", border=True)
     st.plotly_chart(charts.topk_figure(ranked), width="stretch")
 st.caption("The probabilities come from a softmax over the 10 CIFAR-10 classes, so a picture of something "
            "else still gets spread over them: the model cannot answer 'none of these'.")

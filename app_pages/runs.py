@@ -45,7 +45,7 @@ chosen = st.multiselect("Runs", list(by_label), default=shipped, placeholder="ch
 metrics = st.pills("Metrics", list(METRICS), default=["test_acc", "train_loss"], selection_mode="multi",
                             format_func=lambda m: METRICS[m][0])
 controls = st.columns([2, 3, 1], gap="large")
-x_axis = controls[0].segmented_control("x-axis", list(X_AXES), default="epoch", format_func=X_AXES.get) or "epoch"
+x_axis = controls[0].segmented_control("x-axis", list(X_AXES), default="epoch") or "epoch"
 weight = controls[1].slider("Smoothing", 0.0, 0.99, 0.0, 0.01,
                             help="Exponential moving average of each curve (0 = raw points, 0.9 = strong)")
 log_y = controls[2].toggle("log y", help="Logarithmic y-axis: useful for losses and the learning rate")

@@ -4,14 +4,13 @@ import streamlit as st
 
 from cifarnet.augment import AugmentSpec, preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
-from cifarnet.data import synthetic_dataset
 from cifarnet.errors import CifarnetError
 from cifarnet.images import one_per_class
 from cifarnet.launch import start_run
 from cifarnet.monitor import clock, describe, newest_live_run, progress_fraction, progress_text
 from cifarnet.runs import LIVE, read_run, request_stop, resolve_runs_dir, run_path
 from cifarnet.ui import charts
-from cifarnet.ui.common import data_dir, data_panel, data_ready, dataset, header
+from cifarnet.ui.common import cached_synthetic, data_dir, data_panel, data_ready, dataset, header
 from cifarnet.ui.sidebar import current_config
 
 WATCH_KEY = "watch_run"
@@ -108,7 +107,7 @@ st.caption("What the network sees during training with the sidebar's augmentatio
 if cfg is not None:
     data = dataset() if ready else None
     if data is None:
-        data = synthetic_dataset()
+        data = cached_synthetic()
         st.caption("(showing synthetic pattern images until the data set is available)")
     seed = st.session_state.setdefault("preview_seed", 0)
     grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), AugmentSpec.from_config(cfg), seed=seed,

@@ -222,7 +222,7 @@ def test_misclassified_grid_filters_and_confusion(app, runs_dir, data_dir):
     assert "No mistakes for this filter (a diagonal cell" in texts(at.info)
 
 
-def test_misclassified_without_data_still_shows_confusion(app, monkeypatch, tmp_path):
+def test_without_data_pages_say_how_to_provide_it(app, monkeypatch, tmp_path):
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "nowhere"))
     at = app("misclassified")
     assert at.selectbox[0].value == "s9-bn (shipped)"
@@ -232,6 +232,10 @@ def test_misclassified_without_data_still_shows_confusion(app, monkeypatch, tmp_
     charts = [e for e in at.get("plotly_chart")]
     assert len(charts) == 2  # confusion matrix and per-class accuracy
     assert "bird" in json.dumps(json.loads(charts[0].proto.spec)["data"][0]["y"])
+    at = app("train")
+    assert "The CIFAR-10 data set is needed here" in texts(at.markdown)
+    assert next(b for b in at.button if b.label == "Launch run").disabled
+    assert len(at.get("image")) == 1  # the augmentation preview falls back to synthetic pictures
 
 
 # -- predict ----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import streamlit as st
 from torch import nn
 
 from cifarnet.checkpoint import load_model
-from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, resolve_data_dir
+from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, resolve_data_dir, synthetic_dataset
 from cifarnet.errors import CifarnetError
 from cifarnet.models import build_model
 from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir
@@ -48,6 +48,12 @@ def cached_dataset(folder: str) -> Cifar10:
     return load_cifar10(folder, allow_download=False)
 
 
+@st.cache_resource(show_spinner="Making stand-in pictures...")
+def cached_synthetic() -> Cifar10:
+    """Pattern images for previews while no data set is available (60,000 take a few seconds)."""
+    return synthetic_dataset()
+
+
 def runs() -> list[RunInfo]:
     """Every run (the user's, newest first, then the shipped ones); re-read on each rerun."""
     return list_runs(resolve_runs_dir())
@@ -71,7 +77,7 @@ def data_panel(problem: str | None = None) -> None:
     """Say plainly where the data set is expected and offer the two ways to provide it."""
     folder = data_dir()
     with st.container(border=True):
-        st.markdown("#### The CIFAR-10 data set is needed here")
+        st.markdown("##### The CIFAR-10 data set is needed here")
         st.write(problem or f"No CIFAR-10 data set in `{folder}`.")
         st.markdown(
             "Provide it in one of two ways:\n"
