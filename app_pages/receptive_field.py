@@ -28,15 +28,20 @@ cols[2].metric("covers the 32-px image from layer", "never" if covers is None el
 table, chart = st.columns([3, 2], gap="large")
 with table:
     st.markdown(f"**Layer by layer: {cfg.arch}**")
-    st.dataframe(rf_frame(report), hide_index=True, width="stretch", height=460,
-                 column_config={"rf": st.column_config.ProgressColumn("RF (px)", format="%d", min_value=0,
-                                                                      max_value=max(report.rf, IMAGE_SIZE))})
+    layers = rf_frame(report)
+    st.dataframe(layers, hide_index=True, width="stretch", height=460,
+                 column_order=["#", "block", "kernel", "stride", "dilation", "padding", "size", "jump", "rf", "layer",
+                               "type"],
+                 column_config={"rf": st.column_config.NumberColumn("RF (px)", help="receptive field after the layer")})
     st.caption("kernel k, stride s, dilation d, padding p; **size** is the feature map's side after the layer, "
                "**jump** the distance in input pixels between neighbouring outputs. Each layer adds "
                "(d·(k−1))·jump pixels: dilation and earlier strides grow the field fast without extra weights. "
                "Where branches are summed (parallel convs, residuals) the larger field wins.")
 with chart:
-    st.plotly_chart(charts.rf_figure(rf_frame(report).assign(arch=cfg.arch), IMAGE_SIZE), width="stretch")
+    st.plotly_chart(charts.rf_figure(rf_frame(report, head=False).assign(arch=cfg.arch), IMAGE_SIZE),
+                    width="stretch")
+    st.caption("Global pooling and the 1x1 classifier are left out: pooling averages the whole map, so the "
+               "field that matters is the one the last convolution reaches.")
 
 st.subheader("Both architectures")
 comparison, overview = rf_comparison(ARCHS)

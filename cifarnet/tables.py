@@ -20,11 +20,17 @@ IMAGE_SIZE = 32
 BLOCK_NAMES = {"c1": "C1", "c2": "C2", "c3": "C3", "c4": "C4", "head": "head (GAP + 1x1)"}
 
 
-def rf_frame(report: RFReport) -> pd.DataFrame:
-    """One row per field-changing layer, numbered in graph order, with its block name."""
+def rf_frame(report: RFReport, head: bool = True) -> pd.DataFrame:
+    """One row per field-changing layer, numbered in graph order, with its block name.
+
+    ``head=False`` drops global pooling and the classifier: pooling "sees" the whole map by
+    definition, which would hide the field the convolutions themselves reach.
+    """
     frame = pd.DataFrame([asdict(row) for row in report.rows])
     frame.insert(0, "#", range(1, len(frame) + 1))
     frame.insert(1, "block", [block_of(name) for name in frame["name"]])
+    if not head:
+        frame = frame[frame["block"] != BLOCK_NAMES["head"]]
     return frame.rename(columns={"name": "layer"})
 
 
@@ -45,12 +51,12 @@ def rf_comparison(archs: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for arch in archs:
         model = build_model(arch, "bn")
         report = receptive_field(model)
-        frame = rf_frame(report)
+        frame = rf_frame(report, head=False)
         frame.insert(0, "arch", arch)
         frames.append(frame)
         overview.append({"arch": arch, "layers": len(report.rows), "rf before pooling (px)": report.rf,
                          "covers 32 px from layer": rf_exceeds_image(report),
-                         "smallest map (px)": int(frame.loc[frame["block"] != BLOCK_NAMES["head"], "size"].min()), "params": count_params(model)})
+                         "smallest map (px)": int(frame["size"].min()), "params": count_params(model)})
     return pd.concat(frames, ignore_index=True), pd.DataFrame(overview)
 
 
