@@ -4,7 +4,8 @@ import streamlit as st
 
 from cifarnet.curves import run_label
 from cifarnet.misclassified import (caption, cell_from_selection, confusion_frame, filter_mistakes, labels_match,
-                                    mistakes, per_class_frame, runs_with_predictions, tiles)
+                                    mistakes, page_count, page_of, per_class_frame, runs_with_predictions,
+                                    tiles)
 from cifarnet.runs import read_predictions
 from cifarnet.ui import charts
 from cifarnet.ui.common import dataset, header, runs
@@ -53,7 +54,7 @@ if not labels_match(predictions, data.test_y):
 wrong = mistakes(predictions, classes)
 shown = filter_mistakes(wrong, None if true == ANY else true, None if predicted == ANY else predicted)
 per_page = COLUMNS * ROWS
-pages = max(1, -(-len(shown) // per_page))
+pages = page_count(len(shown), per_page)
 page = filters[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
 st.caption(f"{len(shown):,} of {len(wrong):,} mistakes on {len(predictions['labels']):,} test images, most "
            "confident first. Each picture is titled **predicted** / **actual**, then the model's top-3 "
@@ -62,7 +63,7 @@ if shown.empty:
     note = " (a diagonal cell: those are correct predictions)" if true == predicted != ANY else ""
     st.info(f"No mistakes for this filter{note}.", icon=":material/done_all:")
     st.stop()
-part = shown.iloc[(page - 1) * per_page: page * per_page]
+part = page_of(shown, page, per_page)
 pictures = tiles(data.test_x, part, scale=4)
 grid = st.columns(COLUMNS)
 for i, (picture, (_, row)) in enumerate(zip(pictures, part.iterrows())):

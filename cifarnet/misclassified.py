@@ -46,6 +46,16 @@ def filter_mistakes(frame: pd.DataFrame, true: str | None = None, predicted: str
     return frame[keep].reset_index(drop=True)
 
 
+def page_count(rows: int, per_page: int) -> int:
+    """Pages needed for ``rows`` tiles (at least one, so the page picker always has a value)."""
+    return max(1, -(-rows // per_page))
+
+
+def page_of(frame: pd.DataFrame, page: int, per_page: int) -> pd.DataFrame:
+    """Rows of 1-based ``page``."""
+    return frame.iloc[(page - 1) * per_page: page * per_page]
+
+
 def labels_match(predictions: dict[str, np.ndarray], test_labels: torch.Tensor) -> bool:
     """True when the loaded test set is the one the run was evaluated on (same labels in order).
 

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from cifarnet.checkpoint import save_checkpoint
 from cifarnet.config import FIELDS, make_config
 from cifarnet.curves import curves_frame, runs_table, smooth
 from cifarnet.data import CLASSES, load_cifar10
@@ -259,6 +260,20 @@ def test_predict_top_k_for_an_upload(app):
     bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
     assert len(bars["y"]) == 3 and bars["y"][-1] == prediction and set(bars["y"]) <= set(CLASSES)
     assert len(at.get("image")) == 2  # the upload and the 32x32 view
+
+
+def test_predict_with_a_users_model(app, runs_dir):
+    path = fake_finished_run(runs_dir, np.arange(10_000) % 10)
+    save_checkpoint(path / "model.pt", build_model("s9", "gn", 2, 0.0))
+    at = app("predict")
+    assert "mine" in at.selectbox[0].options and "s9-ln (shipped)" in at.selectbox[0].options
+    at.selectbox[0].set_value("mine").run()
+    grey = Image.new("L", (64, 48), 90)  # greyscale, not square
+    at.get("file_uploader")[0].set_value(("grey.png", png(grey), "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert len(bars["y"]) == 5 and sum(bars["x"]) <= 100.01
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
