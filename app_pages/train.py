@@ -6,7 +6,7 @@ from cifarnet.augment import AugmentSpec, preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
 from cifarnet.errors import CifarnetError
 from cifarnet.images import one_per_class
-from cifarnet.launch import start_run
+from cifarnet.launch import resume_run, start_run
 from cifarnet.monitor import clock, describe, newest_live_run, progress_fraction, progress_text
 from cifarnet.runs import LIVE, read_run, request_stop, resolve_runs_dir, run_path
 from cifarnet.ui import charts
@@ -61,7 +61,16 @@ def live_run() -> None:
     title.subheader(f"Run `{run_id}` · {info.status}")
     if info.status in LIVE and stop_col.button("Stop run", icon=":material/stop_circle:", width="stretch"):
         request_stop(run_id)
-        st.toast("Stop requested: the run ends after its current step and keeps a checkpoint.", icon=":material/stop_circle:")
+        st.toast("Stop requested: the run ends after its current step and keeps a checkpoint.",
+                 icon=":material/stop_circle:")
+    if info.status in ("stopped", "failed") and stop_col.button("Resume run", icon=":material/play_circle:",
+                                                                  width="stretch"):
+        try:
+            resume_run(run_id, data_dir=data_dir())
+        except CifarnetError as exc:
+            st.error(str(exc), icon=":material/warning:")
+        else:
+            st.toast(f"Resuming {run_id} from its last checkpoint", icon=":material/play_circle:")
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
                 else f"{info.status} after {progress.get('step', 0)} of {progress.get('total_steps', '?')} steps")
     _status_note(info)
@@ -92,8 +101,8 @@ def _status_note(info) -> None:
         st.success(f"Finished: {100 * (info.final_acc or 0):.2f}% on the full test set. Compare it on the Runs "
                    "page, or look at its mistakes on the Misclassified page.", icon=":material/check_circle:")
     elif info.status == "stopped":
-        st.warning("Stopped on request. Its checkpoint is kept; `python -m cifarnet train --resume "
-                   f"{info.path}` continues it.", icon=":material/stop_circle:")
+        st.warning("Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it "
+                   "reached.", icon=":material/stop_circle:")
     elif info.status in ("failed", "diverged"):
         st.error(f"The run {info.status}: {error or 'no reason recorded'}", icon=":material/error:")
 

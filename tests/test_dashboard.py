@@ -28,7 +28,7 @@ from cifarnet.misclassified import filter_mistakes, mistakes
 from cifarnet.models import build_model, count_params
 from cifarnet.predict import prepare
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
-from cifarnet.runs import create_run, list_runs, read_run, write_json
+from cifarnet.runs import create_run, list_runs, read_run, request_stop, write_json
 from cifarnet.train import confusion_matrix
 from cifarnet.ui.sidebar import RADIO_FIELDS
 
@@ -322,6 +322,16 @@ def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
     assert read_run(run_dir).status == "stopped"
     at.run()
     assert "Stopped on request" in texts(at.warning)
+    steps, logged = read_run(run_dir).progress["step"], len(read_run(run_dir).metrics)
+    next(b for b in at.button if b.label == "Resume run").click().run()
+    while read_run(run_dir).progress.get("step", 0) <= steps or read_run(run_dir).status != "running":
+        assert time.time() < deadline, read_run(run_dir).status_record
+        time.sleep(0.5)
+    assert all(record["step"] > steps for record in read_run(run_dir).metrics[logged:])  # from its checkpoint
+    request_stop(run_dir.name)
+    while read_run(run_dir).status == "running":
+        assert time.time() < deadline
+        time.sleep(0.5)
 
 
 # -- helpers behind the pages -------------------------------------------------------------------------
