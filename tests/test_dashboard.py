@@ -107,7 +107,7 @@ def test_home_shows_the_shipped_runs_and_every_page(app):
     at = app()
     assert at.title[0].value == "cifarnet lab"
     shipped = metric_values(at)
-    assert set(shipped) == {"shipped s9-bn", "shipped s9-gn", "shipped s9-ln"}
+    assert set(shipped) == {"s9 with BatchNorm", "s9 with GroupNorm", "s9 with LayerNorm"}
     assert all(value.endswith("%") and float(value[:-1]) > 80 for value in shipped.values())
     assert len(at.sidebar.radio) == 2 and at.sidebar.radio[1].value == "bn"
 
