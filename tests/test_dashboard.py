@@ -26,6 +26,7 @@ from cifarnet.data import CLASSES, load_cifar10
 from cifarnet.errors import CifarnetError
 from cifarnet.misclassified import filter_mistakes, mistakes
 from cifarnet.models import build_model, count_params
+from cifarnet.monitor import clock, describe, progress_fraction, progress_text
 from cifarnet.predict import prepare
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.runs import create_run, list_runs, read_run, request_stop, write_json
@@ -388,3 +389,13 @@ def test_mistakes_sorted_and_filtered():
     assert list(frame["index"]) == [3, 1] and frame["top3"].iloc[0] == "dog 70% · cat 20% · automobile 10%"
     assert list(filter_mistakes(frame, true="automobile")["predicted"]) == ["bird"]
     assert filter_mistakes(frame, true="cat", predicted="bird").empty
+
+
+def test_progress_words_and_config_summary():
+    assert (clock(None), clock(65), clock(3723)) == ("--:--", "1:05", "1:02:03")
+    progress = {"step": 30, "total_steps": 120, "epoch": 1.25, "epochs": 5, "img_s": 812.4, "eta_s": 95}
+    assert progress_text(progress) == "epoch 1.25 / 5 · step 30 / 120 · 812 img/s · ETA 1:35"
+    assert progress_fraction(progress) == 0.25 and progress_fraction({}) == 0.0
+    assert progress_text({}).startswith("starting")
+    text = describe(make_config({"norm": "gn", "gn_groups": 4, "cutout": True}, base=DASHBOARD_DEFAULTS))
+    assert "GN (4 groups)" in text and "31 steps (93 in all)" in text and "crop, flip, cutout" in text
