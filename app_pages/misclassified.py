@@ -3,9 +3,9 @@
 import streamlit as st
 
 from cifarnet.curves import run_label
-from cifarnet.misclassified import (caption, cell_from_selection, confusion_frame, filter_mistakes, labels_match,
-                                    mistakes, page_count, page_of, per_class_frame, runs_with_predictions,
-                                    tiles)
+from cifarnet.misclassified import (caption, cell_from_selection, complete, confusion_frame, filter_mistakes,
+                                    labels_match, mistakes, page_count, page_of, per_class_frame,
+                                    runs_with_predictions, tiles)
 from cifarnet.runs import read_predictions
 from cifarnet.ui import charts
 from cifarnet.ui.common import dataset, header, runs
@@ -42,8 +42,12 @@ true = filters[0].selectbox("True class", [ANY, *classes], key=TRUE_KEY)
 predicted = filters[1].selectbox("Predicted class", [ANY, *classes], key=PRED_KEY)
 
 predictions = read_predictions(info.path)
+if not complete(predictions):
+    st.warning(f"The predictions file of {label} is unreadable, so its images cannot be listed.",
+               icon=":material/warning:")
+    st.stop()
 data = dataset()
-if predictions is None or data is None:
+if data is None:
     st.stop()
 if not labels_match(predictions, data.test_y):
     st.warning(f"The test set loaded from `{data.source}` is not the one this run was evaluated on (its labels "

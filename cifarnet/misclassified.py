@@ -76,9 +76,24 @@ def caption(row: pd.Series) -> str:
     return f":red[**{row['predicted']}**] / :green[**{row['true']}**]  \n{row['top3']}"
 
 
+RESULT_KEYS = ("classes", "confusion", "per_class_acc")
+PREDICTION_KEYS = ("labels", "top_classes", "top_probs")
+
+
+def complete(predictions: dict[str, np.ndarray] | None) -> bool:
+    """True when a run's predictions hold every array the gallery needs."""
+    return predictions is not None and all(key in predictions for key in PREDICTION_KEYS)
+
+
+
 def runs_with_predictions(runs: Sequence[RunInfo]) -> list[RunInfo]:
-    """Runs that finished with per-image predictions and results (shipped ones included)."""
-    return [info for info in runs if info.results and (info.path / "predictions.npz").is_file()]
+    """Finished runs with per-image predictions and complete results (shipped ones included).
+
+    A run whose ``results.json`` lacks a field the page draws is left out rather than
+    breaking the page; the Runs page reports its damage.
+    """
+    return [info for info in runs if info.results and all(key in info.results for key in RESULT_KEYS)
+            and (info.path / "predictions.npz").is_file()]
 
 
 def confusion_frame(results: dict) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,7 +285,7 @@ def read_predictions(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(file, allow_pickle=False) as pack:
             return {key: pack[key] for key in pack.files}
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged file is "none", not a crash
         return None
 
 

@@ -224,6 +224,17 @@ def test_misclassified_grid_filters_and_confusion(app, runs_dir, data_dir):
     assert "No mistakes for this filter (a diagonal cell" in texts(at.info)
 
 
+def test_misclassified_survives_damaged_run_files(app, runs_dir):
+    fake_finished_run(runs_dir, np.arange(10_000) % 10, name="torn")
+    (runs_dir / "torn" / "predictions.npz").write_bytes(b"PK\x03\x04 truncated")
+    incomplete = fake_finished_run(runs_dir, np.arange(10_000) % 10, name="partial")
+    write_json(incomplete / "results.json", {"test_acc": 0.5})
+    at = app("misclassified")
+    assert "partial" not in at.selectbox[0].options
+    at.selectbox[0].set_value("torn").run()
+    assert not at.exception and "predictions file of torn is unreadable" in texts(at.warning)
+
+
 def test_without_data_pages_say_how_to_provide_it(app, monkeypatch, tmp_path):
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "nowhere"))
     at = app("misclassified")
