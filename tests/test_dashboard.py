@@ -31,7 +31,7 @@ from cifarnet.predict import prepare
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.runs import create_run, list_runs, read_run, request_stop, write_json
 from cifarnet.train import confusion_matrix
-from cifarnet.ui.sidebar import RADIO_FIELDS
+from cifarnet.ui.sidebar import GROUPS, NUMBER_STYLE, RADIO_FIELDS
 
 APP = Path(__file__).resolve().parents[1] / "dashboard.py"
 TIMEOUT = 90
@@ -410,3 +410,10 @@ def test_progress_words_and_config_summary():
     assert progress_text({}).startswith("starting")
     text = describe(make_config({"norm": "gn", "gn_groups": 4, "cutout": True}, base=DASHBOARD_DEFAULTS))
     assert "GN (4 groups)" in text and "31 steps (93 in all)" in text and "crop, flip, cutout" in text
+
+
+def test_sidebar_covers_every_config_field_once():
+    shown = [name for names in GROUPS.values() for name in names]
+    assert sorted(shown) == sorted(FIELDS)  # a new config field must get a widget (and a URL key)
+    numeric = {name for name, rule in FIELDS.items() if rule.kind in (int, float)}
+    assert numeric == set(NUMBER_STYLE)
