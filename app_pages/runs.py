@@ -4,58 +4,68 @@ import streamlit as st
 
 from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
 from cifarnet.errors import CifarnetError
-from cifarnet.runs import delete_run
+from cifarnet.runs import LIVE, delete_run
 from cifarnet.ui import charts
 from cifarnet.ui.common import header, runs
 
 header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, LayerNorm, GroupNorm, trained "
        "30 epochs on a GPU) and the runs you launched. Pick runs to overlay their learning curves.")
 
+REFRESH_S = 3
+COLUMNS = ["run", "status", "norm", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups", "epochs",
+           "batch_size", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"]
 all_runs = runs()
 by_label = {run_label(info): info for info in all_runs}
-table = runs_table(all_runs)
-st.dataframe(
-    table, hide_index=True, width="stretch",
-    column_order=["run", "status", "norm", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups",
-                  "epochs", "batch_size", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"],
-    column_config={
-        "shipped": st.column_config.CheckboxColumn("shipped"),
-        "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%"),
-        "final_acc": st.column_config.NumberColumn("final acc", format="%.2f%%",
-                                                   help="Full test set at the end (or the last evaluation)"),
-        "tta_acc": st.column_config.NumberColumn("flip-TTA acc", format="%.2f%%"),
-        "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
-        "params": st.column_config.NumberColumn("params", format="%d"),
-        "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
-        "notes": st.column_config.TextColumn("notes", width="large"),
-    },
-)
-st.download_button("Download table (CSV)", table.to_csv(index=False).encode(), "cifarnet-runs.csv", "text/csv",
-                   icon=":material/download:")
+live = any(info.status in LIVE for info in all_runs)
 
-troubled = table[table["notes"] != ""]
-if not troubled.empty:
-    with st.expander(f"{len(troubled)} run(s) with errors or damaged files", expanded=True, icon=":material/warning:"):
-        for _, row in troubled.iterrows():
-            st.markdown(f"**{row['run']}** ({row['status']}): {row['notes']}")
 
-st.subheader("Compare learning curves")
-shipped = [label for label, info in by_label.items() if info.pretrained]
-chosen = st.multiselect("Runs", list(by_label), default=shipped, placeholder="choose runs to overlay")
-metrics = st.pills("Metrics", list(METRICS), default=["test_acc", "train_loss"], selection_mode="multi",
-                            format_func=lambda m: METRICS[m][0])
-controls = st.columns([2, 3, 1], gap="large")
-x_axis = controls[0].segmented_control("x-axis", list(X_AXES), default="epoch") or "epoch"
-weight = controls[1].slider("Smoothing", 0.0, 0.99, 0.0, 0.01,
-                            help="Exponential moving average of each curve (0 = raw points, 0.9 = strong)")
-log_y = controls[2].toggle("log y", help="Logarithmic y-axis: useful for losses and the learning rate")
+@st.fragment(run_every=REFRESH_S if live else None)
+def table_and_curves() -> None:
+    """The table and the chosen curves; re-read every few seconds while a run is training."""
+    fresh = runs()
+    labels = {run_label(info): info for info in fresh}
+    table = runs_table(fresh)
+    st.dataframe(
+        table, hide_index=True, width="stretch", column_order=COLUMNS,
+        column_config={
+            "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%"),
+            "final_acc": st.column_config.NumberColumn("final acc", format="%.2f%%",
+                                                       help="Full test set at the end (or the last evaluation)"),
+            "tta_acc": st.column_config.NumberColumn("flip-TTA acc", format="%.2f%%"),
+            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+            "params": st.column_config.NumberColumn("params", format="%d"),
+            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+            "notes": st.column_config.TextColumn("notes", width="large"),
+        },
+    )
+    if live:
+        st.caption(f"A run is training: this table and the curves refresh every {REFRESH_S} seconds.")
+    st.download_button("Download table (CSV)", table.to_csv(index=False).encode(), "cifarnet-runs.csv", "text/csv",
+                       icon=":material/download:")
+    troubled = table[table["notes"] != ""]
+    if not troubled.empty:
+        with st.expander(f"{len(troubled)} run(s) with errors or damaged files", expanded=True,
+                         icon=":material/warning:"):
+            for _, row in troubled.iterrows():
+                st.markdown(f"**{row['run']}** ({row['status']}): {row['notes']}")
 
-frame = smooth(curves_frame([by_label[label] for label in chosen], metrics or ()), weight)
-if not chosen or not metrics:
-    st.info("Choose at least one run and one metric.", icon=":material/touch_app:")
-elif frame.empty:
-    st.info("The chosen runs have no records for these metrics yet.", icon=":material/hourglass_empty:")
-else:
+    st.subheader("Compare learning curves")
+    shipped = [label for label, info in labels.items() if info.pretrained]
+    chosen = st.multiselect("Runs", list(labels), default=shipped, placeholder="choose runs to overlay")
+    metrics = st.pills("Metrics", list(METRICS), default=["test_acc", "train_loss"], selection_mode="multi",
+                       format_func=lambda m: METRICS[m][0])
+    controls = st.columns([2, 3, 1], gap="large")
+    x_axis = controls[0].segmented_control("x-axis", list(X_AXES), default="epoch") or "epoch"
+    weight = controls[1].slider("Smoothing", 0.0, 0.99, 0.0, 0.01,
+                                help="Exponential moving average of each curve (0 = raw points, 0.9 = strong)")
+    log_y = controls[2].toggle("log y", help="Logarithmic y-axis: useful for losses and the learning rate")
+    frame = smooth(curves_frame([labels[label] for label in chosen if label in labels], metrics or ()), weight)
+    if not chosen or not metrics:
+        st.info("Choose at least one run and one metric.", icon=":material/touch_app:")
+        return
+    if frame.empty:
+        st.info("The chosen runs have no records for these metrics yet.", icon=":material/hourglass_empty:")
+        return
     colors = charts.run_colors(chosen)
     cols = st.columns(2)
     for i, metric in enumerate(metrics):
@@ -66,6 +76,9 @@ else:
                "log points, with augmentation switched on, which is why train accuracy can sit below test accuracy.")
     st.download_button("Download these curves (CSV)", curves_csv(frame), "cifarnet-curves.csv", "text/csv",
                        icon=":material/download:")
+
+
+table_and_curves()
 
 own = [label for label, info in by_label.items() if not info.pretrained]
 if own:

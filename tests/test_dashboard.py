@@ -325,6 +325,9 @@ def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
     assert f"Run `{run_dir.name}` · running" in texts(at.subheader)
     other_tab = app("train")  # a new session (reload, second tab) finds the live run in the runs folder
     assert f"Run `{run_dir.name}` · running" in texts(other_tab.subheader)
+    runs_page = app("runs")
+    assert "A run is training" in texts(runs_page.caption)
+    assert runs_page.dataframe[0].value.set_index("run").loc[run_dir.name, "status"] == "running"
     assert "epoch" in at.get("progress")[0].proto.text
     assert len(at.get("plotly_chart")) == 3  # LR schedule, loss, accuracy
     next(b for b in at.button if b.label == "Stop run").click().run()
