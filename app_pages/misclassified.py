@@ -19,7 +19,8 @@ header("Misclassified", "Where a trained model goes wrong. The confusion matrix 
 
 candidates = {run_label(info): info for info in runs_with_predictions(runs())}
 if not candidates:
-    st.info("No run has test-set predictions yet; they are written when a run finishes.", icon=":material/hourglass_empty:")
+    st.info("No run has test-set predictions yet; they are written when a run finishes.",
+            icon=":material/hourglass_empty:")
     st.stop()
 label = st.selectbox("Run", list(candidates), help="Runs that finished (shipped runs included)")
 info = candidates[label]

@@ -38,7 +38,7 @@ with table:
 with charts_col:
     st.plotly_chart(charts.bar_figure(params_by_block(summary), "block", "params", "Parameters per block",
                                       "block", "parameters"), width="stretch")
-    st.plotly_chart(charts.bar_figure(params_by_type(model).sort_values("params", ascending=False), "kind", "params", "Parameters per layer kind",
-                                      "", "parameters"), width="stretch", key="by_kind")
+    st.plotly_chart(charts.bar_figure(params_by_type(model), "kind", "params", "Parameters per layer kind", "", "parameters"),
+                    width="stretch", key="by_kind")
     st.caption("Depthwise-separable convs (a 3x3 depthwise + a 1x1 pointwise) cost about a ninth of a full 3x3 "
                "conv with the same channels; that is how these networks stay under 200k parameters.")

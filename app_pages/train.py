@@ -120,7 +120,7 @@ if cfg is not None:
         st.caption("(showing synthetic pattern images until the data set is available)")
     seed = st.session_state.setdefault("preview_seed", 0)
     grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), AugmentSpec.from_config(cfg), seed=seed,
-                        rows=4, cols=8, scale=3)
+                        rows=4, cols=8, scale=4)
     st.image(grid)
     if st.button("New random draw", icon=":material/casino:"):
         st.session_state["preview_seed"] = seed + 1

@@ -68,8 +68,10 @@ def progress_text(progress: dict) -> str:
 def describe(cfg: TrainConfig) -> str:
     """The configuration in one line, so the user sees what a launch will do before clicking."""
     norm = f"GN ({cfg.gn_groups} groups)" if cfg.norm == "gn" else cfg.norm.upper()
-    augs = [name for name, on in (("crop", cfg.crop), ("flip", cfg.flip), (cfg.affine, cfg.affine != "none"),
-                                  ("cutout", cfg.cutout)) if on]
+    affine = {"rotate": f"rotate ±{cfg.rotate_deg:g}°", "ssr": f"shift-scale-rotate ±{cfg.rotate_deg:g}°"}
+    switches = (("crop", cfg.crop), ("flip", cfg.flip), (affine.get(cfg.affine), cfg.affine != "none"),
+                ("cutout", cfg.cutout))
+    augs = [name for name, on in switches if on]
     return (f"{cfg.arch} · {norm} · {cfg.epochs:g} epochs of {cfg.steps_per_epoch} steps "
             f"({cfg.total_steps} in all) · {cfg.train_size:,} train images · batch {cfg.batch_size} · "
             f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}) · augmentation: {', '.join(augs) or 'none'}")

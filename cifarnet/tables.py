@@ -88,13 +88,14 @@ def params_by_block(summary: Summary) -> pd.DataFrame:
 
 
 def params_by_type(model: nn.Module) -> pd.DataFrame:
-    """Parameters per layer kind (full conv, depthwise, pointwise, norm, head) for the budget chart."""
+    """Parameters per layer kind (3x3, dilated, depthwise, 1x1, norm), largest first: where the budget goes."""
     kinds: dict[str, int] = {}
     for module in model.modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))
         if own:
             kinds[_kind(module)] = kinds.get(_kind(module), 0) + own
-    return pd.DataFrame({"kind": list(kinds), "params": list(kinds.values())})
+    frame = pd.DataFrame({"kind": list(kinds), "params": list(kinds.values())})
+    return frame.sort_values("params", ascending=False, ignore_index=True)
 
 
 def _kind(module: nn.Module) -> str:

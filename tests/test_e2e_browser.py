@@ -71,7 +71,7 @@ def page():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-        tab = browser.new_page(viewport={"width": 1440, "height": 1100})
+        tab = browser.new_page(viewport={"width": 1440, "height": 1400})
         tab.set_default_timeout(30_000)
         yield tab
         browser.close()

@@ -27,7 +27,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Advanced": ("momentum", "warmup", "eval_subset", "eval_every", "tta", "device", "threads", "name"),
 }
 LABELS = {
-    "arch": "Architecture", "norm": "Normalisation", "gn_groups": "GN groups", "dropout": "Dropout (−1 = architecture default)",
+    "arch": "Architecture", "norm": "Normalisation", "gn_groups": "GN groups",
+    "dropout": "Dropout (−1 = architecture default)",
     "epochs": "Epochs", "batch_size": "Batch size", "optimizer": "Optimizer", "lr": "Learning rate",
     "schedule": "LR schedule", "weight_decay": "Weight decay", "label_smoothing": "Label smoothing",
     "subset": "Train images per class", "seed": "Seed", "crop": "Random crop", "crop_pad": "Crop padding (px)",
