@@ -1,12 +1,18 @@
 """Predict: upload any picture and see a trained model's top classes for it."""
 
+import random
+
 import streamlit as st
 
 from cifarnet.errors import CifarnetError
-from cifarnet.images import enlarge
+from cifarnet.data import IMAGES_PER_FILE
+from cifarnet.images import enlarge, enlarge_to, png_bytes, to_hwc
 from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
 from cifarnet.ui import charts
-from cifarnet.ui.common import checkpoint, header, runs
+from cifarnet.ui.common import checkpoint, data_ready, dataset, header, runs
+
+SAMPLE_KEY = "predict_sample"
+PREVIEW_PX = 256
 
 header("Predict", "Upload a picture of an airplane, car, bird, cat, deer, dog, frog, horse, ship or truck. It is "
        "centre-cropped to a square and shrunk to 32x32 pixels, the size the network was trained on, and a "
@@ -24,26 +30,37 @@ k = k_col.slider("Top-k classes", 1, 10, 5)
 upload = st.file_uploader("Image", type=list(FORMATS),
                           help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; transparency is composited "
                                "onto white, animations use their first frame.")
-if upload is None:
+if data_ready() and st.button("Or try a random CIFAR-10 test image", icon=":material/casino:"):
+    st.session_state[SAMPLE_KEY] = random.randrange(IMAGES_PER_FILE)  # the test file's size
+sample = st.session_state.get(SAMPLE_KEY)
+if upload is None and sample is None:
     st.info("Upload an image to classify it.", icon=":material/upload:")
     st.stop()
 
+if upload is not None:
+    name, content = upload.name, upload.getvalue()
+else:
+    data = dataset()
+    if data is None:
+        st.stop()
+    name = f"test image #{sample}, a {data.classes[int(data.test_y[sample])]}"
+    content = png_bytes(to_hwc(data.test_x[sample]))
 try:
-    picture = prepare(upload.getvalue())
+    picture = prepare(content)
     model = checkpoint(models[label])
 except CifarnetError as exc:
-    st.error(f"**{upload.name}:** {exc}", icon=":material/block:")
+    st.error(f"**{name}:** {exc}", icon=":material/block:")
     st.stop()
 
 ranked = top_k(model, picture.view, k)
 best, prob = ranked[0]
 original, seen, bars = st.columns([1, 1, 2], gap="large")
 with original:
-    st.markdown("**Uploaded**")
-    st.image(picture.preview, width=256)
+    st.markdown(f"**{name}**")
+    st.image(enlarge_to(picture.preview, PREVIEW_PX))
 with seen:
-    st.markdown("**What the model sees** (32x32, enlarged 8x)")
-    st.image(enlarge(picture.view, 8))
+    st.markdown("**What the model sees** (32x32)")
+    st.image(enlarge(picture.view, PREVIEW_PX // 32))
 with bars:
     st.metric("prediction", best, f"{100 * prob:.1f}% probability", delta_color="off", delta_arrow="off", border=True)
     st.plotly_chart(charts.topk_figure(ranked), width="stretch")

@@ -6,14 +6,30 @@ enlarge them here by whole-pixel repetition (nearest neighbour) and keep them cr
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
+from PIL import Image
 
 
 def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     """An HxWx3 image with every pixel repeated ``scale`` times in both directions."""
     scale = max(1, int(scale))
     return np.ascontiguousarray(image).repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def enlarge_to(image: np.ndarray, size: int) -> np.ndarray:
+    """Crisply enlarge a small image towards ``size`` pixels on its longer side; shrink a big one.
+
+    Whole-pixel factors only, so a 32x32 picture becomes 256x256 blocks instead of a blur.
+    """
+    longest = max(image.shape[:2])
+    if longest >= size:
+        pil = Image.fromarray(np.ascontiguousarray(image))
+        pil.thumbnail((size, size), Image.Resampling.LANCZOS)
+        return np.asarray(pil)
+    return enlarge(image, size // longest)
 
 
 def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -26,3 +42,10 @@ def one_per_class(images: torch.Tensor, labels: torch.Tensor, count: int) -> tor
     """The first image of each of the first ``count`` classes: a varied, stable preview batch."""
     picks = [int(torch.nonzero(labels == c)[0]) for c in range(count) if bool((labels == c).any())]
     return images[picks]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An HxWx3 uint8 image as PNG file bytes, so a test image takes the same path as an upload."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -24,6 +24,7 @@ from cifarnet.config import FIELDS, make_config
 from cifarnet.curves import curves_frame, runs_table, smooth
 from cifarnet.data import CLASSES, load_cifar10
 from cifarnet.errors import CifarnetError
+from cifarnet.images import enlarge_to
 from cifarnet.misclassified import filter_mistakes, mistakes
 from cifarnet.models import build_model, count_params
 from cifarnet.monitor import clock, describe, progress_fraction, progress_text
@@ -272,6 +273,23 @@ def test_predict_top_k_for_an_upload(app):
     bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
     assert len(bars["y"]) == 3 and bars["y"][-1] == prediction and set(bars["y"]) <= set(CLASSES)
     assert len(at.get("image")) == 2  # the upload and the 32x32 view
+
+
+def test_predict_a_random_test_image(app):
+    at = app("predict")
+    next(b for b in at.button if b.label == "Or try a random CIFAR-10 test image").click().run()
+    assert not at.exception and not at.error
+    assert any(m.value.startswith("**test image #") for m in at.markdown)
+    assert metric_values(at)["prediction"] in CLASSES
+    shown = [e for e in at.get("image")]
+    assert len(shown) == 2
+
+
+def test_enlarge_to_keeps_pixels_crisp():
+    tiny = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    big = enlarge_to(tiny, 256)
+    assert big.shape == (170, 255, 3) and (big[:85, :85] == tiny[0, 0]).all()
+    assert max(enlarge_to(np.zeros((600, 300, 3), np.uint8), 256).shape[:2]) == 256
 
 
 def test_predict_with_a_users_model(app, runs_dir):
