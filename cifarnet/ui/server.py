@@ -1,0 +1,68 @@
+"""Start the real dashboard server in a subprocess (for browser tests and latency benchmarks).
+
+Both need the same thing: ``streamlit run dashboard.py`` on a free port with its own
+runs folder, waited on until its health endpoint answers, and stopped afterwards
+without leaving a trainer behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cifarnet.monitor import newest_live_run
+from cifarnet.runs import request_stop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, timeout: float = 60) -> Iterator[str]:
+    """Yield the URL of a running dashboard; on exit stop its live run (if any) and the server."""
+    port = free_port()
+    env = {**os.environ, "CIFARNET_RUNS": str(runs_dir), "PYTHONPATH": str(ROOT)}
+    if data_dir is not None:
+        env["CIFARNET_DATA"] = str(data_dir)
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
+             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(url, process, timeout, log_path)
+            yield url
+        finally:
+            live = newest_live_run(runs_dir)
+            if live:  # a failed check must not leave a trainer running
+                request_stop(live, runs_dir)
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the dashboard did not start; its log:\n{log_path.read_text()[-2000:]}") from None
+            time.sleep(0.3)
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
