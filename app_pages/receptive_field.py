@@ -6,7 +6,7 @@ from cifarnet.models import ARCHS
 from cifarnet.receptive_field import receptive_field
 from cifarnet.tables import IMAGE_SIZE, rf_comparison, rf_exceeds_image, rf_frame
 from cifarnet.ui import charts
-from cifarnet.ui.common import cached_model, header
+from cifarnet.ui.common import cached_model, header, preview_image
 from cifarnet.ui.sidebar import current_config
 
 header("Receptive field", "The receptive field (RF) of a layer is the square of input pixels that can influence "
@@ -42,6 +42,22 @@ with chart:
                     width="stretch")
     st.caption("Global pooling and the 1x1 classifier are left out: pooling averages the whole map, so the "
                "field that matters is the one the last convolution reaches.")
+
+st.subheader("Layer by layer, on a picture")
+body = rf_frame(report, head=False)
+number = st.select_slider("Layer", options=list(body["#"]), value=int(body["#"].iloc[-1]),
+                          format_func=lambda n: f"#{n} {body.loc[body['#'] == n, 'block'].iloc[0]}")
+row = body[body["#"] == number].iloc[0]
+picture, words = st.columns([2, 3], gap="large")
+figure = charts.rf_square_figure(preview_image(), int(row["rf"]), int(row["jump"]), int(row["size"]))
+picture.plotly_chart(figure, width="stretch")
+words.markdown(
+    f"After layer **#{number}** ({row['block']}, a {row['kernel']}x{row['kernel']} conv with dilation "
+    f"{row['dilation']} and stride {row['stride']}), each output sees a **{row['rf']}x{row['rf']}** square of the "
+    f"input, and neighbouring outputs sit **{row['jump']}** pixel(s) apart (the dots): the map is "
+    f"{row['size']}x{row['size']}.\n\n"
+    "Where the square reaches past the picture it covers zero padding. Slide through the layers to watch "
+    "the field grow: a step with stride 2 doubles how far every later kernel reaches.")
 
 st.subheader("Both architectures")
 comparison, overview = rf_comparison(ARCHS)

@@ -165,6 +165,9 @@ def test_receptive_field_page_for_both_architectures(app):
     assert layers["rf"].iloc[-3] == 59 and layers["size"].iloc[0] == 32
     overview = at.dataframe[1].value.set_index("arch")
     assert overview.loc["s9", "rf before pooling (px)"] == 59 and overview.loc["seed", "rf before pooling (px)"] == 97
+    assert "each output sees a **59x59** square" in texts(at.markdown)
+    at.select_slider[0].set_value(1).run()
+    assert "each output sees a **3x3** square" in texts(at.markdown) and "the map is 32x32" in texts(at.markdown)
     widget(at, "arch").set_value("seed").run()
     assert metric_values(at)["receptive field before global pooling"] == "97 px"
 

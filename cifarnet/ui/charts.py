@@ -80,6 +80,34 @@ def rf_figure(frame: pd.DataFrame, image_size: int = 32) -> go.Figure:
     return fig
 
 
+def rf_square_figure(image: np.ndarray, rf: int, jump: int, map_size: int) -> go.Figure:
+    """The field of one output at the image centre drawn over a 32x32 picture.
+
+    Parts of the square outside the picture fall on zero padding: pixels the network never
+    sees but that still take room in the field. Dots mark where the layer's ``map_size`` x
+    ``map_size`` outputs are centred (``jump`` pixels apart).
+    """
+    size = image.shape[0]
+    centre = size / 2
+    half = rf / 2
+    reach = max(half, centre) + 2
+    fig = go.Figure(go.Image(z=image, x0=0.5, y0=0.5, dx=1, dy=1, hoverinfo="skip"))
+    fig.add_shape(type="rect", x0=centre - half, x1=centre + half, y0=centre - half, y1=centre + half,
+                  line={"color": PALETTE[3], "width": 3})
+    fig.add_shape(type="rect", x0=0, x1=size, y0=0, y1=size, line={"color": "#444", "width": 1, "dash": "dot"})
+    centres = centre + (np.arange(map_size) - (map_size - 1) / 2) * jump
+    xs, ys = np.meshgrid(centres, centres)
+    fig.add_trace(go.Scatter(x=xs.ravel(), y=ys.ravel(), mode="markers",
+                             marker={"size": 3 if map_size > 16 else 5, "color": PALETTE[3], "opacity": 0.7},
+                             hoverinfo="skip", showlegend=False))
+    fig = styled(fig, f"What one output sees: a {rf}x{rf} square", "", "", height=380)
+    fig.update_xaxes(range=[centre - reach, centre + reach], showgrid=False, showticklabels=False, zeroline=False)
+    fig.update_yaxes(range=[centre + reach, centre - reach], showgrid=False, showticklabels=False, zeroline=False,
+                     scaleanchor="x")
+    fig.update_layout(hovermode=False)
+    return fig
+
+
 def confusion_figure(frame: pd.DataFrame) -> go.Figure:
     """Counts per (true, predicted) pair; the diagonal is correct, everything else a mistake.
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 from torch import nn
 
 from cifarnet.checkpoint import load_model
 from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, resolve_data_dir, synthetic_dataset
 from cifarnet.errors import CifarnetError
+from cifarnet.images import to_hwc
 from cifarnet.models import build_model
 from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir
 
 DATA_KEY = "data_dir"
+PREVIEW_INDEX = 3  # a test airplane: an object with a clear outline
 
 
 def header(title: str, intro: str) -> None:
@@ -52,6 +55,15 @@ def cached_dataset(folder: str) -> Cifar10:
 def cached_synthetic() -> Cifar10:
     """Pattern images for previews while no data set is available (60,000 take a few seconds)."""
     return synthetic_dataset()
+
+
+def preview_image() -> np.ndarray:
+    """One 32x32x3 picture for illustrations: a real test image when the data is there."""
+    try:
+        data = cached_dataset(str(data_dir())) if data_ready() else cached_synthetic()
+    except CifarnetError:  # files present but damaged: the Train and Misclassified pages explain
+        data = cached_synthetic()
+    return to_hwc(data.test_x[PREVIEW_INDEX])
 
 
 def runs() -> list[RunInfo]:
