@@ -37,8 +37,7 @@ LABELS = {
     "eval_subset": "Eval images per class", "eval_every": "Evaluate every N steps", "tta": "Flip TTA at the end",
     "device": "Device", "threads": "CPU threads", "name": "Run name",
 }
-CHOICE_NAMES = {"bn": "BN", "ln": "LN", "gn": "GN", "s9": "s9", "seed": "seed", "none": "none",
-                "rotate": "rotate", "ssr": "shift-scale-rotate"}
+CHOICE_NAMES = {"bn": "BN", "ln": "LN", "gn": "GN", "ssr": "shift-scale-rotate"}  # others show as they are
 RADIO_FIELDS = ("arch", "norm")
 # Step and display format of each number input: presentation only, the limits are in FIELDS.
 NUMBER_STYLE: dict[str, tuple[float, str]] = {
