@@ -8,7 +8,7 @@ from cifarnet.misclassified import (caption, cell_from_selection, complete, conf
                                     runs_with_predictions, tiles)
 from cifarnet.runs import read_predictions
 from cifarnet.ui import charts
-from cifarnet.ui.common import dataset, header, runs
+from cifarnet.ui.common import data_panel, dataset, header, runs
 
 COLUMNS, ROWS = 8, 4
 ANY = "any"
@@ -51,9 +51,8 @@ data = dataset()
 if data is None:
     st.stop()
 if not labels_match(predictions, data.test_y):
-    st.warning(f"The test set loaded from `{data.source}` is not the one this run was evaluated on (its labels "
-               "differ), so the pictures below would not match the predictions. Point the data folder at the "
-               "real CIFAR-10 to see them.", icon=":material/warning:")
+    data_panel(f"The test set in `{data.source}` is not the one this run was evaluated on (its labels differ), "
+               "so its pictures would not match the predictions. Point to the real CIFAR-10 to see them.")
     st.stop()
 
 wrong = mistakes(predictions, classes)

@@ -228,6 +228,14 @@ def test_misclassified_grid_filters_and_confusion(app, runs_dir, data_dir):
     assert "No mistakes for this filter (a diagonal cell" in texts(at.info)
 
 
+def test_misclassified_refuses_a_test_set_that_does_not_match(app, runs_dir):
+    fake_finished_run(runs_dir, (np.arange(10_000) + 1) % 10, name="elsewhere")  # neither real nor synthetic order
+    at = app("misclassified")
+    at.selectbox[0].set_value("elsewhere").run()
+    assert "is not the one this run was evaluated on" in texts(at.markdown)
+    assert not at.get("image") and any(t.label == "Data folder" for t in at.text_input)
+
+
 def test_misclassified_survives_damaged_run_files(app, runs_dir):
     fake_finished_run(runs_dir, np.arange(10_000) % 10, name="torn")
     (runs_dir / "torn" / "predictions.npz").write_bytes(b"PK\x03\x04 truncated")
