@@ -8,18 +8,14 @@ Misclassified and Receptive field pages through the top navigation. Screenshots 
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from cifarnet.monitor import newest_live_run
-from cifarnet.runs import read_run, request_stop
+from cifarnet.runs import read_run
+from cifarnet.ui.server import CHROMIUM_ARGS, dashboard_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -29,39 +25,12 @@ TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path, data_dir):
-    """``streamlit run dashboard.py`` on a free port with its own runs folder; yields (url, runs folder)."""
-    port, runs = free_port(), tmp_path / "runs"
-    env = {**os.environ, "CIFARNET_RUNS": str(runs), "CIFARNET_DATA": str(data_dir), "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "server.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true", "--server.port",
-         str(port), "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                assert process.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
-                time.sleep(0.3)
+    """The real dashboard on a free port with its own runs folder; yields (url, runs folder)."""
+    runs = tmp_path / "runs"
+    with dashboard_server(runs, data_dir, tmp_path / "server.log") as url:
         yield url, runs
-    finally:
-        live = newest_live_run(runs)
-        if live:  # a failed assertion must not leave a trainer running
-            request_stop(live, runs)
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture
@@ -69,8 +38,7 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         tab = browser.new_page(viewport={"width": 1440, "height": 1400})
         tab.set_default_timeout(30_000)
         yield tab
