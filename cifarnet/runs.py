@@ -122,7 +122,9 @@ def process_alive(pid: Any) -> bool:
     except OSError:
         return True  # no /proc (macOS): the signal check is all we have
     state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X") and b"cifarnet" in cmdline
+    # An empty cmdline is a process inside exec (Popen has returned, the new program's
+    # arguments are not mapped yet): a trainer being born, not a stranger reusing the pid.
+    return state not in ("Z", "X") and (not cmdline or b"cifarnet" in cmdline)
 
 
 def _launched_pid(path: Path) -> int | None:
