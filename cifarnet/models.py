@@ -18,7 +18,7 @@ parallel branches one after the other; they are summed.
 ``s9`` — our network under the same rules (C1–C4, no max-pooling, dilated and
 depthwise-separable convs, GAP then 1x1 conv, RF > 44, < 200k parameters). It halves
 the spatial size twice with strided dilated convs (32→16 in C1, 16→8 in C3), so most
-layers run on 16x16 or 8x8 maps: about 8x fewer multiply-adds than ``seed``. Residual
+layers run on 16x16 or 8x8 maps: 6.4x fewer multiply-adds than ``seed``. Residual
 additions around the inner blocks keep a short gradient path, which is what lets it
 reach 85 % in a few epochs.
 
