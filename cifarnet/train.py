@@ -139,9 +139,10 @@ class Run:
         eval_idx = stratified_subset(data.test_y, cfg.eval_subset, cfg.seed) if cfg.eval_subset else None
         self.eval_x = self.test_x if eval_idx is None else self.test_x[eval_idx.to(self.device)]
         self.eval_y = self.test_y if eval_idx is None else self.test_y[eval_idx.to(self.device)]
-        self.model: CifarNet = build_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout).to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # channels-last on every device: faster with cuDNN, and a training step is about 1.25x
+        # faster with oneDNN on a CPU too (convolution backward, batch norm; docs/PERFORMANCE.md)
+        self.model: CifarNet = build_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout).to(
+            self.device, memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg)
         self.spec = AugmentSpec.from_config(cfg)
         self.step, self.best_acc = 0, -1.0
@@ -181,9 +182,7 @@ class Run:
         with record_function("step.gather"):
             x, y = to_float(self.train_x[idx]), self.train_y[idx]
         with record_function("step.augment"):
-            x = augment_batch(x, self.spec, gen)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = augment_batch(x, self.spec, gen).contiguous(memory_format=torch.channels_last)
         set_lr(self.optimizer, lr_at(self.step, self.cfg))
         with record_function("step.forward"), _autocast(self.device):
             logits = self.model(x)
