@@ -54,7 +54,9 @@ from cifarnet.runs import create_run  # noqa: E402
 from cifarnet.schedule import lr_at, make_optimizer, set_lr  # noqa: E402
 from cifarnet.train import Run  # noqa: E402
 
-FMA_PIPES = 2  # AMD Zen 4/5 and Intel server cores since Skylake-SP: two FMA units per core
+# Two full-width FMA units per core: AMD Zen 5 (this machine: cpu family 26) and Intel Xeon Gold/Platinum.
+# Zen 4 splits AVX-512 over two 256-bit halves, so there the peak printed here is twice the real one.
+FMA_PIPES = 2
 PHASES = ("step.gather", "step.augment", "step.forward", "step.backward", "step.optimizer", "loader.next")
 
 Step = Callable[[], None]
