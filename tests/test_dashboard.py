@@ -209,6 +209,18 @@ def test_runs_page_lists_compares_exports_and_deletes(app, runs_dir, data_dir):
     assert not (runs_dir / "broken").exists() and (runs_dir / "mine").exists()
 
 
+def test_runs_page_shows_a_killed_trainer_as_failed(app, runs_dir):
+    """A status file still saying 'running' whose process is gone (SIGKILL) reads as failed, with its curve."""
+    path = create_run(make_config({"name": "killed"}), runs_dir)
+    write_json(path / "status.json", {"status": "running", "pid": 2**22 + 12345, "progress": {"step": 3}})
+    (path / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 3, "epoch": 0.1, "time": 1.0, "lr": 0.1,
+                                                    "train_loss": 2.2, "train_acc": 0.2, "img_s": 50.0}) + "\n")
+    at = app("runs")
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["killed", "status"] == "failed"
+    assert "ended without reporting" in texts(at.markdown)
+
+
 # -- misclassified ----------------------------------------------------------------------------------
 
 def test_misclassified_grid_filters_and_confusion(app, runs_dir, data_dir):
