@@ -5,20 +5,15 @@ import streamlit as st
 from cifarnet.summary import summarize
 from cifarnet.tables import params_by_block, params_by_type, summary_frame
 from cifarnet.ui import charts
-from cifarnet.ui.common import cached_model, header
-from cifarnet.ui.sidebar import current_config
+from cifarnet.ui.common import header
+from cifarnet.ui.sidebar import configured_model
 
 BUDGET = 200_000
 
 header("Model", "The network built from the sidebar's architecture, norm and dropout: every layer in the order "
        "it runs, the shape of what it outputs (channels x height x width) and how many weights it learns.")
 
-cfg, error = current_config()
-if cfg is None:
-    st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
-    st.stop()
-
-model = cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout)
+cfg, model = configured_model()
 summary = summarize(model)
 cols = st.columns(4)
 cols[0].metric("total params", f"{summary.total_params:,}", border=True,

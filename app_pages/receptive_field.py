@@ -6,18 +6,14 @@ from cifarnet.models import ARCHS
 from cifarnet.receptive_field import receptive_field
 from cifarnet.tables import IMAGE_SIZE, rf_comparison, rf_exceeds_image, rf_frame
 from cifarnet.ui import charts
-from cifarnet.ui.common import cached_model, header, preview_image
-from cifarnet.ui.sidebar import current_config
+from cifarnet.ui.common import header, preview_image
+from cifarnet.ui.sidebar import configured_model
 
 header("Receptive field", "The receptive field (RF) of a layer is the square of input pixels that can influence "
        "one of its outputs. A classifier needs it to cover the object; here, the whole 32-pixel image.")
 
-cfg, error = current_config()
-if cfg is None:
-    st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
-    st.stop()
-
-report = receptive_field(cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout))
+cfg, model = configured_model()
+report = receptive_field(model)
 covers = rf_exceeds_image(report)
 cols = st.columns(3)
 cols[0].metric("architecture", cfg.arch, border=True)

@@ -43,11 +43,8 @@ class FrameClock:
 
     def refresh_intervals(self, since: float, gap: float = 0.25) -> list[float]:
         """Intervals between bursts (messages closer than ``gap`` belong to one refresh)."""
-        starts = []
-        for t in (t for t in self.times if t >= since):
-            if not starts or t - last > gap:
-                starts.append(t)
-            last = t
+        times = [t for t in self.times if t >= since]
+        starts = [t for previous, t in zip([float("-inf"), *times], times) if t - previous > gap]
         return [b - a for a, b in zip(starts, starts[1:])]
 
 

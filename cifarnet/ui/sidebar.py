@@ -14,10 +14,12 @@ import dataclasses
 from typing import Any
 
 import streamlit as st
+from torch import nn
 
 from cifarnet.config import FIELDS, TrainConfig, make_config
 from cifarnet.errors import CifarnetError
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
+from cifarnet.ui.common import cached_model
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "Model": ("arch", "norm", "gn_groups", "dropout"),
@@ -150,3 +152,16 @@ def _write_link(values: dict[str, Any]) -> None:
 def current_config() -> tuple[TrainConfig | None, str | None]:
     """The sidebar's config and its error message, for pages (the sidebar ran just before)."""
     return st.session_state.get(CONFIG_KEY), st.session_state.get(ERROR_KEY)
+
+
+def configured_model() -> tuple[TrainConfig, nn.Module]:
+    """The sidebar's config and its (cached) model, for pages that show a model without training it.
+
+    A bad setting stops the page with its message: there is no model to show.
+    """
+    cfg, error = current_config()
+    if cfg is None:
+        st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
+        st.stop()
+    return cfg, cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout)
+
