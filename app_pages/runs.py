@@ -9,7 +9,8 @@ from cifarnet.ui import charts
 from cifarnet.ui.common import header, runs
 
 header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, LayerNorm, GroupNorm, trained "
-       "30 epochs on a GPU) and the runs you launched. Pick runs to overlay their learning curves.")
+       "30 epochs on a GPU; accuracies on the offline JPEG copy of CIFAR-10) and the runs you launched. Pick runs "
+       "to overlay their learning curves.")
 
 REFRESH_S = 3
 COLUMNS = ["run", "status", "norm", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups", "epochs",
