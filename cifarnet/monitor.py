@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
-from cifarnet.runs import LIVE, process_alive, read_json, resolve_runs_dir
+from cifarnet.runs import LIVE, read_json, resolve_runs_dir, trainer_alive
 
 
 def newest_live_run(runs_dir: str | os.PathLike | None = None) -> str | None:
@@ -27,8 +27,7 @@ def newest_live_run(runs_dir: str | os.PathLike | None = None) -> str | None:
         status, _ = read_json(folder / "status.json")
         if not status or status.get("status") not in LIVE:
             continue
-        # A run that has just been created has no pid yet; it counts as live for a moment.
-        if status.get("pid") is not None and not process_alive(status.get("pid")):
+        if not trainer_alive(folder, status):
             continue
         live.append((_created(folder), folder.name))
     return max(live)[1] if live else None

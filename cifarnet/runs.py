@@ -135,6 +135,11 @@ def _launched_pid(path: Path) -> int | None:
         return None
 
 
+def trainer_alive(path: Path, status_record: dict) -> bool:
+    """Whether the trainer of the run in ``path`` still runs: the pid in its status, else the launcher's."""
+    return process_alive(status_record.get("pid") or _launched_pid(path))
+
+
 @dataclass
 class RunInfo:
     """What a reader knows about one run folder."""
@@ -191,7 +196,7 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     if status not in STATUSES:
         status = "failed"
         status_record = {**status_record, "error": status_record.get("error") or "status unreadable"}
-    elif status in LIVE and not process_alive(status_record.get("pid") or _launched_pid(path)):
+    elif status in LIVE and not trainer_alive(path, status_record):
         status = "failed"
         status_record = {**status_record, "error": "the training process ended without reporting (killed or crashed); "
                                                    "its metrics so far are kept and it can be resumed"}
