@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cifarnet.images import enlarge
+
 
 @dataclass(frozen=True)
 class AugmentSpec:
@@ -114,5 +116,4 @@ def preview_grid(images: torch.Tensor, spec: AugmentSpec, seed: int = 0, rows: i
     stack = F.pad(stack, (1, 1, 1, 1), value=1.0)
     r, c, ch, h, w = stack.shape
     grid = stack.permute(0, 3, 1, 4, 2).reshape(r * h, c * w, ch)
-    grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-    return (grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return enlarge((grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), scale)
