@@ -9,6 +9,7 @@ follow it and a crash loses nothing already recorded.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -143,6 +144,11 @@ class Run:
         # faster with oneDNN on a CPU too (convolution backward, batch norm; docs/PERFORMANCE.md)
         self.model: CifarNet = build_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout).to(
             self.device, memory_format=torch.channels_last)
+        # compiled for the training step only: evaluation runs other batch sizes under
+        # inference_mode, which would cost a recompile each for a few hundred ms saved
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        if cfg.compile:  # inductor's notice that a CPU-only machine has no CUDA runtime is noise here
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.optimizer = make_optimizer(self.model, cfg)
         self.spec = AugmentSpec.from_config(cfg)
         self.step, self.best_acc = 0, -1.0
@@ -185,7 +191,7 @@ class Run:
             x = augment_batch(x, self.spec, gen).contiguous(memory_format=torch.channels_last)
         set_lr(self.optimizer, lr_at(self.step, self.cfg))
         with record_function("step.forward"), _autocast(self.device):
-            logits = self.model(x)
+            logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
         with record_function("step.backward"):
             self.optimizer.zero_grad(set_to_none=True)
@@ -349,6 +355,9 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     except OSError as exc:
         return _failed(run, f"cannot write to {exc.filename or run.path}: {exc.strerror or exc}")
     except Exception as exc:  # the run's record must say why it ended, whatever happened
+        if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            first = str(exc).strip().splitlines()[0][:200]
+            return _failed(run, f"torch.compile failed ({first}); train again with compile off")
         return _failed(run, f"{type(exc).__name__}: {exc}")
     finally:
         if previous is not None:

@@ -1,4 +1,4 @@
-"""Issue 6: the throughput benchmark runs end to end and reports sane JSON (its figures are not checked)."""
+"""Issue 6: the benchmarks run end to end and report sane JSON (their figures are not checked)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def test_throughput_json_reports_both_pipelines():
         assert result[key] > 0, key
     assert result["ratio"] == result["cifarnet_img_s"] / result["baseline_img_s"]
     assert result["batch_size"] == 32 and result["workers"] == 1
+
+
+def test_compile_speed_json_compares_eager_and_compiled():
+    cmd = [sys.executable, str(ROOT / "bench" / "compile_speed.py"), "--json", "--norms", "bn", "--steps", "1",
+           "--reps", "1", "--batch-size", "16", "--threads", "1", "--data-dir", str(REAL_DATA)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)
+    assert row["norm"] == "bn" and row["compile_s"] > 0 and row["eager_img_s"] > 0 and row["compiled_img_s"] > 0
+    assert row["ratio"] == row["per_rep_ratios"][0] == row["compiled_img_s"] / row["eager_img_s"]
