@@ -18,7 +18,7 @@ NORM_NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
 shipped = [r for r in runs() if r.pretrained]
 if shipped:
     st.caption("Test accuracy of the three networks shipped with the app: the same s9 architecture, "
-               "trained 30 epochs on a GPU, differing only in the normalisation layer. Measured on the CIFAR-10 "
+               "trained 30 epochs with the same recipe, differing only in the normalisation layer. Measured on the CIFAR-10 "
                "test set (offline JPEG copy: a slightly lossy copy of CIFAR-10, within about a point of the original).")
     cols = st.columns(len(shipped))
     for col, info in zip(cols, shipped):
