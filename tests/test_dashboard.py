@@ -305,8 +305,7 @@ def test_predict_a_random_test_image(app):
     assert not at.exception and not at.error
     assert any(m.value.startswith("**test image #") for m in at.markdown)
     assert metric_values(at)["prediction"] in CLASSES
-    shown = [e for e in at.get("image")]
-    assert len(shown) == 2
+    assert len(at.get("image")) == 2
 
 
 def test_enlarge_to_keeps_pixels_crisp():

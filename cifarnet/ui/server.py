@@ -21,6 +21,8 @@ from cifarnet.monitor import newest_live_run
 from cifarnet.runs import request_stop
 
 ROOT = Path(__file__).resolve().parents[2]
+# what this machine's Debian Chromium needs to run headless in a container
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 def free_port() -> int:
@@ -64,5 +66,3 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log_path:
                 raise RuntimeError(f"the dashboard did not start; its log:\n{log_path.read_text()[-2000:]}") from None
             time.sleep(0.3)
 
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

@@ -166,4 +166,3 @@ def configured_model() -> tuple[TrainConfig, nn.Module]:
         st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
         st.stop()
     return cfg, cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout)
-
