@@ -111,6 +111,8 @@ def test_home_shows_the_shipped_runs_and_every_page(app):
     shipped = metric_values(at)
     assert set(shipped) == {"s9 with BatchNorm", "s9 with GroupNorm", "s9 with LayerNorm"}
     assert all(value.endswith("%") and float(value[:-1]) > 80 for value in shipped.values())
+    gn = json.loads((PRETRAINED_DIR / "s9-gn" / "results.json").read_text())["test_acc"]
+    assert shipped["s9 with GroupNorm"] == f"{100 * gn:.2f}%"  # not rounded to one decimal (84.98 is not 85.0)
     assert len(at.sidebar.radio) == 2 and at.sidebar.radio[1].value == "bn"
 
 
