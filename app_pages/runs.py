@@ -9,7 +9,7 @@ from cifarnet.ui import charts
 from cifarnet.ui.common import header, runs
 
 header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, LayerNorm, GroupNorm, trained "
-       "30 epochs with the same recipe; accuracies on the offline JPEG copy of CIFAR-10) and the runs you launched. Pick runs "
+       "with one recipe and budget; accuracies on the offline JPEG copy of CIFAR-10) and the runs you launched. Pick runs "
        "to overlay their learning curves.")
 
 REFRESH_S = 3
