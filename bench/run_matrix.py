@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "ln-probe": {
         **{f"ln-e8-lr{lr}": {"norm": "ln", "epochs": 8, "batch_size": 256, "lr": lr} for lr in (0.05, 0.1, 0.2, 0.4)},
         "ln-e8-b128-lr0.1": {"norm": "ln", "epochs": 8, **B128},
-        "ln-e8-b128-lr0.05": {"norm": "ln", "epochs": 8, "batch_size": 128, "lr": 0.05},
+        "ln-e8-b128-lr0.05": {"norm": "ln", "epochs": 8, **B128, "lr": 0.05},
         "ln-e8-b64-lr0.05": {"norm": "ln", "epochs": 8, **B64},
     },
     "smoke": {"tiny": {"subset": 20, "epochs": 1, "batch_size": 50, "eval_subset": 10}},
