@@ -18,10 +18,12 @@ NORM_NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
 shipped = [r for r in runs() if r.pretrained]
 if shipped:
     epochs = format(shipped[0].config.get("epochs", 0), "g")
+    standardised = [NORM_NAMES.get(i.config.get("norm"), "?") for i in shipped if i.weight_standardised]
+    ws_note = f" ({' and '.join(standardised)} with weight-standardised convs, their default)" if standardised else ""
     st.caption(f"Test accuracy of the three networks shipped with the app: the same s9 architecture, trained "
-               f"{epochs} epochs with the same recipe, differing only in the normalisation layer. Measured on the "
-               "CIFAR-10 test set (offline JPEG copy: a slightly lossy copy of CIFAR-10, within about a point of the "
-               "original).")
+               f"{epochs} epochs with the same recipe, differing only in the normalisation layer{ws_note}. Measured "
+               "on the CIFAR-10 test set (offline JPEG copy: a slightly lossy copy of CIFAR-10, within about a point "
+               "of the original).")
     cols = st.columns(len(shipped))
     for col, info in zip(cols, shipped):  # two decimals: 84.98 % must not read as 85.0 %
         norm = info.config.get("norm", "")

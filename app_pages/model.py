@@ -10,8 +10,9 @@ from cifarnet.ui.sidebar import configured_model
 
 BUDGET = 200_000
 
-header("Model", "The network built from the sidebar's architecture, norm and dropout: every layer in the order "
-       "it runs, the shape of what it outputs (channels x height x width) and how many weights it learns.")
+header("Model", "The network built from the sidebar's architecture, norm, dropout and weight standardisation: "
+       "every layer in the order it runs, the shape of what it outputs (channels x height x width) and how many "
+       "weights it learns.")
 
 cfg, model = configured_model()
 summary = summarize(model)

@@ -31,39 +31,55 @@ from cifarnet.runs import first_reaching, read_run  # noqa: E402
 B128 = {"batch_size": 128, "lr": 0.1}  # the defaults today, pinned so a later default change cannot move these figures
 B64 = {"batch_size": 64, "lr": 0.05}  # the same LR-to-batch ratio again: best at 8 epochs, not at 30-40
 FIRST = {"batch_size": 256, "lr": 0.2}  # the first recipe: the H100 sweep and the figures measured with it
+PLAIN = {"ws": "off"}  # plain convs: every figure measured before weight standardisation existed, and BN today
+WS = {"ws": "on"}  # weight-standardised convs: the shipped LN and GN runs
 RECIPE = {"epochs": 30, **B128}
 PRESETS: dict[str, dict[str, dict]] = {
-    # the shipped runs in cifarnet/pretrained/: s9 with each norm under one identical budget
-    "results": {f"s9-{n}": {"arch": "s9", "norm": n, **RECIPE} for n in ("bn", "ln", "gn")},
-    # LN and GN again with another seed: how far seed-to-seed noise moves their 85.0 %
-    "results-seed1": {f"s9-{n}-seed1": {"arch": "s9", "norm": n, **RECIPE, "seed": 1} for n in ("ln", "gn")},
-    # LN and GN with cutout (8 px) on RECIPE: does more regularisation move them past 85 %?
-    "cutout-probe": {f"s9-{n}-cutout": {"arch": "s9", "norm": n, **RECIPE, "cutout": True} for n in ("ln", "gn")},
-    # four times the first recipe's steps per epoch and 40 epochs: no better than RECIPE (docs/RESULTS.md)
-    "results-b64-e40": {f"s9-{n}-b64-e40": {"arch": "s9", "norm": n, "epochs": 40, **B64} for n in ("bn", "ln", "gn")},
+    # the shipped runs in cifarnet/pretrained/: s9 with each norm under one identical budget, each with its
+    # default weight standardisation (off for BN, on for LN and GN)
+    "results": {"s9-bn": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN},
+                **{f"s9-{n}-ws": {"arch": "s9", "norm": n, **RECIPE, **WS} for n in ("ln", "gn")}},
+    # LN and GN again with another seed: how far seed-to-seed noise moves them
+    "results-seed1": {f"s9-{n}-ws-seed1": {"arch": "s9", "norm": n, **RECIPE, **WS, "seed": 1} for n in ("ln", "gn")},
+    # BN with weight standardisation: why it is off for BN
+    "ws-bn": {"s9-bn-ws": {"arch": "s9", "norm": "bn", **RECIPE, **WS}},
+    # the three norms before weight standardisation, and LN and GN with seed 1
+    "plain": {f"s9-{n}": {"arch": "s9", "norm": n, **RECIPE, **PLAIN} for n in ("bn", "ln", "gn")},
+    "plain-seed1": {f"s9-{n}-seed1": {"arch": "s9", "norm": n, **RECIPE, **PLAIN, "seed": 1} for n in ("ln", "gn")},
+    # LN and GN with cutout (8 px) on the plain recipe: does more regularisation move them past 85 %?
+    "cutout-probe": {f"s9-{n}-cutout": {"arch": "s9", "norm": n, **RECIPE, **PLAIN, "cutout": True}
+                     for n in ("ln", "gn")},
+    # four times the first recipe's steps per epoch and 40 epochs: no better than the plain recipe (docs/RESULTS.md)
+    "results-b64-e40": {f"s9-{n}-b64-e40": {"arch": "s9", "norm": n, "epochs": 40, **B64, **PLAIN}
+                        for n in ("bn", "ln", "gn")},
     # the same with the first recipe: LN and GN stopped short of 85 % with it
-    "results-b256": {f"s9-{n}-b256": {"arch": "s9", "norm": n, "epochs": 30, **FIRST} for n in ("bn", "ln", "gn")},
+    "results-b256": {f"s9-{n}-b256": {"arch": "s9", "norm": n, "epochs": 30, **FIRST, **PLAIN}
+                     for n in ("bn", "ln", "gn")},
     # seed against s9 on the same recipe, epoch for epoch (seed is ~10x slower per epoch on a CPU)
-    "seed-vs-s9": {"e16-bn": {"epochs": 16, **FIRST}, "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST}},
+    "seed-vs-s9": {"e16-bn": {"epochs": 16, **FIRST, **PLAIN},
+                   "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST, **PLAIN}},
     "sweep": {
-        **{f"e{e}-{n}": {"epochs": e, "norm": n, **FIRST} for e in (8, 12, 16, 24) for n in ("bn", "ln", "gn")},
-        "e12-bn-lr0.1": {"epochs": 12, **FIRST, "lr": 0.1},
-        "e12-bn-lr0.4": {"epochs": 12, **FIRST, "lr": 0.4},
-        "e16-bn-cutout": {"epochs": 16, "cutout": True, **FIRST},
-        "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST},
+        **{f"e{e}-{n}": {"epochs": e, "norm": n, **FIRST, **PLAIN}
+           for e in (8, 12, 16, 24) for n in ("bn", "ln", "gn")},
+        "e12-bn-lr0.1": {"epochs": 12, **FIRST, **PLAIN, "lr": 0.1},
+        "e12-bn-lr0.4": {"epochs": 12, **FIRST, **PLAIN, "lr": 0.4},
+        "e16-bn-cutout": {"epochs": 16, "cutout": True, **FIRST, **PLAIN},
+        "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST, **PLAIN},
     },
     # why batch 128: LN at 8 epochs over peak LR and batch size (docs/RESULTS.md)
     "ln-probe": {
-        **{f"ln-e8-lr{lr}": {"norm": "ln", "epochs": 8, "batch_size": 256, "lr": lr} for lr in (0.05, 0.1, 0.2, 0.4)},
-        "ln-e8-b128-lr0.1": {"norm": "ln", "epochs": 8, **B128},
-        "ln-e8-b128-lr0.05": {"norm": "ln", "epochs": 8, **B128, "lr": 0.05},
-        "ln-e8-b64-lr0.05": {"norm": "ln", "epochs": 8, **B64},
+        **{f"ln-e8-lr{lr}": {"norm": "ln", "epochs": 8, "batch_size": 256, "lr": lr, **PLAIN}
+           for lr in (0.05, 0.1, 0.2, 0.4)},
+        "ln-e8-b128-lr0.1": {"norm": "ln", "epochs": 8, **B128, **PLAIN},
+        "ln-e8-b128-lr0.05": {"norm": "ln", "epochs": 8, **B128, **PLAIN, "lr": 0.05},
+        "ln-e8-b64-lr0.05": {"norm": "ln", "epochs": 8, **B64, **PLAIN},
     },
     "smoke": {"tiny": {"subset": 20, "epochs": 1, "batch_size": 50, "eval_subset": 10}},
     # time to 85 % on a CPU (docs/RESULTS.md): the first recipe's 20 epochs (85 % at epoch 19 on an H100),
     # and the batch-128 recipe shortened to 15 epochs with the training step compiled
-    "cpu85": {"cpu85-s9-bn-e20": {"arch": "s9", "norm": "bn", "epochs": 20, **FIRST},
-              "cpu85-s9-bn-e15-b128-compile": {"arch": "s9", "norm": "bn", "epochs": 15, **B128, "compile": True}},
+    "cpu85": {"cpu85-s9-bn-e20": {"arch": "s9", "norm": "bn", "epochs": 20, **FIRST, **PLAIN},
+              "cpu85-s9-bn-e15-b128-compile": {"arch": "s9", "norm": "bn", "epochs": 15, **B128, **PLAIN,
+                                               "compile": True}},
 }
 
 

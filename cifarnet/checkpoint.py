@@ -61,8 +61,8 @@ def model_from_checkpoint(payload: dict, source: str) -> CifarNet:
     config = payload.get("model")
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {source} has no model config")
-    try:
-        model = build_model(**config)
+    try:  # checkpoints from before weight standardisation existed were trained without it
+        model = build_model(**{"ws": False, **config})
     except (CifarnetError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {source} names an unknown model ({exc})") from exc
     try:

@@ -20,7 +20,9 @@ depthwise-separable convs, GAP then 1x1 conv, RF > 44, < 200k parameters). It ha
 the spatial size twice with strided dilated convs (32→16 in C1, 16→8 in C3), so most
 layers run on 16x16 or 8x8 maps: 6.4x fewer multiply-adds than ``seed``. Residual
 additions around the inner blocks keep a short gradient path, which is what lets it
-reach 85 % in a few epochs.
+reach 85 % in a few epochs. With LN or GN its convs that feed a norm are weight-standardised
+by default (:class:`StdConv2d`), which gives those per-image norms part of what BN's batch
+statistics give (docs/MODELS.md).
 
     C1  conv3x3 3→32 p1 · conv3x3 32→64 s2 d2 p2                           32 → 16
     C2  x + [DS 64→64 p1 · conv3x3 64→64 d2 p2]                           16x16
@@ -44,6 +46,12 @@ DEFAULT_ARCH = "s9"
 DEFAULT_DROPOUT = {"seed": 0.05, "s9": 0.0}
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def default_ws(arch: str, norm: str) -> bool:
+    """Weight standardisation by default only where it was measured to help: ``s9`` with a per-image
+    norm (LN, GN). With BN it cost 0.7 points (docs/RESULTS.md); ``seed`` stays the write-up's network."""
+    return arch == "s9" and norm in ("ln", "gn")
 
 
 class Parallel(nn.Module):
@@ -71,6 +79,21 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
+class StdConv2d(nn.Conv2d):
+    """A conv whose filters are standardised (zero mean, unit variance over each filter's fan-in) at every call.
+
+    Weight standardisation (Qiao et al., 2019) smooths the loss landscape the way BatchNorm's
+    batch statistics do; LayerNorm and GroupNorm, which normalise each image on its own, lack that
+    and gain from it. The stored weights are unconstrained, so the parameter count is unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        var, mean = torch.var_mean(w, dim=(1, 2, 3), keepdim=True, correction=0)
+        # eps far below any real filter's variance (~1e-3 at init), so the scale really is gone
+        return self._conv_forward(x, (w - mean) * torch.rsqrt(var + 1e-10), self.bias)
+
+
 class CifarNet(nn.Module):
     """A classifier for RGB [0, 1] images that normalises its own input.
 
@@ -90,10 +113,11 @@ class CifarNet(nn.Module):
 
 
 class _Units:
-    """Builds conv units with one norm / dropout setting, and records every channel count."""
+    """Builds conv units with one norm / dropout / weight-standardisation setting, and records every channel count."""
 
-    def __init__(self, norm: str, gn_groups: int, dropout: float) -> None:
+    def __init__(self, norm: str, gn_groups: int, dropout: float, ws: bool = False) -> None:
         self.norm, self.gn_groups, self.dropout = norm, gn_groups, dropout
+        self.conv2d = StdConv2d if ws else nn.Conv2d  # every conv here feeds a norm, so each may be standardised
         self.channels: set[int] = set()
 
     def _finish(self, convs: list[nn.Module], cout: int) -> nn.Sequential:
@@ -105,13 +129,13 @@ class _Units:
 
     def conv(self, cin: int, cout: int, padding: int = 1, dilation: int = 1, stride: int = 1) -> nn.Sequential:
         """3x3 conv → norm → ReLU → dropout."""
-        conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=padding, dilation=dilation, bias=False)
+        conv = self.conv2d(cin, cout, 3, stride=stride, padding=padding, dilation=dilation, bias=False)
         return self._finish([conv], cout)
 
     def separable(self, cin: int, cout: int, padding: int = 1, dilation: int = 1) -> nn.Sequential:
         """Depthwise 3x3 then pointwise 1x1 (depthwise-separable) → norm → ReLU → dropout."""
-        depthwise = nn.Conv2d(cin, cin, 3, padding=padding, dilation=dilation, groups=cin, bias=False)
-        pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+        depthwise = self.conv2d(cin, cin, 3, padding=padding, dilation=dilation, groups=cin, bias=False)
+        pointwise = self.conv2d(cin, cout, 1, bias=False)
         return self._finish([depthwise, pointwise], cout)
 
 
@@ -171,23 +195,26 @@ def check_dropout(dropout: float) -> float:
 
 
 def build_model(arch: str = DEFAULT_ARCH, norm: str = "bn", gn_groups: int | None = None,
-                dropout: float | None = None) -> CifarNet:
+                dropout: float | None = None, ws: bool | None = None) -> CifarNet:
     """Build ``arch`` with ``norm`` (``bn``, ``gn`` or ``ln``).
 
     ``gn_groups`` (GroupNorm only) must divide every layer's channel count; ``dropout``
-    defaults to the architecture's own (0.05 for ``seed`` as in the write-up, 0 for ``s9``).
+    defaults to the architecture's own (0.05 for ``seed`` as in the write-up, 0 for ``s9``);
+    ``ws`` standardises the weights of every conv that feeds a norm (:class:`StdConv2d`),
+    by default where it helps (:func:`default_ws`).
     """
     arch, norm = check_arch(arch), check_norm(norm)
     groups = DEFAULT_GN_GROUPS if gn_groups is None else gn_groups
     if not isinstance(groups, int) or isinstance(groups, bool):
         raise CifarnetError(f"gn_groups must be a whole number, got {gn_groups!r}")
     rate = check_dropout(DEFAULT_DROPOUT[arch] if dropout is None else dropout)
+    ws = default_ws(arch, norm) if ws is None else bool(ws)
     if norm == "gn":  # check against every layer first: GroupNorm itself would fail with a bare ValueError
         probe = _Units("bn", groups, rate)
         _BUILDERS[arch](probe)
         check_groups(groups, probe.channels)
-    body = _BUILDERS[arch](_Units(norm, groups, rate))
-    config = {"arch": arch, "norm": norm, "gn_groups": groups, "dropout": rate}
+    body = _BUILDERS[arch](_Units(norm, groups, rate, ws))
+    config = {"arch": arch, "norm": norm, "gn_groups": groups, "dropout": rate, "ws": ws}
     return CifarNet(body, config)
 
 

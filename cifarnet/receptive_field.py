@@ -70,9 +70,17 @@ class RFReport:
         return {"rf": self.rf, "layers": [asdict(r) for r in self.rows]}
 
 
+class _LayerTracer(fx.Tracer):
+    """Keeps every conv whole, subclasses too (a :class:`~cifarnet.models.StdConv2d` would
+    otherwise be traced into its weight arithmetic and lose its geometry)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, nn.Conv2d) or super().is_leaf_module(module, qualified_name)
+
+
 def receptive_field(model: nn.Module, image_size: int = 32) -> RFReport:
     """One row per layer that changes the field (convs, pools), in graph order."""
-    graph = fx.symbolic_trace(model).graph
+    graph = _LayerTracer().trace(model)
     modules = dict(model.named_modules())
     states: dict[fx.Node, _State] = {}
     rows: list[RFRow] = []

@@ -172,6 +172,14 @@ class RunInfo:
         return self.evals[-1].get("test_acc") if self.evals else None
 
     @property
+    def weight_standardised(self) -> bool | None:
+        """Whether the run's convs are weight-standardised (``auto`` resolved; None if its config is unreadable)."""
+        try:
+            return load_run_config(self.path).model_args["ws"]
+        except CifarnetError:
+            return None
+
+    @property
     def duration_s(self) -> float | None:
         times = [m.get("time") for m in self.metrics if isinstance(m.get("time"), (int, float))]
         return max(times) if times else None
@@ -252,18 +260,23 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> P
         raise CifarnetError(f"a run named {cfg.name!r} already exists in {root}; choose another name") from None
     except OSError as exc:
         raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
-    params = count_params(build_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout))
+    params = count_params(build_model(**cfg.model_args))
     write_json(path / "config.json", {**cfg.to_dict(), "params": params, "created": time.time()})
     write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
     return path
 
 
+# Fields added after runs were recorded without them, with the value those runs trained with: a
+# missing field must not take today's default (an old s9 run resumed with ws=auto would change its model).
+LEGACY_VALUES = {"ws": "off"}
+
+
 def load_run_config(path: Path) -> TrainConfig:
-    """The validated config saved in a run folder."""
+    """The validated config saved in a run folder (fields it predates take their legacy value)."""
     saved, problem = read_json(path / "config.json")
     if problem:
         raise CifarnetError(f"run {path.name}: {problem}")
-    return make_config({k: v for k, v in saved.items() if k not in ("params", "created")})
+    return make_config({**LEGACY_VALUES, **{k: v for k, v in saved.items() if k not in ("params", "created")}})
 
 
 def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:

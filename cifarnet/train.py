@@ -142,7 +142,7 @@ class Run:
         self.eval_y = self.test_y if eval_idx is None else self.test_y[eval_idx.to(self.device)]
         # channels-last on every device: faster with cuDNN, and a training step is about 1.25x
         # faster with oneDNN on a CPU too (convolution backward, batch norm; docs/PERFORMANCE.md)
-        self.model: CifarNet = build_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout).to(
+        self.model: CifarNet = build_model(**cfg.model_args).to(
             self.device, memory_format=torch.channels_last)
         # compiled for the training step only: evaluation runs other batch sizes under
         # inference_mode, which would cost a recompile each for a few hundred ms saved

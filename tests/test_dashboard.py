@@ -115,6 +115,8 @@ def test_home_shows_the_shipped_runs_and_every_page(app):
     assert shipped["s9 with GroupNorm"] == f"{100 * gn:.2f}%"  # not rounded to one decimal (84.98 is not 85.0)
     epochs = json.loads((PRETRAINED_DIR / "s9-gn" / "config.json").read_text())["epochs"]
     assert any(f"trained {epochs:g} epochs with the same recipe" in c.value for c in at.caption)
+    assert any("(GroupNorm and LayerNorm with weight-standardised convs, their default)" in c.value
+               for c in at.caption)
     assert len(at.sidebar.radio) == 2 and at.sidebar.radio[1].value == "bn"
 
 

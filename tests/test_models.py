@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from cifarnet import CifarnetError, build_model, count_params
-from cifarnet.models import Parallel, Residual
+from cifarnet.checkpoint import load_model, save_checkpoint
+from cifarnet.config import make_config
+from cifarnet.models import Parallel, Residual, StdConv2d
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.summary import format_summary, summarize
 from conftest import run_cli
@@ -75,6 +77,48 @@ def test_norm_layers_are_what_the_docs_say():
     assert ln and all(m.num_groups == 1 for m in ln)
     assert gn and all(m.num_groups == 4 for m in gn)
     assert not any(isinstance(m, nn.GroupNorm) for m in build_model("s9", "bn").modules())
+
+
+def test_weight_standardisation_makes_every_normed_conv_ignore_its_weights_scale_and_offset(tmp_path):
+    """ws: each conv feeding a norm sees only its filters' shape; the 1x1 head keeps its scale."""
+    plain, ws = build_model("s9", "ln", ws=False), build_model("s9", "ln", ws=True)
+    assert count_params(plain) == count_params(ws)
+    convs = [m for m in ws.modules() if isinstance(m, nn.Conv2d)]
+    assert [type(m) for m in convs] == [StdConv2d] * (len(convs) - 1) + [nn.Conv2d]
+    assert not any(isinstance(m, StdConv2d) for m in plain.modules())
+    ws.eval()
+    x = torch.rand(4, 3, 32, 32)
+    before = ws(x)
+    with torch.no_grad():
+        for conv in convs[:-1]:
+            conv.weight.mul_(3.0).add_(0.5)
+    assert torch.allclose(ws(x), before, atol=1e-4)
+    with torch.no_grad():
+        convs[-1].weight.mul_(2.0)
+    assert torch.allclose(ws(x), 2 * before, atol=1e-4)
+    save_checkpoint(tmp_path / "ws.pt", ws)
+    loaded = load_model(tmp_path / "ws.pt")
+    assert loaded.config["ws"] is True and torch.allclose(loaded(x), ws(x), atol=1e-5)
+
+
+def test_weight_standardisation_defaults_and_old_checkpoints_stay_plain(tmp_path):
+    """s9 standardises by default with LN and GN only; seed (the write-up's network) never does; a
+    checkpoint saved before the option existed has no "ws" and is rebuilt as it was trained: plain."""
+    assert [build_model("s9", n).config["ws"] for n in ("bn", "ln", "gn")] == [False, True, True]
+    assert [build_model("seed", n).config["ws"] for n in ("bn", "ln", "gn")] == [False, False, False]
+    assert make_config({"arch": "seed", "norm": "ln"}).model_args["ws"] is False
+    assert make_config({"norm": "gn"}).model_args["ws"] is True
+    assert make_config({"norm": "gn", "ws": "off"}).model_args["ws"] is False
+    assert make_config({"norm": "bn", "ws": "on"}).model_args["ws"] is True
+    assert make_config({"ws": "true"}).ws == "on" and make_config({"ws": False}).ws == "off"
+    with pytest.raises(CifarnetError, match=r"ws='maybe' is not known; allowed: auto, on, off"):
+        make_config({"ws": "maybe"})
+    plain = build_model("s9", "gn", ws=False)
+    payload = {"format": "cifarnet-checkpoint", "version": 1, "state_dict": plain.state_dict(),
+               "model": {k: v for k, v in plain.config.items() if k != "ws"}}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.config["ws"] is False and not any(isinstance(m, StdConv2d) for m in loaded.modules())
 
 
 def test_gn_groups_must_divide_every_layer():

@@ -11,8 +11,8 @@ import torch
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.launch import start_run
-from cifarnet.runs import (MetricsLog, create_run, delete_run, list_runs, read_run, request_stop, run_path,
-                           write_json)
+from cifarnet.runs import (MetricsLog, create_run, delete_run, list_runs, load_run_config, read_run, request_stop,
+                           run_path, write_json)
 from cifarnet.train import train_run
 from conftest import run_cli, wait_for
 
@@ -122,3 +122,16 @@ def test_status_written_atomically(tmp_path):
     write_json(tmp_path / "status.json", {"status": "running"})
     assert json.loads((tmp_path / "status.json").read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temp file left behind
+
+
+def test_a_run_recorded_before_weight_standardisation_resumes_with_plain_convs(runs_dir, data_dir):
+    """An old run's config.json has no "ws": resuming it must rebuild the plain model it trained,
+    not today's default (weight-standardised for LN), or its checkpoint would be misread."""
+    path = create_run(make_config({"norm": "ln", "subset": 10, "epochs": 1, "batch_size": 50, "eval_subset": 5,
+                                   "name": "old"}), runs_dir)
+    saved = json.loads((path / "config.json").read_text())
+    assert saved.pop("ws") == "auto"
+    (path / "config.json").write_text(json.dumps(saved))
+    assert load_run_config(path).model_args["ws"] is False
+    assert train_run(path, str(data_dir)) == "finished"
+    assert torch.load(path / "model.pt", weights_only=True)["model"]["ws"] is False

@@ -31,8 +31,8 @@ def header(title: str, intro: str) -> None:
 
 
 @st.cache_resource(show_spinner="Building the model...")
-def cached_model(arch: str, norm: str, gn_groups: int, dropout: float) -> nn.Module:
-    return build_model(arch, norm, gn_groups, dropout).eval()
+def cached_model(arch: str, norm: str, gn_groups: int, dropout: float, ws: bool) -> nn.Module:
+    return build_model(arch, norm, gn_groups, dropout, ws).eval()
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)

@@ -22,7 +22,7 @@ from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.ui.common import cached_model
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Model": ("arch", "norm", "gn_groups", "dropout"),
+    "Model": ("arch", "norm", "gn_groups", "dropout", "ws"),
     "Training": ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "label_smoothing",
                  "subset", "seed"),
     "Augmentation": ("crop", "crop_pad", "flip", "affine", "rotate_deg", "cutout", "cutout_size"),
@@ -31,7 +31,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 LABELS = {
     "arch": "Architecture", "norm": "Normalisation", "gn_groups": "GN groups",
-    "dropout": "Dropout (−1 = architecture default)",
+    "dropout": "Dropout (−1 = architecture default)", "ws": "Weight standardisation",
     "epochs": "Epochs", "batch_size": "Batch size", "optimizer": "Optimizer", "lr": "Learning rate",
     "schedule": "LR schedule", "weight_decay": "Weight decay", "label_smoothing": "Label smoothing",
     "subset": "Train images per class", "seed": "Seed", "crop": "Random crop", "crop_pad": "Crop padding (px)",
@@ -165,4 +165,4 @@ def configured_model() -> tuple[TrainConfig, nn.Module]:
     if cfg is None:
         st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
         st.stop()
-    return cfg, cached_model(cfg.arch, cfg.norm, cfg.gn_groups, cfg.model_dropout)
+    return cfg, cached_model(**cfg.model_args)
