@@ -13,8 +13,8 @@ header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, La
        "to overlay their learning curves.")
 
 REFRESH_S = 3
-COLUMNS = ["run", "status", "norm", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups", "epochs",
-           "batch_size", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"]
+COLUMNS = ["run", "status", "norm", "ws", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups",
+           "epochs", "batch_size", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"]
 all_runs = runs()
 by_label = {run_label(info): info for info in all_runs}
 live = any(info.status in LIVE for info in all_runs)
@@ -29,6 +29,7 @@ def table_and_curves() -> None:
     st.dataframe(
         table, hide_index=True, width="stretch", column_order=COLUMNS,
         column_config={
+            "ws": st.column_config.CheckboxColumn("weight std.", help="weight-standardised convs"),
             "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%"),
             "final_acc": st.column_config.NumberColumn("final acc", format="%.2f%%",
                                                        help="Full test set at the end (or the last evaluation)"),

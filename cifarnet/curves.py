@@ -81,6 +81,7 @@ def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
         rows.append({
             "run": run_label(info), "shipped": info.pretrained, "status": info.status,
             "arch": cfg.get("arch"), "norm": cfg.get("norm"), "gn_groups": cfg.get("gn_groups"),
+            "ws": info.weight_standardised,
             "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"), "optimizer": cfg.get("optimizer"),
             "lr": cfg.get("lr"), "schedule": cfg.get("schedule"), "subset": cfg.get("subset"),
             "params": cfg.get("params"),

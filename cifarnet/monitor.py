@@ -67,6 +67,7 @@ def progress_text(progress: dict) -> str:
 def describe(cfg: TrainConfig) -> str:
     """The configuration in one line, so the user sees what a launch will do before clicking."""
     norm = f"GN ({cfg.gn_groups} groups)" if cfg.norm == "gn" else cfg.norm.upper()
+    norm += ", weight-standardised convs" if cfg.model_args["ws"] else ""
     affine = {"rotate": f"rotate ±{cfg.rotate_deg:g}°", "ssr": f"shift-scale-rotate ±{cfg.rotate_deg:g}°"}
     switches = (("crop", cfg.crop), ("flip", cfg.flip), (affine.get(cfg.affine), cfg.affine != "none"),
                 ("cutout", cfg.cutout))

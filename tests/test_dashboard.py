@@ -417,6 +417,7 @@ def test_curves_smoothing_and_table():
     assert smoothed["value"].diff().abs().sum() < frame["value"].diff().abs().sum()
     table = runs_table(shipped)
     assert list(table["params"]) == [189_920] * 3 and table["notes"].eq("").all()
+    assert dict(zip(table["norm"], table["ws"])) == {"bn": False, "ln": True, "gn": True}
 
 
 @pytest.mark.parametrize("make", [
@@ -459,7 +460,9 @@ def test_progress_words_and_config_summary():
     assert progress_fraction(progress) == 0.25 and progress_fraction({}) == 0.0
     assert progress_text({}).startswith("starting")
     text = describe(make_config({"norm": "gn", "gn_groups": 4, "cutout": True}, base=DASHBOARD_DEFAULTS))
-    assert "GN (4 groups)" in text and "31 steps (93 in all)" in text and "crop, flip, cutout" in text
+    assert "GN (4 groups), weight-standardised convs" in text and "31 steps (93 in all)" in text
+    assert "crop, flip, cutout" in text
+    assert "BN ·" in describe(make_config({"norm": "bn"}, base=DASHBOARD_DEFAULTS))
 
 
 def test_sidebar_covers_every_config_field_once():
