@@ -128,7 +128,7 @@ class TrainConfig:
     def model_args(self) -> dict[str, Any]:
         """The keyword arguments of :func:`cifarnet.models.build_model` for this run's network."""
         return {"arch": self.arch, "norm": self.norm, "gn_groups": self.gn_groups, "dropout": self.model_dropout,
-                "ws": default_ws(self.arch, self.norm) if self.ws == "auto" else self.ws == "on"}
+                "ws": resolve_ws(self.arch, self.norm, self.ws)}
 
     @property
     def train_size(self) -> int:
@@ -144,6 +144,16 @@ class TrainConfig:
 
 
 DEFAULTS = TrainConfig()
+
+
+def resolve_ws(arch: str, norm: str, ws: Any) -> bool:
+    """Whether the model gets weight-standardised convs: ``ws`` (any accepted spelling) with ``auto`` resolved.
+
+    Cheap on purpose: the Runs table asks it of every run on every refresh, without a full config check.
+    """
+    value = _coerce("ws", ws)
+    _check_field("ws", value)
+    return default_ws(str(arch), str(norm)) if value == "auto" else value == "on"
 
 
 def _coerce(name: str, value: Any) -> Any:

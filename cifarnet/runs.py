@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarnet.config import NAME_PATTERN, TrainConfig, make_config
+from cifarnet.config import NAME_PATTERN, TrainConfig, make_config, resolve_ws
 from cifarnet.errors import CifarnetError
 
 STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
@@ -173,9 +173,10 @@ class RunInfo:
 
     @property
     def weight_standardised(self) -> bool | None:
-        """Whether the run's convs are weight-standardised (``auto`` resolved; None if its config is unreadable)."""
+        """Whether the run's convs are weight-standardised (``auto`` resolved; None if its setting is unreadable)."""
+        saved = {**LEGACY_VALUES, **self.config}
         try:
-            return load_run_config(self.path).model_args["ws"]
+            return resolve_ws(saved.get("arch"), saved.get("norm"), saved["ws"])
         except CifarnetError:
             return None
 
