@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from cifarnet.monitor import WS_WORDS
 from cifarnet.ui.app import PAGES, page_path
 from cifarnet.ui.common import header, runs
 
@@ -18,8 +19,11 @@ NORM_NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
 shipped = [r for r in runs() if r.pretrained]
 if shipped:
     epochs = format(shipped[0].config.get("epochs", 0), "g")
-    standardised = [NORM_NAMES.get(i.config.get("norm"), "?") for i in shipped if i.weight_standardised]
-    ws_note = f" ({' and '.join(standardised)} with weight-standardised convs, their default)" if standardised else ""
+    norms_by_ws: dict[str | None, list[str]] = {}
+    for info in shipped:
+        norms_by_ws.setdefault(info.weight_standardised, []).append(NORM_NAMES.get(info.config.get("norm"), "?"))
+    ws_notes = [f"{' and '.join(norms_by_ws[ws])} with {words}" for ws, words in WS_WORDS.items() if ws in norms_by_ws]
+    ws_note = f" ({'; '.join(ws_notes)}, their default)" if ws_notes else ""
     st.caption(f"Test accuracy of the three networks shipped with the app: the same s9 architecture, trained "
                f"{epochs} epochs with the same recipe, differing only in the normalisation layer{ws_note}. Measured "
                "on the CIFAR-10 test set (offline JPEG copy: a slightly lossy copy of CIFAR-10, within about a point "

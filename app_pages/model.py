@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from cifarnet.monitor import WS_WORDS
 from cifarnet.summary import summarize
 from cifarnet.tables import params_by_block, params_by_type, summary_frame
 from cifarnet.ui import charts
@@ -24,8 +25,11 @@ cols[1].metric("trainable params", f"{summary.trainable_params:,}", border=True)
 cols[2].metric("layers executed", f"{len(summary.layers)}", border=True)
 cols[3].metric("memory for one image", f"{summary.total_mb:.2f} MB", border=True,
                help="Input + activations for forward and backward + parameters, as torchsummary estimates it")
+ws = cfg.model_args["ws"]
+ws_note = (f" Here with {WS_WORDS[ws]}: they show as StdConv2d, with the same weights as a Conv2d, standardised "
+           "at every call." if ws in WS_WORDS else "")
 st.caption(f"{cfg.arch} with {cfg.norm.upper()}: every norm has 2 affine weights per channel, so the parameter "
-           "count is the same for BN, LN and GN.")
+           f"count is the same for BN, LN and GN, with or without weight standardisation.{ws_note}")
 
 table, charts_col = st.columns([3, 2], gap="large")
 with table:

@@ -29,7 +29,8 @@ def table_and_curves() -> None:
     st.dataframe(
         table, hide_index=True, width="stretch", column_order=COLUMNS,
         column_config={
-            "ws": st.column_config.CheckboxColumn("weight std.", help="weight-standardised convs"),
+            "ws": st.column_config.TextColumn("weight std.", help="which convs are weight-standardised: all, all "
+                                              "except the depthwise ones, or off"),
             "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%"),
             "final_acc": st.column_config.NumberColumn("final acc", format="%.2f%%",
                                                        help="Full test set at the end (or the last evaluation)"),

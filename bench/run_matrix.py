@@ -32,16 +32,22 @@ B128 = {"batch_size": 128, "lr": 0.1}  # the defaults today, pinned so a later d
 B64 = {"batch_size": 64, "lr": 0.05}  # the same LR-to-batch ratio again: best at 8 epochs, not at 30-40
 FIRST = {"batch_size": 256, "lr": 0.2}  # the first recipe: the H100 sweep and the figures measured with it
 PLAIN = {"ws": "off"}  # plain convs: every figure measured before weight standardisation existed, and BN today
-WS = {"ws": "on"}  # weight-standardised convs: the shipped LN and GN runs
+WS = {"ws": "all"}  # every conv that feeds a norm weight-standardised: the LN and GN runs shipped before WS_X
+WS_X = {"ws": "except-depthwise"}  # the same but the depthwise convs stay plain: the shipped LN and GN runs
 RECIPE = {"epochs": 30, **B128}
+# LN and GN with weight standardisation sparing the depthwise convs, seeds 0 and 1 (trained together)
+WS_X_RUNS = {f"s9-{n}-wsx{'-seed1' if seed else ''}": {"arch": "s9", "norm": n, **RECIPE, **WS_X, "seed": seed}
+             for seed in (0, 1) for n in ("ln", "gn")}
 PRESETS: dict[str, dict[str, dict]] = {
     # the shipped runs in cifarnet/pretrained/: s9 with each norm under one identical budget, each with its
-    # default weight standardisation (off for BN, on for LN and GN)
+    # default weight standardisation (off for BN; for LN and GN every conv that feeds a norm but the depthwise ones)
     "results": {"s9-bn": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN},
-                **{f"s9-{n}-ws": {"arch": "s9", "norm": n, **RECIPE, **WS} for n in ("ln", "gn")}},
-    # LN and GN again with another seed: how far seed-to-seed noise moves them
-    "results-seed1": {f"s9-{n}-ws-seed1": {"arch": "s9", "norm": n, **RECIPE, **WS, "seed": 1} for n in ("ln", "gn")},
-    # BN with weight standardisation: why it is off for BN
+                **{name: row for name, row in WS_X_RUNS.items() if row["seed"] == 0}},
+    "ws-except-dw": WS_X_RUNS,
+    # every conv that feeds a norm standardised, depthwise ones included (shipped for LN and GN before WS_X)
+    "ws-all": {f"s9-{n}-ws": {"arch": "s9", "norm": n, **RECIPE, **WS} for n in ("ln", "gn")},
+    "ws-all-seed1": {f"s9-{n}-ws-seed1": {"arch": "s9", "norm": n, **RECIPE, **WS, "seed": 1} for n in ("ln", "gn")},
+    # BN with every conv standardised: why it is off for BN
     "ws-bn": {"s9-bn-ws": {"arch": "s9", "norm": "bn", **RECIPE, **WS}},
     # the three norms before weight standardisation, and LN and GN with seed 1
     "plain": {f"s9-{n}": {"arch": "s9", "norm": n, **RECIPE, **PLAIN} for n in ("bn", "ln", "gn")},

@@ -62,7 +62,7 @@ def model_from_checkpoint(payload: dict, source: str) -> CifarNet:
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {source} has no model config")
     try:  # checkpoints from before weight standardisation existed were trained without it
-        model = build_model(**{"ws": False, **config})
+        model = build_model(**{"ws": "off", **config})
     except (CifarnetError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {source} names an unknown model ({exc})") from exc
     try:

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cifarnet.errors import CifarnetError
-from cifarnet.models import ARCHS, DEFAULT_DROPOUT, build_model, default_ws
+from cifarnet.models import ARCHS, DEFAULT_DROPOUT, WS_MODES, build_model, default_ws
 from cifarnet.norms import NORMS
 
 OPTIMIZERS = ("nesterov", "sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 AFFINES = ("none", "rotate", "ssr")
-SWITCH_OR_AUTO = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -44,9 +43,11 @@ FIELDS: dict[str, Field] = {
     "norm": Field(str, "normalisation: bn (BatchNorm), ln (LayerNorm = GroupNorm(1,C)), gn (GroupNorm)", choices=NORMS),
     "gn_groups": Field(int, "GroupNorm groups (must divide every layer's channels)", 1, 128),
     "dropout": Field(float, "dropout after every conv unit; -1 = the architecture's default", -1, 0.9),
-    "ws": Field(str, "weight standardisation: every conv that feeds a norm uses zero-mean, unit-variance filters; "
-                "auto = on for s9 with LN or GN, off with BN and for seed (the write-up's network)",
-                choices=SWITCH_OR_AUTO, aliases=(("true", "on"), ("false", "off"), ("1", "on"), ("0", "off"))),
+    "ws": Field(str, "weight standardisation: convs that feed a norm use zero-mean, unit-variance filters; all of "
+                "them, all except the depthwise ones, or off; auto = except-depthwise for s9 with LN or GN, off with "
+                "BN and for seed (the write-up's network)",
+                choices=("auto", *WS_MODES),
+                aliases=(("on", "all"), ("true", "all"), ("1", "all"), ("false", "off"), ("0", "off"))),
     "epochs": Field(float, "epochs to train (fractions allowed for short runs)", 0.05, 500),
     "batch_size": Field(int, "images per step", 2, 4096),
     "optimizer": Field(str, "optimizer", choices=OPTIMIZERS),
@@ -82,7 +83,8 @@ class TrainConfig:
 
     Batch 128 at peak LR 0.1 rather than 256 at 0.2 (the same LR-to-batch ratio): twice the
     steps per epoch, which LN and GN need to pass 85 % in 30 epochs; BN does as well either way.
-    Weight standardisation ``auto``: on for s9 with LN and GN, which end higher with it; off with BN.
+    Weight standardisation ``auto``: on for s9 with LN and GN (depthwise convs spared), which end higher with
+    it; off with BN.
     """
 
     arch: str = "s9"
@@ -146,14 +148,14 @@ class TrainConfig:
 DEFAULTS = TrainConfig()
 
 
-def resolve_ws(arch: str, norm: str, ws: Any) -> bool:
-    """Whether the model gets weight-standardised convs: ``ws`` (any accepted spelling) with ``auto`` resolved.
+def resolve_ws(arch: str, norm: str, ws: Any) -> str:
+    """Which of the model's convs are weight-standardised: ``ws`` (any accepted spelling) with ``auto`` resolved.
 
     Cheap on purpose: the Runs table asks it of every run on every refresh, without a full config check.
     """
     value = _coerce("ws", ws)
     _check_field("ws", value)
-    return default_ws(str(arch), str(norm)) if value == "auto" else value == "on"
+    return default_ws(str(arch), str(norm)) if value == "auto" else value
 
 
 def _coerce(name: str, value: Any) -> Any:

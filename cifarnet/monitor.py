@@ -64,10 +64,15 @@ def progress_text(progress: dict) -> str:
             f"{progress.get('img_s') or 0:.0f} img/s · ETA {clock(progress.get('eta_s'))}")
 
 
+WS_WORDS = {"all": "weight-standardised convs",
+            "except-depthwise": "weight-standardised convs except the depthwise ones"}
+
+
 def describe(cfg: TrainConfig) -> str:
     """The configuration in one line, so the user sees what a launch will do before clicking."""
     norm = f"GN ({cfg.gn_groups} groups)" if cfg.norm == "gn" else cfg.norm.upper()
-    norm += ", weight-standardised convs" if cfg.model_args["ws"] else ""
+    ws = cfg.model_args["ws"]
+    norm += f", {WS_WORDS[ws]}" if ws in WS_WORDS else ""
     affine = {"rotate": f"rotate ±{cfg.rotate_deg:g}°", "ssr": f"shift-scale-rotate ±{cfg.rotate_deg:g}°"}
     switches = (("crop", cfg.crop), ("flip", cfg.flip), (affine.get(cfg.affine), cfg.affine != "none"),
                 ("cutout", cfg.cutout))

@@ -172,8 +172,9 @@ class RunInfo:
         return self.evals[-1].get("test_acc") if self.evals else None
 
     @property
-    def weight_standardised(self) -> bool | None:
-        """Whether the run's convs are weight-standardised (``auto`` resolved; None if its setting is unreadable)."""
+    def weight_standardised(self) -> str | None:
+        """Which of the run's convs are weight-standardised: ``all``, ``except-depthwise`` or ``off``
+        (``auto`` resolved; None if its setting is unreadable)."""
         saved = {**LEGACY_VALUES, **self.config}
         try:
             return resolve_ws(saved.get("arch"), saved.get("norm"), saved["ws"])

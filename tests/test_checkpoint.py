@@ -16,7 +16,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     model = build_model("s9", "gn", gn_groups=4)
     save_checkpoint(tmp_path / "m.pt", model)
     loaded = load_model(tmp_path / "m.pt")
-    assert loaded.config == {"arch": "s9", "norm": "gn", "gn_groups": 4, "dropout": 0.0, "ws": True}
+    assert loaded.config == {"arch": "s9", "norm": "gn", "gn_groups": 4, "dropout": 0.0, "ws": "except-depthwise"}
     assert not loaded.training
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(loaded(x), model.eval()(x))

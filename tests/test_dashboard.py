@@ -115,8 +115,8 @@ def test_home_shows_the_shipped_runs_and_every_page(app):
     assert shipped["s9 with GroupNorm"] == f"{100 * gn:.2f}%"  # not rounded to one decimal (84.98 is not 85.0)
     epochs = json.loads((PRETRAINED_DIR / "s9-gn" / "config.json").read_text())["epochs"]
     assert any(f"trained {epochs:g} epochs with the same recipe" in c.value for c in at.caption)
-    assert any("(GroupNorm and LayerNorm with weight-standardised convs, their default)" in c.value
-               for c in at.caption)
+    words = "(GroupNorm and LayerNorm with weight-standardised convs except the depthwise ones, their default)"
+    assert any(words in c.value for c in at.caption)
     assert len(at.sidebar.radio) == 2 and at.sidebar.radio[1].value == "bn"
 
 
@@ -183,6 +183,13 @@ def test_model_page_totals_follow_the_sidebar(app):
     assert metric_values(at)["total params"] == f"{count_params(build_model('s9', 'bn')):,}" == "189,920"
     table = at.dataframe[0].value
     assert table["params"].sum() == 189_920 and table["output shape"].iloc[-1] == "10 x 1 x 1"
+    assert "StdConv2d" not in set(table["layer"].str.split("-").str[0])
+    widget(at, "norm").set_value("ln").run()  # ws auto: standardised convs, the 4 depthwise ones plain
+    kinds = at.dataframe[0].value["layer"].str.split("-").str[0].value_counts()
+    assert (kinds["StdConv2d"], kinds["Conv2d"]) == (8, 4 + 1)  # + the 1x1 head
+    assert any("weight-standardised convs except the depthwise ones: they show as StdConv2d" in c.value
+               for c in at.caption)
+    widget(at, "norm").set_value("bn").run()
     widget(at, "arch").set_value("seed").run()
     assert metric_values(at)["total params"] == "192,672"
     widget(at, "norm").set_value("gn").run()
@@ -417,7 +424,7 @@ def test_curves_smoothing_and_table():
     assert smoothed["value"].diff().abs().sum() < frame["value"].diff().abs().sum()
     table = runs_table(shipped)
     assert list(table["params"]) == [189_920] * 3 and table["notes"].eq("").all()
-    assert dict(zip(table["norm"], table["ws"])) == {"bn": False, "ln": True, "gn": True}
+    assert dict(zip(table["norm"], table["ws"])) == {"bn": "off", "ln": "except-depthwise", "gn": "except-depthwise"}
 
 
 @pytest.mark.parametrize("make", [
@@ -460,9 +467,11 @@ def test_progress_words_and_config_summary():
     assert progress_fraction(progress) == 0.25 and progress_fraction({}) == 0.0
     assert progress_text({}).startswith("starting")
     text = describe(make_config({"norm": "gn", "gn_groups": 4, "cutout": True}, base=DASHBOARD_DEFAULTS))
-    assert "GN (4 groups), weight-standardised convs" in text and "31 steps (93 in all)" in text
+    assert "GN (4 groups), weight-standardised convs except the depthwise ones ·" in text
+    assert "31 steps (93 in all)" in text
     assert "crop, flip, cutout" in text
     assert "BN ·" in describe(make_config({"norm": "bn"}, base=DASHBOARD_DEFAULTS))
+    assert "LN, weight-standardised convs ·" in describe(make_config({"norm": "ln", "ws": "all"}, base=DASHBOARD_DEFAULTS))
 
 
 def test_sidebar_covers_every_config_field_once():

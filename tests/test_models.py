@@ -81,7 +81,7 @@ def test_norm_layers_are_what_the_docs_say():
 
 def test_weight_standardisation_makes_every_normed_conv_ignore_its_weights_scale_and_offset(tmp_path):
     """ws: each conv feeding a norm sees only its filters' shape; the 1x1 head keeps its scale."""
-    plain, ws = build_model("s9", "ln", ws=False), build_model("s9", "ln", ws=True)
+    plain, ws = build_model("s9", "ln", ws="off"), build_model("s9", "ln", ws="all")
     assert count_params(plain) == count_params(ws)
     convs = [m for m in ws.modules() if isinstance(m, nn.Conv2d)]
     assert [type(m) for m in convs] == [StdConv2d] * (len(convs) - 1) + [nn.Conv2d]
@@ -98,27 +98,55 @@ def test_weight_standardisation_makes_every_normed_conv_ignore_its_weights_scale
     assert torch.allclose(ws(x), 2 * before, atol=1e-4)
     save_checkpoint(tmp_path / "ws.pt", ws)
     loaded = load_model(tmp_path / "ws.pt")
-    assert loaded.config["ws"] is True and torch.allclose(loaded(x), ws(x), atol=1e-5)
+    assert loaded.config["ws"] == "all" and torch.allclose(loaded(x), ws(x), atol=1e-5)
+
+
+def test_weight_standardisation_except_depthwise_leaves_exactly_the_depthwise_convs_plain(tmp_path):
+    """ws=except-depthwise: the same model as ws=all (same weights from the same seed) but each
+    depthwise 3x3 filter keeps its own mean and scale; it survives a checkpoint round trip."""
+    torch.manual_seed(0)
+    full = build_model("s9", "gn", ws="all")
+    torch.manual_seed(0)
+    model = build_model("s9", "gn", ws="except-depthwise")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    depthwise = [m for m in convs if m.groups > 1]
+    assert len(depthwise) == 4 and all(type(m) is nn.Conv2d for m in depthwise)
+    assert all(type(m) is StdConv2d for m in convs[:-1] if m.groups == 1) and type(convs[-1]) is nn.Conv2d
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), model.state_dict().values()))
+    x = torch.rand(4, 3, 32, 32)
+    model.eval()
+    before = model(x)
+    with torch.no_grad():
+        depthwise[0].weight.mul_(3.0).add_(0.5)
+    assert not torch.allclose(model(x), before, atol=1e-3)  # a plain conv: its scale and offset matter
+    save_checkpoint(tmp_path / "x.pt", model)
+    loaded = load_model(tmp_path / "x.pt")
+    assert loaded.config["ws"] == "except-depthwise" and torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
 def test_weight_standardisation_defaults_and_old_checkpoints_stay_plain(tmp_path):
-    """s9 standardises by default with LN and GN only; seed (the write-up's network) never does; a
+    """s9 standardises by default with LN and GN only, sparing the depthwise convs; seed (the write-up's network) never does; a
     checkpoint saved before the option existed has no "ws" and is rebuilt as it was trained: plain."""
-    assert [build_model("s9", n).config["ws"] for n in ("bn", "ln", "gn")] == [False, True, True]
-    assert [build_model("seed", n).config["ws"] for n in ("bn", "ln", "gn")] == [False, False, False]
-    assert make_config({"arch": "seed", "norm": "ln"}).model_args["ws"] is False
-    assert make_config({"norm": "gn"}).model_args["ws"] is True
-    assert make_config({"norm": "gn", "ws": "off"}).model_args["ws"] is False
-    assert make_config({"norm": "bn", "ws": "on"}).model_args["ws"] is True
-    assert make_config({"ws": "true"}).ws == "on" and make_config({"ws": False}).ws == "off"
-    with pytest.raises(CifarnetError, match=r"ws='maybe' is not known; allowed: auto, on, off"):
+    assert [build_model("s9", n).config["ws"] for n in ("bn", "ln", "gn")] == ["off", *["except-depthwise"] * 2]
+    assert [build_model("seed", n).config["ws"] for n in ("bn", "ln", "gn")] == ["off", "off", "off"]
+    assert make_config({"arch": "seed", "norm": "ln"}).model_args["ws"] == "off"
+    assert make_config({"norm": "gn"}).model_args["ws"] == "except-depthwise"
+    assert make_config({"norm": "gn", "ws": "off"}).model_args["ws"] == "off"
+    assert make_config({"norm": "bn", "ws": "all"}).model_args["ws"] == "all"
+    # "on" / true: how runs recorded before the except-depthwise mode spelt "all"
+    assert make_config({"ws": "true"}).ws == "all" and make_config({"ws": "on"}).ws == "all"
+    assert make_config({"ws": False}).ws == "off"
+    with pytest.raises(CifarnetError, match=r"ws='maybe' is not known; allowed: auto, off, all, except-depthwise"):
         make_config({"ws": "maybe"})
-    plain = build_model("s9", "gn", ws=False)
+    with pytest.raises(CifarnetError, match=r"unknown ws 'some'; allowed: off, all, except-depthwise"):
+        build_model("s9", "ln", ws="some")
+    assert build_model("s9", "ln", ws=True).config["ws"] == "all"  # a checkpoint's model config before the modes
+    plain = build_model("s9", "gn", ws="off")
     payload = {"format": "cifarnet-checkpoint", "version": 1, "state_dict": plain.state_dict(),
                "model": {k: v for k, v in plain.config.items() if k != "ws"}}
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_model(tmp_path / "old.pt")
-    assert loaded.config["ws"] is False and not any(isinstance(m, StdConv2d) for m in loaded.modules())
+    assert loaded.config["ws"] == "off" and not any(isinstance(m, StdConv2d) for m in loaded.modules())
 
 
 def test_gn_groups_must_divide_every_layer():

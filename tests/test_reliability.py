@@ -132,6 +132,6 @@ def test_a_run_recorded_before_weight_standardisation_resumes_with_plain_convs(r
     saved = json.loads((path / "config.json").read_text())
     assert saved.pop("ws") == "auto"
     (path / "config.json").write_text(json.dumps(saved))
-    assert load_run_config(path).model_args["ws"] is False
+    assert load_run_config(path).model_args["ws"] == "off"
     assert train_run(path, str(data_dir)) == "finished"
-    assert torch.load(path / "model.pt", weights_only=True)["model"]["ws"] is False
+    assert torch.load(path / "model.pt", weights_only=True)["model"]["ws"] == "off"

@@ -31,7 +31,7 @@ def header(title: str, intro: str) -> None:
 
 
 @st.cache_resource(show_spinner="Building the model...")
-def cached_model(arch: str, norm: str, gn_groups: int, dropout: float, ws: bool) -> nn.Module:
+def cached_model(arch: str, norm: str, gn_groups: int, dropout: float, ws: str) -> nn.Module:
     return build_model(arch, norm, gn_groups, dropout, ws).eval()
 
 

@@ -41,7 +41,8 @@ LABELS = {
     "device": "Device", "threads": "CPU threads", "compile": "torch.compile",
     "name": "Run name",
 }
-CHOICE_NAMES = {"bn": "BN", "ln": "LN", "gn": "GN", "ssr": "shift-scale-rotate"}  # others show as they are
+CHOICE_NAMES = {"bn": "BN", "ln": "LN", "gn": "GN", "ssr": "shift-scale-rotate",
+                "except-depthwise": "all except depthwise"}  # others show as they are
 RADIO_FIELDS = ("arch", "norm")
 # Step and display format of each number input: presentation only, the limits are in FIELDS.
 NUMBER_STYLE: dict[str, tuple[float, str]] = {
