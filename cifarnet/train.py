@@ -33,7 +33,9 @@ from cifarnet.runs import MetricsLog, load_run_config, write_json
 from cifarnet.schedule import lr_at, make_optimizer, set_lr
 
 TOP_K = 5
-EVAL_BATCH = 1000
+# Images per evaluation forward. On a CPU small batches stay in cache: the 10,000 test images took 2.4 s at
+# 128 against 4.5 s at 1,000 (s9 + BN, 2 threads; LN 1.7 against 4.4 s). A GPU wants large batches.
+EVAL_BATCH = {"cpu": 128, "cuda": 1000}
 STATUS_EVERY_S = 1.0
 
 
@@ -60,7 +62,7 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False,
-             batch: int = EVAL_BATCH) -> Evaluation:
+             batch: int | None = None) -> Evaluation:
     """Loss, accuracy and class probabilities of ``model`` on uint8 ``images``.
 
     With ``tta`` the probabilities of the image and its mirror are averaged and that
@@ -69,6 +71,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    batch = batch or EVAL_BATCH["cuda" if device.type == "cuda" else "cpu"]
     plain, flipped = [], []
     for start in range(0, len(images), batch):
         x = to_float(images[start:start + batch].to(device, non_blocking=True))
