@@ -30,3 +30,13 @@ def test_compile_speed_json_compares_eager_and_compiled():
     (row,) = json.loads(done.stdout)
     assert row["norm"] == "bn" and row["compile_s"] > 0 and row["eager_img_s"] > 0 and row["compiled_img_s"] > 0
     assert row["ratio"] == row["per_rep_ratios"][0] == row["compiled_img_s"] / row["eager_img_s"]
+
+
+def test_eval_speed_json_times_each_batch_size():
+    cmd = [sys.executable, str(ROOT / "bench" / "eval_speed.py"), "--json", "--norms", "ln", "--batches", "500,1000",
+           "--reps", "1", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)
+    assert row["norm"] == "ln" and set(row["seconds"]) == {"500", "1000"}
+    assert all(0 < s < 60 for s in row["seconds"].values())
