@@ -471,7 +471,8 @@ def test_progress_words_and_config_summary():
     assert "31 steps (93 in all)" in text
     assert "crop, flip, cutout" in text
     assert "BN ·" in describe(make_config({"norm": "bn"}, base=DASHBOARD_DEFAULTS))
-    assert "LN, weight-standardised convs ·" in describe(make_config({"norm": "ln", "ws": "all"}, base=DASHBOARD_DEFAULTS))
+    every_conv = make_config({"norm": "ln", "ws": "all"}, base=DASHBOARD_DEFAULTS)
+    assert "LN, weight-standardised convs ·" in describe(every_conv)
 
 
 def test_sidebar_covers_every_config_field_once():
