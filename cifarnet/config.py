@@ -35,7 +35,7 @@ class Field:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] | None = None
-    aliases: tuple[tuple[str, str], ...] = ()  # other spellings accepted for a choice (true -> on)
+    aliases: tuple[tuple[str, str], ...] = ()  # other spellings accepted for a choice (on -> all)
 
 
 FIELDS: dict[str, Field] = {

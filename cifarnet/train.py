@@ -33,8 +33,9 @@ from cifarnet.runs import MetricsLog, load_run_config, write_json
 from cifarnet.schedule import lr_at, make_optimizer, set_lr
 
 TOP_K = 5
-# Images per evaluation forward. On a CPU small batches stay in cache: the 10,000 test images took 2.4 s at
-# 128 against 4.5 s at 1,000 (s9 + BN, 2 threads; LN 1.7 against 4.4 s). A GPU wants large batches.
+# Images per evaluation forward. On a CPU small batches stay in cache: the 10,000 test images take 1.48 s at
+# 128 against 3.48 s at 1,000 (s9 + BN, 2 threads; LN 1.67 against 3.66 s; bench/eval_speed.py). A GPU wants
+# large batches.
 EVAL_BATCH = {"cpu": 128, "cuda": 1000}
 STATUS_EVERY_S = 1.0
 
