@@ -52,6 +52,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     # the three norms before weight standardisation, and LN and GN with seed 1
     "plain": {f"s9-{n}": {"arch": "s9", "norm": n, **RECIPE, **PLAIN} for n in ("bn", "ln", "gn")},
     "plain-seed1": {f"s9-{n}-seed1": {"arch": "s9", "norm": n, **RECIPE, **PLAIN, "seed": 1} for n in ("ln", "gn")},
+    # the shipped BN and LN recipes trained in bfloat16 (compiled): what bf16 costs in accuracy on a CPU
+    "bf16": {"s9-bn-bf16": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN, "precision": "bf16", "compile": True},
+             "s9-ln-wsx-bf16": {"arch": "s9", "norm": "ln", **RECIPE, **WS_X, "precision": "bf16", "compile": True}},
     # LN and GN with cutout (8 px) on the plain recipe: does more regularisation move them past 85 %?
     "cutout-probe": {f"s9-{n}-cutout": {"arch": "s9", "norm": n, **RECIPE, **PLAIN, "cutout": True}
                      for n in ("ln", "gn")},
@@ -82,10 +85,12 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "smoke": {"tiny": {"subset": 20, "epochs": 1, "batch_size": 50, "eval_subset": 10}},
     # time to 85 % on a CPU (docs/RESULTS.md): the first recipe's 20 epochs (85 % at epoch 19 on an H100),
-    # and the batch-128 recipe shortened to 15 epochs with the training step compiled
+    # the batch-128 recipe shortened to 15 epochs with the training step compiled; in bfloat16 with 15 and 16 epochs
     "cpu85": {"cpu85-s9-bn-e20": {"arch": "s9", "norm": "bn", "epochs": 20, **FIRST, **PLAIN},
               "cpu85-s9-bn-e15-b128-compile": {"arch": "s9", "norm": "bn", "epochs": 15, **B128, **PLAIN,
-                                               "compile": True}},
+                                               "compile": True},
+              **{f"cpu85-s9-bn-e{e}-b128-compile-bf16": {"arch": "s9", "norm": "bn", "epochs": e, **B128, **PLAIN,
+                                                         "compile": True, "precision": "bf16"} for e in (15, 16)}},
 }
 
 

@@ -3,6 +3,7 @@
     python bench/throughput.py                     # median img/s of both, and their ratio
     python bench/throughput.py --json              # the same as one JSON object
     python bench/throughput.py --profile           # where a step's time goes, per pipeline
+    python bench/throughput.py --precision bf16 --compile   # cifarnet's step with its speed options on
 
 Both pipelines train the same model (``build_model("s9", "bn")``) with the same batch
 size, optimizer, learning-rate schedule and torch threads; only the way a batch is made
@@ -15,6 +16,9 @@ differs:
   ``Dataset`` that returns one PIL image at a time, per-image ``RandomCrop(32, padding=4,
   padding_mode="reflect")``, ``RandomHorizontalFlip`` and ``ToTensor``, batched by a
   ``DataLoader`` with worker processes.
+
+``--precision`` and ``--compile`` are the engine's own options (``TrainConfig``) and apply
+to cifarnet's side only; the conventional step stays what a typical user writes (fp32, eager).
 
 The two are timed alternately in one process, ``--reps`` times, and the medians are
 compared: on a shared machine only numbers measured side by side are comparable. The
@@ -47,7 +51,7 @@ from torchvision import transforms
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cifarnet.config import TrainConfig, make_config  # noqa: E402
+from cifarnet.config import PRECISIONS, TrainConfig, make_config  # noqa: E402
 from cifarnet.data import Cifar10, dataset_present, load_cifar10, synthetic_dataset  # noqa: E402
 from cifarnet.models import build_model  # noqa: E402
 from cifarnet.runs import create_run  # noqa: E402
@@ -57,6 +61,8 @@ from cifarnet.train import Run  # noqa: E402
 # Two full-width FMA units per core: AMD Zen 5 (this machine: cpu family 26) and Intel Xeon Gold/Platinum.
 # Zen 4 splits AVX-512 over two 256-bit halves, so there the peak printed here is twice the real one.
 FMA_PIPES = 2
+# AVX512-BF16's dot product (vdpbf16ps) does two bfloat16 multiply-adds per fp32 lane. AMX is not counted.
+BF16_PER_LANE = 2
 PHASES = ("step.gather", "step.augment", "step.forward", "step.backward", "step.optimizer", "loader.next")
 
 Step = Callable[[], None]
@@ -209,7 +215,8 @@ def cpu_facts() -> dict:
 
     Peak FP32 FLOP/s = cores x clock x FMA pipes x lanes x 2 (an FMA is two FLOPs).
     Lanes: 16 with AVX-512, 8 with AVX2. The clock is the one /proc/cpuinfo reports
-    (a VM shows its nominal clock; a boost clock would raise the peak).
+    (a VM shows its nominal clock; a boost clock would raise the peak). With AVX512-BF16 the
+    bfloat16 peak is ``BF16_PER_LANE`` times that; without it bf16 work runs at fp32 rate at best.
     """
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
@@ -220,23 +227,34 @@ def cpu_facts() -> dict:
     cores = os.cpu_count() or 1
     return {"model": fields.get("model name", platform.processor()), "family": fields.get("cpu family"),
             "ghz": ghz, "cores": cores, "fp32_lanes": lanes, "fma_pipes": FMA_PIPES,
-            "peak_gflops": cores * ghz * FMA_PIPES * lanes * 2}
+            "peak_gflops": cores * ghz * FMA_PIPES * lanes * 2,
+            "bf16_per_lane": BF16_PER_LANE if "avx512_bf16" in flags else 1}
 
 
-def gemm_gflops(size: int = 2048, reps: int = 5) -> float:
-    """The FP32 matrix-multiply rate this CPU sustains (median of ``reps``), with the same threads.
+def ceiling_gflops(dtype: torch.dtype = torch.float32, reps: int = 5) -> dict[str, float]:
+    """The rates this CPU sustains in ``dtype`` on the friendliest kernels (median of ``reps``, same threads).
 
-    A large GEMM is the friendliest kernel there is, so it shows how much of the
-    theoretical peak is reachable at all here (a VM's real clock is not visible).
+    They show how much of the theoretical peak is reachable at all (a VM's real clock is
+    not visible): a 2048x2048 matrix multiply (MKL for fp32) and a large 1x1 convolution,
+    channels-last, through oneDNN — the library that runs the model's own convolutions.
+    On this AMD CPU the two differ: MKL's fp32 GEMM stops far below the peak oneDNN reaches.
     """
-    a, b = torch.rand(size, size), torch.rand(size, size)
-    a @ b
+    a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
+    x = torch.rand(64, 512, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.rand(512, 512, 1, 1, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    return {"gemm_gflops": _median_rate(lambda: a @ b, 2 * 2048**3, reps),
+            "conv1x1_gflops": _median_rate(lambda: F.conv2d(x, w), 2 * 64 * 32 * 32 * 512 * 512, reps)}
+
+
+def _median_rate(kernel: Callable[[], object], flop: int, reps: int) -> float:
+    """GFLOP/s of ``kernel`` (``flop`` FLOPs a call): median of ``reps`` timed calls after one untimed."""
+    kernel()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        a @ b
+        kernel()
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return flop / statistics.median(times) / 1e9
 
 
 def load_data(data_dir: str | None) -> Cifar10:
@@ -248,7 +266,8 @@ def load_data(data_dir: str | None) -> Cifar10:
 def measure(args: argparse.Namespace) -> dict:
     """Time both pipelines alternately ``args.reps`` times and summarise."""
     torch.set_num_threads(args.threads)
-    cfg = make_config({"batch_size": args.batch_size, "threads": args.threads, "device": "cpu"})
+    cfg = make_config({"batch_size": args.batch_size, "threads": args.threads, "device": "cpu",
+                       "precision": args.precision, "compile": args.compile})
     data = load_data(args.data_dir)
     with tempfile.TemporaryDirectory() as runs_dir:
         pipelines = {"cifarnet": cifarnet_step(data, cfg, Path(runs_dir)),
@@ -271,13 +290,16 @@ def summarise(speeds: dict[str, list[float]], profiles: dict, cfg: TrainConfig, 
     gflop = step_gflop(cfg, args.batch_size)
     cpu = cpu_facts()
     achieved = gflop * cifarnet / args.batch_size
+    peak = cpu["peak_gflops"] * (cpu["bf16_per_lane"] if cfg.precision == "bf16" else 1)
     return {"cifarnet_img_s": cifarnet, "baseline_img_s": baseline, "ratio": cifarnet / baseline,
             "rep_ratios": [c / b for c, b in zip(speeds["cifarnet"], speeds["baseline"])],
             "cifarnet_runs": speeds["cifarnet"], "baseline_runs": speeds["baseline"],
-            "gflop_per_step": gflop, "cifarnet_gflops": achieved, "peak_gflops": cpu["peak_gflops"],
-            "peak_fraction": achieved / cpu["peak_gflops"] if cpu["peak_gflops"] else None,
-            "gemm_gflops": gemm_gflops(), "cpu": cpu, "profile": profiles, "model": f"{cfg.arch}-{cfg.norm}",
+            "gflop_per_step": gflop, "cifarnet_gflops": achieved, "peak_gflops": peak,
+            "peak_fraction": achieved / peak if peak else None,
+            **ceiling_gflops(torch.bfloat16 if cfg.precision == "bf16" else torch.float32), "cpu": cpu,
+            "profile": profiles, "model": f"{cfg.arch}-{cfg.norm}",
             "batch_size": args.batch_size, "threads": args.threads, "workers": args.workers,
+            "precision": cfg.precision, "compile": cfg.compile,
             "baseline_layout": "channels_last" if args.baseline_channels_last else "nchw",
             "steps": args.steps, "reps": args.reps, "data": source, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -287,15 +309,20 @@ def print_report(r: dict) -> None:
     """The JSON's figures as a few readable lines, with the peak arithmetic spelt out."""
     runs = lambda values: ", ".join(f"{v:.0f}" for v in values)  # noqa: E731
     cpu = r["cpu"]
-    print(f"model {r['model']}, batch {r['batch_size']}, {r['threads']} threads, baseline {r['workers']} workers "
+    print(f"model {r['model']}, batch {r['batch_size']}, {r['threads']} threads, cifarnet precision "
+          f"{r['precision']}{' compiled' if r['compile'] else ''}, baseline {r['workers']} workers "
           f"({r['baseline_layout']}), {r['reps']} reps x {r['steps']} steps, data {r['data']}, {r['date']}")
     print(f"cifarnet  {r['cifarnet_img_s']:8.0f} img/s (median of {runs(r['cifarnet_runs'])})")
     print(f"baseline  {r['baseline_img_s']:8.0f} img/s (median of {runs(r['baseline_runs'])})")
     print(f"ratio     {r['ratio']:8.2f}x (per rep: {', '.join(f'{v:.2f}' for v in r['rep_ratios'])})")
+    bf16 = r["precision"] == "bf16"
+    per_lane = f" x {cpu['bf16_per_lane']} bf16 per lane" if bf16 else ""
     print(f"FLOPs     {r['gflop_per_step']:.2f} GFLOP per step (fwd+bwd) -> {r['cifarnet_gflops']:.1f} GFLOP/s; "
-          f"peak {cpu['cores']} cores x {cpu['ghz']:.3f} GHz x {cpu['fma_pipes']} FMA x {cpu['fp32_lanes']} lanes x 2 "
-          f"= {r['peak_gflops']:.0f} GFLOP/s ({100 * (r['peak_fraction'] or 0):.1f} % of peak); "
-          f"a 2048x2048 GEMM reaches {r['gemm_gflops']:.0f} GFLOP/s")
+          f"{'bf16' if bf16 else 'fp32'} peak {cpu['cores']} cores x {cpu['ghz']:.3f} GHz x {cpu['fma_pipes']} FMA x "
+          f"{cpu['fp32_lanes']} lanes x 2{per_lane} = {r['peak_gflops']:.0f} GFLOP/s "
+          f"({100 * (r['peak_fraction'] or 0):.1f} % of peak); "
+          f"in {'bf16' if bf16 else 'fp32'} a 2048x2048 GEMM reaches {r['gemm_gflops']:.0f} GFLOP/s, "
+          f"a large 1x1 conv {r['conv1x1_gflops']:.0f} GFLOP/s")
     for name, shares in r["profile"].items():
         print(f"profile {name}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in shares.items()))
 
@@ -311,6 +338,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (baseline)")
     parser.add_argument("--baseline-channels-last", action="store_true",
                         help="give the baseline cifarnet's channels-last layout (isolates the data pipeline)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision,
+                        help="cifarnet's training precision (the baseline stays fp32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile cifarnet's step (not the baseline's)")
     parser.add_argument("--profile", action="store_true", help="also profile --steps steps of each pipeline")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser.parse_args(argv)

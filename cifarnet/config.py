@@ -23,6 +23,7 @@ OPTIMIZERS = ("nesterov", "sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 AFFINES = ("none", "rotate", "ssr")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -71,6 +72,9 @@ FIELDS: dict[str, Field] = {
     "seed": Field(int, "random seed", 0, 2**31 - 1),
     "device": Field(str, "auto = CUDA when present, else CPU", choices=DEVICES),
     "threads": Field(int, "CPU threads (0 = PyTorch's default)", 0, 256),
+    "precision": Field(str, "arithmetic of the training step: bf16 = bfloat16 autocast (convs and matmuls in "
+                       "bfloat16, weights and optimizer in fp32); auto = bf16 on CUDA, fp32 on a CPU; on a CPU, bf16 is "
+                       "for those with native bfloat16 (AVX512-BF16 or AMX)", choices=PRECISIONS),
     "compile": Field(bool, "torch.compile the model for training: faster steps after a one-off compile of "
                      "tens of seconds (worth it for runs of several minutes; a CPU needs a C++ compiler)"),
     "name": Field(str, "run name (letters, digits, _ . -; empty = automatic)"),
@@ -115,6 +119,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    precision: str = "auto"
     compile: bool = False
     name: str = ""
 

@@ -67,7 +67,9 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     """Loss, accuracy and class probabilities of ``model`` on uint8 ``images``.
 
     With ``tta`` the probabilities of the image and its mirror are averaged and that
-    accuracy is reported separately (``tta_acc``); ``acc`` stays the plain one.
+    accuracy is reported separately (``tta_acc``); ``acc`` stays the plain one. Always at the
+    device's ``auto`` precision, whatever a run trained with, so ``evaluate`` on a saved model
+    reproduces the figures its run recorded.
     """
     was_training = model.training
     model.eval()
@@ -92,9 +94,21 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return Evaluation(loss, acc, logits.softmax(1).cpu(), tta_acc)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (measurably faster there); a no-op context on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto`` is bf16 on CUDA (measurably faster there) and fp32 on a CPU, where bf16 is opt-in.
+
+    Opt-in because a CPU without native bfloat16 emulates it slowly; with AVX512-BF16 a training step is
+    1.2-1.3x faster (bench/option_speed.py --option precision; docs/PERFORMANCE.md).
+    """
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _autocast(device: torch.device, precision: str = "auto"):
+    """bfloat16 autocast when the precision resolves to bf16; a no-op context for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=resolve_precision(device, precision) == "bf16")
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -194,7 +208,7 @@ class Run:
         with record_function("step.augment"):
             x = augment_batch(x, self.spec, gen).contiguous(memory_format=torch.channels_last)
         set_lr(self.optimizer, lr_at(self.step, self.cfg))
-        with record_function("step.forward"), _autocast(self.device):
+        with record_function("step.forward"), _autocast(self.device, self.cfg.precision):
             logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
         with record_function("step.backward"):
@@ -288,7 +302,7 @@ class Run:
                    "best_eval_acc": max(self.best_acc, result.acc), "per_class_acc": dict(zip(self.classes, per_class)),
                    "confusion": confusion.tolist(), "classes": list(self.classes), "steps": self.step,
                    "epochs": self.step / self.cfg.steps_per_epoch, "elapsed_s": self.elapsed(),
-                   "device": str(self.device)}
+                   "device": str(self.device), "precision": resolve_precision(self.device, self.cfg.precision)}
         write_json(self.path / "results.json", results)
         self.metrics.append({"kind": "final", "step": self.step, "epoch": results["epochs"],
                              "time": round(self.elapsed(), 3), "test_loss": result.loss, "test_acc": result.acc,

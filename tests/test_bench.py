@@ -6,30 +6,39 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REAL_DATA, ROOT
 
 
-def test_throughput_json_reports_both_pipelines():
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_throughput_json_reports_both_pipelines(precision):
     """Tiny settings keep it to seconds; without the real data the bench falls back to synthetic images."""
     cmd = [sys.executable, str(ROOT / "bench" / "throughput.py"), "--json", "--steps", "2", "--warmup", "1",
-           "--reps", "1", "--batch-size", "32", "--workers", "1", "--threads", "1", "--data-dir", str(REAL_DATA)]
+           "--reps", "1", "--batch-size", "32", "--workers", "1", "--threads", "1", "--data-dir", str(REAL_DATA),
+           "--precision", precision]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    for key in ("cifarnet_img_s", "baseline_img_s", "ratio", "gflop_per_step", "cifarnet_gflops", "peak_gflops"):
+    for key in ("cifarnet_img_s", "baseline_img_s", "ratio", "gflop_per_step", "cifarnet_gflops", "peak_gflops",
+                "gemm_gflops", "conv1x1_gflops"):
         assert result[key] > 0, key
     assert result["ratio"] == result["cifarnet_img_s"] / result["baseline_img_s"]
-    assert result["batch_size"] == 32 and result["workers"] == 1
+    assert result["batch_size"] == 32 and result["workers"] == 1 and result["precision"] == precision
+    fp32_peak = result["cpu"]["peak_gflops"]
+    assert result["peak_gflops"] == (fp32_peak * result["cpu"]["bf16_per_lane"] if precision == "bf16" else fp32_peak)
 
 
-def test_compile_speed_json_compares_eager_and_compiled():
-    cmd = [sys.executable, str(ROOT / "bench" / "compile_speed.py"), "--json", "--norms", "bn", "--steps", "1",
-           "--reps", "1", "--batch-size", "16", "--threads", "1", "--data-dir", str(REAL_DATA)]
+@pytest.mark.parametrize("option, off, on", [("compile", False, True), ("precision", "fp32", "bf16")])
+def test_option_speed_json_compares_off_and_on(option, off, on):
+    cmd = [sys.executable, str(ROOT / "bench" / "option_speed.py"), "--json", "--option", option, "--norms", "bn",
+           "--steps", "1", "--reps", "1", "--batch-size", "16", "--threads", "1", "--data-dir", str(REAL_DATA)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(done.stdout)
-    assert row["norm"] == "bn" and row["compile_s"] > 0 and row["eager_img_s"] > 0 and row["compiled_img_s"] > 0
-    assert row["ratio"] == row["per_rep_ratios"][0] == row["compiled_img_s"] / row["eager_img_s"]
+    assert (row["norm"], row["option"], row["off"], row["on"]) == ("bn", option, off, on)
+    assert row["first_steps_s"] > 0 and row["off_img_s"] > 0 and row["on_img_s"] > 0
+    assert row["ratio"] == row["per_rep_ratios"][0] == row["on_img_s"] / row["off_img_s"]
 
 
 def test_eval_speed_json_times_each_batch_size():

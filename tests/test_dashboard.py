@@ -473,6 +473,9 @@ def test_progress_words_and_config_summary():
     assert "BN ·" in describe(make_config({"norm": "bn"}, base=DASHBOARD_DEFAULTS))
     every_conv = make_config({"norm": "ln", "ws": "all"}, base=DASHBOARD_DEFAULTS)
     assert "LN, weight-standardised convs ·" in describe(every_conv)
+    assert text.endswith("crop, flip, cutout")  # the default precision and no compile: nothing added
+    fast = make_config({"precision": "bf16", "compile": True}, base=DASHBOARD_DEFAULTS)
+    assert describe(fast).endswith("augmentation: crop, flip · bfloat16 autocast · torch.compile")
 
 
 def test_sidebar_covers_every_config_field_once():

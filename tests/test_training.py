@@ -52,6 +52,25 @@ def test_compiled_training_follows_the_eager_run(runs_dir, data_dir):
     assert compiled == pytest.approx(eager, rel=2e-3)  # same model, seed and batches; fused kernels round differently
 
 
+def test_bf16_training_on_the_cpu_is_really_bf16_and_follows_fp32(runs_dir, data_dir):
+    runs = {}
+    for precision in ("auto", "bf16"):
+        path = create_run(make_config({**TINY, "epochs": 1, "precision": precision, "name": precision}), runs_dir)
+        assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
+        runs[precision] = read_run(path)
+    assert runs["auto"].results["precision"] == "fp32" and runs["bf16"].results["precision"] == "bf16"
+    fp32, bf16 = ([m["train_loss"] for m in runs[k].metrics if m["kind"] == "train"] for k in ("auto", "bf16"))
+    assert bf16 != fp32  # bfloat16 keeps 8 bits of mantissa: the losses cannot match to the last bit
+    assert bf16 == pytest.approx(fp32, rel=3e-2)  # but it is the same training
+
+
+def test_unknown_precision_is_refused_in_one_line(runs_dir):
+    bad = run_cli("train", "--precision", "fp16", "--runs-dir", str(runs_dir))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().endswith("precision='fp16' is not known; allowed: auto, fp32, bf16")
+    assert not runs_dir.exists()  # refused before a run folder was made
+
+
 def test_compile_without_a_compiler_is_one_clear_line(runs_dir, data_dir):
     args = ["train", "--compile", "--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10",
             "--runs-dir", str(runs_dir), "--data-dir", str(data_dir), "--name", "nocxx", "--quiet"]

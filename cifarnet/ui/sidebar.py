@@ -26,8 +26,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Training": ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "label_smoothing",
                  "subset", "seed"),
     "Augmentation": ("crop", "crop_pad", "flip", "affine", "rotate_deg", "cutout", "cutout_size"),
-    "Advanced": ("momentum", "warmup", "eval_subset", "eval_every", "tta", "device", "threads", "compile",
-                 "name"),
+    "Advanced": ("momentum", "warmup", "eval_subset", "eval_every", "tta", "device", "threads", "precision",
+                 "compile", "name"),
 }
 LABELS = {
     "arch": "Architecture", "norm": "Normalisation", "gn_groups": "GN groups",
@@ -38,7 +38,7 @@ LABELS = {
     "flip": "Horizontal flip", "affine": "Rotation", "rotate_deg": "Max rotation (°)", "cutout": "Cutout",
     "cutout_size": "Cutout size (px)", "momentum": "Momentum / β1", "warmup": "Warm-up fraction",
     "eval_subset": "Eval images per class", "eval_every": "Evaluate every N steps", "tta": "Flip TTA at the end",
-    "device": "Device", "threads": "CPU threads", "compile": "torch.compile",
+    "device": "Device", "threads": "CPU threads", "precision": "Precision", "compile": "torch.compile",
     "name": "Run name",
 }
 CHOICE_NAMES = {"bn": "BN", "ln": "LN", "gn": "GN", "ssr": "shift-scale-rotate",
