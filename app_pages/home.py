@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cifarnet.monitor import WS_WORDS
+from cifarnet.monitor import NORM_NAMES, ws_note
 from cifarnet.ui.app import PAGES, page_path
 from cifarnet.ui.common import header, runs
 
@@ -15,19 +15,13 @@ BatchNorm vs LayerNorm vs GroupNorm, dilated and depthwise-separable convolution
 receptive field, augmentation and learning-rate schedules.
 """)
 
-NORM_NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
 shipped = [r for r in runs() if r.pretrained]
 if shipped:
     epochs = format(shipped[0].config.get("epochs", 0), "g")
-    norms_by_ws: dict[str | None, list[str]] = {}
-    for info in shipped:
-        norms_by_ws.setdefault(info.weight_standardised, []).append(NORM_NAMES.get(info.config.get("norm"), "?"))
-    ws_notes = [f"{' and '.join(norms_by_ws[ws])} with {words}" for ws, words in WS_WORDS.items() if ws in norms_by_ws]
-    ws_note = f" ({'; '.join(ws_notes)}, their default)" if ws_notes else ""
     st.caption(f"Test accuracy of the three networks shipped with the app: the same s9 architecture, trained "
-               f"{epochs} epochs with the same recipe, differing only in the normalisation layer{ws_note}. Measured "
-               "on the CIFAR-10 test set (offline JPEG copy: a slightly lossy copy of CIFAR-10, within about a point "
-               "of the original).")
+               f"{epochs} epochs with the same recipe, differing only in the normalisation layer"
+               f"{ws_note(shipped)}. Measured on the CIFAR-10 test set (offline JPEG copy: a slightly lossy copy of "
+               "CIFAR-10, within about a point of the original).")
     cols = st.columns(len(shipped))
     for col, info in zip(cols, shipped):  # two decimals: 84.98 % must not read as 85.0 %
         norm = info.config.get("norm", "")

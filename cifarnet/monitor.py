@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
-from cifarnet.runs import LIVE, read_json, resolve_runs_dir, trainer_alive
+from cifarnet.runs import LIVE, RunInfo, read_json, resolve_runs_dir, trainer_alive
 
 
 def newest_live_run(runs_dir: str | os.PathLike | None = None) -> str | None:
@@ -66,6 +66,17 @@ def progress_text(progress: dict) -> str:
 
 WS_WORDS = {"all": "weight-standardised convs",
             "except-depthwise": "weight-standardised convs except the depthwise ones"}
+NORM_NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
+
+
+def ws_note(infos: list[RunInfo]) -> str:
+    """`` (LayerNorm and GroupNorm with weight-standardised convs ..., their default)`` for a caption over
+    runs that differ only in their norm; empty when none of them is weight-standardised."""
+    norms_by_ws: dict[str | None, list[str]] = {}
+    for info in infos:
+        norms_by_ws.setdefault(info.weight_standardised, []).append(NORM_NAMES.get(info.config.get("norm"), "?"))
+    notes = [f"{' and '.join(norms_by_ws[ws])} with {words}" for ws, words in WS_WORDS.items() if ws in norms_by_ws]
+    return f" ({'; '.join(notes)}, their default)" if notes else ""
 
 
 def describe(cfg: TrainConfig) -> str:

@@ -97,8 +97,8 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def resolve_precision(device: torch.device, precision: str) -> str:
     """``auto`` is bf16 on CUDA (measurably faster there) and fp32 on a CPU, where bf16 is opt-in.
 
-    Opt-in because a CPU without native bfloat16 emulates it slowly; with AVX512-BF16 a training step is
-    1.2-1.3x faster (bench/option_speed.py --option precision; docs/PERFORMANCE.md).
+    Opt-in because it changes every run's numerics, and a CPU without native bfloat16 would have to emulate it
+    (not measured); with AVX512-BF16 a training step is 1.2-1.3x faster (bench/option_speed.py --option precision; docs/PERFORMANCE.md).
     """
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
@@ -148,6 +148,7 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = select_device(cfg.device)
+        self.precision = resolve_precision(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         data = self.data or load_cifar10(self.data_dir)
         self.classes = data.classes
@@ -208,7 +209,7 @@ class Run:
         with record_function("step.augment"):
             x = augment_batch(x, self.spec, gen).contiguous(memory_format=torch.channels_last)
         set_lr(self.optimizer, lr_at(self.step, self.cfg))
-        with record_function("step.forward"), _autocast(self.device, self.cfg.precision):
+        with record_function("step.forward"), _autocast(self.device, self.precision):
             logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
         with record_function("step.backward"):
@@ -302,7 +303,7 @@ class Run:
                    "best_eval_acc": max(self.best_acc, result.acc), "per_class_acc": dict(zip(self.classes, per_class)),
                    "confusion": confusion.tolist(), "classes": list(self.classes), "steps": self.step,
                    "epochs": self.step / self.cfg.steps_per_epoch, "elapsed_s": self.elapsed(),
-                   "device": str(self.device), "precision": resolve_precision(self.device, self.cfg.precision)}
+                   "device": str(self.device), "precision": self.precision}
         write_json(self.path / "results.json", results)
         self.metrics.append({"kind": "final", "step": self.step, "epoch": results["epochs"],
                              "time": round(self.elapsed(), 3), "test_loss": result.loss, "test_acc": result.acc,

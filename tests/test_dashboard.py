@@ -27,7 +27,7 @@ from cifarnet.errors import CifarnetError
 from cifarnet.images import enlarge_to
 from cifarnet.misclassified import filter_mistakes, mistakes
 from cifarnet.models import build_model, count_params
-from cifarnet.monitor import clock, describe, progress_fraction, progress_text
+from cifarnet.monitor import clock, describe, progress_fraction, progress_text, ws_note
 from cifarnet.predict import prepare
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop, write_json
@@ -476,6 +476,14 @@ def test_progress_words_and_config_summary():
     assert text.endswith("crop, flip, cutout")  # the default precision and no compile: nothing added
     fast = make_config({"precision": "bf16", "compile": True}, base=DASHBOARD_DEFAULTS)
     assert describe(fast).endswith("augmentation: crop, flip · bfloat16 autocast · torch.compile")
+
+
+def test_ws_note_groups_runs_by_their_standardisation(runs_dir):
+    infos = [read_run(create_run(make_config({"norm": norm, "ws": ws, "name": f"{norm}-{ws}"}), runs_dir))
+             for norm, ws in (("bn", "off"), ("ln", "all"), ("gn", "except-depthwise"))]
+    assert ws_note(infos) == (" (LayerNorm with weight-standardised convs; GroupNorm with weight-standardised convs "
+                              "except the depthwise ones, their default)")
+    assert ws_note(infos[:1]) == ""  # BN alone, plain convs: nothing to say
 
 
 def test_sidebar_covers_every_config_field_once():
