@@ -6,7 +6,7 @@ from cifarnet.curves import run_label
 from cifarnet.misclassified import (caption, cell_from_selection, complete, confusion_frame, filter_mistakes,
                                     labels_match, mistakes, page_count, page_of, per_class_frame,
                                     runs_with_predictions, tiles)
-from cifarnet.runs import read_predictions
+from cifarnet.records import read_predictions
 from cifarnet.ui import charts
 from cifarnet.ui.common import data_panel, dataset, header, runs
 

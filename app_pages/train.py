@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cifarnet.augment import AugmentSpec, preview_grid
+from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
 from cifarnet.errors import CifarnetError
 from cifarnet.images import one_per_class
@@ -119,7 +119,7 @@ if cfg is not None:
         data = cached_synthetic()
         st.caption("(showing synthetic pattern images until the data set is available)")
     seed = st.session_state.setdefault("preview_seed", 0)
-    grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), AugmentSpec.from_config(cfg), seed=seed,
+    grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), cfg, seed=seed,
                         rows=4, cols=8, scale=4)
     st.image(grid)
     if st.button("New random draw", icon=":material/casino:"):

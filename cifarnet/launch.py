@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cifarnet.config import TrainConfig
 from cifarnet.errors import CifarnetError
-from cifarnet.runs import LIVE, create_run, list_runs, resolve_runs_dir
+from cifarnet.runs import LIVE, create_run, list_runs, read_run, resolve_runs_dir, run_path
 
 DEFAULT_MAX_LIVE = 2
 
@@ -67,8 +67,6 @@ def start_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
 def resume_run(run_id: str, runs_dir: str | os.PathLike | None = None,
                data_dir: str | os.PathLike | None = None) -> str:
     """Continue a stopped or failed run from its ``last.pt`` in a new process."""
-    from cifarnet.runs import read_run, run_path
-
     path = run_path(run_id, runs_dir)
     info = read_run(path)
     if info.status in LIVE:

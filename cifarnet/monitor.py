@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
-from cifarnet.runs import LIVE, RunInfo, read_json, resolve_runs_dir, trainer_alive
+from cifarnet.records import read_config, read_status
+from cifarnet.runs import LIVE, RunInfo, resolve_runs_dir, trainer_alive
 
 
 def newest_live_run(runs_dir: str | os.PathLike | None = None) -> str | None:
@@ -24,7 +25,7 @@ def newest_live_run(runs_dir: str | os.PathLike | None = None) -> str | None:
     for folder in root.iterdir():
         if not folder.is_dir() or folder.name.startswith("."):
             continue
-        status, _ = read_json(folder / "status.json")
+        status, _ = read_status(folder)
         if not status or status.get("status") not in LIVE:
             continue
         if not trainer_alive(folder, status):
@@ -34,7 +35,7 @@ def newest_live_run(runs_dir: str | os.PathLike | None = None) -> str | None:
 
 
 def _created(folder: Path) -> float:
-    config, _ = read_json(folder / "config.json")
+    config, _ = read_config(folder)
     created = (config or {}).get("created")
     return float(created) if isinstance(created, (int, float)) else folder.stat().st_mtime
 

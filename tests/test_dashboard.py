@@ -30,9 +30,10 @@ from cifarnet.models import build_model, count_params
 from cifarnet.monitor import clock, describe, progress_fraction, progress_text, ws_note
 from cifarnet.predict import prepare
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
-from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop, write_json
+from cifarnet.records import write_json
+from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
 from cifarnet.train import confusion_matrix
-from cifarnet.ui.sidebar import GROUPS, NUMBER_STYLE, RADIO_FIELDS
+from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
 
 APP = Path(__file__).resolve().parents[1] / "dashboard.py"
 TIMEOUT = 90
@@ -56,11 +57,8 @@ def app(runs_dir, data_dir, monkeypatch):
 
 
 def widget(at: AppTest, name: str):
-    """The sidebar widget of config field ``name`` (its key is ``cfg_<field>``)."""
-    rule = FIELDS[name]
-    kind = ("radio" if name in RADIO_FIELDS else "selectbox") if rule.choices else \
-        {bool: "toggle", str: "text_input"}.get(rule.kind, "number_input")
-    return getattr(at.sidebar, kind)(key=f"cfg_{name}")
+    """The sidebar widget of config field ``name`` (for a field that may be None, its number box)."""
+    return getattr(at.sidebar, widget_kind(FIELDS[name]))(key=widget_key(name))
 
 
 def texts(elements) -> str:
@@ -128,6 +126,22 @@ def test_query_string_seeds_the_sidebar_and_follows_changes(app):
     widget(at, "epochs").set_value(7.0).run()
     assert at.query_params["epochs"] == "7" and at.query_params["norm"] == "gn"
     assert make_config(parse_query(at.query_params).values).epochs == 7
+
+
+def test_dropout_is_an_explicit_architecture_default_choice(app):
+    def dropout_layers() -> int:
+        return int(at.dataframe[0].value["layer"].str.startswith("Dropout").sum())
+
+    at = app("model", dropout="0.15")
+    assert not at.sidebar.toggle(key=auto_key("dropout")).value and widget(at, "dropout").value == 0.15
+    assert dropout_layers() > 0
+    at.sidebar.toggle(key=auto_key("dropout")).set_value(True).run()  # s9's own default: no dropout
+    assert widget(at, "dropout").disabled and "dropout" not in at.query_params and dropout_layers() == 0
+    at.sidebar.toggle(key=auto_key("dropout")).set_value(False).run()
+    widget(at, "dropout").set_value(0.3).run()
+    assert at.query_params["dropout"] == "0.3" and dropout_layers() > 0
+    next(b for b in at.sidebar.button if b.label == "Reset to defaults").click().run()
+    assert at.sidebar.toggle(key=auto_key("dropout")).value and "dropout" not in at.query_params
 
 
 def test_bad_query_values_are_dropped_with_an_inline_message(app):
@@ -485,9 +499,3 @@ def test_ws_note_groups_runs_by_their_standardisation(runs_dir):
                               "except the depthwise ones, their default)")
     assert ws_note(infos[:1]) == ""  # BN alone, plain convs: nothing to say
 
-
-def test_sidebar_covers_every_config_field_once():
-    shown = [name for names in GROUPS.values() for name in names]
-    assert sorted(shown) == sorted(FIELDS)  # a new config field must get a widget (and a URL key)
-    numeric = {name for name, rule in FIELDS.items() if rule.kind in (int, float)}
-    assert numeric == set(NUMBER_STYLE)

@@ -12,7 +12,8 @@ import torch
 
 from cifarnet import DataError
 from cifarnet import data as data_mod
-from cifarnet.augment import AugmentSpec, augment_batch, preview_grid, random_crop, random_cutout, to_float
+from cifarnet.augment import augment_batch, preview_grid, random_crop, random_cutout, to_float
+from cifarnet.config import make_config
 from cifarnet.data import FOLDER, load_cifar10, stratified_subset, write_batch_file
 from conftest import REAL_DATA, real_data_present, run_cli
 
@@ -133,11 +134,11 @@ def _batch(n=16):
 
 def test_augmentations_are_seeded_and_switchable():
     x = _batch()
-    spec = AugmentSpec(crop=True, flip=True, affine="ssr", cutout=True)
-    a = augment_batch(x, spec, torch.Generator().manual_seed(1))
-    b = augment_batch(x, spec, torch.Generator().manual_seed(1))
+    cfg = make_config({"crop": True, "flip": True, "affine": "ssr", "cutout": True})
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.shape == x.shape
-    off = AugmentSpec(crop=False, flip=False, affine="none", cutout=False)
+    off = make_config({"crop": False, "flip": False, "affine": "none", "cutout": False})
     assert torch.equal(augment_batch(x, off, torch.Generator()), x)
 
 
@@ -153,7 +154,7 @@ def test_crop_translates_content():
 
 def test_flip_mirrors_about_half():
     x = _batch(400)
-    out = augment_batch(x, AugmentSpec(crop=False, flip=True), torch.Generator().manual_seed(0))
+    out = augment_batch(x, make_config({"crop": False, "flip": True}), torch.Generator().manual_seed(0))
     flipped = sum(torch.equal(out[i], x[i].flip(2)) for i in range(400))
     assert 150 < flipped < 250
 
@@ -167,7 +168,7 @@ def test_cutout_zeroes_one_square():
 
 def test_preview_grid_shape_and_first_column_is_original():
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    grid = preview_grid(images, AugmentSpec(), seed=0, rows=4, cols=5, scale=2)
+    grid = preview_grid(images, make_config(), seed=0, rows=4, cols=5, scale=2)
     assert grid.shape == (4 * 34 * 2, 5 * 34 * 2, 3) and grid.dtype == np.uint8
     first = grid[2:66:2, 2:66:2]
     assert np.array_equal(first, images[0].permute(1, 2, 0).numpy())

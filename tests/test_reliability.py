@@ -11,8 +11,8 @@ import torch
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.launch import start_run
-from cifarnet.runs import (MetricsLog, create_run, delete_run, list_runs, load_run_config, read_run, request_stop,
-                           run_path, write_json)
+from cifarnet.records import MetricsLog, load_run_config, write_json
+from cifarnet.runs import create_run, delete_run, list_runs, read_run, request_stop, run_path
 from cifarnet.train import train_run
 from conftest import run_cli, wait_for
 
@@ -125,13 +125,17 @@ def test_status_written_atomically(tmp_path):
 
 
 def test_a_run_recorded_before_weight_standardisation_resumes_with_plain_convs(runs_dir, data_dir):
-    """An old run's config.json has no "ws": resuming it must rebuild the plain model it trained,
-    not today's default (weight-standardised for LN), or its checkpoint would be misread."""
+    """An old run's config.json (format 1: no "format") has no "ws", "precision" or "compile" and says dropout -1:
+    resuming it must rebuild the plain model it trained, not today's default (weight-standardised for LN), or its
+    checkpoint would be misread; and train it as it was trained (fp32, the architecture's dropout)."""
     path = create_run(make_config({"norm": "ln", "subset": 10, "epochs": 1, "batch_size": 50, "eval_subset": 5,
                                    "name": "old"}), runs_dir)
     saved = json.loads((path / "config.json").read_text())
-    assert saved.pop("ws") == "auto"
-    (path / "config.json").write_text(json.dumps(saved))
-    assert load_run_config(path).model_args["ws"] == "off"
+    assert (saved.pop("ws"), saved.pop("format"), saved.pop("precision"), saved.pop("compile")) == \
+        ("auto", 2, "auto", False)
+    (path / "config.json").write_text(json.dumps({**saved, "dropout": -1.0}))
+    cfg = load_run_config(path)
+    assert (cfg.model_args["ws"], cfg.dropout, cfg.precision) == ("off", None, "fp32")
     assert train_run(path, str(data_dir)) == "finished"
     assert torch.load(path / "model.pt", weights_only=True)["model"]["ws"] == "off"
+    assert read_run(path).results["precision"] == "fp32"
