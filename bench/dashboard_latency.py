@@ -53,7 +53,7 @@ def one_rep(page, frames: FrameClock, url: str, runs: Path, watch_s: float) -> d
     page.get_by_role("button", name="Launch run").click()
     run_id = _new_run(runs, before)
     page.get_by_role("heading", name=f"{run_id} · running").wait_for(timeout=120_000)
-    loss_chart = page.locator(".js-plotly-plot").filter(has_text="Loss")  # the live chart of the new run
+    loss_chart = page.locator(".js-plotly-plot").filter(has_text="Loss").last  # the live chart of the new run
     loss_chart.wait_for(timeout=120_000)
     while loss_chart.evaluate("el => (el._fullData || []).reduce((n, t) => n + (t._length || 0), 0)") == 0:
         page.wait_for_timeout(50)
