@@ -11,6 +11,7 @@ from cifarnet.ui import charts
 from cifarnet.ui.common import data_panel, dataset, header, runs
 
 COLUMNS, ROWS = 8, 4
+SCALE = 3  # 96-pixel tiles: 8 of them fit side by side, unshrunk, in the main column of a 1400-pixel window
 ANY = "any"
 TRUE_KEY, PRED_KEY, CELL_KEY = "mis_true", "mis_pred", "mis_cell"
 
@@ -62,15 +63,16 @@ pages = page_count(len(shown), per_page)
 page = filters[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
 st.caption(f"{len(shown):,} of {len(wrong):,} mistakes on {len(predictions['labels']):,} test images, most "
            "confident first. Each picture is titled **predicted** / **actual**, then the model's top-3 "
-           "probabilities. Pixels are enlarged 4x without smoothing: this is all the network sees.")
+           f"probabilities. Pixels are enlarged {SCALE}x ({32 * SCALE}x{32 * SCALE}) without smoothing: this is all "
+           "the network sees.")
 if shown.empty:
     note = " (a diagonal cell: those are correct predictions)" if true == predicted != ANY else ""
     st.info(f"No mistakes for this filter{note}.", icon=":material/done_all:")
     st.stop()
 part = page_of(shown, page, per_page)
-pictures = tiles(data.test_x, part, scale=4)
-grid = st.columns(COLUMNS)
-for i, (picture, (_, row)) in enumerate(zip(pictures, part.iterrows())):
-    with grid[i % COLUMNS]:
-        st.image(picture)
-        st.caption(caption(row))
+pictures = tiles(data.test_x, part, scale=SCALE)
+for start in range(0, len(part), COLUMNS):  # one row of columns per grid row: a wrapped caption moves only its row
+    for column, picture, (_, row) in zip(st.columns(COLUMNS), pictures[start:start + COLUMNS],
+                                         part.iloc[start:start + COLUMNS].iterrows()):
+        column.image(picture, width=32 * SCALE)
+        column.caption(caption(row))

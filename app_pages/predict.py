@@ -27,7 +27,9 @@ default = next((i for i, name in enumerate(labels) if name.startswith("s9-bn")),
 choice, k_col = st.columns([3, 1])
 label = choice.selectbox("Model", labels, index=default, help="Shipped networks and your finished runs (model.pt)")
 k = k_col.slider("Top-k classes", 1, 10, 5)
-upload = st.file_uploader("Image", type=list(FORMATS),
+# Whichever the user chose last is shown: a new upload clears the random pick, a click on the button
+# picks a test image even while a file is uploaded.
+upload = st.file_uploader("Image", type=list(FORMATS), on_change=lambda: st.session_state.pop(SAMPLE_KEY, None),
                           help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; transparency is composited "
                                "onto white, animations use their first frame.")
 if data_ready() and st.button("Or try a random CIFAR-10 test image", icon=":material/casino:"):
@@ -37,7 +39,7 @@ if upload is None and sample is None:
     st.info("Upload an image to classify it.", icon=":material/upload:")
     st.stop()
 
-if upload is not None:
+if sample is None:
     name, content = upload.name, upload.getvalue()
 else:
     data = dataset()

@@ -1,6 +1,6 @@
 """Train a matrix of configurations side by side and report what each reached.
 
-    python bench/run_matrix.py --preset results --data-dir ../shared/data --jobs 1
+    python bench/run_matrix.py --preset results --data-dir DIR --jobs 1
     python bench/run_matrix.py --preset sweep --jobs 12 --device cuda     # recipe search on a GPU
 
 Each configuration is an ordinary ``python -m cifarnet train`` run in ``--runs-dir`` (a

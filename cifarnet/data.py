@@ -8,13 +8,25 @@ download utility, with the archive's canonical md5, when the data is missing.
 
 The batch files are pickles. We read them with a restricted unpickler that can only
 rebuild numpy arrays, so a crafted file cannot run code.
+
+Unpickling and validating the six files takes about a second, which every trainer process
+would pay before its first step. So the validated arrays are also kept as a decoded copy
+(uint8 ``.npy`` files, memory-mapped on load) in a user cache folder, never in the data
+folder (which may be read-only or shared). The copy is keyed by the batch folder's resolved
+path and its files' sizes and modification times, and checked on every load (shapes,
+label range, a CRC of every array); a stale or damaged copy is rebuilt from the batch files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import pickle
+import secrets
+import shutil
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +45,10 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGES_PER_FILE = 10_000
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DEFAULT_DATA_DIR = "./data"
+CACHE_VERSION = 1
+# name -> (shape, dtype) of the arrays in a decoded copy
+CACHE_ARRAYS = {"train_x": ((5 * IMAGES_PER_FILE, 3, 32, 32), np.uint8), "train_y": ((5 * IMAGES_PER_FILE,), np.int64),
+                "test_x": ((IMAGES_PER_FILE, 3, 32, 32), np.uint8), "test_y": ((IMAGES_PER_FILE,), np.int64)}
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -178,9 +194,94 @@ def _load_folder(folder_name: str, allow_download: bool) -> Cifar10:
             raise DataError(_missing_message(folder, "download not allowed"))
         download(folder.parent)
     _check_complete(folder)
-    train_x, train_y = _stack([folder / n for n in TRAIN_FILES])
-    test_x, test_y = _stack([folder / TEST_FILE])
-    return Cifar10(train_x, train_y, test_x, test_y, CLASSES, str(folder))
+    arrays = read_cache(folder)
+    if arrays is None:
+        train_x, train_y = _stack([folder / n for n in TRAIN_FILES])
+        test_x, test_y = _stack([folder / TEST_FILE])
+        arrays = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+        write_cache(folder, arrays)
+    return Cifar10(**arrays, classes=CLASSES, source=str(folder))
+
+
+def cache_root() -> Path:
+    """Where decoded copies live: ``$CIFARNET_CACHE``, else ``$XDG_CACHE_HOME/cifarnet``, else ``~/.cache/cifarnet``."""
+    chosen = os.environ.get("CIFARNET_CACHE")
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifarnet"
+
+
+def _signature(folder: Path) -> list[list]:
+    """Name, size and modification time of every batch file: any change to them makes a new key."""
+    rows = []
+    for name in (*TRAIN_FILES, TEST_FILE):
+        stat = (folder / name).stat()
+        rows.append([name, stat.st_size, stat.st_mtime_ns])
+    return rows
+
+
+def cache_folder(folder: Path) -> Path:
+    """The decoded copy of the batch folder ``folder`` (which need not exist yet)."""
+    key = json.dumps([CACHE_VERSION, str(folder.resolve()), _signature(folder)])
+    return cache_root() / f"cifar10-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).data)
+
+
+def read_cache(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The decoded copy of ``folder`` as memory-mapped tensors, or ``None`` when it is missing, stale or damaged.
+
+    Nothing in the copy is trusted: each array must have its shape and type, labels must be 0..9, and every
+    array's CRC must match the manifest written with it (about 50 ms for the whole set).
+    """
+    try:
+        where = cache_folder(folder)
+        manifest = json.loads((where / "manifest.json").read_text())
+        if manifest.get("version") != CACHE_VERSION or manifest.get("files") != _signature(folder):
+            return None
+        arrays = {}
+        for name, (shape, dtype) in CACHE_ARRAYS.items():
+            # copy-on-write: the pages are shared with the file, and a tensor over them stays writable
+            array = np.load(where / f"{name}.npy", mmap_mode="c", allow_pickle=False)
+            if array.shape != shape or array.dtype != dtype or _crc(array) != manifest["crc"][name]:
+                return None
+            if name.endswith("_y") and (array.min() < 0 or array.max() > 9):
+                return None
+            arrays[name] = torch.from_numpy(array)
+        return arrays
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_cache(folder: Path, arrays: dict[str, torch.Tensor]) -> None:
+    """Keep a decoded copy of ``folder``'s validated arrays; best effort (an unwritable cache only costs time).
+
+    Written into a private temporary folder and renamed into place, so a reader never sees half a copy and two
+    processes building it at once do not mix their files.
+    """
+    try:
+        where = cache_folder(folder)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        tmp = where.parent / f".{where.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp.mkdir()
+    except OSError:
+        return
+    try:
+        crc = {}
+        for name, tensor in arrays.items():
+            array = tensor.numpy()
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+            crc[name] = _crc(array)
+        manifest = {"version": CACHE_VERSION, "source": str(folder.resolve()), "files": _signature(folder), "crc": crc}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        shutil.rmtree(where, ignore_errors=True)  # a stale or damaged copy under the same key
+        os.replace(tmp, where)
+    except OSError:
+        pass  # disk full, a racing writer already renamed its copy into place, ...
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_jpeg_npz(path: Path) -> Cifar10:

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,43 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     return RunInfo(path.name, path, config or {}, status, status_record, metrics, results, pretrained, damage)
 
 
+# Ended runs as last read, keyed by their files' sizes and modification times: the Runs page re-lists every run
+# every few seconds while one trains, and re-parsing the metrics of runs that cannot change would dominate that.
+ENDED_CACHE: OrderedDict[tuple, RunInfo] = OrderedDict()
+ENDED_CACHE_SIZE = 256
+SIGNATURE_FILES = ("config.json", "status.json", "metrics.jsonl", "results.json", "pid")
+
+
+def _file_signature(path: Path) -> tuple:
+    """Size and modification time of every file a reader looks at (``None`` for a missing one)."""
+    signature = []
+    for name in SIGNATURE_FILES:
+        try:
+            stat = (path / name).stat()
+            signature.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            signature.append(None)
+    return tuple(signature)
+
+
+def read_run_cached(path: Path, pretrained: bool = False) -> RunInfo:
+    """:func:`read_run`, served from memory for an ended run whose files have not changed since it was read.
+
+    A live run is always read afresh (its trainer may have died since); resuming a run rewrites its ``pid`` file
+    and status, which changes its signature.
+    """
+    key = (str(path), pretrained, _file_signature(path))
+    if key in ENDED_CACHE:
+        ENDED_CACHE.move_to_end(key)
+        return ENDED_CACHE[key]
+    info = read_run(path, pretrained)
+    if info.status not in LIVE:
+        ENDED_CACHE[key] = info
+        while len(ENDED_CACHE) > ENDED_CACHE_SIZE:
+            ENDED_CACHE.popitem(last=False)
+    return info
+
+
 def list_runs(runs_dir: str | os.PathLike | None = None, include_pretrained: bool = True) -> list[RunInfo]:
     """Every run, newest first; shipped pretrained runs last."""
     runs = []
@@ -166,9 +204,9 @@ def list_runs(runs_dir: str | os.PathLike | None = None, include_pretrained: boo
     if root.is_dir():
         folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         for folder in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True):
-            runs.append(read_run(folder))
+            runs.append(read_run_cached(folder))
     if include_pretrained and PRETRAINED_DIR.is_dir():
-        runs += [read_run(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
+        runs += [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
     return runs
 
 

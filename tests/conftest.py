@@ -17,6 +17,19 @@ sys.path.insert(0, str(ROOT))
 from cifarnet.data import FOLDER, synthetic_dataset, write_dataset  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Decoded data copies go to a folder of this test session (inherited by servers and trainers it starts),
+    never to the user's own cache."""
+    previous = os.environ.get("CIFARNET_CACHE")
+    os.environ["CIFARNET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["CIFARNET_CACHE"])
+    if previous is None:
+        os.environ.pop("CIFARNET_CACHE", None)
+    else:
+        os.environ["CIFARNET_CACHE"] = previous
+
+
 def real_data_present() -> bool:
     return (REAL_DATA / FOLDER / "test_batch").is_file()
 

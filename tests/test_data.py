@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +37,81 @@ def test_loads_whole_set_as_uint8_tensors_quickly(data_dir):
     assert data.train_y.dtype == torch.int64 and int(data.train_y.max()) == 9
     assert data.classes[0] == "airplane" and len(data.classes) == 10
     assert load_cifar10(data_dir) is data  # cached: the dashboard pays once
+
+
+def _listing(folder):
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_decoded_copy_is_built_once_outside_the_data_folder_and_memory_mapped(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFARNET_CACHE", str(tmp_path / "cache"))
+    before = _listing(data_dir)
+    data_mod._load_folder.cache_clear()
+    first = load_cifar10(data_dir)
+    where = data_mod.cache_folder(data_dir / FOLDER)
+    assert where.parent == tmp_path / "cache" and (where / "manifest.json").is_file()
+    data_mod._load_folder.cache_clear()
+
+    def no_unpickling(path):
+        raise AssertionError(f"{path} was unpickled although a decoded copy exists")
+
+    monkeypatch.setattr(data_mod, "_read_batch", no_unpickling)
+    second = load_cifar10(data_dir)
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert second.train_x.dtype == torch.uint8 and second.train_y.dtype == torch.int64
+    assert _listing(data_dir) == before  # the data folder is never written
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte", "labels out of range", "manifest"])
+def test_damaged_decoded_copy_is_rebuilt_not_trusted(small_copy, tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("CIFARNET_CACHE", str(tmp_path / "cache"))
+    data_mod._load_folder.cache_clear()
+    good = load_cifar10(small_copy)
+    where = data_mod.cache_folder(small_copy / FOLDER)
+    if damage == "truncate":
+        (where / "train_x.npy").write_bytes((where / "train_x.npy").read_bytes()[:5000])
+    elif damage == "flip a byte":
+        raw = bytearray((where / "test_x.npy").read_bytes())
+        raw[-7] ^= 0xFF
+        (where / "test_x.npy").write_bytes(bytes(raw))
+    elif damage == "labels out of range":
+        np.save(where / "test_y.npy", np.full(10_000, 11, np.int64))
+    else:
+        (where / "manifest.json").write_text("{not json")
+    assert data_mod.read_cache(small_copy / FOLDER) is None
+    data_mod._load_folder.cache_clear()
+    again = load_cifar10(small_copy)
+    assert torch.equal(again.test_x, good.test_x) and torch.equal(again.test_y, good.test_y)
+    assert torch.equal(again.train_x, good.train_x)
+    assert data_mod.read_cache(small_copy / FOLDER) is not None  # rebuilt
+
+
+def test_changed_batch_file_is_not_served_from_a_stale_copy(small_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFARNET_CACHE", str(tmp_path / "cache"))
+    data_mod._load_folder.cache_clear()
+    load_cifar10(small_copy)
+    images = np.zeros((10_000, 3, 32, 32), np.uint8)
+    write_batch_file(small_copy / FOLDER / "test_batch", images, np.arange(10_000) % 10)
+    data_mod._load_folder.cache_clear()
+    changed = load_cifar10(small_copy)
+    assert int(changed.test_x.max()) == 0 and changed.test_y[:3].tolist() == [0, 1, 2]
+
+
+def test_unwritable_cache_folder_only_costs_time(data_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CIFARNET_CACHE", str(blocker))
+    data_mod._load_folder.cache_clear()
+    assert load_cifar10(data_dir).train_x.shape == (50_000, 3, 32, 32)
+
+
+def test_cache_folder_default_is_the_users_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("CIFARNET_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data_mod.cache_root() == tmp_path / "cifarnet"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data_mod.cache_root() == Path.home() / ".cache" / "cifarnet"
 
 
 @pytest.mark.skipif(not real_data_present(), reason="needs the offline copy in ../shared/data")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -139,3 +141,27 @@ def test_a_run_recorded_before_weight_standardisation_resumes_with_plain_convs(r
     assert train_run(path, str(data_dir)) == "finished"
     assert torch.load(path / "model.pt", weights_only=True)["model"]["ws"] == "off"
     assert read_run(path).results["precision"] == "fp32"
+
+
+def test_ended_runs_are_read_once_until_their_files_change(runs_dir):
+    """The Runs page lists every run every few seconds while one trains: ended runs come from memory."""
+    ended = create_run(make_config({**TINY, "name": "ended"}), runs_dir)
+    write_json(ended / "status.json", {"status": "finished", "pid": None})
+    record = {"kind": "eval", "step": 1, "epoch": 1.0, "time": 1.0, "test_acc": 0.25}
+    (ended / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    live = create_run(make_config({**TINY, "name": "live"}), runs_dir)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cifarnet"])  # a live "trainer"
+    try:
+        write_json(live / "status.json", {"status": "running", "pid": trainer.pid})
+        first = {info.run_id: info for info in list_runs(runs_dir)}
+        second = {info.run_id: info for info in list_runs(runs_dir)}
+        assert second["ended"] is first["ended"] and second["s9-bn"] is first["s9-bn"]  # not parsed again
+        assert second["live"] is not first["live"] and second["live"].status == "running"
+        with open(ended / "metrics.jsonl", "a") as metrics:  # e.g. a run folder edited by hand
+            metrics.write(json.dumps({**record, "step": 2, "test_acc": 0.5}) + "\n")
+        third = {info.run_id: info for info in list_runs(runs_dir)}
+        assert third["ended"] is not first["ended"] and third["ended"].final_acc == 0.5
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert {info.run_id: info for info in list_runs(runs_dir)}["live"].status == "failed"  # its trainer died

@@ -18,14 +18,19 @@ from cifarnet.curves import METRICS, X_AXES
 PALETTE = px.colors.qualitative.D3
 ACCENT = PALETTE[0]
 HEIGHT = 340
+LEGEND_ROW = 20  # pixels a figure grows for each line beyond two that are overlaid (their legend needs room)
 
 
 def styled(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = HEIGHT) -> go.Figure:
-    """The shared look: white template, compact margins, legend above the plot area."""
+    """The shared look: white template, compact margins, legend at the bottom of the figure.
+
+    At the bottom, not above the plot: a legend of many runs wraps onto several lines, and above the plot it
+    grew into the title. Plotly widens the bottom margin to fit it.
+    """
     fig.update_layout(
         template="plotly_white", title={"text": title, "x": 0, "font": {"size": 15}}, height=height,
         margin={"l": 10, "r": 10, "t": 60, "b": 10}, font={"size": 12},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "title": None},
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "x": 0, "title": None},
         hovermode="x unified", colorway=PALETTE,
     )
     fig.update_xaxes(title=x_title, showgrid=True, gridcolor="#eee", zeroline=False)
@@ -50,7 +55,7 @@ def curve_figure(frame: pd.DataFrame, x: str, by: str, title: str, y_title: str,
         label = METRICS[name][0] if by == "metric" else str(name)
         fig.add_trace(go.Scatter(x=part[x], y=part["value"], name=label, mode="lines+markers" if sparse else "lines",
                                  marker={"size": 6}, line={"width": 2, "color": (colors or {}).get(name)}))
-    fig = styled(fig, title, X_AXES[x], y_title, height)
+    fig = styled(fig, title, X_AXES[x], y_title, height + LEGEND_ROW * max(0, len(fig.data) - 2))
     if log_y:
         fig.update_yaxes(type="log")
     return fig
