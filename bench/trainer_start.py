@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifarnet.launch import spawn  # noqa: E402
 from cifarnet.query import DASHBOARD_DEFAULTS  # noqa: E402
-from cifarnet.runs import create_run, read_json  # noqa: E402
+from cifarnet.records import read_status  # noqa: E402
+from cifarnet.runs import create_run  # noqa: E402
 
 POLL_S = 0.01
 
@@ -47,7 +48,7 @@ def trainer_s(runs: Path, data_dir: Path | None, timeout: float = 300) -> dict:
         while "first_record_s" not in marks:
             if time.perf_counter() - started > timeout:
                 raise RuntimeError(f"no metrics record after {timeout} s; see {path / 'log.txt'}")
-            status, _ = read_json(path / "status.json")
+            status, _ = read_status(path)
             if (status or {}).get("status") == "running":
                 marks.setdefault("running_s", time.perf_counter() - started)
             metrics = path / "metrics.jsonl"

@@ -19,7 +19,8 @@ from pathlib import Path
 from cifarnet.config import DEFAULTS, FIELDS, TrainConfig, resolve_ws
 from cifarnet.errors import CifarnetError
 from cifarnet.monitor import norm_words
-from cifarnet.runs import RunInfo, list_runs, load_run_config
+from cifarnet.records import load_run_config
+from cifarnet.runs import RunInfo, list_runs
 
 MARK = "<!-- shipped-results -->"  # a generated table sits between two of these
 EXECUTION_FIELDS = ("name", "device", "threads")  # how a run was executed, not what it learned

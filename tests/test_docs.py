@@ -13,7 +13,7 @@ from cifarnet.cli import build_parser
 from cifarnet.config import FIELDS, make_config
 from cifarnet.report import (EXECUTION_FIELDS, MARK, marked_block, percent, replace_block, results_markdown,
                              shipped_runs, train_command)
-from cifarnet.runs import load_run_config
+from cifarnet.records import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
