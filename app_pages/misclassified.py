@@ -9,6 +9,7 @@ from cifarnet.misclassified import (caption, cell_from_selection, complete, conf
 from cifarnet.runs import read_predictions
 from cifarnet.ui import charts
 from cifarnet.ui.common import data_panel, dataset, header, runs
+from cifarnet.ui.inside import gallery_overlays, inside_link
 
 COLUMNS, ROWS = 8, 4
 ANY = "any"
@@ -38,9 +39,11 @@ if cell is not None and cell != st.session_state.get(CELL_KEY):
 st.session_state[CELL_KEY] = cell
 
 st.subheader("Misclassified test images")
-filters = st.columns(3)
+filters = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
 true = filters[0].selectbox("True class", [ANY, *classes], key=TRUE_KEY)
 predicted = filters[1].selectbox("Predicted class", [ANY, *classes], key=PRED_KEY)
+cam = filters[3].toggle("Grad-CAM", key="mis_cam", help="Draw over each picture where the model found the evidence "
+                        "for the class it (wrongly) predicted, at its last block")
 
 predictions = read_predictions(info.path)
 if not complete(predictions):
@@ -62,15 +65,16 @@ pages = page_count(len(shown), per_page)
 page = filters[2].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
 st.caption(f"{len(shown):,} of {len(wrong):,} mistakes on {len(predictions['labels']):,} test images, most "
            "confident first. Each picture is titled **predicted** / **actual**, then the model's top-3 "
-           "probabilities. Pixels are enlarged 4x without smoothing: this is all the network sees.")
+           "probabilities. Pixels are enlarged 4x without smoothing: this is all the network sees. Click a picture "
+           "to look inside the network for it.")
 if shown.empty:
     note = " (a diagonal cell: those are correct predictions)" if true == predicted != ANY else ""
     st.info(f"No mistakes for this filter{note}.", icon=":material/done_all:")
     st.stop()
 part = page_of(shown, page, per_page)
-pictures = tiles(data.test_x, part, scale=4)
+pictures = gallery_overlays(info, data, part, classes) if cam else tiles(data.test_x, part, scale=4)
 grid = st.columns(COLUMNS)
 for i, (picture, (_, row)) in enumerate(zip(pictures, part.iterrows())):
     with grid[i % COLUMNS]:
-        st.image(picture)
+        st.image(picture, link=inside_link(info.run_id, int(row["index"])))
         st.caption(caption(row))

@@ -147,7 +147,7 @@ def render() -> TrainConfig | None:
 def _write_link(values: dict[str, Any]) -> None:
     """Mirror the settings into the URL (also invalid ones, so a reload shows the same message)."""
     draft = dataclasses.replace(DASHBOARD_DEFAULTS, **values)
-    wanted = to_query(draft)
+    wanted = to_query(draft, current=st.query_params.to_dict())
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
 
