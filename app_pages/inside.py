@@ -22,9 +22,6 @@ header("Inside", "Look inside a trained network: where in the picture it finds t
        "the activations. The run and test image are kept in the address bar, so a view can be shared as a link.")
 
 available = runs_with_models(runs())
-if not available:
-    st.info("No trained model found: finish a run on the Train page first.", icon=":material/hourglass_empty:")
-    st.stop()
 run_col, picture_col = st.columns([1, 2], gap="large")
 with run_col:
     info = pick_run(available)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cifarnet.gradcam import as_batch
@@ -37,26 +36,49 @@ NORMS = (nn.BatchNorm2d, nn.GroupNorm)
 
 def relu_stats(values: torch.Tensor) -> dict[str, float]:
     """Mean, standard deviation (of all values) and fraction of exact zeros."""
-    values = values.float()
-    return {"mean": float(values.mean()), "std": float(values.std(correction=0)),
-            "zeros": float((values == 0).float().mean())}
+    var, mean = torch.var_mean(values.float(), correction=0)
+    return {"mean": float(mean), "std": float(var.sqrt()), "zeros": 1 - int(torch.count_nonzero(values)) / values.numel()}
 
 
-def spreads(values: torch.Tensor) -> dict[str, float]:
-    """Spread of the per-channel and per-image means of an NxCxHxW batch, over its overall std."""
-    values = values.float()
-    scale = values.std(correction=0).clamp_min(1e-12)
-    return {"channel": float(values.mean(dim=(0, 2, 3)).std(correction=0) / scale),
-            "image": float(values.mean(dim=(1, 2, 3)).std(correction=0) / scale)}
+def moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance over the pixels of each image's each channel (both NxC, float64).
+
+    One pass over the activations; every spread below, before and after a norm, follows
+    from these small tensors.
+    """
+    var, mean = torch.var_mean(values.float(), dim=(2, 3), correction=0)
+    return mean.double(), var.double()
 
 
-def normalised(norm: nn.Module, values: torch.Tensor) -> torch.Tensor:
-    """``values`` as ``norm`` normalises them, without its learned scale and shift."""
+def spreads(mean: torch.Tensor, var: torch.Tensor) -> dict[str, float]:
+    """Spread of the per-channel and per-image means, over the overall standard deviation (from :func:`moments`)."""
+    overall = mean.mean()
+    scale = ((var + mean**2).mean() - overall**2).clamp_min(1e-24).sqrt()
+    return {"channel": float(mean.mean(0).std(correction=0) / scale),
+            "image": float(mean.mean(1).std(correction=0) / scale)}
+
+
+def normalised(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The moments of what ``norm`` makes of an input with these moments, before its learned scale and shift.
+
+    A norm subtracts a centre and divides by a spread, both shared by a set of pixels:
+    BatchNorm per channel (over the batch, or its running statistics), GroupNorm per image
+    and group of channels (LayerNorm: one group). Both use the biased variance.
+    """
     if isinstance(norm, nn.BatchNorm2d):
         if norm.training:
-            return F.batch_norm(values, None, None, training=True, eps=norm.eps)
-        return F.batch_norm(values, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
-    return F.group_norm(values, norm.num_groups, eps=norm.eps)
+            centre = mean.mean(0)
+            spread = (var + mean**2).mean(0) - centre**2
+        else:
+            centre, spread = norm.running_mean.double(), norm.running_var.double()
+        scale = (spread + norm.eps).rsqrt()
+        return (mean - centre) * scale, var * scale**2
+    images, channels = mean.shape
+    grouped_mean = mean.view(images, norm.num_groups, -1)
+    grouped_var = var.view(images, norm.num_groups, -1)
+    centre = grouped_mean.mean(2, keepdim=True)
+    scale = ((grouped_var + grouped_mean**2).mean(2, keepdim=True) - centre**2 + norm.eps).rsqrt()
+    return ((grouped_mean - centre) * scale).view(images, channels), (grouped_var * scale**2).view(images, channels)
 
 
 @dataclass(frozen=True)
@@ -72,29 +94,30 @@ class ActivationStats:
 def activation_stats(model: nn.Module, images: torch.Tensor, batch_statistics: bool = False) -> ActivationStats:
     """Measure every ReLU and norm of ``model`` over a batch of pictures (uint8 or floats in [0, 1]).
 
-    ``batch_statistics`` runs BatchNorm on the batch's own statistics, as in training,
-    on a copy of the model (its running statistics stay as they are); otherwise the
+    It runs a copy of the model, so ``batch_statistics`` (BatchNorm on the batch's own
+    statistics, as in training) leaves the running statistics as they are; otherwise the
     model runs as it predicts.
     """
+    model = copy.deepcopy(model).to(memory_format=torch.channels_last)  # about 1.5x faster convs on a CPU
     if batch_statistics:
-        model = copy.deepcopy(model)
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.train()
-    modules = dict(model.named_modules())
     relus, norms = [], []
 
     def record(name: str, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> None:
         if isinstance(module, nn.ReLU):
             relus.append({"layer": name, **relu_stats(output)})
             return
-        before, after = spreads(inputs), spreads(normalised(module, inputs))
-        norms.append({"layer": name, "channel_before": before["channel"], "image_before": before["image"],
-                      "channel_after": after["channel"], "image_after": after["image"]})
+        before = moments(inputs)
+        first, then = spreads(*before), spreads(*normalised(module, *before))
+        norms.append({"layer": name, "channel_before": first["channel"], "image_before": first["image"],
+                      "channel_after": then["channel"], "image_after": then["image"]})
 
-    watched = {name: m for name, m in modules.items() if isinstance(m, (nn.ReLU, *NORMS))}
+    watched = {name: m for name, m in model.named_modules() if isinstance(m, (nn.ReLU, *NORMS))}
+    pictures = as_batch(images).to(next(model.parameters()).device, memory_format=torch.channels_last)
     with hooks(watched, record):
-        model(as_batch(images).to(next(model.parameters()).device))
+        model(pictures)
     return ActivationStats(_numbered(relus), _numbered(norms))
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
 
@@ -21,7 +23,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from cifarnet.activation_stats import activation_stats, normalised, relu_stats, spreads
+from cifarnet.activation_stats import activation_stats, moments, normalised, relu_stats, spreads
 from cifarnet.checkpoint import save_checkpoint
 from cifarnet.cli import main
 from cifarnet.data import CLASSES, load_cifar10
@@ -34,7 +36,7 @@ from cifarnet.models import build_model
 from cifarnet.query import parse_query
 from cifarnet.receptive_field import receptive_field
 from cifarnet.runs import PRETRAINED_DIR
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from test_dashboard import APP, TIMEOUT, fake_finished_run, png, texts
 
 SHIPPED_BN = PRETRAINED_DIR / "s9-bn" / "model.pt"
@@ -167,7 +169,21 @@ def test_statistics_match_a_hand_computation():
     # mean 8/8 = 1; squared deviations 1+1+9+1+0+0+1+1 = 14, so std = sqrt(14/8); 4 of 8 values are zero
     assert relu_stats(values) == pytest.approx({"mean": 1.0, "std": math.sqrt(1.75), "zeros": 0.5})
     # channel means (0+2+1+1)/4 = 1 and (4+0+0+0)/4 = 1: no spread; image means 6/4 = 1.5 and 2/4 = 0.5: std 0.5
-    assert spreads(values) == pytest.approx({"channel": 0.0, "image": 0.5 / math.sqrt(1.75)})
+    assert spreads(*moments(values)) == pytest.approx({"channel": 0.0, "image": 0.5 / math.sqrt(1.75)})
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm2d(8).train(), nn.BatchNorm2d(8).eval(), nn.GroupNorm(2, 8),
+                                  nn.GroupNorm(1, 8)])
+def test_normalised_moments_match_the_norm_itself(norm):
+    torch.manual_seed(0)
+    if isinstance(norm, nn.BatchNorm2d):
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(16, 8, 5, 5) * 3 + torch.arange(8.0)[None, :, None, None] + torch.randn(16, 1, 1, 1)
+    with torch.no_grad():
+        direct = moments(norm(x))  # a fresh norm's learned scale is 1 and its shift 0
+    derived = normalised(norm, *moments(x))
+    assert torch.allclose(derived[0], direct[0], atol=1e-5) and torch.allclose(derived[1], direct[1], atol=1e-4)
 
 
 def test_batchnorm_centres_channels_and_layernorm_centres_images():
@@ -177,8 +193,8 @@ def test_batchnorm_centres_channels_and_layernorm_centres_images():
     bn, ln = build_model("s9", "bn").eval(), build_model("s9", "ln").eval()
     running = bn.body.c1[0][1].running_mean.clone()
     x = torch.randn(16, 8, 4, 4) * 3 + torch.arange(8.0)[None, :, None, None]  # channels with their own means
-    assert normalised(nn.BatchNorm2d(8).train(), x).mean(dim=(0, 2, 3)).abs().max() < 1e-5
-    assert normalised(nn.GroupNorm(1, 8), x).mean(dim=(1, 2, 3)).abs().max() < 1e-5
+    assert normalised(nn.BatchNorm2d(8).train(), *moments(x))[0].mean(0).abs().max() < 1e-6  # per-channel means
+    assert normalised(nn.GroupNorm(1, 8), *moments(x))[0].mean(1).abs().max() < 1e-6  # per-image means
 
     trained_bn = activation_stats(bn, images, batch_statistics=True)
     assert (trained_bn.norm["channel_after"] < 1e-3).all() and (trained_bn.norm["image_after"] > 1e-3).all()
@@ -358,3 +374,16 @@ def test_misclassified_gradcam_switch_and_links_to_inside(inside, runs_dir, data
     drawn = [image.proto.imgs[0].url for image in at.get("image")]
     assert len(drawn) == 32 and len(set(drawn) - set(plain)) >= 28  # (a class with no evidence anywhere has no heat)
     assert parse_query({"run": "mine", "index": "7"}).problems == []
+
+
+def test_explain_speed_bench_reports_json(tmp_path):
+    """The benchmark runs end to end with tiny settings (its figures are not checked here)."""
+    command = [sys.executable, str(ROOT / "bench" / "explain_speed.py"), "--json", "--models", "s9-gn,seed-ln",
+               "--reps", "1", "--images", "8", "--threads", "1", "--data-dir", str(tmp_path / "none")]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["images"] == 8 and result["source"] == "random pictures" and result["cli_64_s"] is None
+    assert [row["model"] for row in result["models"]] == ["s9-gn", "seed-ln"]
+    assert all(row["layer"] == "body.c4" and 0 < row["gradcam_s"] < 60 and 0 < row["stats_s"] < 60
+               for row in result["models"])

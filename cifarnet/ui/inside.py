@@ -79,7 +79,14 @@ def _from_link() -> None:
 
 
 def pick_run(available: dict[str, RunInfo], default: str = "s9-bn") -> RunInfo:
-    """The run picker, seeded from the link; a run the link names that is not here is reported."""
+    """The run picker, seeded from the link; a run the link names that is not here is reported.
+
+    Without any trained model there is nothing to look into: the page stops with a pointer to Train.
+    """
+    if not available:
+        st.info("No run has a trained model yet: finish one on the Train page first.",
+                icon=":material/hourglass_empty:")
+        st.stop()
     _from_link()
     wanted = st.session_state.get(RUN_KEY)
     if wanted not in available:
