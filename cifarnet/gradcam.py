@@ -11,8 +11,8 @@ block, 26x26 for ``seed``'s); it is upsampled bilinearly to the 32x32 image and 
 that class at this layer.
 
 Written on PyTorch's hooks rather than Captum: Captum's ``LayerGradCam`` gives the same
-maps on these models, but importing it loads matplotlib (about 1.7 s and some 75 MB of
-dependencies) for what is one forward pass, one ``autograd.grad`` and three tensor lines.
+maps on these models, but brings matplotlib along (a slower start for every ``explain``, see
+docs/INSIDE.md) for what is one forward pass, one ``autograd.grad`` and three tensor lines.
 A batch is explained in one pass: in eval mode every norm treats each image on its own,
 so the images do not interact.
 """

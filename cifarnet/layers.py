@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
@@ -81,10 +82,12 @@ def _find_layers(model: nn.Module) -> list[Layer]:
 
 
 def _output_shapes(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """(channels, side) of each named module's output, from one forward pass of a blank image."""
+    """(channels, side) of each named module's output, from one forward pass of a blank image
+    through an eval-mode copy (a model in training mode would fold the blank into its BatchNorm statistics)."""
+    copy = deepcopy(model).eval()
     probe = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=next(model.parameters()).device)
-    with torch.inference_mode(), capture(model, names) as outputs:
-        model(probe)
+    with torch.inference_mode(), capture(copy, names) as outputs:
+        copy(probe)
     return {name: (int(out.shape[1]), int(out.shape[-1])) for name, out in outputs.items()}
 
 
