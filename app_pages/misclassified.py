@@ -9,6 +9,7 @@ from cifarnet.misclassified import (caption, cell_from_selection, complete, conf
 from cifarnet.records import read_predictions
 from cifarnet.ui import charts
 from cifarnet.ui.common import data_panel, dataset, header, runs
+from cifarnet.ui.inside import gallery_overlays, inside_link
 
 COLUMNS, ROWS = 8, 4
 SCALE = 3  # 96-pixel tiles: 8 of them fit side by side, unshrunk, in the main column of a 1400-pixel window
@@ -39,9 +40,11 @@ if cell is not None and cell != st.session_state.get(CELL_KEY):
 st.session_state[CELL_KEY] = cell
 
 st.subheader("Misclassified test images")
-filters = st.columns(3)
+filters = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
 true = filters[0].selectbox("True class", [ANY, *classes], key=TRUE_KEY)
 predicted = filters[1].selectbox("Predicted class", [ANY, *classes], key=PRED_KEY)
+cam = filters[3].toggle("Grad-CAM", key="mis_cam", help="Draw over each picture where the model found the evidence "
+                        "for the class it (wrongly) predicted, at its last block")
 
 predictions = read_predictions(info.path)
 if not complete(predictions):
@@ -64,15 +67,15 @@ page = filters[2].number_input(f"Page (of {pages})", min_value=1, max_value=page
 st.caption(f"{len(shown):,} of {len(wrong):,} mistakes on {len(predictions['labels']):,} test images, most "
            "confident first. Each picture is titled **predicted** / **actual**, then the model's top-3 "
            f"probabilities. Pixels are enlarged {SCALE}x ({32 * SCALE}x{32 * SCALE}) without smoothing: this is all "
-           "the network sees.")
+           "the network sees. Click a picture to look inside the network for it.")
 if shown.empty:
     note = " (a diagonal cell: those are correct predictions)" if true == predicted != ANY else ""
     st.info(f"No mistakes for this filter{note}.", icon=":material/done_all:")
     st.stop()
 part = page_of(shown, page, per_page)
-pictures = tiles(data.test_x, part, scale=SCALE)
+pictures = gallery_overlays(info, data, part, classes, SCALE) if cam else tiles(data.test_x, part, scale=SCALE)
 for start in range(0, len(part), COLUMNS):  # one row of columns per grid row: a wrapped caption moves only its row
     for column, picture, (_, row) in zip(st.columns(COLUMNS), pictures[start:start + COLUMNS],
                                          part.iloc[start:start + COLUMNS].iterrows()):
-        column.image(picture, width=32 * SCALE)
+        column.image(picture, width=32 * SCALE, link=inside_link(info.run_id, int(row["index"])))
         column.caption(caption(row))

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifarnet {summary,rf,train,evaluate,runs,stop,data}``.
+"""Command line: ``python -m cifarnet {summary,rf,train,evaluate,explain,runs,stop,data}``.
 
 Every user error is one line on stderr and a non-zero exit, never a traceback.
 ``train`` has a flag for every config field, and ``summary`` / ``rf`` one for every model field,
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir")
     _field_flags(evaluate, ["device"])
     evaluate.add_argument("--json", action="store_true")
+    _explain_flags(sub.add_parser("explain", help="Grad-CAM pictures (and JSON) for test images or an image file"))
     runs = sub.add_parser("runs", help="list runs with status and accuracy")
     runs.add_argument("--runs-dir")
     runs.add_argument("--json", action="store_true")
@@ -111,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir")
     data.add_argument("--download", action="store_true", help="download CIFAR-10 if it is missing")
     return parser
+
+
+def _explain_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a model.pt / best.pt / last.pt file")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", help="a test image N, or a range A:B (B excluded)")
+    which.add_argument("--image", help="an image file (any size; centre-cropped and shrunk to 32x32)")
+    parser.add_argument("--layer", help="conv or block to explain at (default: the last block, body.c4)")
+    parser.add_argument("--target", help="class to explain, by name or number (default: each image's prediction)")
+    parser.add_argument("--out", required=True, help="the picture to write (.png)")
+    parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (for --index)")
+    parser.add_argument("--json", action="store_true", help="print index, label, top-k and the 32x32 heatmap")
 
 
 def _built(args: argparse.Namespace):
@@ -183,6 +196,37 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"  {name:<11} {100 * acc:6.2f}%")
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    from cifarnet.checkpoint import load_model
+    from cifarnet.data import CLASSES, load_cifar10
+    from cifarnet.explain import explain, parse_indices, parse_target, read_picture, save_png, sheet, to_json
+    from cifarnet.layers import default_layer, find_layer
+
+    model = load_model(args.checkpoint)
+    layer = find_layer(model, args.layer).name if args.layer else default_layer(model)
+    target = parse_target(args.target, CLASSES)
+    if args.image:
+        found = explain(model, read_picture(args.image), layer, target, names=[Path(args.image).name])
+    else:
+        data = load_cifar10(args.data_dir, allow_download=False)
+        indices = parse_indices(args.index, len(data.test_x))
+        found = explain(model, data.test_x[indices.start:indices.stop], layer, target,
+                        names=[f"#{i}" for i in indices], indices=list(indices),
+                        labels=data.test_y[indices.start:indices.stop].tolist())
+    config = model.config
+    out = save_png(sheet(found, CLASSES, f"{args.checkpoint} ({config['arch']}/{config['norm']}), Grad-CAM at "
+                                         f"{layer}"), args.out)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "layer": layer, "out": str(out),
+                          "images": to_json(found, CLASSES)}))
+        return
+    for e in found:
+        truth = "" if e.label is None else f" (true: {CLASSES[e.label]})"
+        print(f"{e.name}{truth}: {' · '.join(f'{CLASSES[c]} {100 * p:.1f}%' for c, p in e.top)}; "
+              f"Grad-CAM for {CLASSES[e.target]}")
+    print(f"wrote {out}")
+
+
 def _fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -218,7 +262,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"summary": cmd_summary, "rf": cmd_rf, "train": cmd_train, "evaluate": cmd_evaluate,
-            "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data}
+            "explain": cmd_explain, "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

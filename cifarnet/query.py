@@ -21,6 +21,12 @@ from cifarnet.recipes import recipe_config
 DASHBOARD_DEFAULTS: TrainConfig = recipe_config("short")  # a first run should draw its curve within minutes
 
 
+# Parameters a page keeps in the link for itself (which run and which test image the Inside page
+# shows): they are not settings, so the sidebar neither reports nor drops them.
+RUN_PARAM, INDEX_PARAM = "run", "index"
+PAGE_PARAMS = (RUN_PARAM, INDEX_PARAM)
+
+
 @dataclass
 class QueryResult:
     """The usable values found in a query string, and why the others were dropped."""
@@ -45,6 +51,8 @@ def parse_query(params: Mapping[str, Any], base: TrainConfig = DASHBOARD_DEFAULT
     """
     result = QueryResult()
     for name, raw in params.items():
+        if name in PAGE_PARAMS:
+            continue
         if name not in FIELDS:
             result.problems.append(f"unknown setting {name!r} in the link was ignored")
             continue
@@ -61,9 +69,12 @@ def _lenient(base: TrainConfig) -> TrainConfig:
     return make_config({"norm": "bn", "subset": 0, "batch_size": 2}, base=base)
 
 
-def to_query(cfg: TrainConfig, base: TrainConfig = DASHBOARD_DEFAULTS) -> dict[str, str]:
-    """The fields of ``cfg`` that differ from ``base``, as query-string text."""
-    return {name: _text(value) for name, value in cfg.to_dict().items() if value != getattr(base, name)}
+def to_query(cfg: TrainConfig, base: TrainConfig = DASHBOARD_DEFAULTS,
+             current: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The fields of ``cfg`` that differ from ``base``, as query-string text, plus the page's own
+    parameters found in ``current`` (the query string now)."""
+    page = {name: _single(raw) for name, raw in (current or {}).items() if name in PAGE_PARAMS}
+    return {**{name: _text(value) for name, value in cfg.to_dict().items() if value != getattr(base, name)}, **page}
 
 
 def _text(value: Any) -> str:

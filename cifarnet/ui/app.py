@@ -24,6 +24,7 @@ PAGES: dict[str, tuple[str, str]] = {
     "model": ("Model", ":material/layers:"),
     "misclassified": ("Misclassified", ":material/cancel:"),
     "predict": ("Predict", ":material/image_search:"),
+    "inside": ("Inside", ":material/visibility:"),
 }
 
 

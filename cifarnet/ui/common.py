@@ -18,11 +18,10 @@ from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, reso
 from cifarnet.errors import CifarnetError
 from cifarnet.images import to_hwc
 from cifarnet.models import build_model
+from cifarnet.query import RUN_PARAM  # noqa: F401 - pages read the followed run from here
 from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir
 
 DATA_KEY = "data_dir"
-RUN_PARAM = "run"  # the Train page's followed run in the address, so a reload keeps it
-PAGE_PARAMS = (RUN_PARAM,)  # address keys that pages own: not settings, kept when the sidebar rewrites the rest
 PREVIEW_INDEX = 3  # a test airplane: an object with a clear outline
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from cifarnet.config import FIELDS, GROUPS, Field, TrainConfig, allowed, make_config
 from cifarnet.errors import CifarnetError
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
-from cifarnet.ui.common import PAGE_PARAMS, cached_model
+from cifarnet.ui.common import cached_model
 
 EXPANDED = GROUPS[:2]  # the sections open at first: the model and the training budget
 CONFIG_KEY, ERROR_KEY, PROBLEMS_KEY, SEEDED_KEY = "cfg", "cfg_error", "cfg_link_problems", "cfg_seeded"
@@ -62,7 +62,7 @@ def _seed_from_link() -> None:
     """Once per session: widget values from the query string, defaults for the rest."""
     if st.session_state.get(SEEDED_KEY):
         return
-    parsed = parse_query({k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_PARAMS})
+    parsed = parse_query(st.query_params.to_dict())
     _set_widgets({name: parsed.values.get(name, getattr(DASHBOARD_DEFAULTS, name)) for name in FIELDS})
     st.session_state[PROBLEMS_KEY] = parsed.problems
     st.session_state[SEEDED_KEY] = True
@@ -139,9 +139,8 @@ def render() -> TrainConfig | None:
 def _write_link(values: dict[str, Any]) -> None:
     """Mirror the settings into the URL (also invalid ones, so a reload shows the same message)."""
     draft = dataclasses.replace(DASHBOARD_DEFAULTS, **values)
-    current = st.query_params.to_dict()
-    wanted = {**to_query(draft), **{key: value for key, value in current.items() if key in PAGE_PARAMS}}
-    if current != wanted:
+    wanted = to_query(draft, current=st.query_params.to_dict())
+    if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
 
 
