@@ -9,11 +9,12 @@ from cifarnet.images import one_per_class
 from cifarnet.launch import resume_run, start_run
 from cifarnet.monitor import (Choice, choose_run, clock, describe, is_live, live_run_ids, progress_fraction,
                               progress_text)
+from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
 from cifarnet.runs import LIVE, RunInfo, read_run, request_stop, resolve_runs_dir, run_path
 from cifarnet.ui import charts
 from cifarnet.ui.app import page_path
-from cifarnet.ui.common import RUN_PARAM, cached_synthetic, data_dir, data_panel, data_ready, dataset, header
+from cifarnet.ui.common import cached_synthetic, data_dir, data_panel, data_ready, dataset, header
 from cifarnet.ui.sidebar import current_config
 
 OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked

@@ -18,7 +18,6 @@ from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, reso
 from cifarnet.errors import CifarnetError
 from cifarnet.images import to_hwc
 from cifarnet.models import build_model
-from cifarnet.query import RUN_PARAM  # noqa: F401 - pages read the followed run from here
 from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir
 
 DATA_KEY = "data_dir"
