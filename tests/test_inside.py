@@ -204,7 +204,7 @@ def test_batchnorm_centres_channels_and_layernorm_centres_images():
     assert list(per_image.relu["#"]) == list(range(1, 9)) and per_image.relu["block"].iloc[-1] == "C4"
     assert per_image.relu["zeros"].between(0, 1).all() and (per_image.relu["mean"] >= 0).all()
     seed = activation_stats(build_model("seed", "gn").eval(), images[:4])
-    assert len(seed.relu) == len(seed.norm) == sum(isinstance(m, nn.ReLU) for m in build_model("seed").modules())
+    assert len(seed.relu) == len(seed.norm) == sum(isinstance(m, nn.ReLU) for m in build_model("seed", "gn").modules())
 
 
 # -- the explain command -----------------------------------------------------------------------------

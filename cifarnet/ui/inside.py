@@ -28,7 +28,8 @@ from cifarnet.layers import default_layer
 from cifarnet.misclassified import complete, labels_match, mistakes, tiles
 from cifarnet.predict import FORMATS, MAX_PIXELS, prepare
 from cifarnet.query import PAGE_PARAMS
-from cifarnet.runs import RunInfo, read_predictions
+from cifarnet.records import read_predictions
+from cifarnet.runs import RunInfo
 from cifarnet.ui.common import cached_synthetic, checkpoint, data_ready, dataset
 
 PAGE = "inside"
