@@ -15,6 +15,10 @@ REAL_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from cifarnet.data import FOLDER, synthetic_dataset, write_dataset  # noqa: E402
+from cifarnet.ui.server import CHROMIUM_ARGS  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's Chromium, driven by Playwright (its own browser download fails here)
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots from the browser tests, for a person to look at
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,3 +69,38 @@ def wait_for(predicate, timeout: float = 120, every: float = 0.2):
             return value
         time.sleep(every)
     pytest.fail(f"timed out after {timeout}s waiting for {predicate}")
+
+
+# The real-browser tests share these: a browser, a tab in its own context, screenshots, a select box read.
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def new_tab(browser, width: int = 1440, height: int = 1400):
+    """A page in its own browser context: its own cookies and Streamlit session, like a second window."""
+    tab = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    tab.set_default_timeout(30_000)
+    return tab
+
+
+@pytest.fixture
+def page(browser):
+    return new_tab(browser)
+
+
+def shot(page, name: str, full_page: bool = True) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(800)  # let plotly finish its transition
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+
+def selected(page, label: str) -> str:
+    """The value shown by the selectbox labelled ``label``."""
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    return box.get_by_role("combobox").input_value() or box.inner_text().split("\n")[-1]

@@ -9,7 +9,6 @@ Misclassified and Receptive field pages through the top navigation. Screenshots 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,12 +16,10 @@ import pytest
 from cifarnet.curves import curves_frame
 from cifarnet.monitor import live_run_ids, newest_live_run
 from cifarnet.runs import read_run
-from cifarnet.ui.server import CHROMIUM_ARGS, dashboard_server
+from cifarnet.ui.server import dashboard_server
+from conftest import CHROMIUM, new_tab, selected, shot
 
-ROOT = Path(__file__).resolve().parents[1]
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
@@ -36,44 +33,10 @@ def server(tmp_path, data_dir):
         yield url, runs
 
 
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def new_tab(browser, width: int = 1440, height: int = 1400):
-    """A page in its own browser context: its own cookies and Streamlit session, like a second window."""
-    tab = browser.new_context(viewport={"width": width, "height": height}).new_page()
-    tab.set_default_timeout(30_000)
-    return tab
-
-
-@pytest.fixture
-def page(browser):
-    return new_tab(browser)
-
-
-def shot(page, name: str, full_page: bool = True) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.wait_for_timeout(800)  # let plotly finish its transition
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
-
-
 def points(page, index: int) -> int:
     """Points drawn in the ``index``-th Plotly chart on the page (all its traces)."""
     return page.locator(".js-plotly-plot").nth(index).evaluate(
         "el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)")
-
-
-def selected(page, label: str) -> str:
-    """The value shown by the selectbox labelled ``label``."""
-    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
-    return box.get_by_role("combobox").input_value() or box.inner_text().split("\n")[-1]
 
 
 def click_cell(page, true_row: int, predicted_col: int, classes: int = 10) -> None:

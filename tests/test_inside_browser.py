@@ -18,7 +18,7 @@ from cifarnet.data import load_cifar10
 from cifarnet.runs import PRETRAINED_DIR
 from cifarnet.ui.server import dashboard_server
 from test_dashboard import fake_finished_run, png
-from test_e2e_browser import CHROMIUM, page, selected, shot  # noqa: F401 - the page fixture
+from conftest import CHROMIUM, selected, shot
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
 SLOW = 120_000  # the first visit loads models and measures 3 x 256 pictures on a busy 2-core machine
@@ -33,7 +33,7 @@ def settle(tab) -> None:
     tab.wait_for_function(RUNNING, timeout=SLOW)
 
 
-def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):  # noqa: F811
+def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
     empty = tmp_path / "no-data"
     empty.mkdir()
     picture = tmp_path / "plane.png"
@@ -71,7 +71,7 @@ def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page): 
         shot(page, "23-inside-statistics")
 
 
-def test_misclassified_gradcam_switch_links_to_inside(tmp_path, data_dir, page):  # noqa: F811
+def test_misclassified_gradcam_switch_links_to_inside(tmp_path, data_dir, page):
     runs = tmp_path / "runs"
     labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
     mine = fake_finished_run(runs, labels, wrong_every=7)  # every 7th test image: true class c taken for c+3
