@@ -102,7 +102,8 @@ def test_misclassified_gradcam_switch_links_to_inside(tmp_path, data_dir, page):
             link.click()
         inside = opened.value
         inside.set_viewport_size({"width": 1440, "height": 1400})
-        inside.get_by_text(f"test image #{query['index'][0]}", exact=True).wait_for(timeout=SLOW)
+        this_model = inside.get_by_role("tabpanel", name="This model")
+        this_model.get_by_text(f"test image #{query['index'][0]}", exact=True).wait_for(timeout=SLOW)
         settle(inside)
         assert "run=mine" in inside.url and f"index={query['index'][0]}" in inside.url
         assert selected(inside, "Run") == "mine"
