@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.models import ARCHS, DEFAULT_DROPOUT, WS_MODES, build_model, default_ws
 from cifarnet.norms import NORMS
 
@@ -174,7 +174,7 @@ def _coerce(name: str, value: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise CifarnetError(f"{name}={value!r} is not a switch; allowed: true or false")
+        raise CifarnetError(f"{name}={shown(value)} is not a switch; allowed: true or false")
     if rule.kind is str:
         if name == "name":
             return str(value).strip()
@@ -183,12 +183,12 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise CifarnetError(f"{name}={value!r} is not a number; {_allowed(name)}") from None
+        raise CifarnetError(f"{name}={shown(value)} is not a number; {_allowed(name)}") from None
     if not math.isfinite(number):
-        raise CifarnetError(f"{name}={value!r} is not a finite number; {_allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is not a finite number; {_allowed(name)}")
     if rule.kind is int:
         if number != int(number) or isinstance(value, bool):
-            raise CifarnetError(f"{name}={value!r} must be a whole number; {_allowed(name)}")
+            raise CifarnetError(f"{name}={shown(value)} must be a whole number; {_allowed(name)}")
         return int(number)
     return number
 
@@ -204,12 +204,12 @@ def _allowed(name: str) -> str:
 def _check_field(name: str, value: Any) -> None:
     rule = FIELDS[name]
     if rule.choices and value not in rule.choices:
-        raise CifarnetError(f"{name}={value!r} is not known; {_allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is not known; {_allowed(name)}")
     if rule.low is not None and not rule.low <= value <= rule.high:
-        raise CifarnetError(f"{name}={value!r} is out of range; {_allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is out of range; {_allowed(name)}")
     if name == "name" and value and (not NAME_PATTERN.match(value) or ".." in value):
         raise CifarnetError(
-            f"name={value!r} is not allowed; use 1-64 letters, digits, '_', '.' or '-', "
+            f"name={shown(value)} is not allowed; use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit (no path separators, no '..')"
         )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cifarnet.config import FIELDS, TrainConfig, make_config
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 
 # A short CPU run: 2,000 training images, 3 epochs (93 steps), a 500-image evaluation
 # every 8 steps, so a first run draws a learning curve within a couple of minutes on a
@@ -52,7 +52,7 @@ def parse_query(params: Mapping[str, Any], base: TrainConfig = DASHBOARD_DEFAULT
     result = QueryResult()
     for name, raw in params.items():
         if name not in FIELDS:
-            result.problems.append(f"unknown setting {name!r} in the link was ignored")
+            result.problems.append(f"unknown setting {shown(name)} in the link was ignored")
             continue
         value = _single(raw)
         try:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from cifarnet.data import FOLDER, synthetic_dataset, write_dataset  # noqa: E402
+from cifarnet.data import FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
 
 
 def real_data_present() -> bool:
@@ -52,3 +54,19 @@ def wait_for(predicate, timeout: float = 120, every: float = 0.2):
             return value
         time.sleep(every)
     pytest.fail(f"timed out after {timeout}s waiting for {predicate}")
+
+
+def data_with_labels(root: Path, data_dir: Path, labels: object, name: str = "data_batch_1") -> Path:
+    """A data folder under ``root`` like ``data_dir`` but with batch file ``name`` holding ``labels`` as they are
+    (sound images): how a crafted or broken file looks to the loader. The other files are links to
+    ``data_dir``'s, so this costs no copy. Returns the folder to give as the data folder."""
+    folder = root / FOLDER
+    folder.mkdir(parents=True)
+    for source in (data_dir / FOLDER).iterdir():
+        (folder / source.name).symlink_to(source.resolve())
+    (folder / name).unlink()
+    payload = {b"batch_label": b"crafted", b"labels": labels,
+               b"data": np.zeros((IMAGES_PER_FILE, 3072), np.uint8)}
+    (folder / name).write_bytes(pickle.dumps(payload, protocol=4))
+    return root
+
