@@ -4,13 +4,13 @@ import streamlit as st
 
 from cifarnet.augment import AugmentSpec, preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.images import one_per_class
 from cifarnet.launch import resume_run, start_run
 from cifarnet.monitor import clock, describe, newest_live_run, progress_fraction, progress_text
-from cifarnet.runs import LIVE, read_run, request_stop, resolve_runs_dir, run_path
+from cifarnet.runs import LIVE, read_run, request_stop, run_path
 from cifarnet.ui import charts
-from cifarnet.ui.common import cached_synthetic, data_dir, data_panel, data_ready, dataset, header
+from cifarnet.ui.common import cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal, runs_dir
 from cifarnet.ui.sidebar import current_config
 
 WATCH_KEY = "watch_run"
@@ -23,20 +23,21 @@ cfg, error = current_config()
 launch_col, lr_col = st.columns([3, 2], gap="large")
 with launch_col:
     if cfg is None:
-        st.error(f"Fix the sidebar setting before launching: {error}", icon=":material/warning:")
+        st.error(f"Fix the sidebar setting before launching: {literal(error)}", icon=":material/warning:")
     else:
         st.markdown(f"**This run:** {describe(cfg)}")
     ready = data_ready()
     if not ready:
-        data_panel("Training needs the CIFAR-10 data set, and it is not in the data folder "
-                   f"`{data_dir()}`.")
-    if st.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=cfg is None or not ready):
+        data_panel(f"Training needs the CIFAR-10 data set, and it is not in the data folder {shown(data_dir())}.")
+    folder = runs_dir()
+    if st.button("Launch run", type="primary", icon=":material/rocket_launch:",
+                 disabled=cfg is None or not ready or folder is None):
         try:
-            st.session_state[WATCH_KEY] = start_run(cfg, resolve_runs_dir(), data_dir())
+            st.session_state[WATCH_KEY] = start_run(cfg, folder, data_dir())
         except CifarnetError as exc:
-            st.error(str(exc), icon=":material/warning:")
+            st.error(literal(exc), icon=":material/warning:")
         else:
-            st.toast(f"Started run {st.session_state[WATCH_KEY]}", icon=":material/rocket_launch:")
+            st.toast(f"Started run {literal(st.session_state[WATCH_KEY])}", icon=":material/rocket_launch:")
 with lr_col:
     if cfg is not None:
         st.plotly_chart(charts.lr_figure(lr_schedule(cfg)), width="stretch")
@@ -46,31 +47,32 @@ with lr_col:
 @st.fragment(run_every=REFRESH_S)
 def live_run() -> None:
     """The newest live run (any tab, any session), else the one this session launched last."""
-    run_id = newest_live_run() or st.session_state.get(WATCH_KEY)
+    folder = runs_dir()
+    run_id = (newest_live_run(folder) if folder else None) or st.session_state.get(WATCH_KEY)
     if run_id is None:
         st.info("No run yet. Launch one above; its curves appear here and update every "
                 f"{REFRESH_S:g} seconds. Past runs are on the Runs page.", icon=":material/hourglass_empty:")
         return
     try:
-        info = read_run(run_path(run_id))
+        info = read_run(run_path(run_id, folder))
     except CifarnetError:
         st.session_state.pop(WATCH_KEY, None)  # deleted meanwhile
         return
     progress = info.progress
     title, stop_col = st.columns([4, 1], vertical_alignment="center")
-    title.subheader(f"Run `{run_id}` · {info.status}")
+    title.subheader(f"Run {literal(run_id)} · {info.status}")
     if info.status in LIVE and stop_col.button("Stop run", icon=":material/stop_circle:", width="stretch"):
-        request_stop(run_id)
+        request_stop(run_id, folder)
         st.toast("Stop requested: the run ends after its current step and keeps a checkpoint.",
                  icon=":material/stop_circle:")
     if info.status in ("stopped", "failed") and stop_col.button("Resume run", icon=":material/play_circle:",
                                                                   width="stretch"):
         try:
-            resume_run(run_id, data_dir=data_dir())
+            resume_run(run_id, folder, data_dir())
         except CifarnetError as exc:
-            st.error(str(exc), icon=":material/warning:")
+            st.error(literal(exc), icon=":material/warning:")
         else:
-            st.toast(f"Resuming {run_id} from its last checkpoint", icon=":material/play_circle:")
+            st.toast(f"Resuming {literal(run_id)} from its last checkpoint", icon=":material/play_circle:")
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
                 else f"{info.status} after {progress.get('step', 0)} of {progress.get('total_steps', '?')} steps")
     _status_note(info)
@@ -104,7 +106,7 @@ def _status_note(info) -> None:
         st.warning("Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it "
                    "reached.", icon=":material/stop_circle:")
     elif info.status in ("failed", "diverged"):
-        st.error(f"The run {info.status}: {error or 'no reason recorded'}", icon=":material/error:")
+        st.error(f"The run {info.status}: {literal(error or 'no reason recorded')}", icon=":material/error:")
 
 
 live_run()

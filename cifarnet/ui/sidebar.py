@@ -19,7 +19,7 @@ from torch import nn
 from cifarnet.config import FIELDS, TrainConfig, make_config
 from cifarnet.errors import CifarnetError
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
-from cifarnet.ui.common import cached_model
+from cifarnet.ui.common import cached_model, literal
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "Model": ("arch", "norm", "gn_groups", "dropout", "ws"),
@@ -125,7 +125,7 @@ def render() -> TrainConfig | None:
     with st.sidebar:
         st.header("Settings")
         for problem in st.session_state.get(PROBLEMS_KEY, []):
-            st.warning(problem, icon=":material/link:")
+            st.warning(literal(problem), icon=":material/link:")
         error_slot = st.empty()
         for group, names in GROUPS.items():
             with st.expander(group, expanded=group in ("Model", "Training")):
@@ -138,7 +138,7 @@ def render() -> TrainConfig | None:
         error = None
     except CifarnetError as exc:
         cfg, error = None, str(exc)
-        error_slot.error(f"**Invalid setting.** {error}", icon=":material/warning:")
+        error_slot.error(f"**Invalid setting.** {literal(error)}", icon=":material/warning:")
     st.session_state[CONFIG_KEY], st.session_state[ERROR_KEY] = cfg, error
     _write_link(values)
     return cfg
@@ -164,6 +164,6 @@ def configured_model() -> tuple[TrainConfig, nn.Module]:
     """
     cfg, error = current_config()
     if cfg is None:
-        st.error(f"Fix the sidebar setting first: {error}", icon=":material/warning:")
+        st.error(f"Fix the sidebar setting first: {literal(error)}", icon=":material/warning:")
         st.stop()
     return cfg, cached_model(**cfg.model_args)
