@@ -1,14 +1,17 @@
 """Misclassified: the test images a run got wrong, its confusion matrix and per-class accuracy."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from cifarnet.curves import run_label
+from cifarnet.errors import shown
 from cifarnet.misclassified import (caption, cell_from_selection, complete, confusion_frame, filter_mistakes,
                                     labels_match, mistakes, page_count, page_of, per_class_frame,
                                     runs_with_predictions, tiles)
 from cifarnet.records import read_predictions
 from cifarnet.ui import charts
-from cifarnet.ui.common import data_panel, dataset, header, runs
+from cifarnet.ui.common import data_panel, dataset, header, literal, runs
 from cifarnet.ui.inside import gallery_overlays, inside_link
 
 COLUMNS, ROWS = 8, 4
@@ -48,15 +51,15 @@ cam = filters[3].toggle("Grad-CAM", key="mis_cam", help="Draw over each picture 
 
 predictions = read_predictions(info.path)
 if not complete(predictions):
-    st.warning(f"The predictions file of {label} is unreadable, so its images cannot be listed.",
+    st.warning(f"The predictions file of {literal(label)} is unreadable, so its images cannot be listed.",
                icon=":material/warning:")
     st.stop()
 data = dataset()
 if data is None:
     st.stop()
 if not labels_match(predictions, data.test_y):
-    data_panel(f"The test set in `{data.source}` is not the one this run was evaluated on (its labels differ), "
-               "so its pictures would not match the predictions. Point to the real CIFAR-10 to see them.")
+    data_panel(f"The test set in {shown(Path(data.source))} is not the one this run was evaluated on (its labels "
+               "differ), so its pictures would not match the predictions. Point to the real CIFAR-10 to see them.")
     st.stop()
 
 wrong = mistakes(predictions, classes)

@@ -4,12 +4,12 @@ import random
 
 import streamlit as st
 
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shorten
 from cifarnet.data import IMAGES_PER_FILE
 from cifarnet.images import enlarge, enlarge_to, png_bytes, to_hwc
 from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
 from cifarnet.ui import charts
-from cifarnet.ui.common import checkpoint, data_ready, dataset, header, runs
+from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal, runs
 
 SAMPLE_KEY = "predict_sample"
 PREVIEW_PX = 256
@@ -40,7 +40,7 @@ if upload is None and sample is None:
     st.stop()
 
 if sample is None:
-    name, content = upload.name, upload.getvalue()
+    name, content = shorten(upload.name), upload.getvalue()
 else:
     data = dataset()
     if data is None:
@@ -51,14 +51,14 @@ try:
     picture = prepare(content)
     model = checkpoint(models[label])
 except CifarnetError as exc:
-    st.error(f"**{name}:** {exc}", icon=":material/block:")
+    st.error(f"**{literal(name)}:** {literal(exc)}", icon=":material/block:")
     st.stop()
 
 ranked = top_k(model, picture.view, k)
 best, prob = ranked[0]
 original, seen, bars = st.columns([1, 1, 2], gap="large")
 with original:
-    st.markdown(f"**{name}**")
+    st.markdown(f"**{literal(name)}**")
     st.image(enlarge_to(picture.preview, PREVIEW_PX))
 with seen:
     st.markdown("**What the model sees** (32x32)")

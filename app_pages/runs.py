@@ -6,7 +6,7 @@ from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label
 from cifarnet.errors import CifarnetError
 from cifarnet.runs import LIVE, delete_run
 from cifarnet.ui import charts
-from cifarnet.ui.common import PARAMS_COLUMN, header, runs
+from cifarnet.ui.common import PARAMS_COLUMN, header, literal, runs
 
 header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, LayerNorm, GroupNorm, trained "
        "with one recipe and budget) and the runs you launched. Pick runs to overlay their learning curves.")
@@ -62,7 +62,7 @@ def table_and_curves() -> None:
         with st.expander(f"{len(troubled)} run(s) with errors or damaged files", expanded=True,
                          icon=":material/warning:"):
             for _, row in troubled.iterrows():
-                st.markdown(f"**{row['run']}** ({row['status']}): {row['notes']}")
+                st.markdown(f"**{literal(row['run'])}** ({row['status']}): {literal(row['notes'])}")
 
     st.subheader("Compare learning curves")
     shipped = [label for label, info in labels.items() if info.pretrained]
@@ -107,8 +107,8 @@ if own:
         try:
             delete_run(by_label[victim].run_id)
         except CifarnetError as exc:
-            st.error(str(exc), icon=":material/warning:")
+            st.error(literal(exc), icon=":material/warning:")
         else:
-            st.toast(f"Deleted {victim}", icon=":material/delete:")
+            st.toast(f"Deleted {literal(victim)}", icon=":material/delete:")
             st.rerun()
     st.caption("Shipped runs cannot be deleted; a live run must be stopped first.")

@@ -4,17 +4,18 @@ import streamlit as st
 
 from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.images import one_per_class
 from cifarnet.launch import resume_run, start_run
 from cifarnet.monitor import (Choice, choose_run, clock, describe, is_live, live_run_ids, progress_fraction,
                               progress_text)
 from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
-from cifarnet.runs import LIVE, RunInfo, read_run, request_stop, resolve_runs_dir, run_path
+from cifarnet.runs import LIVE, RunInfo, read_run, request_stop, run_path
 from cifarnet.ui import charts
 from cifarnet.ui.app import page_path
-from cifarnet.ui.common import cached_synthetic, data_dir, data_panel, data_ready, dataset, header
+from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal,
+                                 runs_dir)
 from cifarnet.ui.sidebar import current_config
 
 OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked
@@ -25,26 +26,30 @@ header("Train", "Launch a run with the sidebar's settings. It trains in its own 
        "and this tab still follows the run it launched (the address names it).")
 
 cfg, error = current_config()
+folder = runs_dir()  # None while the runs folder cannot be used (a notice above the page says why)
 if cfg is None:
-    st.error(f"Fix the sidebar setting before launching: {error}", icon=":material/warning:")
+    st.error(f"Fix the sidebar setting before launching: {literal(error)}", icon=":material/warning:")
 else:
     st.markdown(f"**Launch will train:** {describe(cfg)}")
 ready = data_ready()
 if not ready:
-    data_panel(f"Training needs the CIFAR-10 data set, and it is not in the data folder `{data_dir()}`.")
-if st.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=cfg is None or not ready):
+    data_panel(f"Training needs the CIFAR-10 data set, and it is not in the data folder {shown(data_dir())}.")
+if st.button("Launch run", type="primary", icon=":material/rocket_launch:",
+             disabled=cfg is None or not ready or folder is None):
     try:
-        launched = start_run(cfg, resolve_runs_dir(), data_dir())
+        launched = start_run(cfg, folder, data_dir())
     except CifarnetError as exc:
-        st.error(str(exc), icon=":material/warning:")
+        st.error(literal(exc), icon=":material/warning:")
     else:
         st.session_state[OWN_KEY] = (launched, "launched")
-        st.toast(f"Started run {launched}", icon=":material/rocket_launch:")
+        st.toast(f"Started run {literal(launched)}", icon=":material/rocket_launch:")
 
 
 def chosen() -> Choice:
     """The run to show: this tab's own, else the address's, else the newest live one, else the newest."""
-    return choose_run(st.session_state.get(OWN_KEY), st.query_params.get(RUN_PARAM))
+    if folder is None:
+        return Choice(None, "the runs folder cannot be used")
+    return choose_run(st.session_state.get(OWN_KEY), st.query_params.get(RUN_PARAM), folder)
 
 
 def follow(run_id: str, how: str) -> None:
@@ -54,11 +59,11 @@ def follow(run_id: str, how: str) -> None:
 
 def stop(run_id: str) -> None:
     """Button callback, bound to the run on screen when the button was drawn: never another one."""
-    request_stop(run_id)
-    st.session_state[NOTICE_KEY] = f"Stop requested for {run_id}: it ends after its step and keeps a checkpoint."
+    request_stop(run_id, folder)
+    st.session_state[NOTICE_KEY] = f"Stop requested for {literal(run_id)}: it ends after its step and keeps a checkpoint."
 
 
-polling = (shown := chosen().run_id) is not None and is_live(shown)
+polling = (followed := chosen().run_id) is not None and is_live(followed, folder)
 if cfg is not None:  # folded while a run trains, so its progress and curves fit on one screen
     with st.expander("Learning-rate schedule of these settings", expanded=not polling, icon=":material/show_chart:"):
         st.plotly_chart(charts.lr_figure(lr_schedule(cfg)), width="stretch")
@@ -76,7 +81,7 @@ def followed_run() -> None:
                 f"{REFRESH_S:g} seconds.", icon=":material/hourglass_empty:")
         return
     try:
-        info = read_run(run_path(choice.run_id))
+        info = read_run(run_path(choice.run_id, folder))
     except CifarnetError:  # deleted meanwhile
         st.session_state.pop(OWN_KEY, None)
         st.rerun(scope="app")
@@ -87,10 +92,10 @@ def followed_run() -> None:
     if NOTICE_KEY in st.session_state:
         st.toast(st.session_state.pop(NOTICE_KEY), icon=":material/stop_circle:")
     _title(info, choice)
-    others = [run_id for run_id in live_run_ids() if run_id != info.run_id]
+    others = [run_id for run_id in live_run_ids(folder) if run_id != info.run_id]
     for other in others:
         note, button = st.columns([4, 1], vertical_alignment="center")
-        note.caption(f"Also training: `{other}`.")
+        note.caption(f"Also training: {literal(other)}.")
         button.button("Show it", key=f"show-{other}", on_click=follow, args=(other, "picked"), width="stretch")
     progress = info.progress
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
@@ -118,19 +123,19 @@ def followed_run() -> None:
 def _title(info: RunInfo, choice: Choice) -> None:
     """Which run this is and why it is the one shown, with the one action that fits its status."""
     title, action = st.columns([4, 1], vertical_alignment="center")
-    title.subheader(f"Run `{info.run_id}` · {info.status}")
+    title.subheader(f"Run {literal(info.run_id)} · {info.status}")
     if info.status in LIVE:
         action.button("Stop run", icon=":material/stop_circle:", width="stretch", key=f"stop-{info.run_id}",
                       on_click=stop, args=(info.run_id,))
     elif info.status in ("stopped", "failed") and not info.pretrained and action.button(
             "Resume run", icon=":material/play_circle:", width="stretch", key=f"resume-{info.run_id}"):
         try:
-            resume_run(info.run_id, data_dir=data_dir())
+            resume_run(info.run_id, folder, data_dir())
         except CifarnetError as exc:
-            st.error(str(exc), icon=":material/warning:")
+            st.error(literal(exc), icon=":material/warning:")
         else:
             follow(info.run_id, "resumed")
-            st.toast(f"Resuming {info.run_id} from its last checkpoint", icon=":material/play_circle:")
+            st.toast(f"Resuming {literal(info.run_id)} from its last checkpoint", icon=":material/play_circle:")
             st.rerun(scope="app")
     try:
         settings = describe(load_run_config(info.path))
@@ -151,7 +156,7 @@ def _status_note(info) -> None:
         st.warning("Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it "
                    "reached.", icon=":material/stop_circle:")
     elif info.status in ("failed", "diverged"):
-        st.error(f"The run {info.status}: {error or 'no reason recorded'}", icon=":material/error:")
+        st.error(f"The run {info.status}: {literal(error or 'no reason recorded')}", icon=":material/error:")
 
 
 followed_run()

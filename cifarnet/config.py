@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.models import ARCHS, DEFAULT_DROPOUT, WS_MODES, build_model, default_ws
 from cifarnet.norms import DEFAULT_GN_GROUPS, NORMS
 
@@ -199,18 +199,18 @@ def coerce(name: str, value: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise CifarnetError(f"{name}={value!r} is not a switch; allowed: true or false")
+        raise CifarnetError(f"{name}={shown(value)} is not a switch; allowed: true or false")
     if rule.kind is str:
         return str(value).strip() if name == "name" else str(value).strip().lower()
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise CifarnetError(f"{name}={value!r} is not a number; allowed: {allowed(name)}") from None
+        raise CifarnetError(f"{name}={shown(value)} is not a number; allowed: {allowed(name)}") from None
     if not math.isfinite(number):
-        raise CifarnetError(f"{name}={value!r} is not a finite number; allowed: {allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is not a finite number; allowed: {allowed(name)}")
     if rule.kind is int:
         if number != int(number) or isinstance(value, bool):
-            raise CifarnetError(f"{name}={value!r} must be a whole number; allowed: {allowed(name)}")
+            raise CifarnetError(f"{name}={shown(value)} must be a whole number; allowed: {allowed(name)}")
         return int(number)
     return number
 
@@ -234,12 +234,12 @@ def allowed(name: str) -> str:
 def _check_field(name: str, value: Any) -> None:
     rule = FIELDS[name]
     if rule.choices and value not in rule.choices:
-        raise CifarnetError(f"{name}={value!r} is not known; allowed: {allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is not known; allowed: {allowed(name)}")
     if rule.low is not None and value is not None and not rule.low <= value <= rule.high:
-        raise CifarnetError(f"{name}={value!r} is out of range; allowed: {allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is out of range; allowed: {allowed(name)}")
     if name == "name" and value and (not NAME_PATTERN.match(value) or ".." in value):
         raise CifarnetError(
-            f"name={value!r} is not allowed; use 1-64 letters, digits, '_', '.' or '-', "
+            f"name={shown(value)} is not allowed; use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit (no path separators, no '..')"
         )
 

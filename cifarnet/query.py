@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cifarnet.config import AUTO, FIELDS, TrainConfig, make_config
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.recipes import recipe_config
 
 DASHBOARD_DEFAULTS: TrainConfig = recipe_config("short")  # a first run should draw its curve within minutes
@@ -54,7 +54,7 @@ def parse_query(params: Mapping[str, Any], base: TrainConfig = DASHBOARD_DEFAULT
         if name in PAGE_PARAMS:
             continue
         if name not in FIELDS:
-            result.problems.append(f"unknown setting {name!r} in the link was ignored")
+            result.problems.append(f"unknown setting {shown(name)} in the link was ignored")
             continue
         value = _single(raw)
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarnet.config import NAME_PATTERN, TrainConfig, resolve_ws
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.models import build_model, count_params
 from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_json
 
@@ -45,8 +45,13 @@ def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
     """The runs folder: the argument, else ``$CIFARNET_RUNS``, else ``./runs``."""
     chosen = runs_dir if runs_dir not in (None, "") else os.environ.get("CIFARNET_RUNS") or DEFAULT_RUNS_DIR
     path = Path(chosen).expanduser()
-    if path.exists() and not path.is_dir():
-        raise CifarnetError(f"runs folder {path} exists but is not a folder; give a folder path")
+    try:
+        problem = "is a file, not a folder" if path.exists() and not path.is_dir() else None
+    except OSError as exc:  # a name too long for the file system, a loop of links...
+        problem = f"cannot be used ({exc.strerror})"
+    if problem:
+        raise CifarnetError(f"runs folder {shown(path)} {problem}; set --runs-dir or CIFARNET_RUNS to a folder "
+                            "(it is created when missing)")
     return path
 
 
@@ -205,21 +210,26 @@ def list_runs(runs_dir: str | os.PathLike | None = None, include_pretrained: boo
         folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         for folder in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True):
             runs.append(read_run_cached(folder))
-    if include_pretrained and PRETRAINED_DIR.is_dir():
-        runs += [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
-    return runs
+    return (runs + shipped_runs()) if include_pretrained else runs
+
+
+def shipped_runs() -> list[RunInfo]:
+    """The pretrained runs installed with the package (readable even when the runs folder is not)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
 
 
 def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The folder of ``run_id``, refusing ids that could point outside the runs folder."""
     root = resolve_runs_dir(runs_dir)
     if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
-        raise CifarnetError(f"run id {run_id!r} is not valid; ids use letters, digits, '_', '.', '-'")
+        raise CifarnetError(f"run id {shown(run_id)} is not valid; ids use letters, digits, '_', '.', '-'")
     for base in (root, PRETRAINED_DIR):
         candidate = (base / run_id).resolve()
         if candidate.parent == base.resolve() and candidate.is_dir():
             return candidate
-    raise CifarnetError(f"no run {run_id!r} in {root}")
+    raise CifarnetError(f"no run {shown(run_id)} in {root}")
 
 
 def new_run_id(cfg: TrainConfig) -> str:
@@ -237,7 +247,7 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> P
         path = root / new_run_id(cfg)
         path.mkdir()
     except FileExistsError:
-        raise CifarnetError(f"a run named {cfg.name!r} already exists in {root}; choose another name") from None
+        raise CifarnetError(f"a run named {shown(cfg.name)} already exists in {root}; choose another name") from None
     except OSError as exc:
         raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
     write_json(path / "config.json", config_record(cfg, count_params(build_model(**cfg.model_args))))
@@ -249,7 +259,7 @@ def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None
     """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``)."""
     path = run_path(run_id, runs_dir)
     if path.parent == PRETRAINED_DIR.resolve():
-        raise CifarnetError(f"run {run_id!r} is a shipped pretrained run; it is not running")
+        raise CifarnetError(f"run {shown(run_id)} is a shipped pretrained run; it is not running")
     (path / "STOP").touch()
 
 
@@ -257,9 +267,9 @@ def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     """Remove a user's finished run; shipped runs and live runs are refused."""
     path = run_path(run_id, runs_dir)
     if path.parent != resolve_runs_dir(runs_dir).resolve():
-        raise CifarnetError(f"run {run_id!r} is a shipped pretrained run and cannot be deleted")
+        raise CifarnetError(f"run {shown(run_id)} is a shipped pretrained run and cannot be deleted")
     if read_run(path).status in LIVE:
-        raise CifarnetError(f"run {run_id!r} is still running; stop it first")
+        raise CifarnetError(f"run {shown(run_id)} is still running; stop it first")
     shutil.rmtree(path)
 
 

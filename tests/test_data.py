@@ -16,7 +16,7 @@ from cifarnet import data as data_mod
 from cifarnet.augment import augment_batch, preview_grid, random_crop, random_cutout, to_float
 from cifarnet.config import make_config
 from cifarnet.data import FOLDER, load_cifar10, stratified_subset, write_batch_file
-from conftest import REAL_DATA, real_data_present, run_cli
+from conftest import REAL_DATA, data_with_labels, real_data_present, run_cli
 
 
 @pytest.fixture
@@ -140,6 +140,54 @@ def test_wrong_shapes_and_labels_name_the_file(small_copy):
     write_batch_file(small_copy / FOLDER / "data_batch_2", np.zeros((10_000, 3, 32, 32), np.uint8), np.full(10_000, 12))
     with pytest.raises(DataError, match=r"data_batch_2 has labels outside 0..9"):
         load_cifar10(small_copy)
+
+
+N = data_mod.IMAGES_PER_FILE
+NOT_WHOLE = "a label that is not a whole number at position 0"
+MALFORMED_LABELS = {  # what a crafted or broken batch file can hold where its labels belong
+    "strings": (["cat"] * N, f"{NOT_WHOLE} ('cat', a str)"),
+    "None": (None, "no label list (found NoneType)"),
+    "nested lists": ([[1, 2]] * N, f"{NOT_WHOLE} ([1, 2], a list)"),
+    "huge ints": ([3] * (N - 1) + [2**70], f"labels outside 0..9 (at position {N - 1}: {2**70})"),
+    "negative": ([-1] * N, "labels outside 0..9 (at position 0: -1)"),
+    "floats": ([1.5] * N, f"{NOT_WHOLE} (1.5, a float)"),
+    "whole floats": (np.full(N, 2.0), f"{NOT_WHOLE} (2.0, a float)"),
+    "bools": ([True] * N, f"{NOT_WHOLE} (True, a bool)"),
+    "numpy object array": (np.array(["x"] * N, dtype=object), f"{NOT_WHOLE} ('x', a str)"),
+    "2-d array": (np.zeros((N, 2), np.int64), f"{NOT_WHOLE} ([0, 0], a list)"),
+    "text": ("0123456789" * (N // 10), "no label list (found str)"),
+    "too few": ([0] * (N - 1), f"{N - 1} labels"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_LABELS)
+def test_malformed_labels_are_refused_in_one_message_naming_the_file(tmp_path, data_dir, case):
+    labels, problem = MALFORMED_LABELS[case]
+    folder = data_with_labels(tmp_path / "data", data_dir, labels)
+    with pytest.raises(DataError) as info:
+        load_cifar10(folder)
+    message = str(info.value)
+    assert message.startswith(f"CIFAR-10 file {folder / FOLDER / 'data_batch_1'} has {problem}")
+    assert message.endswith("; allowed: a list of 10000 whole numbers from 0 to 9") and "\n" not in message
+
+
+def test_labels_as_an_integer_array_load(tmp_path, data_dir):
+    labels = np.arange(N, dtype=np.uint8) % 10  # not the official list, but sound
+    data = load_cifar10(data_with_labels(tmp_path / "data", data_dir, labels))
+    assert data.train_y.dtype == torch.int64 and data.train_y[:N].tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("case", ["strings", "huge ints", "numpy object array"])
+def test_cli_data_and_evaluate_refuse_malformed_labels_in_one_line(tmp_path, data_dir, case):
+    folder = data_with_labels(tmp_path / "data", data_dir, MALFORMED_LABELS[case][0])
+    commands = [("data", "--data-dir", str(folder))]
+    if case == "strings":
+        shipped = "cifarnet/pretrained/s9-bn/model.pt"
+        commands.append(("evaluate", "--checkpoint", shipped, "--data-dir", str(folder)))
+    for command in commands:
+        result = run_cli(*command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+        assert result.stderr.startswith(f"cifarnet: error: CIFAR-10 file {folder / FOLDER / 'data_batch_1'} has ")
 
 
 def test_missing_file_is_named(small_copy):

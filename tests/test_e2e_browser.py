@@ -2,13 +2,16 @@
 
 Scenario: open Train with a tiny configuration in the URL, pick GroupNorm in the
 sidebar, launch, watch the live curve gain points, stop the run, then open the
-Misclassified and Receptive field pages through the top navigation. Screenshots go to
+Misclassified and Receptive field pages through the top navigation. Then hostile input: a
+shared link whose values are Markdown, and crafted uploads on Predict. Screenshots go to
 ``test-artifacts/`` for a human to look at. Skipped only when Chromium is missing.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from urllib.parse import urlencode, urlparse
 
 import pandas as pd
 import pytest
@@ -17,7 +20,7 @@ from cifarnet.curves import curves_frame
 from cifarnet.monitor import live_run_ids, newest_live_run
 from cifarnet.runs import read_run
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, new_tab, selected, shot
+from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, shot
 
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
@@ -231,3 +234,37 @@ def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser)
         tops = [top for _, _, top in tiles]
         assert all(len(set(round(t) for t in tops[row:row + 8])) == 1 for row in range(0, 32, 8))  # rows line up
         shot(page, "09-misclassified-grid")
+
+
+def test_hostile_link_and_uploads_show_as_plain_messages(server, page):
+    """Issue 15.11: a link's values are literal, short text: no link or image from them in the sidebar, and the
+    browser fetches nothing from the address they name. Issue 15.10: crafted uploads on Predict each get one
+    message, never Streamlit's exception box."""
+    url, _ = server
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    injected = {"name": "[click here](https://example.com)", "seed": "![x](http://127.0.0.1:9/x)",
+                "lr": "9" * 20_000}  # the server takes requests up to 64 KB; AppTest covers 100 KB
+    page.goto(f"{url}/predict?{urlencode(injected)}")
+    alerts = page.get_by_test_id("stSidebar").get_by_test_id("stAlert")
+    alerts.nth(2).wait_for()
+    shown = [alerts.nth(i).inner_text().replace("\u2060", "") for i in range(alerts.count())]  # invisible joiners
+    assert len(shown) == 3 and all(len(text) < 400 for text in shown), shown
+    assert "name='[click here](https://example.com)' is not allowed" in "\n".join(shown)
+    assert "seed='![x](http://127.0.0.1:9/x)' is not a number" in "\n".join(shown)
+    assert alerts.locator("a, img").count() == 0
+    assert page.locator("a[href*='example.com'], img[src*='127.0.0.1:9']").count() == 0
+
+    uploads = {name: CRAFTED_IMAGES[name] for name in ("bmp-header-size.bmp", "ppm-maxval.ppm", "photoshop.png")}
+    uploads["cut.jpg"] = crafted_images(mutations=0)["JPEG-cut-60"]
+    uploads["[f](http:127.0.0.1:9).png"] = CRAFTED_IMAGES["bmp-compression.bmp"]
+    for name, content in uploads.items():
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+            files=[{"name": name, "mimeType": "application/octet-stream", "buffer": content}])
+        as_drawn = re.compile("\u2060?".join(map(re.escape, f"{name}: ")))  # joiners may sit after ":"
+        message = page.get_by_test_id("stMain").get_by_test_id("stAlert").filter(has_text=as_drawn)
+        message.wait_for()
+        assert "not an image this app can read" in message.inner_text(), message.inner_text()
+        assert page.get_by_test_id("stException").count() == 0 and message.locator("a, img").count() == 0
+    shot(page, "06-predict-hostile-input")
+    assert not [address for address in requested if urlparse(address).port == 9], requested
