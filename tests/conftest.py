@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -38,6 +39,14 @@ def private_cache(tmp_path_factory):
         os.environ.pop("CIFARNET_CACHE", None)
     else:
         os.environ["CIFARNET_CACHE"] = previous
+
+
+PUNCTUATION = r"[!-/:-@\[-`{-~]"  # what cifarnet.ui.common.literal escapes: every ASCII punctuation mark
+
+
+def texts(elements) -> str:
+    """The elements' Markdown as a reader sees it: backslash escapes and (invisible) word joiners removed."""
+    return "\n".join(re.sub(rf"\\({PUNCTUATION})", r"\1", str(e.value)).replace("\u2060", "") for e in elements)
 
 
 def real_data_present() -> bool:
@@ -173,3 +182,12 @@ def crafted_images(mutations: int = 30) -> dict[str, bytes]:
                 mutated[rng.randrange(min(len(mutated), 200))] = rng.randrange(256)
             cases[f"{fmt}-mutated-{i}"] = bytes(mutated)
     return cases
+
+
+RUNNING = ("() => !document.querySelector('[data-stale=\"true\"], [data-testid^=stStatusWidgetRunning]')")
+
+
+def settle(tab, timeout_ms: float = 30_000) -> None:
+    """Wait until Streamlit has finished the rerun: no running icon, no element left over from the last one."""
+    tab.wait_for_timeout(500)
+    tab.wait_for_function(RUNNING, timeout=timeout_ms)

@@ -37,7 +37,7 @@ from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, reque
 from cifarnet.train import confusion_matrix
 from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
 from cifarnet.ui.app import PAGES
-from conftest import CRAFTED_IMAGES, crafted_images, data_with_labels
+from conftest import CRAFTED_IMAGES, PUNCTUATION, crafted_images, data_with_labels, texts
 
 APP = Path(__file__).resolve().parents[1] / "dashboard.py"
 TIMEOUT = 90
@@ -63,14 +63,6 @@ def app(runs_dir, data_dir, monkeypatch):
 def widget(at: AppTest, name: str):
     """The sidebar widget of config field ``name`` (for a field that may be None, its number box)."""
     return getattr(at.sidebar, widget_kind(FIELDS[name]))(key=widget_key(name))
-
-
-PUNCTUATION = r"[!-/:-@\[-`{-~]"  # what cifarnet.ui.common.literal escapes: every ASCII punctuation mark
-
-
-def texts(elements) -> str:
-    """The elements' Markdown as a reader sees it: backslash escapes and (invisible) word joiners removed."""
-    return "\n".join(re.sub(rf"\\({PUNCTUATION})", r"\1", str(e.value)).replace("\u2060", "") for e in elements)
 
 
 def is_literal(source: str) -> bool:
@@ -369,6 +361,7 @@ RUNS_FILE_CHECKS = {  # each page still does its work with the shipped runs
     "model": lambda at: metric_values(at)["total params"] == "189,920",
     "misclassified": lambda at: at.selectbox[0].value == "s9-bn (shipped)" and at.get("plotly_chart"),
     "predict": lambda at: at.selectbox[0].value == "s9-bn (shipped)",
+    "inside": lambda at: at.selectbox(key="inside_run").value == "s9-bn",
 }
 
 
@@ -415,7 +408,7 @@ def test_predict_a_random_test_image(app):
     at = app("predict")
     next(b for b in at.button if b.label == "Or try a random CIFAR-10 test image").click().run()
     assert not at.exception and not at.error
-    assert any(m.value.startswith("**test image #") for m in at.markdown)
+    assert "**test image #" in texts(at.markdown)
     assert metric_values(at)["prediction"] in CLASSES
     assert len(at.get("image")) == 2
 
@@ -431,13 +424,13 @@ def test_predict_random_test_image_replaces_an_upload_until_the_next_upload(app,
     at = app("predict")
     at.get("file_uploader")[0].set_value(("sky.png", png(Image.new("RGB", (60, 40), (40, 90, 200))), "image/png"))
     at.run()
-    assert any(m.value == "**sky.png**" for m in at.markdown)
+    assert "**sky.png**" in texts(at.markdown).split("\n")
     next(b for b in at.button if b.label == "Or try a random CIFAR-10 test image").click().run()
-    assert not at.exception and any(m.value.startswith("**test image #") for m in at.markdown)
-    assert not any(m.value == "**sky.png**" for m in at.markdown)
+    assert not at.exception and "**test image #" in texts(at.markdown)
+    assert "**sky.png**" not in texts(at.markdown).split("\n")
     at.get("file_uploader")[0].set_value(("grass.png", png(Image.new("RGB", (60, 40), (40, 200, 90))), "image/png"))
     at.run()
-    assert any(m.value == "**grass.png**" for m in at.markdown)
+    assert "**grass.png**" in texts(at.markdown).split("\n")
 
 
 def test_predict_with_a_users_model(app, runs_dir):
@@ -528,16 +521,16 @@ def test_train_page_without_a_live_run_shows_the_newest_or_the_linked_run(app, r
     time.sleep(0.01)
     fake_finished_run(runs_dir, np.arange(10_000) % 10, name="newer")
     at = app("train")
-    assert "Run `newer` · finished" in texts(at.subheader) and not at.info
+    assert "Run newer · finished" in texts(at.subheader) and not at.info
     assert "Shown because it is the newest run; none is training." in texts(at.caption)
     assert at.query_params["run"] == "newer"  # a reload keeps it
     assert at.get("page_link")[-1].proto.label == "All runs"
     linked = app("train", run="older")
-    assert "Run `older` · finished" in texts(linked.subheader)
+    assert "Run older · finished" in texts(linked.subheader)
     assert "Shown because the page's address names it." in texts(linked.caption)
     assert not linked.sidebar.warning  # the run key is the page's, not an unknown setting
     gone = app("train", run="deleted-meanwhile")
-    assert "Run `newer` · finished" in texts(gone.subheader)
+    assert "Run newer · finished" in texts(gone.subheader)
 
 
 # -- helpers behind the pages -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from cifarnet.curves import curves_frame
 from cifarnet.monitor import live_run_ids, newest_live_run
 from cifarnet.runs import read_run
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, shot
+from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, settle, shot
 
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
@@ -100,7 +100,7 @@ def test_train_gn_live_stop_then_inspect(server, page):
 
 
 def heading(page) -> str:
-    """The followed run's title line on the Train page (``Run `<id>` · <status>``)."""
+    """The followed run's title line on the Train page (``Run <id> · <status>``)."""
     return page.get_by_role("heading", name="Run").first.inner_text()
 
 
@@ -196,7 +196,7 @@ def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser)
         page.get_by_text("Shown because it is the newest run; none is training").wait_for()
         assert names[-1] in heading(page) and f"run={names[-1]}" in page.url
         page.get_by_role("link", name="All runs").wait_for()
-        page.wait_for_timeout(1500)
+        settle(page)  # the first run of the page has drawn everything (a loaded machine takes seconds)
         assert frames.during(page, 4.5) == 0  # a finished run is not polled
 
         page.get_by_role("link", name="Runs").first.click()

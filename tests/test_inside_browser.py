@@ -18,19 +18,10 @@ from cifarnet.data import load_cifar10
 from cifarnet.runs import PRETRAINED_DIR
 from cifarnet.ui.server import dashboard_server
 from test_dashboard import fake_finished_run, png
-from conftest import CHROMIUM, selected, shot
+from conftest import CHROMIUM, selected, settle, shot
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
 SLOW = 120_000  # the first visit loads models and measures 3 x 256 pictures on a busy 2-core machine
-
-
-RUNNING = ("() => !document.querySelector('[data-stale=\"true\"], [data-testid^=stStatusWidgetRunning]')")
-
-
-def settle(tab) -> None:
-    """Wait until Streamlit has finished the rerun: no running icon, no element left over from the last one."""
-    tab.wait_for_timeout(500)
-    tab.wait_for_function(RUNNING, timeout=SLOW)
 
 
 def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
@@ -46,7 +37,7 @@ def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
         page.locator("input[type=file]").set_input_files(str(picture))
         page.get_by_text("Grad-CAM: ", exact=False).first.wait_for(timeout=SLOW)
         page.get_by_text("One scale for all channels").wait_for(timeout=SLOW)
-        settle(page)
+        settle(page, SLOW)
         assert page.get_by_text("plane.png").first.is_visible()
         assert page.get_by_test_id("stImage").count() >= 4  # picture, two Grad-CAMs, the feature maps
         assert "run=s9-bn" in page.url and "index=" not in page.url  # an upload does not travel in a link
@@ -84,12 +75,12 @@ def test_misclassified_gradcam_switch_links_to_inside(tmp_path, data_dir, page):
         page.get_by_text(f"{len(labels[::7]):,} of {len(labels[::7]):,} mistakes").wait_for(timeout=SLOW)
         page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("True class", exact=True)).click()
         page.get_by_role("option", name="cat", exact=True).click()
-        settle(page)
+        settle(page, SLOW)
         assert selected(page, "True class") == "cat"
         gallery = page.get_by_test_id("stImage").locator("img")
         plain = gallery.first.get_attribute("src")
         page.get_by_text("Grad-CAM", exact=True).click()
-        settle(page)
+        settle(page, SLOW)
         page.wait_for_function("src => document.querySelector('[data-testid=stImage] img').src.indexOf(src) < 0",
                                arg=plain, timeout=SLOW)
         assert gallery.count() == min(32, int((labels[::7] == 3).sum()))
@@ -104,7 +95,7 @@ def test_misclassified_gradcam_switch_links_to_inside(tmp_path, data_dir, page):
         inside.set_viewport_size({"width": 1440, "height": 1400})
         this_model = inside.get_by_role("tabpanel", name="This model")
         this_model.get_by_text(f"test image #{query['index'][0]}", exact=True).wait_for(timeout=SLOW)
-        settle(inside)
+        settle(inside, SLOW)
         assert "run=mine" in inside.url and f"index={query['index'][0]}" in inside.url
         assert selected(inside, "Run") == "mine"
         assert inside.get_by_text("Grad-CAM: ", exact=False).count() == 2
