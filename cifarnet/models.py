@@ -41,9 +41,9 @@ from torch import nn
 from cifarnet.errors import CifarnetError
 from cifarnet.norms import DEFAULT_GN_GROUPS, check_groups, check_norm, make_norm
 
-ARCHS = ("s9", "seed")
+ARCHS = ("s9", "seed", "d1", "d2", "r1", "r2", "r3", "r4")
 DEFAULT_ARCH = "s9"
-DEFAULT_DROPOUT = {"seed": 0.05, "s9": 0.0}
+DEFAULT_DROPOUT = {"seed": 0.05, "s9": 0.0, "d1": 0.0, "d2": 0.0, "r1": 0.0, "r2": 0.0, "r3": 0.0, "r4": 0.0}
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
@@ -55,7 +55,7 @@ def default_ws(arch: str, norm: str) -> str:
     """Weight standardisation by default only where it was measured to help: ``s9`` with a per-image
     norm (LN, GN), sparing the depthwise convs (+0.3 points over standardising them too, two seeds each).
     With BN it did not help (docs/RESULTS.md); ``seed`` stays the write-up's network."""
-    return "except-depthwise" if arch == "s9" and norm in ("ln", "gn") else "off"
+    return "except-depthwise" if arch != "seed" and norm in ("ln", "gn") else "off"
 
 
 def check_ws(ws: str | bool) -> str:
@@ -148,9 +148,10 @@ class _Units:
         conv = self.conv2d(cin, cout, 3, stride=stride, padding=padding, dilation=dilation, bias=False)
         return self._finish([conv], cout)
 
-    def separable(self, cin: int, cout: int, padding: int = 1, dilation: int = 1) -> nn.Sequential:
+    def separable(self, cin: int, cout: int, padding: int = 1, dilation: int = 1, stride: int = 1) -> nn.Sequential:
         """Depthwise 3x3 then pointwise 1x1 (depthwise-separable) → norm → ReLU → dropout."""
-        depthwise = self.depthwise_conv2d(cin, cin, 3, padding=padding, dilation=dilation, groups=cin, bias=False)
+        depthwise = self.depthwise_conv2d(cin, cin, 3, stride=stride, padding=padding, dilation=dilation, groups=cin,
+                                          bias=False)
         pointwise = self.conv2d(cin, cout, 1, bias=False)
         return self._finish([depthwise, pointwise], cout)
 
@@ -188,7 +189,73 @@ def _s9(u: _Units) -> nn.Sequential:
     return _blocks(c1, c2, c3, c4, head)
 
 
-_BUILDERS = {"seed": _seed, "s9": _s9}
+def _r1(u, w=(32, 64, 128)):
+    a, b, c = w
+    c1 = nn.Sequential(u.conv(3, a), Residual(nn.Sequential(u.conv(a, a), u.conv(a, a))))
+    c2 = nn.Sequential(u.conv(a, b, stride=2, padding=2, dilation=2), Residual(nn.Sequential(u.conv(b, b), u.conv(b, b, padding=2, dilation=2))))
+    c3 = nn.Sequential(u.separable(b, c, stride=2), Residual(nn.Sequential(u.separable(c, c), u.separable(c, c))))
+    c4 = nn.Sequential(Residual(nn.Sequential(u.separable(c, c, padding=2, dilation=2), u.separable(c, c))))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 10, 1, bias=False))
+    return _blocks(c1, c2, c3, c4, head)
+
+
+def _r2(u):
+    c1 = nn.Sequential(u.conv(3, 32), u.conv(32, 64, stride=2, padding=2, dilation=2))
+    c2 = nn.Sequential(Residual(nn.Sequential(u.conv(64, 64), u.conv(64, 64, padding=2, dilation=2))),
+                       Residual(nn.Sequential(u.separable(64, 64), u.separable(64, 64))))
+    c3 = nn.Sequential(u.separable(64, 128, stride=2), Residual(nn.Sequential(u.separable(128, 128), u.separable(128, 128))))
+    c4 = nn.Sequential(Residual(nn.Sequential(u.separable(128, 128, padding=2, dilation=2), u.separable(128, 128))))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(128, 10, 1, bias=False))
+    return _blocks(c1, c2, c3, c4, head)
+
+
+def _r3(u):
+    """ResNet-14-like: 24/48/96 full convs, DS at 8x8 wider."""
+    c1 = nn.Sequential(u.conv(3, 24), Residual(nn.Sequential(u.conv(24, 24), u.conv(24, 24))))
+    c2 = nn.Sequential(u.conv(24, 48, stride=2, padding=2, dilation=2), Residual(nn.Sequential(u.conv(48, 48), u.conv(48, 48, padding=2, dilation=2))),
+                       Residual(nn.Sequential(u.conv(48, 48), u.conv(48, 48))))
+    c3 = nn.Sequential(u.separable(48, 96, stride=2), Residual(nn.Sequential(u.separable(96, 96), u.separable(96, 96))))
+    c4 = nn.Sequential(Residual(nn.Sequential(u.separable(96, 96, padding=2, dilation=2), u.separable(96, 96))),
+                       Residual(nn.Sequential(u.separable(96, 96), u.separable(96, 96))))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(96, 10, 1, bias=False))
+    return _blocks(c1, c2, c3, c4, head)
+
+
+def _r4(u):
+    """s9 with a residual pair at 32x32 and DS downsampling into C3."""
+    c1 = nn.Sequential(u.conv(3, 32), Residual(nn.Sequential(u.conv(32, 32), u.conv(32, 32))), u.conv(32, 64, stride=2, padding=2, dilation=2))
+    c2 = Residual(nn.Sequential(u.separable(64, 64), u.conv(64, 64, padding=2, dilation=2)))
+    c3 = nn.Sequential(u.separable(64, 128, stride=2), Residual(u.separable(128, 128)), Residual(u.separable(128, 128)))
+    c4 = nn.Sequential(Residual(u.separable(128, 128, padding=2, dilation=2)), Residual(u.separable(128, 128)), Residual(u.separable(128, 128)))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(128, 10, 1, bias=False))
+    return _blocks(c1, c2, c3, c4, head)
+
+
+def _d1(u, w=(40, 80, 160), n=(2, 3, 2, 3)):
+    """All-DS separable resnet: single-DS residual units."""
+    a, b, c = w
+    R = lambda ch, d=1: Residual(u.separable(ch, ch, padding=d, dilation=d))
+    c1 = nn.Sequential(u.conv(3, a), *[R(a) for _ in range(n[0])])
+    c2 = nn.Sequential(u.separable(a, b, stride=2), *[R(b) for _ in range(n[1])])
+    c3 = nn.Sequential(u.separable(b, c, stride=2), *[R(c) for _ in range(n[2])])
+    c4 = nn.Sequential(R(c, 2), *[R(c) for _ in range(n[3] - 1)])
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 10, 1, bias=False))
+    return _blocks(c1, c2, c3, c4, head)
+
+
+def _d2(u, w=(40, 80, 144)):
+    """Separable resnet with two-DS residual blocks (ResNet basic block, DS convs)."""
+    a, b, c = w
+    B = lambda ch, d=1: Residual(nn.Sequential(u.separable(ch, ch, padding=d, dilation=d), u.separable(ch, ch)))
+    c1 = nn.Sequential(u.conv(3, a), B(a))
+    c2 = nn.Sequential(u.separable(a, b, stride=2), B(b), B(b))
+    c3 = nn.Sequential(u.separable(b, c, stride=2), B(c))
+    c4 = nn.Sequential(B(c, 2), B(c))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 10, 1, bias=False))
+    return _blocks(c1, c2, c3, c4, head)
+
+
+_BUILDERS = {"seed": _seed, "s9": _s9, "d1": _d1, "d2": _d2, "r1": _r1, "r2": _r2, "r3": _r3, "r4": _r4}
 
 
 def check_arch(arch: str) -> str:
