@@ -76,16 +76,12 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     device = next(model.parameters()).device
     batch = batch or EVAL_BATCH["cuda" if device.type == "cuda" else "cpu"]
     plain, flipped = [], []
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False  # full fp32 on every device: a GPU run's record equals a CPU evaluate
-    try:
-        for start in range(0, len(images), batch):
-            x = to_float(images[start:start + batch].to(device, non_blocking=True))
+    for start in range(0, len(images), batch):
+        x = to_float(images[start:start + batch].to(device, non_blocking=True))
+        with _autocast(device):
             plain.append(model(x).float())
             if tta:
                 flipped.append(model(x.flip(3)).float())
-    finally:
-        torch.backends.cudnn.allow_tf32 = tf32
     model.train(was_training)
     logits = torch.cat(plain)
     labels = labels.to(logits.device)
@@ -169,7 +165,7 @@ class Run:
             self.device, memory_format=torch.channels_last)
         # compiled for the training step only: evaluation runs other batch sizes under
         # inference_mode, which would cost a recompile each for a few hundred ms saved
-        self.forward = torch.compile(self.model, mode=os.environ.get("CIFARNET_COMPILE_MODE") or None) if cfg.compile else self.model
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         if cfg.compile:  # inductor's notice that a CPU-only machine has no CUDA runtime is noise here
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.optimizer = make_optimizer(self.model, cfg)
