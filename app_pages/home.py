@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cifarnet.monitor import NORM_NAMES, ws_note
+from cifarnet.report import percent
 from cifarnet.ui.app import PAGES, page_path
 from cifarnet.ui.common import header, runs
 
@@ -20,12 +21,12 @@ if shipped:
     epochs = format(shipped[0].config.get("epochs", 0), "g")
     st.caption(f"Test accuracy of the three networks shipped with the app: the same s9 architecture, trained "
                f"{epochs} epochs with the same recipe, differing only in the normalisation layer"
-               f"{ws_note(shipped)}. Measured on the CIFAR-10 test set (offline JPEG copy: a slightly lossy copy of "
-               "CIFAR-10, within about a point of the original).")
+               f"{ws_note(shipped)}. Measured on the CIFAR-10 test set (offline JPEG copy: a slightly lossy "
+               "re-encoding of CIFAR-10, within about a point of the original).")
     cols = st.columns(len(shipped))
-    for col, info in zip(cols, shipped):  # two decimals: 84.98 % must not read as 85.0 %
+    for col, info in zip(cols, shipped):  # formatted as README's results table formats them
         norm = info.config.get("norm", "")
-        col.metric(f"s9 with {NORM_NAMES.get(norm, norm)}", f"{100 * (info.final_acc or 0):.2f}%", border=True,
+        col.metric(f"s9 with {NORM_NAMES.get(norm, norm)}", percent(info.final_acc), border=True,
                    help=f"Shipped run {info.run_id}: full CIFAR-10 test set, 10,000 images")
 
 st.subheader("Where to start")

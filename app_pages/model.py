@@ -6,7 +6,7 @@ from cifarnet.monitor import WS_WORDS
 from cifarnet.summary import summarize
 from cifarnet.tables import params_by_block, params_by_type, summary_frame
 from cifarnet.ui import charts
-from cifarnet.ui.common import header
+from cifarnet.ui.common import PARAMS_COLUMN, header
 from cifarnet.ui.sidebar import configured_model
 
 BUDGET = 200_000
@@ -34,11 +34,11 @@ st.caption(f"{cfg.arch} with {cfg.norm.upper()}: every norm has 2 affine weights
 table, charts_col = st.columns([3, 2], gap="large")
 with table:
     st.dataframe(summary_frame(summary), hide_index=True, width="stretch", height=720,
-                 column_config={"params": st.column_config.NumberColumn("params", format="%d")})
+                 column_config={"params": PARAMS_COLUMN})
 with charts_col:
     st.plotly_chart(charts.bar_figure(params_by_block(summary), "block", "params", "Parameters per block",
                                       "block", "parameters"), width="stretch")
-    st.plotly_chart(charts.bar_figure(params_by_type(model), "kind", "params", "Parameters per layer kind", "", "parameters"),
-                    width="stretch", key="by_kind")
+    st.plotly_chart(charts.bar_figure(params_by_type(model), "kind", "params", "Parameters per layer kind", "",
+                                      "parameters"), width="stretch", key="by_kind")
     st.caption("Depthwise-separable convs (a 3x3 depthwise + a 1x1 pointwise) cost about a ninth of a full 3x3 "
                "conv with the same channels; that is how these networks stay under 200k parameters.")

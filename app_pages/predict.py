@@ -4,12 +4,12 @@ import random
 
 import streamlit as st
 
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shorten
 from cifarnet.data import IMAGES_PER_FILE
 from cifarnet.images import enlarge, enlarge_to, png_bytes, to_hwc
 from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
 from cifarnet.ui import charts
-from cifarnet.ui.common import checkpoint, data_ready, dataset, header, runs
+from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal, runs
 
 SAMPLE_KEY = "predict_sample"
 PREVIEW_PX = 256
@@ -27,7 +27,9 @@ default = next((i for i, name in enumerate(labels) if name.startswith("s9-bn")),
 choice, k_col = st.columns([3, 1])
 label = choice.selectbox("Model", labels, index=default, help="Shipped networks and your finished runs (model.pt)")
 k = k_col.slider("Top-k classes", 1, 10, 5)
-upload = st.file_uploader("Image", type=list(FORMATS),
+# Whichever the user chose last is shown: a new upload clears the random pick, a click on the button
+# picks a test image even while a file is uploaded.
+upload = st.file_uploader("Image", type=list(FORMATS), on_change=lambda: st.session_state.pop(SAMPLE_KEY, None),
                           help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; transparency is composited "
                                "onto white, animations use their first frame.")
 if data_ready() and st.button("Or try a random CIFAR-10 test image", icon=":material/casino:"):
@@ -37,8 +39,8 @@ if upload is None and sample is None:
     st.info("Upload an image to classify it.", icon=":material/upload:")
     st.stop()
 
-if upload is not None:
-    name, content = upload.name, upload.getvalue()
+if sample is None:
+    name, content = shorten(upload.name), upload.getvalue()
 else:
     data = dataset()
     if data is None:
@@ -49,14 +51,14 @@ try:
     picture = prepare(content)
     model = checkpoint(models[label])
 except CifarnetError as exc:
-    st.error(f"**{name}:** {exc}", icon=":material/block:")
+    st.error(f"**{literal(name)}:** {literal(exc)}", icon=":material/block:")
     st.stop()
 
 ranked = top_k(model, picture.view, k)
 best, prob = ranked[0]
 original, seen, bars = st.columns([1, 1, 2], gap="large")
 with original:
-    st.markdown(f"**{name}**")
+    st.markdown(f"**{literal(name)}**")
     st.image(enlarge_to(picture.preview, PREVIEW_PX))
 with seen:
     st.markdown("**What the model sees** (32x32)")

@@ -6,7 +6,7 @@ from cifarnet.models import ARCHS
 from cifarnet.receptive_field import receptive_field
 from cifarnet.tables import IMAGE_SIZE, rf_comparison, rf_exceeds_image, rf_frame
 from cifarnet.ui import charts
-from cifarnet.ui.common import header, preview_image
+from cifarnet.ui.common import PARAMS_COLUMN, header, preview_image
 from cifarnet.ui.sidebar import configured_model
 
 header("Receptive field", "The receptive field (RF) of a layer is the square of input pixels that can influence "
@@ -58,7 +58,7 @@ words.markdown(
 st.subheader("Both architectures")
 comparison, overview = rf_comparison(ARCHS)
 st.plotly_chart(charts.rf_figure(comparison, IMAGE_SIZE), width="stretch", key="rf_compare")
-st.dataframe(overview, hide_index=True)
+st.dataframe(overview, hide_index=True, column_config={"params": PARAMS_COLUMN})
 st.caption("`seed` keeps 32→26-pixel maps and grows its field with parallel dilated branches (d = 2, 4, 8); "
            "`s9` halves the map twice with strided dilated convs, so later layers' jump is 4 and every 3x3 "
            "kernel reaches four times further. The norm does not change the field.")

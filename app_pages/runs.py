@@ -6,13 +6,14 @@ from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label
 from cifarnet.errors import CifarnetError
 from cifarnet.runs import LIVE, delete_run
 from cifarnet.ui import charts
-from cifarnet.ui.common import header, runs
+from cifarnet.ui.common import PARAMS_COLUMN, header, literal, runs
 
 header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, LayerNorm, GroupNorm, trained "
-       "with one recipe and budget; accuracies on the offline JPEG copy of CIFAR-10) and the runs you launched. Pick runs "
-       "to overlay their learning curves.")
+       "with one recipe and budget) and the runs you launched. Pick runs to overlay their learning curves.")
 
 REFRESH_S = 3
+BEST_HELP = ("Best evaluation during training (including the final one). Short runs evaluate on a subset of "
+             "the test set, so this can be above the final accuracy on all 10,000 images")
 COLUMNS = ["run", "status", "norm", "ws", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups",
            "epochs", "batch_size", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"]
 all_runs = runs()
@@ -20,27 +21,38 @@ by_label = {run_label(info): info for info in all_runs}
 live = any(info.status in LIVE for info in all_runs)
 
 
+# Streamlit's pattern for a streaming fragment: it reruns on a timer only while a run trains; when the last
+# one ends, a full rerun declares it again without the timer.
 @st.fragment(run_every=REFRESH_S if live else None)
 def table_and_curves() -> None:
     """The table and the chosen curves; re-read every few seconds while a run is training."""
     fresh = runs()
+    if live and not any(info.status in LIVE for info in fresh):
+        st.rerun(scope="app")
     labels = {run_label(info): info for info in fresh}
     table = runs_table(fresh)
     st.dataframe(
-        table, hide_index=True, width="stretch", column_order=COLUMNS,
+        table, hide_index=True, width="stretch", column_order=COLUMNS, placeholder="–",
         column_config={
             "ws": st.column_config.TextColumn("weight std.", help="which convs are weight-standardised: all, all "
                                               "except the depthwise ones, or off"),
-            "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%"),
             "final_acc": st.column_config.NumberColumn("final acc", format="%.2f%%",
-                                                       help="Full test set at the end (or the last evaluation)"),
-            "tta_acc": st.column_config.NumberColumn("flip-TTA acc", format="%.2f%%"),
+                                                       help="Full test set (10,000 images) at the end; while a run "
+                                                            "trains, its last evaluation"),
+            "best_acc": st.column_config.NumberColumn("best acc", format="%.2f%%", help=BEST_HELP),
+            "tta_acc": st.column_config.NumberColumn("flip-TTA acc", format="%.2f%%",
+                                                     help="Final accuracy when each image's prediction is averaged "
+                                                          "with its mirror's; – where the run did not measure it"),
             "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
-            "params": st.column_config.NumberColumn("params", format="%d"),
+            "params": PARAMS_COLUMN,
             "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
             "notes": st.column_config.TextColumn("notes", width="large"),
         },
     )
+    st.caption("**final acc** is measured on the full test set; **best acc** is the best evaluation during training, "
+               "which short runs make on a small subset of it (eval_subset images per class), so it can lie above "
+               "the final figure. The shipped runs were measured on an offline JPEG copy: a slightly lossy "
+               "re-encoding of CIFAR-10.")
     if live:
         st.caption(f"A run is training: this table and the curves refresh every {REFRESH_S} seconds.")
     st.download_button("Download table (CSV)", table.to_csv(index=False).encode(), "cifarnet-runs.csv", "text/csv",
@@ -50,7 +62,7 @@ def table_and_curves() -> None:
         with st.expander(f"{len(troubled)} run(s) with errors or damaged files", expanded=True,
                          icon=":material/warning:"):
             for _, row in troubled.iterrows():
-                st.markdown(f"**{row['run']}** ({row['status']}): {row['notes']}")
+                st.markdown(f"**{literal(row['run'])}** ({row['status']}): {literal(row['notes'])}")
 
     st.subheader("Compare learning curves")
     shipped = [label for label, info in labels.items() if info.pretrained]
@@ -62,7 +74,8 @@ def table_and_curves() -> None:
     weight = controls[1].slider("Smoothing", 0.0, 0.99, 0.0, 0.01,
                                 help="Exponential moving average of each curve (0 = raw points, 0.9 = strong)")
     log_y = controls[2].toggle("log y", help="Logarithmic y-axis: useful for losses and the learning rate")
-    frame = smooth(curves_frame([labels[label] for label in chosen if label in labels], metrics or ()), weight)
+    raw = curves_frame([labels[label] for label in chosen if label in labels], metrics or ())
+    frame = smooth(raw, weight)
     if not chosen or not metrics:
         st.info("Choose at least one run and one metric.", icon=":material/touch_app:")
         return
@@ -77,8 +90,9 @@ def table_and_curves() -> None:
                                                      log_y, colors), width="stretch", key=f"curve_{metric}")
     st.caption("Test metrics are measured at each evaluation (dots); train metrics average the batches between "
                "log points, with augmentation switched on, which is why train accuracy can sit below test accuracy.")
-    st.download_button("Download these curves (CSV)", curves_csv(frame), "cifarnet-curves.csv", "text/csv",
-                       icon=":material/download:")
+    st.download_button("Download these curves (CSV)", curves_csv(raw), "cifarnet-curves.csv", "text/csv",
+                       icon=":material/download:", help="The recorded values of the chosen runs and metrics, one "
+                       "row per point; smoothing changes the charts only, never the file")
 
 
 table_and_curves()
@@ -93,8 +107,8 @@ if own:
         try:
             delete_run(by_label[victim].run_id)
         except CifarnetError as exc:
-            st.error(str(exc), icon=":material/warning:")
+            st.error(literal(exc), icon=":material/warning:")
         else:
-            st.toast(f"Deleted {victim}", icon=":material/delete:")
+            st.toast(f"Deleted {literal(victim)}", icon=":material/delete:")
             st.rerun()
     st.caption("Shipped runs cannot be deleted; a live run must be stopped first.")

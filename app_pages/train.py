@@ -2,96 +2,148 @@
 
 import streamlit as st
 
-from cifarnet.augment import AugmentSpec, preview_grid
+from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.images import one_per_class
 from cifarnet.launch import resume_run, start_run
-from cifarnet.monitor import clock, describe, newest_live_run, progress_fraction, progress_text
-from cifarnet.runs import LIVE, read_run, request_stop, resolve_runs_dir, run_path
+from cifarnet.monitor import (Choice, choose_run, clock, describe, is_live, live_run_ids, progress_fraction,
+                              progress_text)
+from cifarnet.query import RUN_PARAM
+from cifarnet.records import load_run_config
+from cifarnet.runs import LIVE, RunInfo, read_run, request_stop, run_path
 from cifarnet.ui import charts
-from cifarnet.ui.common import cached_synthetic, data_dir, data_panel, data_ready, dataset, header
+from cifarnet.ui.app import page_path
+from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal,
+                                 runs_dir)
 from cifarnet.ui.sidebar import current_config
 
-WATCH_KEY = "watch_run"
+OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked
+NOTICE_KEY = "train_notice"  # a toast a button callback leaves for the next run (callbacks draw nothing)
 REFRESH_S = 1.5
 
-header("Train", "Launch a training run with the settings in the sidebar. It trains in its own process, so "
-       "you can switch pages, reload or open a second tab: the live run is picked up again from the runs folder.")
+header("Train", "Launch a run with the sidebar's settings. It trains in its own process: switch pages or reload, "
+       "and this tab still follows the run it launched (the address names it).")
 
 cfg, error = current_config()
-launch_col, lr_col = st.columns([3, 2], gap="large")
-with launch_col:
-    if cfg is None:
-        st.error(f"Fix the sidebar setting before launching: {error}", icon=":material/warning:")
+folder = runs_dir()  # None while the runs folder cannot be used (a notice above the page says why)
+if cfg is None:
+    st.error(f"Fix the sidebar setting before launching: {literal(error)}", icon=":material/warning:")
+else:
+    st.markdown(f"**Launch will train:** {describe(cfg)}")
+ready = data_ready()
+if not ready:
+    data_panel(f"Training needs the CIFAR-10 data set, and it is not in the data folder {shown(data_dir())}.")
+if st.button("Launch run", type="primary", icon=":material/rocket_launch:",
+             disabled=cfg is None or not ready or folder is None):
+    try:
+        launched = start_run(cfg, folder, data_dir())
+    except CifarnetError as exc:
+        st.error(literal(exc), icon=":material/warning:")
     else:
-        st.markdown(f"**This run:** {describe(cfg)}")
-    ready = data_ready()
-    if not ready:
-        data_panel("Training needs the CIFAR-10 data set, and it is not in the data folder "
-                   f"`{data_dir()}`.")
-    if st.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=cfg is None or not ready):
-        try:
-            st.session_state[WATCH_KEY] = start_run(cfg, resolve_runs_dir(), data_dir())
-        except CifarnetError as exc:
-            st.error(str(exc), icon=":material/warning:")
-        else:
-            st.toast(f"Started run {st.session_state[WATCH_KEY]}", icon=":material/rocket_launch:")
-with lr_col:
-    if cfg is not None:
+        st.session_state[OWN_KEY] = (launched, "launched")
+        st.toast(f"Started run {literal(launched)}", icon=":material/rocket_launch:")
+
+
+def chosen() -> Choice:
+    """The run to show: this tab's own, else the address's, else the newest live one, else the newest."""
+    if folder is None:
+        return Choice(None, "the runs folder cannot be used")
+    return choose_run(st.session_state.get(OWN_KEY), st.query_params.get(RUN_PARAM), folder)
+
+
+def follow(run_id: str, how: str) -> None:
+    """Button callback: this tab now follows ``run_id``."""
+    st.session_state[OWN_KEY] = (run_id, how)
+
+
+def stop(run_id: str) -> None:
+    """Button callback, bound to the run on screen when the button was drawn: never another one."""
+    request_stop(run_id, folder)
+    st.session_state[NOTICE_KEY] = f"Stop requested for {literal(run_id)}: it ends after its step and keeps a checkpoint."
+
+
+polling = (followed := chosen().run_id) is not None and is_live(followed, folder)
+if cfg is not None:  # folded while a run trains, so its progress and curves fit on one screen
+    with st.expander("Learning-rate schedule of these settings", expanded=not polling, icon=":material/show_chart:"):
         st.plotly_chart(charts.lr_figure(lr_schedule(cfg)), width="stretch")
-        st.caption("The learning rate this configuration will use at each step (the schedule is stepped per batch).")
+        st.caption("The learning rate at each step (the schedule is stepped per batch).")
 
 
-@st.fragment(run_every=REFRESH_S)
-def live_run() -> None:
-    """The newest live run (any tab, any session), else the one this session launched last."""
-    run_id = newest_live_run() or st.session_state.get(WATCH_KEY)
-    if run_id is None:
+# Streamlit's pattern for a streaming fragment: ``run_every`` is set only while the shown run trains;
+# when that changes, a full rerun declares the fragment again with the other setting.
+@st.fragment(run_every=REFRESH_S if polling else None)
+def followed_run() -> None:
+    """The run this tab follows, with its progress and curves; refreshed while it trains."""
+    choice = chosen()
+    if choice.run_id is None:
         st.info("No run yet. Launch one above; its curves appear here and update every "
-                f"{REFRESH_S:g} seconds. Past runs are on the Runs page.", icon=":material/hourglass_empty:")
+                f"{REFRESH_S:g} seconds.", icon=":material/hourglass_empty:")
         return
     try:
-        info = read_run(run_path(run_id))
-    except CifarnetError:
-        st.session_state.pop(WATCH_KEY, None)  # deleted meanwhile
-        return
+        info = read_run(run_path(choice.run_id, folder))
+    except CifarnetError:  # deleted meanwhile
+        st.session_state.pop(OWN_KEY, None)
+        st.rerun(scope="app")
+    if (info.status in LIVE) != polling:
+        st.rerun(scope="app")
+    if st.query_params.get(RUN_PARAM) != info.run_id:
+        st.query_params[RUN_PARAM] = info.run_id
+    if NOTICE_KEY in st.session_state:
+        st.toast(st.session_state.pop(NOTICE_KEY), icon=":material/stop_circle:")
+    _title(info, choice)
+    others = [run_id for run_id in live_run_ids(folder) if run_id != info.run_id]
+    for other in others:
+        note, button = st.columns([4, 1], vertical_alignment="center")
+        note.caption(f"Also training: {literal(other)}.")
+        button.button("Show it", key=f"show-{other}", on_click=follow, args=(other, "picked"), width="stretch")
     progress = info.progress
-    title, stop_col = st.columns([4, 1], vertical_alignment="center")
-    title.subheader(f"Run `{run_id}` · {info.status}")
-    if info.status in LIVE and stop_col.button("Stop run", icon=":material/stop_circle:", width="stretch"):
-        request_stop(run_id)
-        st.toast("Stop requested: the run ends after its current step and keeps a checkpoint.",
-                 icon=":material/stop_circle:")
-    if info.status in ("stopped", "failed") and stop_col.button("Resume run", icon=":material/play_circle:",
-                                                                  width="stretch"):
-        try:
-            resume_run(run_id, data_dir=data_dir())
-        except CifarnetError as exc:
-            st.error(str(exc), icon=":material/warning:")
-        else:
-            st.toast(f"Resuming {run_id} from its last checkpoint", icon=":material/play_circle:")
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
                 else f"{info.status} after {progress.get('step', 0)} of {progress.get('total_steps', '?')} steps")
     _status_note(info)
-    cols = st.columns(4)
-    cols[0].metric("train loss", f"{progress['train_loss']:.3f}" if "train_loss" in progress else "–")
-    cols[1].metric("train accuracy", f"{100 * progress['train_acc']:.1f}%" if "train_acc" in progress else "–")
+    loss_col, acc_col, numbers = st.columns([5, 5, 2])
+    numbers.metric("train loss", f"{progress['train_loss']:.3f}" if "train_loss" in progress else "–")
+    numbers.metric("train accuracy", f"{100 * progress['train_acc']:.1f}%" if "train_acc" in progress else "–")
     test = info.final_acc
-    cols[2].metric("test accuracy", "–" if test is None else f"{100 * test:.1f}%",
+    numbers.metric("test accuracy", "–" if test is None else f"{100 * test:.1f}%",
                    help="On the evaluation subset during training; on the full test set once finished")
-    cols[3].metric("elapsed", clock(progress.get("elapsed_s")))
+    numbers.metric("elapsed", clock(progress.get("elapsed_s")))
     frame = curves_frame([info], ("train_loss", "test_loss", "train_acc", "test_acc"))
     if frame.empty:
-        st.caption("Waiting for the first logged steps...")
+        loss_col.caption("Waiting for the first logged steps...")
         return
-    loss_col, acc_col = st.columns(2)
     loss_col.plotly_chart(charts.curve_figure(frame[frame["metric"].str.endswith("loss")], "step", "metric",
                                               "Loss", "cross-entropy loss"), width="stretch")
     acc_col.plotly_chart(charts.curve_figure(frame[frame["metric"].str.endswith("acc")], "step", "metric",
                                              "Accuracy", "accuracy (%)"), width="stretch")
     st.caption("Train numbers average the batches since the previous point (with augmentation); test numbers "
                "are evaluations on held-out images (dots). A widening gap between them is overfitting.")
+
+
+def _title(info: RunInfo, choice: Choice) -> None:
+    """Which run this is and why it is the one shown, with the one action that fits its status."""
+    title, action = st.columns([4, 1], vertical_alignment="center")
+    title.subheader(f"Run {literal(info.run_id)} · {info.status}")
+    if info.status in LIVE:
+        action.button("Stop run", icon=":material/stop_circle:", width="stretch", key=f"stop-{info.run_id}",
+                      on_click=stop, args=(info.run_id,))
+    elif info.status in ("stopped", "failed") and not info.pretrained and action.button(
+            "Resume run", icon=":material/play_circle:", width="stretch", key=f"resume-{info.run_id}"):
+        try:
+            resume_run(info.run_id, folder, data_dir())
+        except CifarnetError as exc:
+            st.error(literal(exc), icon=":material/warning:")
+        else:
+            follow(info.run_id, "resumed")
+            st.toast(f"Resuming {literal(info.run_id)} from its last checkpoint", icon=":material/play_circle:")
+            st.rerun(scope="app")
+    try:
+        settings = describe(load_run_config(info.path))
+    except CifarnetError:
+        settings = "its settings are unreadable"
+    with title:
+        st.caption(f"Shown because {choice.why}. {settings}.")
+    action.page_link(page_path("runs"), label="All runs", icon=":material/monitoring:")
 
 
 def _status_note(info) -> None:
@@ -104,10 +156,10 @@ def _status_note(info) -> None:
         st.warning("Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it "
                    "reached.", icon=":material/stop_circle:")
     elif info.status in ("failed", "diverged"):
-        st.error(f"The run {info.status}: {error or 'no reason recorded'}", icon=":material/error:")
+        st.error(f"The run {info.status}: {literal(error or 'no reason recorded')}", icon=":material/error:")
 
 
-live_run()
+followed_run()
 
 st.divider()
 st.subheader("Augmentation preview")
@@ -119,7 +171,7 @@ if cfg is not None:
         data = cached_synthetic()
         st.caption("(showing synthetic pattern images until the data set is available)")
     seed = st.session_state.setdefault("preview_seed", 0)
-    grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), AugmentSpec.from_config(cfg), seed=seed,
+    grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), cfg, seed=seed,
                         rows=4, cols=8, scale=4)
     st.image(grid)
     if st.button("New random draw", icon=":material/casino:"):

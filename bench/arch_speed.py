@@ -2,9 +2,10 @@
 
     python bench/arch_speed.py [--batch-size 128] [--reps 7] [--json]
 
-Each repetition times one full training step (forward, backward, SGD update) on a
-random batch; the median of the repetitions after a warm-up is reported, and the ratio
-to ``seed`` is taken from the same run, so background load affects both alike.
+Each repetition times one step of the training engine (``Trainer.step``: forward, backward,
+optimizer update, as a run does them) on a random batch; the median of the repetitions after
+a warm-up is reported, and the ratio to ``seed`` is taken from the same run, so background load
+affects both alike.
 """
 
 from __future__ import annotations
@@ -20,20 +21,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cifarnet.augment import to_float  # noqa: E402
+from cifarnet.config import make_config  # noqa: E402
+from cifarnet.data import CLASSES, Cifar10  # noqa: E402
 from cifarnet.models import ARCHS, build_model, count_params  # noqa: E402
+from cifarnet.train import Trainer  # noqa: E402
 
 
 def step_seconds(arch: str, norm: str, batch: int, reps: int) -> list[float]:
-    model = build_model(arch, norm)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    images, labels = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (batch,))
+    cfg = make_config({"arch": arch, "norm": norm, "batch_size": batch, "device": "cpu"})
+    trainer = Trainer(cfg, Cifar10(images, labels, images, labels, CLASSES, "random"))
+    x = to_float(images).contiguous(memory_format=torch.channels_last)  # the layout the engine's batches have
     times = []
     for _ in range(reps + 1):  # the first step warms up allocators and kernels
         started = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        trainer.step(x, labels)
         times.append(time.perf_counter() - started)
     return times[1:]
 

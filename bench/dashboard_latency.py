@@ -1,10 +1,10 @@
 """Dashboard latency in a real headless browser: start → first live point, refresh period, responsiveness.
 
-    python bench/dashboard_latency.py [--reps 3] [--data-dir ../shared/data] [--report docs/PERFORMANCE.md]
+    python bench/dashboard_latency.py [--reps 3] [--data-dir DIR] [--report docs/PERFORMANCE.md]
 
-For each repetition: open the Train page with the default short-run settings (but 20
-epochs, so the run is still live while it is watched), click
-"Launch run" and time until the live loss chart draws its first point; then, while the
+For each repetition, in a 1400x1000 window: open the Train page with the default short-run
+settings (but 20 epochs, so the run is still live while it is watched), click "Launch run"
+and time until the new run's live loss chart draws its first point; then, while the
 run trains, time the intervals between visible updates of the progress line (the
 refresh period) and how long a click on another page and a sidebar change take to
 show (responsiveness). The run is stopped before the next repetition. Medians are
@@ -23,15 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
+
 from cifarnet.ui.server import CHROMIUM_ARGS, dashboard_server  # noqa: E402
 
 MARK = "<!-- dashboard-latency -->"
-
-
-def chart_points(page, index: int) -> int:
-    """Points drawn in the ``index``-th Plotly chart (all traces)."""
-    return page.locator(".js-plotly-plot").nth(index).evaluate(
-        "el => (el._fullData || []).reduce((n, t) => n + (t._length || 0), 0)")
 
 
 class FrameClock:
@@ -48,14 +45,17 @@ class FrameClock:
         return [b - a for a, b in zip(starts, starts[1:])]
 
 
-def one_rep(page, frames: FrameClock, url: str, watch_s: float) -> dict:
+def one_rep(page, frames: FrameClock, url: str, runs: Path, watch_s: float) -> dict:
     page.goto(f"{url}/train?epochs=20")  # the default short run, long enough to stay live while it is watched
     page.get_by_role("button", name="Launch run").wait_for()
+    before = set(runs.iterdir()) if runs.is_dir() else set()
     clicked = time.perf_counter()
     page.get_by_role("button", name="Launch run").click()
-    page.get_by_text(" · running").wait_for(timeout=120_000)
-    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # LR schedule, then loss
-    while chart_points(page, 1) == 0:
+    run_id = _new_run(runs, before)
+    page.get_by_role("heading", name=f"{run_id} · running").wait_for(timeout=120_000)
+    loss_chart = page.locator(".js-plotly-plot").filter(has_text="Loss").last  # the live chart of the new run
+    loss_chart.wait_for(timeout=120_000)
+    while loss_chart.evaluate("el => (el._fullData || []).reduce((n, t) => n + (t._length || 0), 0)") == 0:
         page.wait_for_timeout(50)
     first_point = time.perf_counter() - clicked
 
@@ -68,27 +68,49 @@ def one_rep(page, frames: FrameClock, url: str, watch_s: float) -> dict:
     page.get_by_text("receptive field", exact=False).first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     navigate = time.perf_counter() - nav_started
-    page.get_by_role("link", name="Train").click()
-    stop = page.get_by_role("button", name="Stop run")
-    if stop.count():
-        stop.click()
-    stop.wait_for(state="detached", timeout=60_000)
+    page.get_by_role("link", name="Train").first.click()
+    _stop(page, run_id)
     return {"first_point_s": first_point, "refresh_s": statistics.median(intervals) if intervals else None,
             "refreshes_seen": len(intervals), "navigate_during_run_s": navigate}
 
 
-def measure(reps: int, data_dir: Path | None, watch_s: float) -> list[dict]:
-    from playwright.sync_api import sync_playwright
+def _new_run(runs: Path, before: set[Path], timeout: float = 60) -> str:
+    """The id of the run folder the click created."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        new = (set(runs.iterdir()) if runs.is_dir() else set()) - before
+        if new:
+            return new.pop().name
+        time.sleep(0.02)
+    raise RuntimeError("Launch run created no run folder")
 
+
+def _stop(page, run_id: str) -> None:
+    """Stop the run from the page, clicking again if a refresh swallowed the click."""
+    for _ in range(6):
+        page.get_by_role("heading", name=run_id).wait_for()
+        stop = page.get_by_role("button", name="Stop run")
+        if stop.count():
+            stop.click()
+        try:
+            page.get_by_text("Stopped on request").wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise RuntimeError(f"run {run_id} did not stop")
+
+
+def measure(reps: int, data_dir: Path | None, watch_s: float) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        with dashboard_server(Path(tmp) / "runs", data_dir, Path(tmp) / "server.log") as url:
-            page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        runs = Path(tmp) / "runs"
+        with dashboard_server(runs, data_dir, Path(tmp) / "server.log") as url:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
             frames = FrameClock(page)
             for _ in range(reps):
-                results.append(one_rep(page, frames, url, watch_s))
+                results.append(one_rep(page, frames, url, runs, watch_s))
                 print(json.dumps(results[-1]), flush=True)
         browser.close()
     return results
@@ -104,7 +126,7 @@ def summary(results: list[dict]) -> dict:
 
 
 def markdown(result: dict, command: str) -> str:
-    return (f"{MARK}\nCommand: `{command}` — {time.strftime('%Y-%m-%d')}, this 2-core CPU, headless Chromium, "
+    return (f"{MARK}\nCommand: `{command}` — {time.strftime('%Y-%m-%d')}, 2-core CPU, headless Chromium, "
             f"median of {result['reps']} runs (the Train page's short-run defaults with 20 epochs).\n\n"
             "| measure | median | goal |\n|---|---|---|\n"
             f"| click *Launch run* → first live point on the loss chart | {result['first_point_s']} s | ≤ 10 s |\n"

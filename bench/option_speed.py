@@ -4,8 +4,8 @@
     python bench/option_speed.py --option precision          # fp32 against bf16 autocast
 
 ``--option compile`` compares eager with ``torch.compile``; ``--option precision`` compares
-fp32 with bfloat16 autocast. For each norm, two throw-away runs of the real engine
-(``Run._train_step``, the same one ``bench/throughput.py`` times) are built, one with the
+fp32 with bfloat16 autocast. For each norm, two trainers of the real engine
+(``Trainer.step`` on ``Trainer.batches``, as ``bench/throughput.py`` times them) are built, one with the
 option off and one on. The "on" one's first two steps are timed separately: for compile
 that is the one-off compile cost a run pays. Then both are timed alternately ``--reps``
 times in one process, and the median of the per-repetition ratios is reported, so
@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,12 +33,12 @@ from cifarnet.config import make_config  # noqa: E402
 OPTIONS = {"compile": (False, True), "precision": ("fp32", "bf16")}
 
 
-def measure_norm(norm: str, args: argparse.Namespace, data, runs_dir: Path) -> dict:
+def measure_norm(norm: str, args: argparse.Namespace, data) -> dict:
     """First-steps time of the "on" side, off and on img/s (medians) and their ratio for one norm."""
     base = {"norm": norm, "batch_size": args.batch_size, "threads": args.threads, "device": "cpu"}
     off_value, on_value = OPTIONS[args.option]
-    off = cifarnet_step(data, make_config({**base, args.option: off_value}), runs_dir)
-    on = cifarnet_step(data, make_config({**base, args.option: on_value}), runs_dir)
+    off = cifarnet_step(data, make_config({**base, args.option: off_value}))
+    on = cifarnet_step(data, make_config({**base, args.option: on_value}))
     started = time.perf_counter()
     for _ in range(2):  # a compile happens in the first call; the second settles any recompile
         on()
@@ -74,8 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data(args.data_dir)
-    with tempfile.TemporaryDirectory() as runs_dir:
-        rows = [measure_norm(norm, args, data, Path(runs_dir)) for norm in args.norms.split(",")]
+    rows = [measure_norm(norm, args, data) for norm in args.norms.split(",")]
     header = (f"{args.option}: torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, "
               f"median of {args.reps} x {args.steps} steps")
     print(json.dumps(rows, indent=1) if args.json else "\n".join([header, *map(describe, rows)]))

@@ -11,7 +11,7 @@ differs:
 
 - cifarnet: the data set sits in memory as uint8 tensors; each step gathers a batch by
   index and augments it whole (:mod:`cifarnet.augment`). The step is the training
-  engine's own (``Run._train_step`` driven by ``Run._batches``), not a copy of it.
+  engine's own (``Trainer.step`` on ``Trainer.batches``), not a copy of it.
 - conventional: what a typical user writes with ``torchvision.datasets.CIFAR10``: a
   ``Dataset`` that returns one PIL image at a time, per-image ``RandomCrop(32, padding=4,
   padding_mode="reflect")``, ``RandomHorizontalFlip`` and ``ToTensor``, batched by a
@@ -35,7 +35,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,9 +53,8 @@ sys.path.insert(0, str(ROOT))
 from cifarnet.config import PRECISIONS, TrainConfig, make_config  # noqa: E402
 from cifarnet.data import Cifar10, dataset_present, load_cifar10, synthetic_dataset  # noqa: E402
 from cifarnet.models import build_model  # noqa: E402
-from cifarnet.runs import create_run  # noqa: E402
 from cifarnet.schedule import lr_at, make_optimizer, set_lr  # noqa: E402
-from cifarnet.train import Run  # noqa: E402
+from cifarnet.train import Trainer  # noqa: E402
 
 # Two full-width FMA units per core: AMD Zen 5 (this machine: cpu family 26) and Intel Xeon Gold/Platinum.
 # Zen 4 splits AVX-512 over two 256-bit halves, so there the peak printed here is twice the real one.
@@ -109,7 +107,7 @@ def endless(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 def conventional_step(loader: DataLoader, cfg: TrainConfig, channels_last: bool = False) -> Step:
     """A typical user's training step: next batch from the loader, forward, backward, step.
 
-    Labelled like ``Run._train_step`` so ``--profile`` splits both steps the same way.
+    Labelled like ``Trainer.step`` so ``--profile`` splits both steps the same way.
     ``channels_last`` gives the baseline cifarnet's memory layout too, which isolates
     what the data pipeline alone is worth.
     """
@@ -137,15 +135,14 @@ def conventional_step(loader: DataLoader, cfg: TrainConfig, channels_last: bool 
 
 
 # -- cifarnet's pipeline ---------------------------------------------------------------
-def cifarnet_step(data: Cifar10, cfg: TrainConfig, runs_dir: Path) -> Step:
-    """The training engine's own step on a throw-away run folder (no copy of its code)."""
-    run = Run(create_run(cfg, runs_dir), data=data)
-    run._prepare()
-    batches = itertools.chain.from_iterable(run._batches(epoch, 0) for epoch in itertools.count())
+def cifarnet_step(data: Cifar10, cfg: TrainConfig) -> Step:
+    """The training engine's own batches and step (no copy of its code), epoch after epoch."""
+    trainer = Trainer(cfg, data)
+    batches = itertools.chain.from_iterable(trainer.batches(epoch) for epoch in itertools.count())
 
     def run_step() -> None:
-        _, idx, gen = next(batches)
-        run._train_step(idx, gen)
+        _, x, y = next(batches)
+        trainer.step(x, y)
 
     return run_step
 
@@ -164,7 +161,7 @@ def images_per_second(step: Step, steps: int, warmup: int, batch_size: int) -> f
 def phase_fractions(step: Step, steps: int) -> dict[str, float]:
     """Share of wall time in each labelled phase of ``steps`` profiled steps (rest: "other").
 
-    The labels are ``record_function`` scopes: ``step.*`` inside ``Run._train_step`` and
+    The labels are ``record_function`` scopes: ``step.*`` inside ``Trainer.batches`` and ``Trainer.step`` and
     :func:`conventional_step`, ``loader.next`` around the conventional step's wait for a batch.
     """
     step()  # keep one-off costs out of the profile
@@ -269,17 +266,16 @@ def measure(args: argparse.Namespace) -> dict:
     cfg = make_config({"batch_size": args.batch_size, "threads": args.threads, "device": "cpu",
                        "precision": args.precision, "compile": args.compile})
     data = load_data(args.data_dir)
-    with tempfile.TemporaryDirectory() as runs_dir:
-        pipelines = {"cifarnet": cifarnet_step(data, cfg, Path(runs_dir)),
-                     "baseline": conventional_step(conventional_loader(data, args.batch_size, args.workers), cfg,
-                                                  args.baseline_channels_last)}
-        speeds: dict[str, list[float]] = {name: [] for name in pipelines}
-        for _ in range(args.reps):
-            for name, step in pipelines.items():
-                speeds[name].append(images_per_second(step, args.steps, args.warmup, args.batch_size))
-        profiles = {}
-        if args.profile:
-            profiles = {name: phase_fractions(step, args.steps) for name, step in pipelines.items()}
+    pipelines = {"cifarnet": cifarnet_step(data, cfg),
+                 "baseline": conventional_step(conventional_loader(data, args.batch_size, args.workers), cfg,
+                                              args.baseline_channels_last)}
+    speeds: dict[str, list[float]] = {name: [] for name in pipelines}
+    for _ in range(args.reps):
+        for name, step in pipelines.items():
+            speeds[name].append(images_per_second(step, args.steps, args.warmup, args.batch_size))
+    profiles = {}
+    if args.profile:
+        profiles = {name: phase_fractions(step, args.steps) for name, step in pipelines.items()}
     return summarise(speeds, profiles, cfg, args, data.source)
 
 

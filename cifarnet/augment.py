@@ -4,36 +4,25 @@ One call transforms a whole batch with a handful of tensor operations (gather, w
 ``grid_sample``), never a Python loop over images: on a 2-core CPU that is the
 difference between augmentation costing nothing and costing as much as the model.
 Every random draw comes from the ``torch.Generator`` passed in, so a seed reproduces
-the exact batch.
+the exact batch. Which augmentations run, and how strongly, are the config's own fields
+(``crop``, ``crop_pad``, ``flip``, ``affine``, ``rotate_deg``, ``cutout``, ``cutout_size``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cifarnet.config import TrainConfig
 from cifarnet.images import enlarge
 
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Which augmentations run, and how strongly (mirrors the config's switches)."""
-
-    crop: bool = True
-    crop_pad: int = 4
-    flip: bool = True
-    affine: str = "none"  # none | rotate | ssr
-    rotate_deg: float = 10.0
-    cutout: bool = False
-    cutout_size: int = 8
-
-    @classmethod
-    def from_config(cls, cfg) -> "AugmentSpec":
-        return cls(cfg.crop, cfg.crop_pad, cfg.flip, cfg.affine, cfg.rotate_deg, cfg.cutout, cfg.cutout_size)
+# Shift-scale-rotate's largest shift (a fraction of the image side) and zoom (a fraction of the size), each way:
+# the defaults of albumentations' ShiftScaleRotate, the usual meaning of "shift-scale-rotate" augmentation.
+SSR_SHIFT = 0.0625
+SSR_SCALE = 0.1
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -82,18 +71,18 @@ def random_cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Ten
     return x.masked_fill(hole.unsqueeze(1), 0.0)
 
 
-def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> torch.Tensor:
-    """Apply the switched-on augmentations to a float [N,3,H,W] batch in [0, 1]."""
-    if spec.crop:
-        x = random_crop(x, spec.crop_pad, gen)
-    if spec.flip:
+def augment_batch(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Apply the augmentations ``cfg`` switches on to a float [N,3,H,W] batch in [0, 1]."""
+    if cfg.crop:
+        x = random_crop(x, cfg.crop_pad, gen)
+    if cfg.flip:
         x = random_flip(x, gen)
-    if spec.affine == "rotate":
-        x = random_affine(x, spec.rotate_deg, 0.0, 0.0, gen)
-    elif spec.affine == "ssr":
-        x = random_affine(x, spec.rotate_deg, 0.0625, 0.1, gen)
-    if spec.cutout:
-        x = random_cutout(x, spec.cutout_size, gen)
+    if cfg.affine == "rotate":
+        x = random_affine(x, cfg.rotate_deg, 0.0, 0.0, gen)
+    elif cfg.affine == "ssr":
+        x = random_affine(x, cfg.rotate_deg, SSR_SHIFT, SSR_SCALE, gen)
+    if cfg.cutout:
+        x = random_cutout(x, cfg.cutout_size, gen)
     return x
 
 
@@ -102,7 +91,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def preview_grid(images: torch.Tensor, spec: AugmentSpec, seed: int = 0, rows: int = 4, cols: int = 8,
+def preview_grid(images: torch.Tensor, cfg: TrainConfig, seed: int = 0, rows: int = 4, cols: int = 8,
                  scale: int = 3) -> np.ndarray:
     """An HxWx3 uint8 picture: each row is one image, its columns independent augmentations.
 
@@ -111,7 +100,7 @@ def preview_grid(images: torch.Tensor, spec: AugmentSpec, seed: int = 0, rows: i
     """
     gen = torch.Generator().manual_seed(seed)
     originals = to_float(images[:rows])
-    tiles = [originals] + [augment_batch(originals, spec, gen) for _ in range(cols - 1)]
+    tiles = [originals] + [augment_batch(originals, cfg, gen) for _ in range(cols - 1)]
     stack = torch.stack(tiles, 1)  # rows, cols, 3, 32, 32
     stack = F.pad(stack, (1, 1, 1, 1), value=1.0)
     r, c, ch, h, w = stack.shape

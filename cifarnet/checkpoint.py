@@ -20,6 +20,7 @@ from torch import nn
 
 from cifarnet.errors import CheckpointError, CifarnetError
 from cifarnet.models import CifarNet, build_model
+from cifarnet.records import upgrade_model
 
 FORMAT = "cifarnet-checkpoint"
 VERSION = 1
@@ -61,8 +62,8 @@ def model_from_checkpoint(payload: dict, source: str) -> CifarNet:
     config = payload.get("model")
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {source} has no model config")
-    try:  # checkpoints from before weight standardisation existed were trained without it
-        model = build_model(**{"ws": "off", **config})
+    try:
+        model = build_model(**upgrade_model(config))
     except (CifarnetError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {source} names an unknown model ({exc})") from exc
     try:

@@ -1,7 +1,8 @@
-"""Command line: ``python -m cifarnet {summary,rf,train,evaluate,runs,stop,data}``.
+"""Command line: ``python -m cifarnet {summary,rf,train,evaluate,explain,runs,stop,data}``.
 
 Every user error is one line on stderr and a non-zero exit, never a traceback.
-``train`` has a flag for every config field, generated from :data:`cifarnet.config.FIELDS`.
+``train`` has a flag for every config field, and ``summary`` / ``rf`` one for every model field,
+generated from the fields' declaration (:data:`cifarnet.config.FIELDS`) with their limits and defaults.
 """
 
 from __future__ import annotations
@@ -11,12 +12,21 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from cifarnet.config import DEFAULTS, FIELDS, make_config
+from cifarnet.checkpoint import load_model
+from cifarnet.config import AUTO, DEFAULTS, FIELDS, MODEL, allowed, make_config
+from cifarnet.data import load_cifar10
 from cifarnet.errors import CifarnetError
-from cifarnet.models import ARCHS, DEFAULT_ARCH
-from cifarnet.norms import NORMS
+from cifarnet.models import build_model
+from cifarnet.receptive_field import format_rf, receptive_field
+from cifarnet.recipes import RECIPES
+from cifarnet.runs import create_run, list_runs, read_run, request_stop
+from cifarnet.summary import format_summary, summarize
+from cifarnet.train import confusion_matrix, evaluate, select_device, train_run
+
+MODEL_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.group == MODEL)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,22 +36,52 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default=DEFAULT_ARCH, help=f"one of {', '.join(ARCHS)}")
-    parser.add_argument("--norm", default="bn", help=f"one of {', '.join(NORMS)}")
-    parser.add_argument("--gn-groups", default=None, help="GroupNorm groups (gn only)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+def _default_text(name: str) -> str:
+    value = getattr(DEFAULTS, name)
+    if value is None:
+        return AUTO
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return format(value, "g") if isinstance(value, float) else str(value) or "automatic"
 
 
-def _config_flags(parser: argparse.ArgumentParser) -> None:
-    for name, rule in FIELDS.items():
+def _field_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """A flag per config field, its help saying what is allowed and the default; unset flags stay None."""
+    for name in names:
+        rule = FIELDS[name]
         flag = "--" + name.replace("_", "-")
-        flag_help = rule.help + (f" ({', '.join(rule.choices)})" if rule.choices else "")
-        flag_help += f"; default {getattr(DEFAULTS, name)!r}" if getattr(DEFAULTS, name) != "" else ""
+        limits = "" if rule.kind is bool or rule.low is None and not rule.choices else f"; allowed: {allowed(name)}"
+        flag_help = f"{rule.help}{limits}; default {_default_text(name)}".replace("%", "%%")
         if rule.kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=flag_help)
         else:
-            parser.add_argument(flag, dest=name, default=None, help=flag_help)
+            metavar = "{" + ",".join(rule.choices) + "}" if rule.choices else name.upper()
+            parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=flag_help)
+
+
+def _given(args: argparse.Namespace, names: Iterable[str]) -> dict:
+    """The field flags the user gave (argparse leaves the others None)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    _field_flags(parser, MODEL_FIELDS)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def as_flags(values: dict) -> list[str]:
+    """``train`` flags for config ``values`` (``{"epochs": 3, "tta": False}`` -> ``--epochs 3 --no-tta``)."""
+    flags = []
+    for name, value in values.items():
+        flag = name.replace("_", "-")
+        flags += [f"--{flag}"] if value is True else [f"--no-{flag}"] if value is False else [f"--{flag}", str(value)]
+    return flags
+
+
+def _recipe_help() -> str:
+    recipes = "; ".join(f"{name} = {' '.join(as_flags(recipe.overrides))}: {recipe.why}"
+                        for name, recipe in RECIPES.items())
+    return f"start from a named recipe; other flags override it. {recipes}".replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(sub.add_parser("summary", help="layer table and parameter counts"))
     _model_flags(sub.add_parser("rf", help="receptive field, layer by layer"))
     train = sub.add_parser("train", help="train a model and record the run")
-    _config_flags(train)
+    train.add_argument("--recipe", choices=RECIPES, help=_recipe_help())
+    _field_flags(train, FIELDS)
     train.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default $CIFARNET_DATA or ./data)")
     train.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder from its last checkpoint")
@@ -58,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="test-set accuracy of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a model.pt / best.pt / last.pt file")
     evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--device", default="auto")
+    _field_flags(evaluate, ["device"])
     evaluate.add_argument("--json", action="store_true")
+    _explain_flags(sub.add_parser("explain", help="Grad-CAM pictures (and JSON) for test images or an image file"))
     runs = sub.add_parser("runs", help="list runs with status and accuracy")
     runs.add_argument("--runs-dir")
     runs.add_argument("--json", action="store_true")
@@ -72,25 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _built(args: argparse.Namespace):
-    from cifarnet.models import build_model
+def _explain_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a model.pt / best.pt / last.pt file")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", help="a test image N, or a range A:B (B excluded)")
+    which.add_argument("--image", help="an image file (any size; centre-cropped and shrunk to 32x32)")
+    parser.add_argument("--layer", help="conv or block to explain at (default: the last block, body.c4)")
+    parser.add_argument("--target", help="class to explain, by name or number (default: each image's prediction)")
+    parser.add_argument("--out", required=True, help="the picture to write (.png)")
+    parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (for --index)")
+    parser.add_argument("--json", action="store_true", help="print index, label, top-k and the 32x32 heatmap")
 
-    groups = None
-    if args.gn_groups is not None:
-        groups = make_config({"gn_groups": args.gn_groups}).gn_groups
-    return build_model(args.arch, args.norm, gn_groups=groups)
+
+def _built(args: argparse.Namespace):
+    return build_model(**make_config(_given(args, MODEL_FIELDS)).model_args)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from cifarnet.summary import format_summary, summarize
-
     summary = summarize(_built(args))
     print(json.dumps(summary.to_dict(), indent=1) if args.json else format_summary(summary))
 
 
 def cmd_rf(args: argparse.Namespace) -> None:
-    from cifarnet.receptive_field import format_rf, receptive_field
-
     report = receptive_field(_built(args))
     print(json.dumps(report.to_dict(), indent=1) if args.json else format_rf(report))
 
@@ -111,18 +156,16 @@ def _bar(progress: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cifarnet.runs import create_run, read_run
-    from cifarnet.train import train_run
-
-    values = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    values = _given(args, FIELDS)
     if args.resume:
         path = Path(args.resume)
         if not (path / "config.json").is_file():
             raise CifarnetError(f"--resume {path}: not a run folder (no config.json)")
-        if values:
+        if values or args.recipe:
             raise CifarnetError("--resume continues a run with its saved config; drop the other config flags")
     else:
-        path = create_run(make_config(values), args.runs_dir)
+        recipe = RECIPES[args.recipe].overrides if args.recipe else {}
+        path = create_run(make_config({**recipe, **values}), args.runs_dir)
     if not args.quiet:
         print(f"run {path.name} -> {path}", file=sys.stderr)
     status = train_run(path, args.data_dir, echo=None if args.quiet else _bar)
@@ -137,11 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from cifarnet.checkpoint import load_model
-    from cifarnet.data import load_cifar10
-    from cifarnet.train import confusion_matrix, evaluate, select_device
-
-    model = load_model(args.checkpoint, select_device(make_config({"device": args.device}).device))
+    model = load_model(args.checkpoint, select_device(make_config(_given(args, ["device"])).device))
     data = load_cifar10(args.data_dir)
     result = evaluate(model, data.test_x, data.test_y, tta=True)
     confusion = confusion_matrix(data.test_y.numpy(), result.probs.argmax(1).numpy())
@@ -157,13 +196,42 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"  {name:<11} {100 * acc:6.2f}%")
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    from cifarnet.checkpoint import load_model
+    from cifarnet.data import CLASSES, load_cifar10
+    from cifarnet.explain import explain, parse_indices, parse_target, read_picture, save_png, sheet, to_json
+    from cifarnet.layers import default_layer, find_layer
+
+    model = load_model(args.checkpoint)
+    layer = find_layer(model, args.layer).name if args.layer else default_layer(model)
+    target = parse_target(args.target, CLASSES)
+    if args.image:
+        found = explain(model, read_picture(args.image), layer, target, names=[Path(args.image).name])
+    else:
+        data = load_cifar10(args.data_dir, allow_download=False)
+        indices = parse_indices(args.index, len(data.test_x))
+        found = explain(model, data.test_x[indices.start:indices.stop], layer, target,
+                        names=[f"#{i}" for i in indices], indices=list(indices),
+                        labels=data.test_y[indices.start:indices.stop].tolist())
+    config = model.config
+    out = save_png(sheet(found, CLASSES, f"{args.checkpoint} ({config['arch']}/{config['norm']}), Grad-CAM at "
+                                         f"{layer}"), args.out)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "layer": layer, "out": str(out),
+                          "images": to_json(found, CLASSES)}))
+        return
+    for e in found:
+        truth = "" if e.label is None else f" (true: {CLASSES[e.label]})"
+        print(f"{e.name}{truth}: {' · '.join(f'{CLASSES[c]} {100 * p:.1f}%' for c, p in e.top)}; "
+              f"Grad-CAM for {CLASSES[e.target]}")
+    print(f"wrote {out}")
+
+
 def _fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from cifarnet.runs import list_runs
-
     runs = list_runs(args.runs_dir)
     rows = [{"id": r.run_id, "status": r.status, "arch": r.config.get("arch"), "norm": r.config.get("norm"),
              "params": r.config.get("params"), "epochs": r.config.get("epochs"), "best_acc": r.best_acc,
@@ -184,21 +252,17 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
-    from cifarnet.runs import request_stop
-
     request_stop(args.run_id, args.runs_dir)
     print(f"stop requested for {args.run_id}; it ends after its current step")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from cifarnet.data import load_cifar10
-
     data = load_cifar10(args.data_dir, allow_download=args.download)
     print(f"CIFAR-10 from {data.source}: {len(data.train_x)} train, {len(data.test_x)} test images")
 
 
 COMMANDS = {"summary": cmd_summary, "rf": cmd_rf, "train": cmd_train, "evaluate": cmd_evaluate,
-            "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data}
+            "explain": cmd_explain, "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

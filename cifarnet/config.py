@@ -1,10 +1,16 @@
-"""The training configuration: one dataclass, one table of rules, one validator.
+"""The training configuration, declared once: each field of :class:`TrainConfig` with all its rules.
 
-Every way a value enters (CLI flag, sidebar widget, URL query string, a run's saved
-``config.json``) goes through :func:`make_config`, which checks each field against the
-``FIELDS`` table below and refuses a bad value with a message naming the field, the
-value and what is allowed — before any work starts. The CLI builds its flags and the
-dashboard its widgets from the same table, so limits are written once.
+A field is declared with :func:`option`: its type (the annotation), its default, and as metadata its
+limits or choices, the help text users see, its sidebar group and label, its number widget's step and
+format, and the switch it depends on. Everything else derives from that one declaration:
+
+- validation: every way a value enters (CLI flag, sidebar widget, URL query string, a run's saved
+  ``config.json``) goes through :func:`make_config`, which refuses a bad value with one line naming the
+  field, the value and what is allowed, before any work starts;
+- the CLI flags (:mod:`cifarnet.cli`), the sidebar widgets (:mod:`cifarnet.ui.sidebar`), URL parsing and
+  writing (:mod:`cifarnet.query`) and the augmentation switches (:mod:`cifarnet.augment` reads the config).
+
+Adding a field means adding one :func:`option` line here (and using the value where it matters).
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.models import ARCHS, DEFAULT_DROPOUT, WS_MODES, build_model, default_ws
-from cifarnet.norms import NORMS
+from cifarnet.norms import DEFAULT_GN_GROUPS, NORMS
 
 OPTIMIZERS = ("nesterov", "sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -25,111 +32,113 @@ AFFINES = ("none", "rotate", "ssr")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+AUTO = "auto"  # how text (CLI, URL) spells a field's "no value": the default the field's `auto` words describe
+MODEL, TRAINING, AUGMENTATION, ADVANCED = "Model", "Training", "Augmentation", "Advanced"
+GROUPS = (MODEL, TRAINING, AUGMENTATION, ADVANCED)  # the sidebar's sections, in order
 
 
 @dataclass(frozen=True)
 class Field:
-    """Rules for one config field: kind, limits or choices, and the help text users see."""
+    """The rules of one config field, read from its declaration (see :func:`option`)."""
 
-    kind: type
     help: str
+    group: str
+    label: str
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] | None = None
-    aliases: tuple[tuple[str, str], ...] = ()  # other spellings accepted for a choice (on -> all)
+    choice_labels: dict[str, str] | None = None  # how the sidebar names a choice (bn -> BN); others show as they are
+    auto: str | None = None  # for a field that may be None: what None means ("architecture default")
+    step: float | None = None  # the number widget's step and display format: presentation only
+    fmt: str | None = None
+    radio: bool = False  # choices drawn as a horizontal radio rather than a select box
+    active_when: tuple[str, tuple[Any, ...]] | None = None  # (switch, its values that make this field matter)
+    kind: type = object  # bool, int, float or str: filled in from the annotation
 
 
-FIELDS: dict[str, Field] = {
-    "arch": Field(str, "architecture", choices=ARCHS),
-    "norm": Field(str, "normalisation: bn (BatchNorm), ln (LayerNorm = GroupNorm(1,C)), gn (GroupNorm)", choices=NORMS),
-    "gn_groups": Field(int, "GroupNorm groups (must divide every layer's channels)", 1, 128),
-    "dropout": Field(float, "dropout after every conv unit; -1 = the architecture's default", -1, 0.9),
-    "ws": Field(str, "weight standardisation: convs that feed a norm use zero-mean, unit-variance filters; all of "
-                "them, all except the depthwise ones, or off; auto = except-depthwise for s9 with LN or GN, off with "
-                "BN and for seed (the write-up's network)",
-                choices=("auto", *WS_MODES),
-                aliases=(("on", "all"), ("true", "all"), ("1", "all"), ("false", "off"), ("0", "off"))),
-    "epochs": Field(float, "epochs to train (fractions allowed for short runs)", 0.05, 500),
-    "batch_size": Field(int, "images per step", 2, 4096),
-    "optimizer": Field(str, "optimizer", choices=OPTIMIZERS),
-    "lr": Field(float, "peak learning rate", 1e-6, 10.0),
-    "momentum": Field(float, "SGD momentum / Adam beta1", 0.0, 0.999),
-    "schedule": Field(str, "learning-rate schedule, stepped every batch", choices=SCHEDULES),
-    "warmup": Field(float, "onecycle: fraction of training spent warming up", 0.0, 0.9),
-    "weight_decay": Field(float, "weight decay", 0.0, 0.1),
-    "label_smoothing": Field(float, "label smoothing", 0.0, 0.5),
-    "crop": Field(bool, "random translate: pad then random-crop back to 32x32"),
-    "crop_pad": Field(int, "padding for the random crop (pixels)", 1, 8),
-    "flip": Field(bool, "random horizontal flip"),
-    "affine": Field(str, "none, rotate (random rotation) or ssr (shift-scale-rotate)", choices=AFFINES),
-    "rotate_deg": Field(float, "largest rotation in degrees for rotate / ssr", 0.0, 45.0),
-    "cutout": Field(bool, "cutout (CoarseDropout): one square hole per image"),
-    "cutout_size": Field(int, "cutout square side (pixels)", 1, 24),
-    "subset": Field(int, "train images per class (0 = all 5,000)", 0, 5000),
-    "eval_subset": Field(int, "test images per class for evaluations during training (0 = all 1,000)", 0, 1000),
-    "eval_every": Field(int, "also evaluate every N steps (0 = once per epoch)", 0, 100000),
-    "tta": Field(bool, "also report flip test-time-augmentation accuracy at the end"),
-    "seed": Field(int, "random seed", 0, 2**31 - 1),
-    "device": Field(str, "auto = CUDA when present, else CPU", choices=DEVICES),
-    "threads": Field(int, "CPU threads (0 = PyTorch's default)", 0, 256),
-    "precision": Field(str, "arithmetic of the training step: bf16 = bfloat16 autocast (convs and matmuls in "
-                       "bfloat16, weights and optimizer in fp32); auto = bf16 on CUDA, fp32 on a CPU; on a CPU, bf16 is "
-                       "for those with native bfloat16 (AVX512-BF16 or AMX)", choices=PRECISIONS),
-    "compile": Field(bool, "torch.compile the model for training: faster steps after a one-off compile of "
-                     "tens of seconds (worth it for runs of several minutes; a CPU needs a C++ compiler)"),
-    "name": Field(str, "run name (letters, digits, _ . -; empty = automatic)"),
-}
+def option(default: Any, help: str, group: str, label: str, **rules: Any) -> Any:
+    """Declare a :class:`TrainConfig` field: its default, and its :class:`Field` rules as metadata."""
+    return dataclasses.field(default=default, metadata={"rule": Field(help, group, label, **rules)})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run needs; defaults are the recipe of the shipped s9 runs (docs/RESULTS.md).
+    """Everything a run needs.
 
-    Batch 128 at peak LR 0.1 rather than 256 at 0.2 (the same LR-to-batch ratio): twice the
-    steps per epoch, which LN and GN need to pass 85 % in 30 epochs; BN does as well either way.
-    Weight standardisation ``auto``: on for s9 with LN and GN (depthwise convs spared), which end higher with
-    it; off with BN.
+    The defaults are the recipe of the shipped runs, shortened to 12 epochs so that ``python -m cifarnet train``
+    without flags is a run of a useful length; :mod:`cifarnet.recipes` names the full recipe (``shipped``: 30 epochs)
+    and the others, as overrides of these defaults.
     """
 
-    arch: str = "s9"
-    norm: str = "bn"
-    gn_groups: int = 2
-    dropout: float = -1.0
-    ws: str = "auto"
-    epochs: float = 12
-    batch_size: int = 128
-    optimizer: str = "nesterov"
-    lr: float = 0.1
-    momentum: float = 0.9
-    schedule: str = "onecycle"
-    warmup: float = 0.2
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    crop: bool = True
-    crop_pad: int = 4
-    flip: bool = True
-    affine: str = "none"
-    rotate_deg: float = 10.0
-    cutout: bool = False
-    cutout_size: int = 8
-    subset: int = 0
-    eval_subset: int = 0
-    eval_every: int = 0
-    tta: bool = True
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
-    precision: str = "auto"
-    compile: bool = False
-    name: str = ""
+    arch: str = option("s9", "architecture", MODEL, "Architecture", choices=ARCHS, radio=True)
+    norm: str = option("bn", "normalisation: bn (BatchNorm), ln (LayerNorm = GroupNorm(1,C)), gn (GroupNorm)", MODEL,
+                       "Normalisation", choices=NORMS, radio=True, choice_labels={"bn": "BN", "ln": "LN", "gn": "GN"})
+    gn_groups: int = option(DEFAULT_GN_GROUPS, "GroupNorm groups (must divide every layer's channels)", MODEL,
+                            "GN groups", low=1, high=128, step=1, fmt="%d", active_when=("norm", ("gn",)))
+    dropout: float | None = option(
+        None, "dropout after every conv unit (architecture defaults: "
+        + ", ".join(f"{arch} {rate:g}" for arch, rate in DEFAULT_DROPOUT.items()) + ")", MODEL, "Dropout",
+        low=0.0, high=0.9, auto="architecture default", step=0.05, fmt="%.2f")
+    ws: str = option("auto", "weight standardisation: convs that feed a norm use zero-mean, unit-variance filters; "
+                     "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 with LN or "
+                     "GN, off with BN and for seed (the write-up's network)", MODEL, "Weight standardisation",
+                     choices=(AUTO, *WS_MODES), choice_labels={"except-depthwise": "all except depthwise"})
+    epochs: float = option(12, "epochs to train (fractions allowed for short runs)", TRAINING, "Epochs",
+                           low=0.05, high=500, step=1.0, fmt="%g")
+    batch_size: int = option(128, "images per step", TRAINING, "Batch size", low=2, high=4096, step=32, fmt="%d")
+    optimizer: str = option("nesterov", "optimizer", TRAINING, "Optimizer", choices=OPTIMIZERS)
+    lr: float = option(0.1, "peak learning rate", TRAINING, "Learning rate", low=1e-6, high=10.0, step=0.005,
+                       fmt="%.4g")
+    momentum: float = option(0.9, "SGD momentum / Adam beta1", ADVANCED, "Momentum / β1", low=0.0, high=0.999,
+                             step=0.01, fmt="%.3g")
+    schedule: str = option("onecycle", "learning-rate schedule, stepped every batch", TRAINING, "LR schedule",
+                           choices=SCHEDULES)
+    warmup: float = option(0.2, "onecycle: fraction of training spent warming up", ADVANCED, "Warm-up fraction",
+                           low=0.0, high=0.9, step=0.05, fmt="%.2f")
+    weight_decay: float = option(5e-4, "weight decay", TRAINING, "Weight decay", low=0.0, high=0.1, step=1e-4,
+                                 fmt="%.5g")
+    label_smoothing: float = option(0.1, "label smoothing", TRAINING, "Label smoothing", low=0.0, high=0.5,
+                                    step=0.05, fmt="%.2f")
+    crop: bool = option(True, "random translate: pad then random-crop back to 32x32", AUGMENTATION, "Random crop")
+    crop_pad: int = option(4, "padding for the random crop (pixels)", AUGMENTATION, "Crop padding (px)", low=1,
+                           high=8, step=1, fmt="%d", active_when=("crop", (True,)))
+    flip: bool = option(True, "random horizontal flip", AUGMENTATION, "Horizontal flip")
+    affine: str = option("none", "none, rotate (random rotation) or ssr (shift-scale-rotate)", AUGMENTATION,
+                         "Rotation", choices=AFFINES, choice_labels={"ssr": "shift-scale-rotate"})
+    rotate_deg: float = option(10.0, "largest rotation in degrees for rotate / ssr", AUGMENTATION,
+                               "Max rotation (°)", low=0.0, high=45.0, step=5.0, fmt="%g",
+                               active_when=("affine", ("rotate", "ssr")))
+    cutout: bool = option(False, "cutout (CoarseDropout): one square hole per image", AUGMENTATION, "Cutout")
+    cutout_size: int = option(8, "cutout square side (pixels)", AUGMENTATION, "Cutout size (px)", low=1, high=24,
+                              step=2, fmt="%d", active_when=("cutout", (True,)))
+    subset: int = option(0, "train images per class (0 = all 5,000)", TRAINING, "Train images per class", low=0,
+                         high=5000, step=100, fmt="%d")
+    eval_subset: int = option(0, "test images per class for evaluations during training (0 = all 1,000)", ADVANCED,
+                              "Eval images per class", low=0, high=1000, step=50, fmt="%d")
+    eval_every: int = option(0, "also evaluate every N steps (0 = once per epoch)", ADVANCED,
+                             "Evaluate every N steps", low=0, high=100000, step=1, fmt="%d")
+    tta: bool = option(True, "also report flip test-time-augmentation accuracy at the end", ADVANCED,
+                       "Flip TTA at the end")
+    seed: int = option(0, "random seed", TRAINING, "Seed", low=0, high=2**31 - 1, step=1, fmt="%d")
+    device: str = option("auto", "auto = CUDA when present, else CPU", ADVANCED, "Device", choices=DEVICES)
+    threads: int = option(0, "CPU threads (0 = PyTorch's default)", ADVANCED, "CPU threads", low=0, high=256, step=1,
+                          fmt="%d")
+    precision: str = option("auto", "arithmetic of the training step: bf16 = bfloat16 autocast (convs and matmuls in "
+                            "bfloat16, weights and optimizer in fp32); auto = bf16 on CUDA, fp32 on a CPU; on a CPU, "
+                            "bf16 is for those with native bfloat16 (AVX512-BF16 or AMX)", ADVANCED, "Precision",
+                            choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the model for training: faster steps after a one-off compile "
+                           "(worth it for runs of several minutes; a CPU needs a C++ compiler)", ADVANCED,
+                           "torch.compile")
+    name: str = option("", "run name (letters, digits, _ . -; empty = automatic)", ADVANCED, "Run name")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @property
     def model_dropout(self) -> float:
-        """The dropout the model is built with (-1 means the architecture's default)."""
-        return DEFAULT_DROPOUT[self.arch] if self.dropout < 0 else self.dropout
+        """The dropout the model is built with (None: the architecture's default)."""
+        return DEFAULT_DROPOUT[self.arch] if self.dropout is None else self.dropout
 
     @property
     def model_args(self) -> dict[str, Any]:
@@ -150,22 +159,38 @@ class TrainConfig:
         return max(1, round(self.epochs * self.steps_per_epoch))
 
 
+def _read_declaration() -> dict[str, Field]:
+    """Each field's :class:`Field`, its ``kind`` taken from the annotation (``float | None`` needs ``auto``)."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {}
+    for declared in dataclasses.fields(TrainConfig):
+        hint, rule = hints[declared.name], declared.metadata["rule"]
+        kinds = [k for k in typing.get_args(hint) or (hint,) if k is not type(None)]
+        if len(kinds) != 1 or (type(None) in typing.get_args(hint)) != (rule.auto is not None):
+            raise TypeError(f"{declared.name}: one type, optional (| None) exactly when it says what None means (auto)")
+        fields[declared.name] = dataclasses.replace(rule, kind=kinds[0])
+    return fields
+
+
+FIELDS: dict[str, Field] = _read_declaration()
 DEFAULTS = TrainConfig()
 
 
 def resolve_ws(arch: str, norm: str, ws: Any) -> str:
-    """Which of the model's convs are weight-standardised: ``ws`` (any accepted spelling) with ``auto`` resolved.
+    """Which of the model's convs are weight-standardised: ``ws`` checked, with ``auto`` resolved.
 
     Cheap on purpose: the Runs table asks it of every run on every refresh, without a full config check.
     """
-    value = _coerce("ws", ws)
+    value = coerce("ws", ws)
     _check_field("ws", value)
-    return default_ws(str(arch), str(norm)) if value == "auto" else value
+    return default_ws(str(arch), str(norm)) if value == AUTO else value
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce(name: str, value: Any) -> Any:
     """Turn strings (CLI, URL) and JSON values into the field's type, or refuse clearly."""
     rule = FIELDS[name]
+    if rule.auto is not None and (value is None or str(value).strip().lower() == AUTO):
+        return None
     if rule.kind is bool:
         if isinstance(value, bool):
             return value
@@ -174,42 +199,47 @@ def _coerce(name: str, value: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise CifarnetError(f"{name}={value!r} is not a switch; allowed: true or false")
+        raise CifarnetError(f"{name}={shown(value)} is not a switch; allowed: true or false")
     if rule.kind is str:
-        if name == "name":
-            return str(value).strip()
-        text = str(value).strip().lower()
-        return dict(rule.aliases).get(text, text)
+        return str(value).strip() if name == "name" else str(value).strip().lower()
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise CifarnetError(f"{name}={value!r} is not a number; {_allowed(name)}") from None
+        raise CifarnetError(f"{name}={shown(value)} is not a number; allowed: {allowed(name)}") from None
     if not math.isfinite(number):
-        raise CifarnetError(f"{name}={value!r} is not a finite number; {_allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is not a finite number; allowed: {allowed(name)}")
     if rule.kind is int:
         if number != int(number) or isinstance(value, bool):
-            raise CifarnetError(f"{name}={value!r} must be a whole number; {_allowed(name)}")
+            raise CifarnetError(f"{name}={shown(value)} must be a whole number; allowed: {allowed(name)}")
         return int(number)
     return number
 
 
-def _allowed(name: str) -> str:
+def allowed(name: str) -> str:
+    """What field ``name`` accepts, in words: its choices, its range, and ``auto`` where None is allowed."""
     rule = FIELDS[name]
     if rule.choices:
-        return f"allowed: {', '.join(rule.choices)}"
-    kind = "a whole number" if rule.kind is int else "a number"
-    return f"allowed: {kind} from {rule.low:g} to {rule.high:g}"
+        return ", ".join(rule.choices)
+    if rule.kind is bool:
+        return "true or false"
+    if rule.low is None:
+        return "text"
+    if rule.kind is int:
+        words = f"a whole number from {rule.low:d} to {rule.high:d}"
+    else:
+        words = f"a number from {rule.low:g} to {rule.high:g}"
+    return words + (f", or {AUTO} ({rule.auto})" if rule.auto else "")
 
 
 def _check_field(name: str, value: Any) -> None:
     rule = FIELDS[name]
     if rule.choices and value not in rule.choices:
-        raise CifarnetError(f"{name}={value!r} is not known; {_allowed(name)}")
-    if rule.low is not None and not rule.low <= value <= rule.high:
-        raise CifarnetError(f"{name}={value!r} is out of range; {_allowed(name)}")
+        raise CifarnetError(f"{name}={shown(value)} is not known; allowed: {allowed(name)}")
+    if rule.low is not None and value is not None and not rule.low <= value <= rule.high:
+        raise CifarnetError(f"{name}={shown(value)} is out of range; allowed: {allowed(name)}")
     if name == "name" and value and (not NAME_PATTERN.match(value) or ".." in value):
         raise CifarnetError(
-            f"name={value!r} is not allowed; use 1-64 letters, digits, '_', '.' or '-', "
+            f"name={shown(value)} is not allowed; use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit (no path separators, no '..')"
         )
 
@@ -232,13 +262,8 @@ def make_config(values: dict[str, Any] | None = None, base: TrainConfig = DEFAUL
         raise CifarnetError(f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
     coerced = {}
     for name, value in values.items():
-        coerced[name] = _coerce(name, value)
+        coerced[name] = coerce(name, value)
         _check_field(name, coerced[name])
     cfg = dataclasses.replace(base, **coerced)
     _check_combination(cfg)
     return cfg
-
-
-def diff_from_defaults(cfg: TrainConfig) -> dict[str, Any]:
-    """Only the fields that differ from the defaults (short URLs, short CLI echoes)."""
-    return {k: v for k, v in cfg.to_dict().items() if v != getattr(DEFAULTS, k)}

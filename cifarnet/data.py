@@ -8,13 +8,25 @@ download utility, with the archive's canonical md5, when the data is missing.
 
 The batch files are pickles. We read them with a restricted unpickler that can only
 rebuild numpy arrays, so a crafted file cannot run code.
+
+Unpickling and validating the six files takes about a second, which every trainer process
+would pay before its first step. So the validated arrays are also kept as a decoded copy
+(uint8 ``.npy`` files, memory-mapped on load) in a user cache folder, never in the data
+folder (which may be read-only or shared). The copy is keyed by the batch folder's resolved
+path and its files' sizes and modification times, and checked on every load (shapes,
+label range, a CRC of every array); a stale or damaged copy is rebuilt from the batch files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import pickle
+import secrets
+import shutil
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarnet.errors import DataError
+from cifarnet.errors import DataError, shorten, shown
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -31,8 +43,13 @@ META_FILE = "batches.meta"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGES_PER_FILE = 10_000
+LABELS_ALLOWED = f"allowed: a list of {IMAGES_PER_FILE} whole numbers from 0 to 9"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DEFAULT_DATA_DIR = "./data"
+CACHE_VERSION = 1
+# name -> (shape, dtype) of the arrays in a decoded copy
+CACHE_ARRAYS = {"train_x": ((5 * IMAGES_PER_FILE, 3, 32, 32), np.uint8), "train_y": ((5 * IMAGES_PER_FILE,), np.int64),
+                "test_x": ((IMAGES_PER_FILE, 3, 32, 32), np.uint8), "test_y": ((IMAGES_PER_FILE,), np.int64)}
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -76,25 +93,29 @@ def batches_folder(data_dir: Path) -> Path:
 
 
 def dataset_present(data_dir: str | os.PathLike | None = None) -> bool:
-    """True when every batch file exists (content is checked only on load)."""
+    """True when every batch file exists (content is checked only on load; a path the file system
+    cannot even look up, such as a name too long, is not present, and load says why)."""
     folder = batches_folder(resolve_data_dir(data_dir))
-    return all((folder / name).is_file() for name in (*TRAIN_FILES, TEST_FILE))
+    try:
+        return all((folder / name).is_file() for name in (*TRAIN_FILES, TEST_FILE))
+    except OSError:
+        return False
 
 
 def _read_pickle(path: Path) -> dict:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read CIFAR-10 file {path}: {exc.strerror or exc}") from exc
+        raise DataError(f"cannot read CIFAR-10 file {shown(path)}: {exc.strerror or exc}") from exc
     try:
         obj = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # any unpickling failure means a damaged or foreign file
         raise DataError(
-            f"CIFAR-10 file {path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            f"CIFAR-10 file {shown(path)} is truncated or corrupt ({type(exc).__name__}: {shorten(str(exc))}); "
             f"replace it with the original from {URL}"
         ) from exc
     if not isinstance(obj, dict):
-        raise DataError(f"CIFAR-10 file {path} does not hold a batch dictionary")
+        raise DataError(f"CIFAR-10 file {shown(path)} does not hold a batch dictionary")
     return obj
 
 
@@ -105,20 +126,39 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (IMAGES_PER_FILE, 3072):
         shape = getattr(data, "shape", None)
         raise DataError(
-            f"CIFAR-10 file {path} has wrong image data (shape {shape}); expected uint8 array of shape (10000, 3072)"
+            f"CIFAR-10 file {shown(path)} has wrong image data (shape {shape}); "
+            "expected uint8 array of shape (10000, 3072)"
         )
-    labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
-    if labels.shape != (IMAGES_PER_FILE,):
-        raise DataError(f"CIFAR-10 file {path} has {labels.size} labels; expected 10000")
-    if labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"CIFAR-10 file {path} has labels outside 0..9 (min {labels.min()}, max {labels.max()})")
-    return data.reshape(-1, 3, 32, 32), labels
+    return data.reshape(-1, 3, 32, 32), _read_labels(path, labels)
+
+
+def _read_labels(path: Path, labels: object) -> np.ndarray:
+    """The batch's labels as int64 [10000], checked one by one before any conversion.
+
+    A crafted pickle can hold anything where the labels belong (strings, None, nested lists,
+    ints too big for int64, floats, bools, numpy object arrays); numpy would raise its own
+    errors on some and silently truncate or cast others.
+    """
+    values = labels.tolist() if isinstance(labels, np.ndarray) else labels
+    if not isinstance(values, (list, tuple)):
+        raise DataError(f"CIFAR-10 file {shown(path)} has no label list (found {type(labels).__name__}); "
+                        f"{LABELS_ALLOWED}")
+    if len(values) != IMAGES_PER_FILE:
+        raise DataError(f"CIFAR-10 file {shown(path)} has {len(values)} labels; {LABELS_ALLOWED}")
+    for position, value in enumerate(values):
+        if type(value) is not int:  # not isinstance: True is an int too, and no class
+            raise DataError(f"CIFAR-10 file {shown(path)} has a label that is not a whole number at position "
+                            f"{position} ({shown(value)}, a {type(value).__name__}); {LABELS_ALLOWED}")
+        if not 0 <= value <= 9:
+            raise DataError(f"CIFAR-10 file {shown(path)} has labels outside 0..9 (at position {position}: "
+                            f"{shown(value)}); {LABELS_ALLOWED}")
+    return np.array(values, dtype=np.int64)
 
 
 def _missing_message(folder: Path, why: str) -> str:
     return (
-        f"CIFAR-10 not found in {folder} and it could not be downloaded ({why}). "
-        f"Put the extracted '{FOLDER}' folder (from {URL}) under {folder.parent} "
+        f"CIFAR-10 not found in {shown(folder)} and it could not be downloaded ({why}). "
+        f"Put the extracted '{FOLDER}' folder (from {URL}) under {shown(folder.parent)} "
         f"or point --data-dir / CIFARNET_DATA at the folder that holds it."
     )
 
@@ -147,7 +187,7 @@ def _check_complete(folder: Path) -> None:
     missing = [n for n in (*TRAIN_FILES, TEST_FILE) if not (folder / n).is_file()]
     if missing:
         raise DataError(
-            f"CIFAR-10 folder {folder} is incomplete: missing {', '.join(missing)}; "
+            f"CIFAR-10 folder {shown(folder)} is incomplete: missing {', '.join(missing)}; "
             f"it needs {', '.join(TRAIN_FILES)} and {TEST_FILE}"
         )
 
@@ -161,26 +201,116 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, allow_download: bool
     if path.suffix == ".npz":
         return load_jpeg_npz(path)
     explicit = data_dir not in (None, "") or bool(os.environ.get("CIFARNET_DATA"))
-    if explicit and not path.exists():  # a typo must not start a 170 MB download into a new folder
-        source = "--data-dir" if data_dir not in (None, "") else "CIFARNET_DATA"
-        raise DataError(f"data folder {path} (from {source}) does not exist; give an existing folder that holds "
-                        f"'{FOLDER}', or leave {source} unset to use {DEFAULT_DATA_DIR} (downloaded when missing)")
-    return _load_folder(str(batches_folder(path).resolve()), allow_download)
+    source = "--data-dir" if data_dir not in (None, "") else "CIFARNET_DATA"
+    try:
+        if explicit and not path.exists():  # a typo must not start a 170 MB download into a new folder
+            raise DataError(f"data folder {shown(path)} (from {source}) does not exist; give an existing folder that "
+                            f"holds '{FOLDER}', or leave {source} unset to use {DEFAULT_DATA_DIR} (downloaded when "
+                            "missing)")
+        return _load_folder(str(batches_folder(path).resolve()), allow_download)
+    except OSError as exc:  # a name too long for the file system, a loop of links, no permission
+        raise DataError(f"data folder {shown(path)} cannot be used ({exc.strerror or exc}); give an existing folder "
+                        f"that holds '{FOLDER}'") from None
 
 
 @lru_cache(maxsize=2)
 def _load_folder(folder_name: str, allow_download: bool) -> Cifar10:
     folder = Path(folder_name)
     if folder.exists() and not folder.is_dir():
-        raise DataError(f"data path {folder} is not a folder; give the folder that holds '{FOLDER}'")
+        raise DataError(f"data path {shown(folder)} is not a folder; give the folder that holds '{FOLDER}'")
     if not folder.is_dir() or not any(folder.iterdir()):
         if not allow_download:
             raise DataError(_missing_message(folder, "download not allowed"))
         download(folder.parent)
     _check_complete(folder)
-    train_x, train_y = _stack([folder / n for n in TRAIN_FILES])
-    test_x, test_y = _stack([folder / TEST_FILE])
-    return Cifar10(train_x, train_y, test_x, test_y, CLASSES, str(folder))
+    arrays = read_cache(folder)
+    if arrays is None:
+        train_x, train_y = _stack([folder / n for n in TRAIN_FILES])
+        test_x, test_y = _stack([folder / TEST_FILE])
+        arrays = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+        write_cache(folder, arrays)
+    return Cifar10(**arrays, classes=CLASSES, source=str(folder))
+
+
+def cache_root() -> Path:
+    """Where decoded copies live: ``$CIFARNET_CACHE``, else ``$XDG_CACHE_HOME/cifarnet``, else ``~/.cache/cifarnet``."""
+    chosen = os.environ.get("CIFARNET_CACHE")
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifarnet"
+
+
+def _signature(folder: Path) -> list[list]:
+    """Name, size and modification time of every batch file: any change to them makes a new key."""
+    rows = []
+    for name in (*TRAIN_FILES, TEST_FILE):
+        stat = (folder / name).stat()
+        rows.append([name, stat.st_size, stat.st_mtime_ns])
+    return rows
+
+
+def cache_folder(folder: Path) -> Path:
+    """The decoded copy of the batch folder ``folder`` (which need not exist yet)."""
+    key = json.dumps([CACHE_VERSION, str(folder.resolve()), _signature(folder)])
+    return cache_root() / f"cifar10-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).data)
+
+
+def read_cache(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The decoded copy of ``folder`` as memory-mapped tensors, or ``None`` when it is missing, stale or damaged.
+
+    Nothing in the copy is trusted: each array must have its shape and type, labels must be 0..9, and every
+    array's CRC must match the manifest written with it (about 50 ms for the whole set).
+    """
+    try:
+        where = cache_folder(folder)
+        manifest = json.loads((where / "manifest.json").read_text())
+        if manifest.get("version") != CACHE_VERSION or manifest.get("files") != _signature(folder):
+            return None
+        arrays = {}
+        for name, (shape, dtype) in CACHE_ARRAYS.items():
+            # copy-on-write: the pages are shared with the file, and a tensor over them stays writable
+            array = np.load(where / f"{name}.npy", mmap_mode="c", allow_pickle=False)
+            if array.shape != shape or array.dtype != dtype or _crc(array) != manifest["crc"][name]:
+                return None
+            if name.endswith("_y") and (array.min() < 0 or array.max() > 9):
+                return None
+            arrays[name] = torch.from_numpy(array)
+        return arrays
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_cache(folder: Path, arrays: dict[str, torch.Tensor]) -> None:
+    """Keep a decoded copy of ``folder``'s validated arrays; best effort (an unwritable cache only costs time).
+
+    Written into a private temporary folder and renamed into place, so a reader never sees half a copy and two
+    processes building it at once do not mix their files.
+    """
+    try:
+        where = cache_folder(folder)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        tmp = where.parent / f".{where.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp.mkdir()
+    except OSError:
+        return
+    try:
+        crc = {}
+        for name, tensor in arrays.items():
+            array = tensor.numpy()
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+            crc[name] = _crc(array)
+        manifest = {"version": CACHE_VERSION, "source": str(folder.resolve()), "files": _signature(folder), "crc": crc}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        shutil.rmtree(where, ignore_errors=True)  # a stale or damaged copy under the same key
+        os.replace(tmp, where)
+    except OSError:
+        pass  # disk full, a racing writer already renamed its copy into place, ...
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_jpeg_npz(path: Path) -> Cifar10:
@@ -197,7 +327,7 @@ def load_jpeg_npz(path: Path) -> Cifar10:
             split[name] = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
                            torch.from_numpy(pack[f"{name}_labels"].astype(np.int64)))
     except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"JPEG pack {path} is unreadable: {exc}") from exc
+        raise DataError(f"JPEG pack {shown(path)} is unreadable: {shorten(str(exc))}") from exc
     return Cifar10(*split["train"], *split["test"], CLASSES, str(path))
 
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
-from cifarnet.errors import CifarnetError
-from cifarnet.runs import LIVE, create_run, list_runs, resolve_runs_dir
+from cifarnet.errors import CifarnetError, shown
+from cifarnet.runs import LIVE, create_run, list_runs, read_run, resolve_runs_dir, run_path
 
 DEFAULT_MAX_LIVE = 2
 
@@ -25,9 +25,9 @@ def max_live_runs() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise CifarnetError(f"CIFARNET_MAX_RUNS={raw!r} is not a whole number; allowed: 1 or more") from None
+        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is not a whole number; allowed: 1 or more") from None
     if value < 1:
-        raise CifarnetError(f"CIFARNET_MAX_RUNS={raw!r} is too small; allowed: 1 or more")
+        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is too small; allowed: 1 or more")
     return value
 
 
@@ -67,14 +67,13 @@ def start_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
 def resume_run(run_id: str, runs_dir: str | os.PathLike | None = None,
                data_dir: str | os.PathLike | None = None) -> str:
     """Continue a stopped or failed run from its ``last.pt`` in a new process."""
-    from cifarnet.runs import read_run, run_path
-
     path = run_path(run_id, runs_dir)
     info = read_run(path)
     if info.status in LIVE:
-        raise CifarnetError(f"run {run_id!r} is already running")
+        raise CifarnetError(f"run {shown(run_id)} is already running")
     if info.pretrained or info.status == "finished":
-        raise CifarnetError(f"run {run_id!r} is {info.status if not info.pretrained else 'shipped'}; nothing to resume")
+        raise CifarnetError(f"run {shown(run_id)} is {info.status if not info.pretrained else 'shipped'}; "
+                            "nothing to resume")
     (path / "STOP").unlink(missing_ok=True)
     spawn(path, data_dir)
     return run_id

@@ -18,9 +18,9 @@ parallel branches one after the other; they are summed.
 ``s9`` — our network under the same rules (C1–C4, no max-pooling, dilated and
 depthwise-separable convs, GAP then 1x1 conv, RF > 44, < 200k parameters). It halves
 the spatial size twice with strided dilated convs (32→16 in C1, 16→8 in C3), so most
-layers run on 16x16 or 8x8 maps: 6.4x fewer multiply-adds than ``seed``. Residual
+layers run on 16x16 or 8x8 maps: several times fewer multiply-adds than ``seed``. Residual
 additions around the inner blocks keep a short gradient path, which is what lets it
-reach 85 % in a few epochs. With LN or GN its convs that feed a norm, except the depthwise
+train in few epochs. With LN or GN its convs that feed a norm, except the depthwise
 ones, are weight-standardised by default (:class:`StdConv2d`), which gives those per-image
 norms part of what BN's batch statistics give (docs/MODELS.md).
 
@@ -42,8 +42,7 @@ from cifarnet.errors import CifarnetError
 from cifarnet.norms import DEFAULT_GN_GROUPS, check_groups, check_norm, make_norm
 
 ARCHS = ("s10", "s9", "seed")
-DEFAULT_ARCH = "s9"
-DEFAULT_DROPOUT = {"seed": 0.05, "s9": 0.0, "s10": 0.0}
+DEFAULT_DROPOUT = {"seed": 0.05, "s9": 0.0, "s10": 0.0}  # seed: the write-up's rate
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
@@ -52,17 +51,14 @@ WS_MODES = ("off", "all", "except-depthwise")
 
 
 def default_ws(arch: str, norm: str) -> str:
-    """Weight standardisation by default only where it was measured to help: ``s9`` with a per-image
-    norm (LN, GN), sparing the depthwise convs (+0.3 points over standardising them too, two seeds each).
-    With BN it did not help (docs/RESULTS.md); ``seed`` stays the write-up's network."""
+    """Weight standardisation by default only where it was measured to help: ours (``s9``, ``s10``) with a
+    per-image norm (LN, GN), sparing the depthwise convs, which gain more that way than with every conv
+    standardised. With BN it did not help (docs/RESULTS.md); ``seed`` stays the write-up's network."""
     return "except-depthwise" if arch != "seed" and norm in ("ln", "gn") else "off"
 
 
-def check_ws(ws: str | bool) -> str:
-    """The weight-standardisation mode, or a clear refusal; ``True`` / ``False`` are how checkpoints saved
-    before the modes existed spell ``all`` / ``off``."""
-    if isinstance(ws, bool):
-        return "all" if ws else "off"
+def check_ws(ws: str) -> str:
+    """The weight-standardisation mode, or a clear refusal."""
     if ws not in WS_MODES:
         raise CifarnetError(f"unknown ws {ws!r}; allowed: {', '.join(WS_MODES)}")
     return ws
@@ -269,27 +265,26 @@ def check_dropout(dropout: float) -> float:
     return value
 
 
-def build_model(arch: str = DEFAULT_ARCH, norm: str = "bn", gn_groups: int | None = None,
-                dropout: float | None = None, ws: str | bool | None = None) -> CifarNet:
+def build_model(arch: str, norm: str, gn_groups: int = DEFAULT_GN_GROUPS, dropout: float | None = None,
+                ws: str | None = None) -> CifarNet:
     """Build ``arch`` with ``norm`` (``bn``, ``gn`` or ``ln``).
 
     ``gn_groups`` (GroupNorm only) must divide every layer's channel count; ``dropout``
-    defaults to the architecture's own (0.05 for ``seed`` as in the write-up, 0 for ``s9``);
+    defaults to the architecture's own (:data:`DEFAULT_DROPOUT`);
     ``ws`` standardises the weights of every conv that feeds a norm (:class:`StdConv2d`): ``all``,
     ``except-depthwise`` or ``off``, by default where it helps (:func:`default_ws`).
     """
     arch, norm = check_arch(arch), check_norm(norm)
-    groups = DEFAULT_GN_GROUPS if gn_groups is None else gn_groups
-    if not isinstance(groups, int) or isinstance(groups, bool):
+    if not isinstance(gn_groups, int) or isinstance(gn_groups, bool):
         raise CifarnetError(f"gn_groups must be a whole number, got {gn_groups!r}")
     rate = check_dropout(DEFAULT_DROPOUT[arch] if dropout is None else dropout)
     ws = default_ws(arch, norm) if ws is None else check_ws(ws)
     if norm == "gn":  # check against every layer first: GroupNorm itself would fail with a bare ValueError
-        probe = _Units("bn", groups, rate)
+        probe = _Units("bn", gn_groups, rate)
         _BUILDERS[arch](probe)
-        check_groups(groups, probe.channels)
-    body = _BUILDERS[arch](_Units(norm, groups, rate, ws))
-    config = {"arch": arch, "norm": norm, "gn_groups": groups, "dropout": rate, "ws": ws}
+        check_groups(gn_groups, probe.channels)
+    body = _BUILDERS[arch](_Units(norm, gn_groups, rate, ws))
+    config = {"arch": arch, "norm": norm, "gn_groups": gn_groups, "dropout": rate, "ws": ws}
     return CifarNet(body, config)
 
 

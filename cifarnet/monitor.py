@@ -1,42 +1,111 @@
-"""Following a live run from outside its process: which run to show, and its progress in words.
+"""Following a run from outside its process: which run to show, and its progress in words.
 
-The Train page polls every second or two, so this reads only what it must: the
-``status.json`` and ``config.json`` of each run folder, not every metrics file. Picking
-the run from the folder (not from a browser session) is what lets a reload or a second
-tab show the same live run.
+The Train page polls every second or two while a run trains, so this reads only what it
+must: the ``status.json`` and ``config.json`` of each run folder, not every metrics file.
+Which run a page shows is decided in one place, :func:`choose_run`, in a fixed order: the
+run this browser tab launched or picked, then the run named in the page's address (so a
+reload keeps it), then the newest live run (one started in another tab or from the
+command line), then the newest run of all.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
-from cifarnet.runs import LIVE, RunInfo, read_json, resolve_runs_dir, trainer_alive
+from cifarnet.errors import CifarnetError
+from cifarnet.records import read_config, read_status
+from cifarnet.runs import LIVE, RunInfo, resolve_runs_dir, run_path, trainer_alive
+
+
+def _folders(runs_dir: str | os.PathLike | None) -> list[Path]:
+    root = resolve_runs_dir(runs_dir)
+    if not root.is_dir():
+        return []
+    return [folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith(".")]
+
+
+def live_run_ids(runs_dir: str | os.PathLike | None = None) -> list[str]:
+    """Ids of the runs whose trainer is still alive, the most recently created first."""
+    live: list[tuple[float, str]] = []
+    for folder in _folders(runs_dir):
+        status, _ = read_status(folder)
+        if status and status.get("status") in LIVE and trainer_alive(folder, status):
+            live.append((_created(folder), folder.name))
+    return [run_id for _, run_id in sorted(live, reverse=True)]
 
 
 def newest_live_run(runs_dir: str | os.PathLike | None = None) -> str | None:
     """The id of the most recently created run whose trainer is still alive, if any."""
-    root = resolve_runs_dir(runs_dir)
-    if not root.is_dir():
-        return None
-    live: list[tuple[float, str]] = []
-    for folder in root.iterdir():
-        if not folder.is_dir() or folder.name.startswith("."):
-            continue
-        status, _ = read_json(folder / "status.json")
-        if not status or status.get("status") not in LIVE:
-            continue
-        if not trainer_alive(folder, status):
-            continue
-        live.append((_created(folder), folder.name))
-    return max(live)[1] if live else None
+    live = live_run_ids(runs_dir)
+    return live[0] if live else None
+
+
+def is_live(run_id: str, runs_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the run's status says it trains and its trainer is alive (cheap: no metrics are read)."""
+    try:
+        folder = run_path(run_id, runs_dir)
+    except CifarnetError:
+        return False
+    status, _ = read_status(folder)
+    return bool(status) and status.get("status") in LIVE and trainer_alive(folder, status)
+
+
+def newest_run(runs_dir: str | os.PathLike | None = None) -> str | None:
+    """The id of the most recently created run in the runs folder, whatever its status."""
+    created = [(_created(folder), folder.name) for folder in _folders(runs_dir)]
+    return max(created)[1] if created else None
 
 
 def _created(folder: Path) -> float:
-    config, _ = read_json(folder / "config.json")
+    config, _ = read_config(folder)
     created = (config or {}).get("created")
     return float(created) if isinstance(created, (int, float)) else folder.stat().st_mtime
+
+
+# How this tab came to follow its own run: it launched it, or the user picked it among the live runs.
+OWN_REASONS = {"launched": "you launched it in this tab", "resumed": "you resumed it in this tab",
+               "picked": "you chose it in this tab"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The run a page shows (``None``: there is none) and why, in words for the user."""
+
+    run_id: str | None
+    why: str
+
+
+def choose_run(own: tuple[str, str] | None, linked: str | None,
+               runs_dir: str | os.PathLike | None = None) -> Choice:
+    """Which run the Train page follows, in this order (a run that no longer exists is skipped):
+
+    1. ``own``: ``(run id, how)`` of the run this tab launched or picked (``how`` is a key of ``OWN_REASONS``);
+    2. ``linked``: the run named in the page's address, so a reload or a shared link shows the same run;
+    3. the newest live run, wherever it was started;
+    4. the newest run of all, so a reload after training still shows the last result.
+    """
+    if own and _exists(own[0], runs_dir):
+        return Choice(own[0], OWN_REASONS.get(own[1], OWN_REASONS["picked"]))
+    if linked and _exists(linked, runs_dir):
+        return Choice(linked, "the page's address names it")
+    live = newest_live_run(runs_dir)
+    if live:
+        return Choice(live, "it is the newest run training (started in another tab or from the command line)")
+    newest = newest_run(runs_dir)
+    if newest:
+        return Choice(newest, "it is the newest run; none is training")
+    return Choice(None, "there is no run yet")
+
+
+def _exists(run_id: str, runs_dir: str | os.PathLike | None) -> bool:
+    try:
+        run_path(run_id, runs_dir)
+    except CifarnetError:
+        return False
+    return True
 
 
 def clock(seconds: float | None) -> str:
@@ -79,11 +148,16 @@ def ws_note(infos: list[RunInfo]) -> str:
     return f" ({'; '.join(notes)}, their default)" if notes else ""
 
 
-def describe(cfg: TrainConfig) -> str:
-    """The configuration in one line, so the user sees what a launch will do before clicking."""
+def norm_words(cfg: TrainConfig) -> str:
+    """``BN``, ``LN, weight-standardised convs``, ``GN (2 groups), weight-standardised convs except ...``."""
     norm = f"GN ({cfg.gn_groups} groups)" if cfg.norm == "gn" else cfg.norm.upper()
     ws = cfg.model_args["ws"]
-    norm += f", {WS_WORDS[ws]}" if ws in WS_WORDS else ""
+    return norm + (f", {WS_WORDS[ws]}" if ws in WS_WORDS else "")
+
+
+def describe(cfg: TrainConfig) -> str:
+    """The configuration in one line, so the user sees what a launch will do before clicking."""
+    norm = norm_words(cfg)
     affine = {"rotate": f"rotate ±{cfg.rotate_deg:g}°", "ssr": f"shift-scale-rotate ±{cfg.rotate_deg:g}°"}
     switches = (("crop", cfg.crop), ("flip", cfg.flip), (affine.get(cfg.affine), cfg.affine != "none"),
                 ("cutout", cfg.cutout))

@@ -5,18 +5,24 @@ turned into either a clean 32x32 RGB array or a :class:`CifarnetError` that says
 was wrong: empty files, files that are not images, decompression bombs (a few KB that
 unpack to gigapixels), animations, palettes, transparency, greyscale, 16-bit, CMYK and
 phone photos stored sideways (EXIF orientation).
+
+Pillow's decoders meet crafted files with a dozen exception types (ValueError, SyntaxError,
+OSError, struct.error, IndexError, TypeError, ZeroDivisionError, ...), from opening the
+header to the last conversion, so every step that touches the file's content runs inside
+:func:`_decoding`, which turns any of them into one message and lets ours through.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from cifarnet.curves import run_label
 from cifarnet.data import CLASSES
@@ -28,6 +34,25 @@ MAX_BYTES = 50 * 1024 * 1024
 SIZE = 32
 PREVIEW_SIZE = 512
 FORMATS = ("png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff", "ico", "ppm", "pgm", "tga")
+ALLOWED = f"allowed: {', '.join(f.upper() for f in FORMATS)}"
+DAMAGED, RESAVE = "the image data is damaged or truncated", "try re-saving it as PNG or JPEG"
+
+
+@contextmanager
+def _decoding(problem: str, advice: str, size: tuple[int, int] | None = None) -> Iterator[None]:
+    """Run a step of decoding; whatever Pillow raises becomes ``problem`` (with the error's kind) and ``advice``.
+
+    Deliberately every ``Exception``: the file is hostile input and Pillow documents no
+    closed list of what its decoders raise. Our own messages pass through unchanged.
+    """
+    try:
+        yield
+    except CifarnetError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _bomb(size) from None
+    except Exception as exc:
+        raise CifarnetError(f"{problem} ({type(exc).__name__}); {advice}") from None
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -36,24 +61,14 @@ def open_image(data: bytes) -> Image.Image:
         raise CifarnetError("the file is empty (0 bytes); upload an image such as a PNG or JPEG")
     if len(data) > MAX_BYTES:
         raise CifarnetError(f"the file is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB")
-    try:
+    with _decoding("the file is not an image this app can read", ALLOWED):
         image = Image.open(io.BytesIO(data))  # reads only the header: the size is known before decoding
-    except UnidentifiedImageError:
-        raise CifarnetError("the file is not an image this app can read; "
-                            f"allowed: {', '.join(f.upper() for f in FORMATS)}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _bomb(None) from None
-    width, height = image.size
+        width, height = image.size
     if width * height > MAX_PIXELS:
         raise _bomb((width, height))
-    try:
+    with _decoding(DAMAGED, RESAVE, (width, height)):
         image.seek(0)
         image.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise CifarnetError(f"the image data is damaged or truncated ({type(exc).__name__}); "
-                            "try re-saving it as PNG or JPEG") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _bomb((width, height)) from None
     return image
 
 
@@ -93,9 +108,11 @@ def prepare(data: bytes) -> Upload:
     CIFAR-10 photos are square and show the object filling the frame, so a centre crop
     matches them better than squashing the whole picture.
     """
-    image = to_rgb(open_image(data))
-    image.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.LANCZOS)
-    view = ImageOps.fit(image, (SIZE, SIZE), Image.Resampling.LANCZOS)
+    image = open_image(data)
+    with _decoding(DAMAGED, RESAVE, image.size):  # a crafted EXIF block or palette can fail only here
+        image = to_rgb(image)
+        image.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.LANCZOS)
+        view = ImageOps.fit(image, (SIZE, SIZE), Image.Resampling.LANCZOS)
     return Upload(np.asarray(image, dtype=np.uint8), np.asarray(view, dtype=np.uint8))
 
 

@@ -1,7 +1,8 @@
 """A configuration as URL query parameters, and back, for sharing dashboard settings.
 
 The dashboard keeps its sidebar settings in the query string so a link reproduces a
-configuration. Only the fields that differ from :data:`DASHBOARD_DEFAULTS` are written,
+configuration. Only the fields that differ from :data:`DASHBOARD_DEFAULTS` (the ``short``
+recipe) are written,
 which keeps links short. A link is outside input: every value goes through
 :func:`cifarnet.config.make_config`, and a value that cannot be used is dropped with a
 one-line reason instead of breaking the page.
@@ -13,18 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cifarnet.config import FIELDS, TrainConfig, make_config
-from cifarnet.errors import CifarnetError
+from cifarnet.config import AUTO, FIELDS, TrainConfig, make_config
+from cifarnet.errors import CifarnetError, shown
+from cifarnet.recipes import recipe_config
 
-# A short CPU run: 2,000 training images, 3 epochs (93 steps), a 500-image evaluation
-# every 8 steps, so a first run draws a learning curve within a couple of minutes on a
-# laptop. The full recipe's lr 0.1 is tuned for batch 128 on all 50,000 images; at batch
-# 64 on 2,000 images, 0.05 and 0.1 made the loss climb above 4 during warm-up, while
-# 0.02 reached 40 % test accuracy (measured on a busy 2-core CPU in about 2 minutes).
-DASHBOARD_DEFAULTS: TrainConfig = make_config({
-    "epochs": 3, "batch_size": 64, "lr": 0.02, "subset": 200, "eval_subset": 50, "eval_every": 8,
-    "tta": False,
-})
+DASHBOARD_DEFAULTS: TrainConfig = recipe_config("short")  # a first run should draw its curve within minutes
+
+
+# Parameters a page keeps in the link for itself (which run and which test image the Inside page
+# shows): they are not settings, so the sidebar neither reports nor drops them.
+RUN_PARAM, INDEX_PARAM = "run", "index"
+PAGE_PARAMS = (RUN_PARAM, INDEX_PARAM)
 
 
 @dataclass
@@ -51,8 +51,10 @@ def parse_query(params: Mapping[str, Any], base: TrainConfig = DASHBOARD_DEFAULT
     """
     result = QueryResult()
     for name, raw in params.items():
+        if name in PAGE_PARAMS:
+            continue
         if name not in FIELDS:
-            result.problems.append(f"unknown setting {name!r} in the link was ignored")
+            result.problems.append(f"unknown setting {shown(name)} in the link was ignored")
             continue
         value = _single(raw)
         try:
@@ -67,13 +69,18 @@ def _lenient(base: TrainConfig) -> TrainConfig:
     return make_config({"norm": "bn", "subset": 0, "batch_size": 2}, base=base)
 
 
-def to_query(cfg: TrainConfig, base: TrainConfig = DASHBOARD_DEFAULTS) -> dict[str, str]:
-    """The fields of ``cfg`` that differ from ``base``, as query-string text."""
-    return {name: _text(value) for name, value in cfg.to_dict().items() if value != getattr(base, name)}
+def to_query(cfg: TrainConfig, base: TrainConfig = DASHBOARD_DEFAULTS,
+             current: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The fields of ``cfg`` that differ from ``base``, as query-string text, plus the page's own
+    parameters found in ``current`` (the query string now)."""
+    page = {name: _single(raw) for name, raw in (current or {}).items() if name in PAGE_PARAMS}
+    return {**{name: _text(value) for name, value in cfg.to_dict().items() if value != getattr(base, name)}, **page}
 
 
 def _text(value: Any) -> str:
-    """``true``/``false`` for switches, 12 significant digits for numbers (``3`` not ``3.0``)."""
+    """``true``/``false`` for switches, 12 significant digits for numbers (``3`` not ``3.0``), ``auto`` for None."""
+    if value is None:
+        return AUTO
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -1,9 +1,9 @@
 """Run records: the folder each run writes and everything that reads it.
 
 This is the contract between the trainer (a separate process) and the dashboard.
-A run folder holds:
+A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
 
-    config.json      the validated TrainConfig, plus parameter count and creation time
+    config.json      the record format, the validated TrainConfig, parameter count and creation time
     status.json      status, pid, progress (epoch, step, img/s, ETA), error text; replaced atomically
     metrics.jsonl    one JSON object per line, appended and flushed as it happens
     last.pt          full training state (weights + optimizer + step) for resuming
@@ -21,20 +21,19 @@ as damage and the rest is still shown; a run whose process vanished is ``failed`
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
 import time
-import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cifarnet.config import NAME_PATTERN, TrainConfig, make_config, resolve_ws
-from cifarnet.errors import CifarnetError
+from cifarnet.config import NAME_PATTERN, TrainConfig, resolve_ws
+from cifarnet.errors import CifarnetError, shown
+from cifarnet.models import build_model, count_params
+from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_json
 
 STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
 LIVE = ("starting", "running")
@@ -46,64 +45,14 @@ def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
     """The runs folder: the argument, else ``$CIFARNET_RUNS``, else ``./runs``."""
     chosen = runs_dir if runs_dir not in (None, "") else os.environ.get("CIFARNET_RUNS") or DEFAULT_RUNS_DIR
     path = Path(chosen).expanduser()
-    if path.exists() and not path.is_dir():
-        raise CifarnetError(f"runs folder {path} exists but is not a folder; give a folder path")
+    try:
+        problem = "is a file, not a folder" if path.exists() and not path.is_dir() else None
+    except OSError as exc:  # a name too long for the file system, a loop of links...
+        problem = f"cannot be used ({exc.strerror})"
+    if problem:
+        raise CifarnetError(f"runs folder {shown(path)} {problem}; set --runs-dir or CIFARNET_RUNS to a folder "
+                            "(it is created when missing)")
     return path
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic replace: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> tuple[dict | None, str | None]:
-    """(content, None) or (None, what is wrong) — never raises for a damaged file."""
-    try:
-        payload = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None, f"{path.name} is missing"
-    except (OSError, ValueError) as exc:
-        return None, f"{path.name} is damaged ({type(exc).__name__})"
-    if not isinstance(payload, dict):
-        return None, f"{path.name} is damaged (not an object)"
-    return payload, None
-
-
-class MetricsLog:
-    """Append-only JSON-lines log, flushed after every record so readers see it at once."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = open(path, "a", buffering=1)
-
-    def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
-    """All readable records, and the line numbers that were damaged (skipped, not fatal)."""
-    records, damaged = [], []
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError
-            records.append(record)
-        except ValueError:
-            damaged.append(number)
-    return records, damaged
 
 
 def process_alive(pid: Any) -> bool:
@@ -175,9 +124,8 @@ class RunInfo:
     def weight_standardised(self) -> str | None:
         """Which of the run's convs are weight-standardised: ``all``, ``except-depthwise`` or ``off``
         (``auto`` resolved; None if its setting is unreadable)."""
-        saved = {**LEGACY_VALUES, **self.config}
         try:
-            return resolve_ws(saved.get("arch"), saved.get("norm"), saved["ws"])
+            return resolve_ws(self.config.get("arch"), self.config.get("norm"), self.config.get("ws"))
         except CifarnetError:
             return None
 
@@ -195,10 +143,10 @@ class RunInfo:
 def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     """Read one run folder, tolerating damage, and resolve a vanished process to ``failed``."""
     damage: list[str] = []
-    config, problem = read_json(path / "config.json")
+    config, problem = read_config(path)
     if problem:
         damage.append(problem)
-    status_record, problem = read_json(path / "status.json")
+    status_record, problem = read_status(path)
     if problem:
         damage.append(problem)
     status_record = status_record or {}
@@ -213,8 +161,45 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     metrics, bad_lines = read_metrics(path / "metrics.jsonl")
     if bad_lines:
         damage.append(f"metrics.jsonl has {len(bad_lines)} damaged line(s): {', '.join(map(str, bad_lines[:5]))}")
-    results, _ = read_json(path / "results.json")
+    results, _ = read_results(path)
     return RunInfo(path.name, path, config or {}, status, status_record, metrics, results, pretrained, damage)
+
+
+# Ended runs as last read, keyed by their files' sizes and modification times: the Runs page re-lists every run
+# every few seconds while one trains, and re-parsing the metrics of runs that cannot change would dominate that.
+ENDED_CACHE: OrderedDict[tuple, RunInfo] = OrderedDict()
+ENDED_CACHE_SIZE = 256
+SIGNATURE_FILES = ("config.json", "status.json", "metrics.jsonl", "results.json", "pid")
+
+
+def _file_signature(path: Path) -> tuple:
+    """Size and modification time of every file a reader looks at (``None`` for a missing one)."""
+    signature = []
+    for name in SIGNATURE_FILES:
+        try:
+            stat = (path / name).stat()
+            signature.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            signature.append(None)
+    return tuple(signature)
+
+
+def read_run_cached(path: Path, pretrained: bool = False) -> RunInfo:
+    """:func:`read_run`, served from memory for an ended run whose files have not changed since it was read.
+
+    A live run is always read afresh (its trainer may have died since); resuming a run rewrites its ``pid`` file
+    and status, which changes its signature.
+    """
+    key = (str(path), pretrained, _file_signature(path))
+    if key in ENDED_CACHE:
+        ENDED_CACHE.move_to_end(key)
+        return ENDED_CACHE[key]
+    info = read_run(path, pretrained)
+    if info.status not in LIVE:
+        ENDED_CACHE[key] = info
+        while len(ENDED_CACHE) > ENDED_CACHE_SIZE:
+            ENDED_CACHE.popitem(last=False)
+    return info
 
 
 def list_runs(runs_dir: str | os.PathLike | None = None, include_pretrained: bool = True) -> list[RunInfo]:
@@ -224,22 +209,27 @@ def list_runs(runs_dir: str | os.PathLike | None = None, include_pretrained: boo
     if root.is_dir():
         folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         for folder in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True):
-            runs.append(read_run(folder))
-    if include_pretrained and PRETRAINED_DIR.is_dir():
-        runs += [read_run(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
-    return runs
+            runs.append(read_run_cached(folder))
+    return (runs + shipped_runs()) if include_pretrained else runs
+
+
+def shipped_runs() -> list[RunInfo]:
+    """The pretrained runs installed with the package (readable even when the runs folder is not)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
 
 
 def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The folder of ``run_id``, refusing ids that could point outside the runs folder."""
     root = resolve_runs_dir(runs_dir)
     if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
-        raise CifarnetError(f"run id {run_id!r} is not valid; ids use letters, digits, '_', '.', '-'")
+        raise CifarnetError(f"run id {shown(run_id)} is not valid; ids use letters, digits, '_', '.', '-'")
     for base in (root, PRETRAINED_DIR):
         candidate = (base / run_id).resolve()
         if candidate.parent == base.resolve() and candidate.is_dir():
             return candidate
-    raise CifarnetError(f"no run {run_id!r} in {root}")
+    raise CifarnetError(f"no run {shown(run_id)} in {root}")
 
 
 def new_run_id(cfg: TrainConfig) -> str:
@@ -251,41 +241,25 @@ def new_run_id(cfg: TrainConfig) -> str:
 
 def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> Path:
     """Make the run folder with its config and a ``starting`` status; refuse a taken name."""
-    from cifarnet.models import build_model, count_params
-
     root = resolve_runs_dir(runs_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
         path = root / new_run_id(cfg)
         path.mkdir()
     except FileExistsError:
-        raise CifarnetError(f"a run named {cfg.name!r} already exists in {root}; choose another name") from None
+        raise CifarnetError(f"a run named {shown(cfg.name)} already exists in {root}; choose another name") from None
     except OSError as exc:
         raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
-    params = count_params(build_model(**cfg.model_args))
-    write_json(path / "config.json", {**cfg.to_dict(), "params": params, "created": time.time()})
+    write_json(path / "config.json", config_record(cfg, count_params(build_model(**cfg.model_args))))
     write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
     return path
-
-
-# Fields added after runs were recorded without them, with the value those runs trained with: a
-# missing field must not take today's default (an old s9 run resumed with ws=auto would change its model).
-LEGACY_VALUES = {"ws": "off"}
-
-
-def load_run_config(path: Path) -> TrainConfig:
-    """The validated config saved in a run folder (fields it predates take their legacy value)."""
-    saved, problem = read_json(path / "config.json")
-    if problem:
-        raise CifarnetError(f"run {path.name}: {problem}")
-    return make_config({**LEGACY_VALUES, **{k: v for k, v in saved.items() if k not in ("params", "created")}})
 
 
 def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``)."""
     path = run_path(run_id, runs_dir)
     if path.parent == PRETRAINED_DIR.resolve():
-        raise CifarnetError(f"run {run_id!r} is a shipped pretrained run; it is not running")
+        raise CifarnetError(f"run {shown(run_id)} is a shipped pretrained run; it is not running")
     (path / "STOP").touch()
 
 
@@ -293,22 +267,10 @@ def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     """Remove a user's finished run; shipped runs and live runs are refused."""
     path = run_path(run_id, runs_dir)
     if path.parent != resolve_runs_dir(runs_dir).resolve():
-        raise CifarnetError(f"run {run_id!r} is a shipped pretrained run and cannot be deleted")
+        raise CifarnetError(f"run {shown(run_id)} is a shipped pretrained run and cannot be deleted")
     if read_run(path).status in LIVE:
-        raise CifarnetError(f"run {run_id!r} is still running; stop it first")
+        raise CifarnetError(f"run {shown(run_id)} is still running; stop it first")
     shutil.rmtree(path)
-
-
-def read_predictions(path: Path) -> dict[str, np.ndarray] | None:
-    """Test labels with top-5 classes and probabilities (None if the run has none yet)."""
-    file = path / "predictions.npz"
-    if not file.is_file():
-        return None
-    try:
-        with np.load(file, allow_pickle=False) as pack:
-            return {key: pack[key] for key in pack.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged file is "none", not a crash
-        return None
 
 
 def first_reaching(info: RunInfo, target: float) -> dict | None:

@@ -2,9 +2,17 @@
 
 Design (after airbench): the data set lives in memory as uint8 tensors (on the GPU when
 there is one), each step gathers a batch by index, converts it to float and augments
-the whole batch at once. Nothing per-image runs in Python. Everything the run learns is
-written to its folder as it happens (see :mod:`cifarnet.runs`), so a dashboard can
-follow it and a crash loses nothing already recorded.
+the whole batch at once. Nothing per-image runs in Python.
+
+Two parts, kept apart so each can change alone:
+
+- :class:`Trainer` holds a config's model, optimizer and data on the device and knows the batch
+  order (:meth:`Trainer.epoch_order`, a pure function of seed and epoch), the batches
+  (:meth:`Trainer.batches`) and the training step (:meth:`Trainer.step`). It writes nothing;
+  ``bench/`` times it directly.
+- :class:`Run` drives a Trainer to the end of its config and writes everything it learns to the
+  run folder as it happens (see :mod:`cifarnet.runs`), so a dashboard can follow it and a crash
+  loses nothing already recorded.
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,21 +32,27 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from cifarnet.augment import AugmentSpec, augment_batch, to_float
+from cifarnet.augment import augment_batch, to_float
 from cifarnet.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from cifarnet.config import TrainConfig
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
 from cifarnet.errors import CifarnetError
 from cifarnet.models import CifarNet, build_model
-from cifarnet.runs import MetricsLog, load_run_config, write_json
+from cifarnet.records import MetricsLog, load_run_config, write_json
 from cifarnet.schedule import lr_at, make_optimizer, set_lr
 
 TOP_K = 5
-# Images per evaluation forward. On a CPU small batches stay in cache: the 10,000 test images take 1.48 s at
-# 128 against 3.48 s at 1,000 (s9 + BN, 2 threads; LN 1.67 against 3.66 s; bench/eval_speed.py). A GPU wants
-# large batches.
+# Images per evaluation forward. On a CPU small batches stay in cache and are faster (bench/eval_speed.py,
+# docs/PERFORMANCE.md); a GPU wants large batches.
 EVAL_BATCH = {"cpu": 128, "cuda": 1000}
 STATUS_EVERY_S = 1.0
+# Each epoch's order comes from its own generator, seeded seed * EPOCH_SEED_STRIDE + epoch: a stride above any
+# epoch count, so no two (seed, epoch) pairs share a stream.
+EPOCH_SEED_STRIDE = 100_003
+# A train record (the losses since the previous one) at least every LOG_EVERY_MAX steps, and at least
+# LOGS_PER_EPOCH times an epoch when epochs are short.
+LOG_EVERY_MAX = 50
+LOGS_PER_EPOCH = 5
 
 
 class Diverged(Exception):
@@ -97,8 +112,9 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def resolve_precision(device: torch.device, precision: str) -> str:
     """``auto`` is bf16 on CUDA (measurably faster there) and fp32 on a CPU, where bf16 is opt-in.
 
-    Opt-in because it changes every run's numerics, and a CPU without native bfloat16 would have to emulate it
-    (not measured); with AVX512-BF16 a training step is 1.2-1.3x faster (bench/option_speed.py --option precision; docs/PERFORMANCE.md).
+    Opt-in because it changes every run's numerics, and a CPU without native bfloat16 would have to
+    emulate it; with AVX512-BF16 a training step is faster (bench/option_speed.py --option precision;
+    docs/PERFORMANCE.md).
     """
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
@@ -116,99 +132,75 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 1
     return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
-class Run:
-    """One training run bound to its folder. ``execute()`` trains, records and returns the status."""
+def _on_device(images: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` images of each class (all of them for 0), moved to ``device``."""
+    if per_class:
+        index = stratified_subset(labels, per_class, seed)
+        images, labels = images[index], labels[index]
+    return images.to(device), labels.to(device)
 
-    def __init__(self, path: Path, data_dir: str | None = None,
-                 echo: Callable[[dict], None] | None = None, data: Cifar10 | None = None) -> None:
-        self.path = path
-        self.cfg: TrainConfig = load_run_config(path)
-        self.data_dir, self.echo, self.data = data_dir, echo, data
-        self.stop_file = path / "STOP"
-        self.started = time.time()
-        self.elapsed_before = 0.0
-        self.last_status = 0.0
-        self.status: dict = {"status": "starting", "pid": os.getpid()}
 
-    # -- records ---------------------------------------------------------------------
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.time() - self.started
+class Trainer:
+    """A config's model, optimizer and data on its device: the batch order, the batches and the training step.
 
-    def write_status(self, status: str, force: bool = False, **fields) -> None:
-        """Status and progress, throttled to once a second unless ``force``."""
-        self.status.update(status=status, pid=os.getpid(), updated=time.time(), **fields)
-        now = time.time()
-        if force or now - self.last_status >= STATUS_EVERY_S:
-            self.last_status = now
-            write_json(self.path / "status.json", self.status)
+    It writes no files (:class:`Run` records what it does). The batch order is a pure function of the seed
+    and the epoch (:meth:`epoch_order`), so a resumed run sees the batches it would have seen, and a
+    data-parallel rank can take its shard of the same global order.
+    """
 
-    # -- setup -----------------------------------------------------------------------
-    def _prepare(self) -> None:
-        cfg = self.cfg
+    def __init__(self, cfg: TrainConfig, data: Cifar10) -> None:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        self.cfg = cfg
         self.device = select_device(cfg.device)
         self.precision = resolve_precision(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
-        data = self.data or load_cifar10(self.data_dir)
         self.classes = data.classes
-        train_idx = stratified_subset(data.train_y, cfg.subset, cfg.seed) if cfg.subset else None
-        self.train_x = (data.train_x if train_idx is None else data.train_x[train_idx]).to(self.device)
-        self.train_y = (data.train_y if train_idx is None else data.train_y[train_idx]).to(self.device)
+        self.train_x, self.train_y = _on_device(data.train_x, data.train_y, cfg.subset, cfg.seed, self.device)
         self.test_x, self.test_y = data.test_x.to(self.device), data.test_y.to(self.device)
-        eval_idx = stratified_subset(data.test_y, cfg.eval_subset, cfg.seed) if cfg.eval_subset else None
-        self.eval_x = self.test_x if eval_idx is None else self.test_x[eval_idx.to(self.device)]
-        self.eval_y = self.test_y if eval_idx is None else self.test_y[eval_idx.to(self.device)]
-        # channels-last on every device: faster with cuDNN, and a training step is about 1.25x
-        # faster with oneDNN on a CPU too (convolution backward, batch norm; docs/PERFORMANCE.md)
-        self.model: CifarNet = build_model(**cfg.model_args).to(
-            self.device, memory_format=torch.channels_last)
+        self.eval_x, self.eval_y = _on_device(self.test_x, self.test_y, cfg.eval_subset, cfg.seed, self.device)
+        # channels-last on every device: faster with cuDNN, and with oneDNN on a CPU too (convolution backward,
+        # batch norm; docs/PERFORMANCE.md)
+        self.model: CifarNet = build_model(**cfg.model_args).to(self.device, memory_format=torch.channels_last)
         # compiled for the training step only: evaluation runs other batch sizes under
-        # inference_mode, which would cost a recompile each for a few hundred ms saved
+        # inference_mode, which would cost a recompile each for little saved
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         if cfg.compile:  # inductor's notice that a CPU-only machine has no CUDA runtime is noise here
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.optimizer = make_optimizer(self.model, cfg)
-        self.spec = AugmentSpec.from_config(cfg)
-        self.step, self.best_acc = 0, -1.0
-        self._resume()
-        self.metrics = MetricsLog(self.path / "metrics.jsonl")
+        self.steps_done = 0
 
-    def _resume(self) -> None:
-        """Continue from ``last.pt`` when the folder has one (a stopped or crashed run)."""
-        last = self.path / "last.pt"
-        if not last.is_file():
-            return
-        state = read_checkpoint(last, self.device)
-        self.model.load_state_dict(model_from_checkpoint(state, str(last)).state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.best_acc = int(state["step"]), float(state["best_acc"])
-        self.elapsed_before = float(state["elapsed"])
+    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int) -> None:
+        """Continue from a saved state: the weights of ``model``, the optimizer's state and the step reached."""
+        self.model.load_state_dict(model.state_dict())
+        self.optimizer.load_state_dict(optimizer_state)
+        self.steps_done = steps_done
 
-    def _save_last(self) -> None:
-        save_checkpoint(self.path / "last.pt", self.model, optimizer=self.optimizer.state_dict(), step=self.step,
-                        best_acc=self.best_acc, elapsed=self.elapsed())
+    def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+        """The order of the training images in ``epoch``, and the generator that goes on to draw its augmentations."""
+        gen = torch.Generator().manual_seed(self.cfg.seed * EPOCH_SEED_STRIDE + epoch)
+        return torch.randperm(len(self.train_x), generator=gen).to(self.device), gen
 
-    # -- loop ------------------------------------------------------------------------
-    def _batches(self, epoch: int, first: int):
-        """Step indices and image indices of ``epoch``, starting at batch ``first``."""
-        n, b = len(self.train_x), self.cfg.batch_size
-        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=gen).to(self.device)
-        for i in range(first, self.cfg.steps_per_epoch):
-            yield i, order[i * b:(i + 1) * b], gen
+    def batches(self, epoch: int, first: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(batch number, augmented images, labels) of ``epoch`` from batch ``first``, each made when asked for.
 
-    def _train_step(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on batch ``idx``; returns (summed loss, correct count) on the device.
-
-        The ``step.*`` profiler labels cost a few microseconds a step (about 0.01 % on a
-        CPU); they let ``bench/throughput.py --profile`` split a step into its phases.
+        The ``step.*`` profiler labels here and in :meth:`step` cost a few microseconds a step; they
+        let ``bench/throughput.py --profile`` split a step into its phases.
         """
-        with record_function("step.gather"):
-            x, y = to_float(self.train_x[idx]), self.train_y[idx]
-        with record_function("step.augment"):
-            x = augment_batch(x, self.spec, gen).contiguous(memory_format=torch.channels_last)
-        set_lr(self.optimizer, lr_at(self.step, self.cfg))
+        order, gen = self.epoch_order(epoch)
+        size = self.cfg.batch_size
+        for i in range(first, self.cfg.steps_per_epoch):
+            idx = order[i * size:(i + 1) * size]
+            with record_function("step.gather"):
+                x, y = to_float(self.train_x[idx]), self.train_y[idx]
+            with record_function("step.augment"):
+                x = augment_batch(x, self.cfg, gen).contiguous(memory_format=torch.channels_last)
+            yield i, x, y
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the batch; returns (summed loss, correct count), left on the device."""
+        set_lr(self.optimizer, lr_at(self.steps_done, self.cfg))
         with record_function("step.forward"), _autocast(self.device, self.precision):
             logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
@@ -217,82 +209,138 @@ class Run:
             loss.backward()
         with record_function("step.optimizer"):
             self.optimizer.step()
-        self.step += 1
+        self.steps_done += 1
         return loss.detach() * len(y), (logits.argmax(1) == y).sum()
+
+
+class StatusFile:
+    """A run's ``status.json``: its status and progress, written at most once a second unless forced."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "status.json"
+        self.record: dict = {"status": "starting", "pid": os.getpid()}
+        self.last_write = 0.0
+
+    def write(self, status: str, force: bool = False, **fields) -> None:
+        self.record.update(status=status, pid=os.getpid(), updated=time.time(), **fields)
+        now = time.time()
+        if force or now - self.last_write >= STATUS_EVERY_S:
+            self.last_write = now
+            write_json(self.path, self.record)
+
+    def end(self, status: str, **fields) -> str:
+        """Record how the run ended (now, whatever the throttle) and return ``status``."""
+        self.write(status, force=True, **fields, finished=time.time())
+        return status
+
+
+class Run:
+    """One run folder driven to its end: a :class:`Trainer`'s steps, with every record written as it happens."""
+
+    def __init__(self, path: Path, trainer: Trainer, status: StatusFile, metrics: MetricsLog, started: float,
+                 echo: Callable[[dict], None] | None = None) -> None:
+        self.path, self.trainer, self.cfg = path, trainer, trainer.cfg
+        self.status, self.metrics, self.echo = status, metrics, echo
+        self.stop_file = path / "STOP"
+        self.started = started
+        self.elapsed_before = 0.0  # training time before a resume
+        self.best_acc = -1.0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def _resume(self) -> None:
+        """Continue from ``last.pt`` when the folder has one (a stopped or crashed run)."""
+        last = self.path / "last.pt"
+        if not last.is_file():
+            return
+        state = read_checkpoint(last, self.trainer.device)
+        self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]))
+        self.best_acc, self.elapsed_before = float(state["best_acc"]), float(state["elapsed"])
+
+    def _save_last(self) -> None:
+        trainer = self.trainer
+        save_checkpoint(self.path / "last.pt", trainer.model, optimizer=trainer.optimizer.state_dict(),
+                        step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed())
 
     def execute(self) -> str:
         """Train to the end (or a stop request, or divergence) and return the final status."""
-        self.write_status("starting", force=True, error=None)
-        self._prepare()
-        cfg = self.cfg
+        self._resume()
+        trainer, cfg = self.trainer, self.cfg
         spe, total = cfg.steps_per_epoch, cfg.total_steps
-        log_every = max(1, min(50, spe // 5))
-        window = _Window(self.device)
-        self.write_status("running", force=True)
-        while self.step < total:
-            epoch, first = divmod(self.step, spe)
-            for i, idx, gen in self._batches(epoch, first):
-                window.add(*self._train_step(idx, gen), len(idx))
-                boundary = i == spe - 1 or self.step == total
-                if self.step % log_every == 0 or boundary:
+        log_every = max(1, min(LOG_EVERY_MAX, spe // LOGS_PER_EPOCH))
+        window = _Window(trainer.device)
+        self.status.write("running", force=True)
+        while trainer.steps_done < total:
+            epoch, first = divmod(trainer.steps_done, spe)
+            for i, x, y in trainer.batches(epoch, first):
+                window.add(*trainer.step(x, y), len(y))
+                step = trainer.steps_done
+                boundary = i == spe - 1 or step == total
+                if step % log_every == 0 or boundary:
                     self._log_train(window.flush_train())
-                if boundary or (cfg.eval_every and self.step % cfg.eval_every == 0):
+                if boundary or (cfg.eval_every and step % cfg.eval_every == 0):
                     self._log_eval(window)
                 if self.stop_file.exists():
                     return self._stopped()
-                if self.step == total:
+                if step == total:
                     break
             self._save_last()
         return self._finish()
 
+    def _where(self) -> dict:
+        """Where the run stands, for every metrics record: step, epoch and training time."""
+        step = self.trainer.steps_done
+        return {"step": step, "epoch": step / self.cfg.steps_per_epoch, "time": round(self.elapsed(), 3)}
+
+    def _log(self, kind: str, train: dict, **test: float) -> dict:
+        """Append a train or eval record: the training figures since the previous record of its kind."""
+        record = {"kind": kind, **self._where(), "lr": lr_at(self.trainer.steps_done - 1, self.cfg),
+                  "train_loss": train["loss"], "train_acc": train["acc"], **test, "img_s": train["img_s"]}
+        self.metrics.append(record)
+        return record
+
     def _log_train(self, train: dict) -> None:
         if not math.isfinite(train["loss"]):
-            raise Diverged(f"train loss became {train['loss']} at step {self.step}")
-        record = {"kind": "train", "step": self.step, "epoch": self.step / self.cfg.steps_per_epoch,
-                  "time": round(self.elapsed(), 3), "lr": lr_at(self.step - 1, self.cfg),
-                  "train_loss": train["loss"], "train_acc": train["acc"], "img_s": train["img_s"]}
-        self.metrics.append(record)
-        self._progress(record)
+            raise Diverged(f"train loss became {train['loss']} at step {self.trainer.steps_done}")
+        self._progress(self._log("train", train))
 
-    def _log_eval(self, window: "_Window") -> None:
+    def _log_eval(self, window: _Window) -> None:
         train = window.flush_eval()
         started = time.time()
-        result = evaluate(self.model, self.eval_x, self.eval_y)
+        result = evaluate(self.trainer.model, self.trainer.eval_x, self.trainer.eval_y)
         window.exclude(time.time() - started)
-        record = {"kind": "eval", "step": self.step, "epoch": self.step / self.cfg.steps_per_epoch,
-                  "time": round(self.elapsed(), 3), "lr": lr_at(self.step - 1, self.cfg),
-                  "train_loss": train["loss"], "train_acc": train["acc"], "test_loss": result.loss,
-                  "test_acc": result.acc, "img_s": train["img_s"]}
-        self.metrics.append(record)
+        record = self._log("eval", train, test_loss=result.loss, test_acc=result.acc)
         if result.acc > self.best_acc:
             self.best_acc = result.acc
-            save_checkpoint(self.path / "best.pt", self.model, step=self.step, test_acc=result.acc)
+            save_checkpoint(self.path / "best.pt", self.trainer.model, step=self.trainer.steps_done,
+                            test_acc=result.acc)
         self._progress(record, force=True)
 
     def _progress(self, record: dict, force: bool = False) -> None:
-        cfg = self.cfg
-        remaining = (cfg.total_steps - self.step) * cfg.batch_size
+        cfg, step = self.cfg, self.trainer.steps_done
+        remaining = (cfg.total_steps - step) * cfg.batch_size
         img_s = record.get("img_s") or 0.0
-        progress = {"step": self.step, "total_steps": cfg.total_steps, "epoch": round(record["epoch"], 3),
+        progress = {"step": step, "total_steps": cfg.total_steps, "epoch": round(record["epoch"], 3),
                     "epochs": cfg.epochs, "img_s": img_s, "eta_s": remaining / img_s if img_s else None,
                     "train_loss": record["train_loss"], "train_acc": record["train_acc"],
-                    "test_acc": record.get("test_acc", self.status.get("progress", {}).get("test_acc")),
+                    "test_acc": record.get("test_acc", self.status.record.get("progress", {}).get("test_acc")),
                     "elapsed_s": record["time"]}
-        self.write_status("running", force=force, progress=progress)
+        self.status.write("running", force=force, progress=progress)
         if self.echo:
             self.echo(progress)
 
     def _stopped(self) -> str:
         self._save_last()
         self.stop_file.unlink(missing_ok=True)
-        self.write_status("stopped", force=True, finished=time.time())
-        return "stopped"
+        return self.status.end("stopped")
 
     def _finish(self) -> str:
         """Final full-test evaluation, predictions for the browser, results, ``model.pt``."""
-        save_checkpoint(self.path / "model.pt", self.model, step=self.step)
-        result = evaluate(self.model, self.test_x, self.test_y, tta=self.cfg.tta)
-        labels = self.test_y.cpu().numpy()
+        trainer = self.trainer
+        save_checkpoint(self.path / "model.pt", trainer.model, step=trainer.steps_done)
+        result = evaluate(trainer.model, trainer.test_x, trainer.test_y, tta=self.cfg.tta)
+        labels = trainer.test_y.cpu().numpy()
         top_p, top_i = result.probs.topk(TOP_K, dim=1)
         predicted = top_i[:, 0].numpy()
         np.savez_compressed(self.path / "predictions.npz", labels=labels.astype(np.uint8),
@@ -300,17 +348,16 @@ class Run:
         confusion = confusion_matrix(labels, predicted)
         per_class = (confusion.diagonal() / confusion.sum(1).clip(min=1)).tolist()
         results = {"test_acc": result.acc, "test_loss": result.loss, "tta_acc": result.tta_acc,
-                   "best_eval_acc": max(self.best_acc, result.acc), "per_class_acc": dict(zip(self.classes, per_class)),
-                   "confusion": confusion.tolist(), "classes": list(self.classes), "steps": self.step,
-                   "epochs": self.step / self.cfg.steps_per_epoch, "elapsed_s": self.elapsed(),
-                   "device": str(self.device), "precision": self.precision}
+                   "best_eval_acc": max(self.best_acc, result.acc),
+                   "per_class_acc": dict(zip(trainer.classes, per_class)), "confusion": confusion.tolist(),
+                   "classes": list(trainer.classes), "steps": trainer.steps_done,
+                   "epochs": trainer.steps_done / self.cfg.steps_per_epoch, "elapsed_s": self.elapsed(),
+                   "device": str(trainer.device), "precision": trainer.precision}
         write_json(self.path / "results.json", results)
-        self.metrics.append({"kind": "final", "step": self.step, "epoch": results["epochs"],
-                             "time": round(self.elapsed(), 3), "test_loss": result.loss, "test_acc": result.acc,
+        self.metrics.append({"kind": "final", **self._where(), "test_loss": result.loss, "test_acc": result.acc,
                              "tta_acc": result.tta_acc})
         self._save_last()
-        self.write_status("finished", force=True, finished=time.time())
-        return "finished"
+        return self.status.end("finished")
 
 
 class _Window:
@@ -353,47 +400,44 @@ class _Window:
 def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], None] | None = None,
               data: Cifar10 | None = None) -> str:
     """Train the run in ``path``; every ending is recorded in its status (never raises for user errors)."""
-    run = Run(path, data_dir, echo, data)
+    started = time.time()
+    cfg = load_run_config(path)
+    status = StatusFile(path)
+    stop_file = path / "STOP"
 
     def on_term(_signum, _frame) -> None:
-        run.stop_file.touch()
+        stop_file.touch()
 
-    previous = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
-        return run.execute()
+        status.write("starting", force=True, error=None)
+        trainer = Trainer(cfg, data or load_cifar10(data_dir))
+        with MetricsLog(path / "metrics.jsonl") as metrics:
+            return Run(path, trainer, status, metrics, started, echo).execute()
     except Diverged as exc:
-        run.write_status("diverged", force=True, error=f"{exc}; lower the learning rate", finished=time.time())
-        return "diverged"
+        return status.end("diverged", error=f"{exc}; lower the learning rate")
     except KeyboardInterrupt:
-        run.write_status("stopped", force=True, error="interrupted", finished=time.time())
-        return "stopped"
+        return status.end("stopped", error="interrupted")
     except torch.OutOfMemoryError as exc:
-        return _failed(run, f"out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch_size")
+        return _failed(status, f"out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch_size")
     except CifarnetError as exc:
-        return _failed(run, str(exc))
+        return _failed(status, str(exc))
     except OSError as exc:
-        return _failed(run, f"cannot write to {exc.filename or run.path}: {exc.strerror or exc}")
+        return _failed(status, f"cannot write to {exc.filename or path}: {exc.strerror or exc}")
     except Exception as exc:  # the run's record must say why it ended, whatever happened
         if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
             first = str(exc).strip().splitlines()[0][:200]
-            return _failed(run, f"torch.compile failed ({first}); train again with compile off")
-        return _failed(run, f"{type(exc).__name__}: {exc}")
+            return _failed(status, f"torch.compile failed ({first}); train again with compile off")
+        return _failed(status, f"{type(exc).__name__}: {exc}")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _failed(run: Run, reason: str) -> str:
+def _failed(status: StatusFile, reason: str) -> str:
     try:
-        run.write_status("failed", force=True, error=reason, finished=time.time())
+        status.end("failed", error=reason)
     except OSError:
-        pass  # the folder itself is unwritable; the caller still gets the status and reason
-    run.status["error"] = reason
+        pass  # the folder itself is unwritable; the caller still gets the status
     return "failed"
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-

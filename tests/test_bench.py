@@ -1,4 +1,8 @@
-"""Issue 6: the benchmarks run end to end and report sane JSON (their figures are not checked)."""
+"""Smoke tests of the bench scripts: with tiny settings they run end to end and report well-formed JSON.
+
+Their figures are not checked here (a loaded test machine would make any bound flaky); the benchmarks
+themselves, with their real settings, are run by hand and their figures written to docs/PERFORMANCE.md.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +53,13 @@ def test_eval_speed_json_times_each_batch_size():
     (row,) = json.loads(done.stdout)
     assert row["norm"] == "ln" and set(row["seconds"]) == {"500", "1000"}
     assert all(0 < s < 60 for s in row["seconds"].values())
+
+
+def test_trainer_start_times_real_trainers(data_dir):
+    cmd = [sys.executable, str(ROOT / "bench" / "trainer_start.py"), "--json", "--reps", "1", "--data-dir",
+           str(data_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["reps"] == 1 and 0 < result["interpreter_s"] and 0 < result["running_s"] <= result["first_record_s"]
+    assert result["beyond_interpreter_s"] == pytest.approx(result["first_record_s"] - result["interpreter_s"], abs=0.02)

@@ -135,29 +135,32 @@ def test_weight_standardisation_except_depthwise_leaves_exactly_the_depthwise_co
     assert loaded.config["ws"] == "except-depthwise" and torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
-def test_weight_standardisation_defaults_and_old_checkpoints_stay_plain(tmp_path):
-    """s9 standardises by default with LN and GN only, sparing the depthwise convs; seed (the write-up's network) never does; a
-    checkpoint saved before the option existed has no "ws" and is rebuilt as it was trained: plain."""
+def test_weight_standardisation_defaults_and_old_checkpoints_stay_as_trained(tmp_path):
+    """s9 standardises by default with LN and GN only, sparing the depthwise convs; seed (the write-up's network) never
+    does; a checkpoint saved before the option existed has no "ws" and is rebuilt as it was trained: plain; one saved
+    while it was a switch says True and is rebuilt with every conv standardised."""
     assert [build_model("s9", n).config["ws"] for n in ("bn", "ln", "gn")] == ["off", *["except-depthwise"] * 2]
     assert [build_model("seed", n).config["ws"] for n in ("bn", "ln", "gn")] == ["off", "off", "off"]
     assert make_config({"arch": "seed", "norm": "ln"}).model_args["ws"] == "off"
     assert make_config({"norm": "gn"}).model_args["ws"] == "except-depthwise"
     assert make_config({"norm": "gn", "ws": "off"}).model_args["ws"] == "off"
     assert make_config({"norm": "bn", "ws": "all"}).model_args["ws"] == "all"
-    # "on" / true: how runs recorded before the except-depthwise mode spelt "all"
-    assert make_config({"ws": "true"}).ws == "all" and make_config({"ws": "on"}).ws == "all"
-    assert make_config({"ws": False}).ws == "off"
-    with pytest.raises(CifarnetError, match=r"ws='maybe' is not known; allowed: auto, off, all, except-depthwise"):
-        make_config({"ws": "maybe"})
+    for old in ("on", "true", True, False):  # the switch's spellings live only in old records (cifarnet.records)
+        with pytest.raises(CifarnetError, match=r"ws=.* is not known; allowed: auto, off, all, except-depthwise"):
+            make_config({"ws": old})
     with pytest.raises(CifarnetError, match=r"unknown ws 'some'; allowed: off, all, except-depthwise"):
         build_model("s9", "ln", ws="some")
-    assert build_model("s9", "ln", ws=True).config["ws"] == "all"  # a checkpoint's model config before the modes
-    plain = build_model("s9", "gn", ws="off")
-    payload = {"format": "cifarnet-checkpoint", "version": 1, "state_dict": plain.state_dict(),
-               "model": {k: v for k, v in plain.config.items() if k != "ws"}}
-    torch.save(payload, tmp_path / "old.pt")
-    loaded = load_model(tmp_path / "old.pt")
-    assert loaded.config["ws"] == "off" and not any(isinstance(m, StdConv2d) for m in loaded.modules())
+    with pytest.raises(CifarnetError, match=r"unknown ws True"):
+        build_model("s9", "ln", ws=True)
+    plain, every = build_model("s9", "gn", ws="off"), build_model("s9", "gn", ws="all")
+    for model, saved_ws, expected in ((plain, None, "off"), (every, True, "all"), (plain, False, "off")):
+        old_config = {k: v for k, v in model.config.items() if k != "ws"} | ({} if saved_ws is None else
+                                                                              {"ws": saved_ws})
+        torch.save({"format": "cifarnet-checkpoint", "version": 1, "state_dict": model.state_dict(),
+                    "model": old_config}, tmp_path / "old.pt")
+        loaded = load_model(tmp_path / "old.pt")
+        assert loaded.config["ws"] == expected
+        assert sum(isinstance(m, StdConv2d) for m in loaded.modules()) == (12 if expected == "all" else 0)
 
 
 def test_gn_groups_must_divide_every_layer():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,8 +13,8 @@ import torch
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.launch import start_run
-from cifarnet.runs import (MetricsLog, create_run, delete_run, list_runs, load_run_config, read_run, request_stop,
-                           run_path, write_json)
+from cifarnet.records import MetricsLog, load_run_config, write_json
+from cifarnet.runs import create_run, delete_run, list_runs, read_run, request_stop, run_path
 from cifarnet.train import train_run
 from conftest import run_cli, wait_for
 
@@ -125,13 +127,41 @@ def test_status_written_atomically(tmp_path):
 
 
 def test_a_run_recorded_before_weight_standardisation_resumes_with_plain_convs(runs_dir, data_dir):
-    """An old run's config.json has no "ws": resuming it must rebuild the plain model it trained,
-    not today's default (weight-standardised for LN), or its checkpoint would be misread."""
+    """An old run's config.json (format 1: no "format") has no "ws", "precision" or "compile" and says dropout -1:
+    resuming it must rebuild the plain model it trained, not today's default (weight-standardised for LN), or its
+    checkpoint would be misread; and train it as it was trained (fp32, the architecture's dropout)."""
     path = create_run(make_config({"norm": "ln", "subset": 10, "epochs": 1, "batch_size": 50, "eval_subset": 5,
                                    "name": "old"}), runs_dir)
     saved = json.loads((path / "config.json").read_text())
-    assert saved.pop("ws") == "auto"
-    (path / "config.json").write_text(json.dumps(saved))
-    assert load_run_config(path).model_args["ws"] == "off"
+    assert (saved.pop("ws"), saved.pop("format"), saved.pop("precision"), saved.pop("compile")) == \
+        ("auto", 2, "auto", False)
+    (path / "config.json").write_text(json.dumps({**saved, "dropout": -1.0}))
+    cfg = load_run_config(path)
+    assert (cfg.model_args["ws"], cfg.dropout, cfg.precision) == ("off", None, "fp32")
     assert train_run(path, str(data_dir)) == "finished"
     assert torch.load(path / "model.pt", weights_only=True)["model"]["ws"] == "off"
+    assert read_run(path).results["precision"] == "fp32"
+
+
+def test_ended_runs_are_read_once_until_their_files_change(runs_dir):
+    """The Runs page lists every run every few seconds while one trains: ended runs come from memory."""
+    ended = create_run(make_config({**TINY, "name": "ended"}), runs_dir)
+    write_json(ended / "status.json", {"status": "finished", "pid": None})
+    record = {"kind": "eval", "step": 1, "epoch": 1.0, "time": 1.0, "test_acc": 0.25}
+    (ended / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    live = create_run(make_config({**TINY, "name": "live"}), runs_dir)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cifarnet"])  # a live "trainer"
+    try:
+        write_json(live / "status.json", {"status": "running", "pid": trainer.pid})
+        first = {info.run_id: info for info in list_runs(runs_dir)}
+        second = {info.run_id: info for info in list_runs(runs_dir)}
+        assert second["ended"] is first["ended"] and second["s9-bn"] is first["s9-bn"]  # not parsed again
+        assert second["live"] is not first["live"] and second["live"].status == "running"
+        with open(ended / "metrics.jsonl", "a") as metrics:  # e.g. a run folder edited by hand
+            metrics.write(json.dumps({**record, "step": 2, "test_acc": 0.5}) + "\n")
+        third = {info.run_id: info for info in list_runs(runs_dir)}
+        assert third["ended"] is not first["ended"] and third["ended"].final_acc == 0.5
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert {info.run_id: info for info in list_runs(runs_dir)}["live"].status == "failed"  # its trainer died

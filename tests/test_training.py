@@ -12,7 +12,8 @@ import pytest
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.launch import resume_run, start_run
-from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_metrics, read_run, request_stop
+from cifarnet.records import read_metrics
+from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
 from cifarnet.train import train_run
 from conftest import REAL_DATA, real_data_present, run_cli, wait_for
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from cifarnet.ui import sidebar
+from cifarnet.ui.common import runs_notice
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "app_pages"
 PAGES: dict[str, tuple[str, str]] = {
@@ -24,6 +25,7 @@ PAGES: dict[str, tuple[str, str]] = {
     "model": ("Model", ":material/layers:"),
     "misclassified": ("Misclassified", ":material/cancel:"),
     "predict": ("Predict", ":material/image_search:"),
+    "inside": ("Inside", ":material/visibility:"),
 }
 
 
@@ -39,4 +41,5 @@ def main() -> None:
              for name, (title, icon) in PAGES.items()]
     page = st.navigation(pages, position="top")
     sidebar.render()
+    runs_notice()
     page.run()

@@ -12,20 +12,26 @@ import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from cifarnet.curves import METRICS, X_AXES
 
 PALETTE = px.colors.qualitative.D3
 ACCENT = PALETTE[0]
 HEIGHT = 340
+LEGEND_ROW = 20  # pixels a figure grows for each line beyond two that are overlaid (their legend needs room)
 
 
 def styled(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = HEIGHT) -> go.Figure:
-    """The shared look: white template, compact margins, legend above the plot area."""
+    """The shared look: white template, compact margins, legend at the bottom of the figure.
+
+    At the bottom, not above the plot: a legend of many runs wraps onto several lines, and above the plot it
+    grew into the title. Plotly widens the bottom margin to fit it.
+    """
     fig.update_layout(
         template="plotly_white", title={"text": title, "x": 0, "font": {"size": 15}}, height=height,
         margin={"l": 10, "r": 10, "t": 60, "b": 10}, font={"size": 12},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "title": None},
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "x": 0, "title": None},
         hovermode="x unified", colorway=PALETTE,
     )
     fig.update_xaxes(title=x_title, showgrid=True, gridcolor="#eee", zeroline=False)
@@ -50,7 +56,7 @@ def curve_figure(frame: pd.DataFrame, x: str, by: str, title: str, y_title: str,
         label = METRICS[name][0] if by == "metric" else str(name)
         fig.add_trace(go.Scatter(x=part[x], y=part["value"], name=label, mode="lines+markers" if sparse else "lines",
                                  marker={"size": 6}, line={"width": 2, "color": (colors or {}).get(name)}))
-    fig = styled(fig, title, X_AXES[x], y_title, height)
+    fig = styled(fig, title, X_AXES[x], y_title, height + LEGEND_ROW * max(0, len(fig.data) - 2))
     if log_y:
         fig.update_yaxes(type="log")
     return fig
@@ -166,3 +172,45 @@ def bar_figure(frame: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_
     fig.update_layout(hovermode="closest")
     fig.update_yaxes(range=[0, 1.15 * max(frame[y].max(), 1)])
     return fig
+
+
+def relu_stats_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
+    """Mean, spread and fraction of zeros after each ReLU, one line per model (``model`` column)."""
+    panels = (("mean", "mean"), ("std", "standard deviation"), ("zeros", "fraction of zeros"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in panels], horizontal_spacing=0.07)
+    for model, part in frame.groupby("model", sort=False):
+        for col, (column, _) in enumerate(panels, 1):
+            fig.add_trace(go.Scatter(x=part["#"], y=part[column], name=str(model), legendgroup=str(model),
+                                     showlegend=col == 1, mode="lines+markers", marker={"size": 5},
+                                     line={"width": 2, "color": colors.get(model)}, customdata=part[["layer"]],
+                                     hovertemplate="%{customdata[0]}: %{y:.3f}<extra>%{fullData.name}</extra>"),
+                          row=1, col=col)
+    fig = styled(fig, "After each ReLU", "", "", height=360)
+    fig.update_xaxes(title="ReLU (in order of computation)", dtick=2 if frame["#"].max() <= 16 else 4)
+    return _legend_below(fig)
+
+
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """Subplot titles take the room above the plots, so these figures carry their legend below."""
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(hovermode="closest", legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0},
+                      margin={"t": 70, "b": 10})
+    return fig
+
+
+def norm_spread_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
+    """How much per-channel and per-image means differ, before (dashed) and after (solid) each norm."""
+    panels = (("channel", "spread of per-channel means"), ("image", "spread of per-image means"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[title for _, title in panels], horizontal_spacing=0.08)
+    for model, part in frame.groupby("model", sort=False):
+        for col, (stat, _) in enumerate(panels, 1):
+            for when, dash in (("before", "dot"), ("after", "solid")):
+                fig.add_trace(go.Scatter(
+                    x=part["#"], y=part[f"{stat}_{when}"], name=str(model), legendgroup=str(model),
+                    showlegend=col == 1 and when == "after", mode="lines+markers", marker={"size": 5},
+                    line={"width": 2, "dash": dash, "color": colors.get(model)}, customdata=part[["layer"]],
+                    hovertemplate=f"%{{customdata[0]}} {when}: %{{y:.3f}}<extra>{model}</extra>"), row=1, col=col)
+    fig = styled(fig, "Around each norm: its input (dotted) and its normalised output (solid), in units of their "
+                      "standard deviation", "", "", height=390)
+    fig.update_xaxes(title="norm layer (in order of computation)", dtick=1 if frame["#"].max() <= 12 else 4)
+    return _legend_below(fig)

@@ -1,4 +1,4 @@
-"""Pieces several pages share: cached models and data, the run picker, the data-set panel.
+"""Pieces several pages share: cached models and data, the run picker, the data-set panel, literal text.
 
 Loaded data and models are cached with ``st.cache_resource`` (once per server, not per
 session): the test set is 30 MB and a model load takes a moment, and every widget
@@ -7,6 +7,7 @@ click reruns the page.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,37 @@ from torch import nn
 
 from cifarnet.checkpoint import load_model
 from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, resolve_data_dir, synthetic_dataset
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.images import to_hwc
 from cifarnet.models import build_model
-from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir
+from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir, shipped_runs
 
 DATA_KEY = "data_dir"
 PREVIEW_INDEX = 3  # a test airplane: an object with a clear outline
+PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark
+# After parsing, GitHub-flavoured Markdown links any text that reads as a web or mail address, and Streamlit draws
+# any `:shortcode:` as an emoji, escaped or not; an invisible word joiner after ":" and "@" and inside "www." breaks
+# those patterns, and the text still reads the same.
+UNLINK = re.compile(r"\\[:@]|www(?=\\\.)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
+
+
+def literal(text: object) -> str:
+    """``text`` as Markdown that shows exactly its characters, however it came to hold Markdown.
+
+    Streamlit draws every message as Markdown (links, images, colours, icons, maths), so a value from a shared
+    link, a file name or a folder name would otherwise draw a working link in the app's own message, or make the
+    visitor's browser fetch an address. CommonMark allows a backslash before any ASCII punctuation mark and then
+    shows the mark itself, so escaping them all leaves nothing to interpret but bare addresses (see ``UNLINK``).
+    Every message that can hold an outside value goes through here; the values in it are already shortened
+    (:func:`cifarnet.errors.shown`).
+    """
+    escaped = PUNCTUATION.sub(r"\\\1", str(text))
+    return UNLINK.sub(lambda match: match.group() + WORD_JOINER, escaped)
+
+
+# Parameter counts in every table: 189,920 reads at a glance where 189920 does not.
+PARAMS_COLUMN = st.column_config.NumberColumn("params", format="%,d")
 
 
 def header(title: str, intro: str) -> None:
@@ -67,8 +92,32 @@ def preview_image() -> np.ndarray:
 
 
 def runs() -> list[RunInfo]:
-    """Every run (the user's, newest first, then the shipped ones); re-read on each rerun."""
-    return list_runs(resolve_runs_dir())
+    """Every run (the user's, newest first, then the shipped ones); re-read on each rerun.
+
+    Only the shipped ones while the runs folder cannot be used (:func:`runs_notice` says why).
+    """
+    folder = runs_dir()
+    return shipped_runs() if folder is None else list_runs(folder)
+
+
+def runs_dir() -> Path | None:
+    """The runs folder (``CIFARNET_RUNS``, else ``./runs``), or None when it cannot be used."""
+    return _runs_folder()[0]
+
+
+def runs_notice() -> None:
+    """One message above every page when the runs folder cannot be used; the pages go on without it."""
+    problem = _runs_folder()[1]
+    if problem:
+        st.error(f"**Your runs are unavailable.** {literal(problem)}. Until then only the shipped runs are shown "
+                 "and no run can be started.", icon=":material/folder_off:")
+
+
+def _runs_folder() -> tuple[Path | None, str | None]:
+    try:
+        return resolve_runs_dir(), None
+    except CifarnetError as exc:
+        return None, str(exc)
 
 
 def data_dir() -> Path:
@@ -86,18 +135,21 @@ def dataset() -> Cifar10 | None:
 
 
 def data_panel(problem: str | None = None) -> None:
-    """Say plainly where the data set is expected and offer the two ways to provide it."""
+    """Say plainly where the data set is expected and offer the two ways to provide it.
+
+    ``problem`` is plain text (it often quotes a folder the user typed): it is shown literally.
+    """
     folder = data_dir()
     with st.container(border=True):
         st.markdown("##### The CIFAR-10 data set is needed here")
-        st.write(problem or f"No CIFAR-10 data set in `{folder}`.")
+        st.markdown(literal(problem or f"No CIFAR-10 data set in {shown(folder)}."))
         st.markdown(
             "Provide it in one of two ways:\n"
-            f"1. **Download** the official archive (170 MB) into `{folder}` with the button below, or\n"
+            f"1. **Download** the official archive (170 MB) into {literal(shown(folder))} with the button below, or\n"
             "2. **Point to a folder** that already holds `cifar-10-batches-py` (or its parent) in the box "
             "below, or start the app with `CIFARNET_DATA=/path/to/folder`.")
         typed = st.text_input("Data folder", value=str(folder), key="data_dir_input")
-        if typed and typed != str(folder):
+        if typed and Path(typed) != folder:  # as paths: "/data/" is "/data", or this would rerun forever
             st.session_state[DATA_KEY] = typed
             st.rerun()
         if st.button("Download CIFAR-10", icon=":material/download:"):
@@ -105,7 +157,7 @@ def data_panel(problem: str | None = None) -> None:
                 try:
                     download(folder)
                 except CifarnetError as exc:
-                    st.error(str(exc))
+                    st.error(literal(exc))
                 else:
                     st.rerun()
 

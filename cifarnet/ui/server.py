@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cifarnet.monitor import newest_live_run
+from cifarnet.monitor import live_run_ids
 from cifarnet.runs import request_stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def free_port() -> int:
 
 @contextmanager
 def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, timeout: float = 60) -> Iterator[str]:
-    """Yield the URL of a running dashboard; on exit stop its live run (if any) and the server."""
+    """Yield the URL of a running dashboard; on exit stop its live runs (if any) and the server."""
     port = free_port()
     env = {**os.environ, "CIFARNET_RUNS": str(runs_dir), "PYTHONPATH": str(ROOT)}
     if data_dir is not None:
@@ -48,8 +48,7 @@ def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, time
             _wait_healthy(url, process, timeout, log_path)
             yield url
         finally:
-            live = newest_live_run(runs_dir)
-            if live:  # a failed check must not leave a trainer running
+            for live in live_run_ids(runs_dir):  # a failed check must not leave a trainer running
                 request_stop(live, runs_dir)
             process.terminate()
             process.wait(timeout=20)
