@@ -4,6 +4,7 @@ import streamlit as st
 
 from cifarnet.monitor import NORM_NAMES, ws_note
 from cifarnet.report import percent
+from cifarnet.runs import SHIPPED_TRIO
 from cifarnet.ui.app import PAGES, page_path
 from cifarnet.ui.common import header, runs
 
@@ -16,23 +17,24 @@ BatchNorm vs LayerNorm vs GroupNorm, dilated and depthwise-separable convolution
 receptive field, augmentation and learning-rate schedules.
 """)
 
-shipped = [r for r in runs() if r.pretrained]
-if shipped:
-    epochs = format(shipped[0].config.get("epochs", 0), "g")
-    st.caption(f"Test accuracy of the three networks shipped with the app: the same s9 architecture, trained "
-               f"{epochs} epochs with the same recipe, differing only in the normalisation layer"
-               f"{ws_note(shipped)}. Measured on the CIFAR-10 test set (offline JPEG copy: a slightly lossy "
-               "re-encoding of CIFAR-10, within about a point of the original).")
-    cols = st.columns(len(shipped))
-    for col, info in zip(cols, shipped):  # formatted as README's results table formats them
+trio = [info for run_id in SHIPPED_TRIO for info in runs() if info.pretrained and info.run_id == run_id]
+if trio:
+    epochs = format(trio[0].config.get("epochs", 0), "g")
+    st.caption(f"Test accuracy of the networks shipped with the app: the same {trio[0].config.get('arch')} "
+               f"architecture, trained {epochs} epochs with the same recipe, differing only in the normalisation "
+               f"layer{ws_note(trio)}. Their twins trained with another seed, and the s9 networks, are on the Runs "
+               "page. Measured on the CIFAR-10 test set (offline JPEG copy: a slightly lossy re-encoding of "
+               "CIFAR-10, within about a point of the original).")
+    for col, info in zip(st.columns(len(trio)), trio):  # formatted as README's results table formats them
         norm = info.config.get("norm", "")
-        col.metric(f"s9 with {NORM_NAMES.get(norm, norm)}", percent(info.final_acc), border=True,
-                   help=f"Shipped run {info.run_id}: full CIFAR-10 test set, 10,000 images")
+        col.metric(f"{info.config.get('arch')} with {NORM_NAMES.get(norm, norm)}", percent(info.final_acc),
+                   border=True, help=f"Shipped run {info.run_id}: full CIFAR-10 test set, 10,000 images")
 
 st.subheader("Where to start")
 steps = {
     "train": "pick settings in the sidebar and launch a short run; watch its curves live.",
     "runs": "compare runs, e.g. the shipped BN, LN and GN networks, curve by curve.",
+    "inside": "where a network looks (Grad-CAM), what its layers compute, what each norm does.",
     "receptive_field": "see how far each layer sees, against the 32-pixel image.",
     "model": "every layer's output shape and parameter count.",
     "misclassified": "the test images a model gets wrong, and its confusion matrix.",

@@ -9,13 +9,13 @@ from cifarnet.gradcam import grad_cam, overlay
 from cifarnet.images import enlarge
 from cifarnet.layers import default_layer, layers
 from cifarnet.predict import top_k
+from cifarnet.runs import SHIPPED_TRIO
 from cifarnet.ui import charts
 from cifarnet.ui.common import header, runs
 from cifarnet.ui.inside import (keep_in_link, model_of, norm_stats, pick_image, pick_run, runs_with_models,
                                 stats_images)
 
 SCALE = 6  # 32 px -> 192 px
-SHIPPED = ("s9-bn", "s9-ln", "s9-gn")
 
 header("Inside", "Look inside a trained network: where in the picture it finds the evidence for a class "
        "(Grad-CAM), what each layer computes (feature maps), and what BatchNorm, LayerNorm and GroupNorm do to "
@@ -92,7 +92,7 @@ with one:
                        "its norm.")
 
 with norms:
-    shipped = [run_id for run_id in SHIPPED if run_id in available]
+    shipped = [run_id for run_id in SHIPPED_TRIO if run_id in available]
     compared = st.multiselect("Models", list(available), default=shipped or [info.run_id], max_selections=4,
                               format_func=lambda r: run_label(available[r]), key="inside_compare")
     explain_as = st.selectbox("Grad-CAM for", [None, *range(len(CLASSES))], key="inside_compare_class",

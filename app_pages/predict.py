@@ -9,6 +9,7 @@ from cifarnet.data import IMAGES_PER_FILE
 from cifarnet.images import enlarge, enlarge_to, png_bytes, to_hwc
 from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
 from cifarnet.ui import charts
+from cifarnet.runs import SHIPPED_TRIO
 from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal, runs
 
 SAMPLE_KEY = "predict_sample"
@@ -23,7 +24,7 @@ if not models:
     st.info("No trained model found: finish a run on the Train page first.", icon=":material/hourglass_empty:")
     st.stop()
 labels = list(models)
-default = next((i for i, name in enumerate(labels) if name.startswith("s9-bn")), 0)
+default = next((i for i, name in enumerate(labels) if name.startswith(f"{SHIPPED_TRIO[0]} ")), 0)
 choice, k_col = st.columns([3, 1])
 label = choice.selectbox("Model", labels, index=default, help="Shipped networks and your finished runs (model.pt)")
 k = k_col.slider("Top-k classes", 1, 10, 5)

@@ -4,12 +4,13 @@ import streamlit as st
 
 from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
 from cifarnet.errors import CifarnetError
-from cifarnet.runs import LIVE, delete_run
+from cifarnet.runs import LIVE, SHIPPED_TRIO, delete_run
 from cifarnet.ui import charts
 from cifarnet.ui.common import PARAMS_COLUMN, header, literal, runs
 
-header("Runs", "Every training run: the three shipped s9 networks (BatchNorm, LayerNorm, GroupNorm, trained "
-       "with one recipe and budget) and the runs you launched. Pick runs to overlay their learning curves.")
+header("Runs", "Every training run: the shipped networks (s10 with BatchNorm, LayerNorm and GroupNorm, two seeds "
+       "each, and s9 with each norm, every norm on one recipe and budget per network) and the runs you launched. "
+       "Pick runs to overlay their learning curves.")
 
 REFRESH_S = 3
 BEST_HELP = ("Best evaluation during training (including the final one). Short runs evaluate on a subset of "
@@ -65,7 +66,7 @@ def table_and_curves() -> None:
                 st.markdown(f"**{literal(row['run'])}** ({row['status']}): {literal(row['notes'])}")
 
     st.subheader("Compare learning curves")
-    shipped = [label for label, info in labels.items() if info.pretrained]
+    shipped = [label for label, info in labels.items() if info.pretrained and info.run_id in SHIPPED_TRIO]
     chosen = st.multiselect("Runs", list(labels), default=shipped, placeholder="choose runs to overlay")
     metrics = st.pills("Metrics", list(METRICS), default=["test_acc", "train_loss"], selection_mode="multi",
                        format_func=lambda m: METRICS[m][0])

@@ -1,6 +1,6 @@
 """Train a matrix of configurations side by side and report what each reached.
 
-    python bench/run_matrix.py --preset results --data-dir DIR --jobs 1
+    python bench/run_matrix.py --preset shipped --data-dir DIR --jobs 1
     python bench/run_matrix.py --preset sweep --jobs 12 --device cuda     # recipe search on a GPU
 
 Each configuration is an ordinary ``python -m cifarnet train`` run in ``--runs-dir`` (a
@@ -30,7 +30,8 @@ from cifarnet.runs import first_reaching, read_run  # noqa: E402
 
 # Settings not named here are the TrainConfig defaults. Rows built on a named recipe follow it when it changes;
 # a figure in docs/ was measured with the recipe of its date.
-RECIPE = {"recipe": "shipped"}  # 30 epochs at batch 128, peak LR 0.1: the shipped runs
+SHIPPED = {"recipe": "shipped"}  # s10, 60 epochs at batch 128, peak LR 0.1, compiled: the shipped s10 runs
+RECIPE = {"recipe": "s9"}  # s9, 30 epochs at batch 128, peak LR 0.1: the shipped s9 runs and their variants
 FAST85 = {"recipe": "fast85"}  # the time-to-85 % recipe: 18 epochs, bf16 autocast, compiled
 B128 = {"batch_size": 128, "lr": 0.1}  # the defaults today, pinned where a row is no named recipe
 B64 = {"batch_size": 64, "lr": 0.05}  # the same LR-to-batch ratio again: best at 8 epochs, not at 30-40
@@ -42,10 +43,13 @@ WS_X = {"ws": "except-depthwise"}  # the same but the depthwise convs stay plain
 WS_X_RUNS = {f"s9-{n}-wsx{'-seed1' if seed else ''}": {"arch": "s9", "norm": n, **RECIPE, **WS_X, "seed": seed}
              for seed in (0, 1) for n in ("ln", "gn")}
 PRESETS: dict[str, dict[str, dict]] = {
-    # the shipped runs in cifarnet/pretrained/ (named as their folders): s9 with each norm under one identical
-    # budget, each with its default weight standardisation (off for BN; for LN and GN every conv that feeds a norm
-    # but the depthwise ones)
-    "results": {"s9-bn": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN},
+    # the shipped runs in cifarnet/pretrained/ (named as their folders): s10 with each norm and seeds 0 and 1 under
+    # one identical budget, each with its default weight standardisation (off for BN; for LN and GN every conv that
+    # feeds a norm but the depthwise ones); an hour each on a 2-core CPU
+    "shipped": {f"s10-{n}{'-seed1' if seed else ''}": {**SHIPPED, "norm": n, "seed": seed}
+                for seed in (0, 1) for n in ("bn", "ln", "gn")},
+    # the shipped s9 runs, the same way
+    "s9": {"s9-bn": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN},
                 **{f"s9-{n}": {"arch": "s9", "norm": n, **RECIPE, **WS_X} for n in ("ln", "gn")}},
     "ws-except-dw": WS_X_RUNS,
     # every conv that feeds a norm standardised, depthwise ones included (shipped for LN and GN before WS_X)
@@ -69,23 +73,23 @@ PRESETS: dict[str, dict[str, dict]] = {
     "results-b256": {f"s9-{n}-b256": {"arch": "s9", "norm": n, "epochs": 30, **FIRST, **PLAIN}
                      for n in ("bn", "ln", "gn")},
     # seed against s9 on the same recipe, epoch for epoch (seed is ~10x slower per epoch on a CPU)
-    "seed-vs-s9": {"e16-bn": {"epochs": 16, **FIRST, **PLAIN},
+    "seed-vs-s9": {"e16-bn": {"arch": "s9", "epochs": 16, **FIRST, **PLAIN},
                    "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST, **PLAIN}},
     "sweep": {
-        **{f"e{e}-{n}": {"epochs": e, "norm": n, **FIRST, **PLAIN}
+        **{f"e{e}-{n}": {"arch": "s9", "epochs": e, "norm": n, **FIRST, **PLAIN}
            for e in (8, 12, 16, 24) for n in ("bn", "ln", "gn")},
-        "e12-bn-lr0.1": {"epochs": 12, **FIRST, **PLAIN, "lr": 0.1},
-        "e12-bn-lr0.4": {"epochs": 12, **FIRST, **PLAIN, "lr": 0.4},
-        "e16-bn-cutout": {"epochs": 16, "cutout": True, **FIRST, **PLAIN},
+        "e12-bn-lr0.1": {"arch": "s9", "epochs": 12, **FIRST, **PLAIN, "lr": 0.1},
+        "e12-bn-lr0.4": {"arch": "s9", "epochs": 12, **FIRST, **PLAIN, "lr": 0.4},
+        "e16-bn-cutout": {"arch": "s9", "epochs": 16, "cutout": True, **FIRST, **PLAIN},
         "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST, **PLAIN},
     },
     # why batch 128: LN at 8 epochs over peak LR and batch size (docs/RESULTS.md)
     "ln-probe": {
-        **{f"ln-e8-lr{lr}": {"norm": "ln", "epochs": 8, "batch_size": 256, "lr": lr, **PLAIN}
+        **{f"ln-e8-lr{lr}": {"arch": "s9", "norm": "ln", "epochs": 8, "batch_size": 256, "lr": lr, **PLAIN}
            for lr in (0.05, 0.1, 0.2, 0.4)},
-        "ln-e8-b128-lr0.1": {"norm": "ln", "epochs": 8, **B128, **PLAIN},
-        "ln-e8-b128-lr0.05": {"norm": "ln", "epochs": 8, **B128, **PLAIN, "lr": 0.05},
-        "ln-e8-b64-lr0.05": {"norm": "ln", "epochs": 8, **B64, **PLAIN},
+        "ln-e8-b128-lr0.1": {"arch": "s9", "norm": "ln", "epochs": 8, **B128, **PLAIN},
+        "ln-e8-b128-lr0.05": {"arch": "s9", "norm": "ln", "epochs": 8, **B128, **PLAIN, "lr": 0.05},
+        "ln-e8-b64-lr0.05": {"arch": "s9", "norm": "ln", "epochs": 8, **B64, **PLAIN},
     },
     "smoke": {"tiny": {"subset": 20, "epochs": 1, "batch_size": 50, "eval_subset": 10}},
     # time to 85 % on a CPU (docs/RESULTS.md): the fast85 recipe with seeds 0 and 1 (named for the values it had
@@ -150,7 +154,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="results")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="shipped")
     parser.add_argument("--only", nargs="*", help="train only these names of the preset")
     parser.add_argument("--data-dir")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"))

@@ -65,12 +65,12 @@ def option(default: Any, help: str, group: str, label: str, **rules: Any) -> Any
 class TrainConfig:
     """Everything a run needs.
 
-    The defaults are the recipe of the shipped runs, shortened to 12 epochs so that ``python -m cifarnet train``
-    without flags is a run of a useful length; :mod:`cifarnet.recipes` names the full recipe (``shipped``: 30 epochs)
-    and the others, as overrides of these defaults.
+    The defaults are the recipe of the shipped runs, shortened to 12 epochs and not compiled, so that
+    ``python -m cifarnet train`` without flags is a run of a useful length; :mod:`cifarnet.recipes` names the full
+    recipe (``shipped``: 60 epochs, compiled) and the others, as overrides of these defaults.
     """
 
-    arch: str = option("s9", "architecture", MODEL, "Architecture", choices=ARCHS, radio=True)
+    arch: str = option("s10", "architecture", MODEL, "Architecture", choices=ARCHS, radio=True)
     norm: str = option("bn", "normalisation: bn (BatchNorm), ln (LayerNorm = GroupNorm(1,C)), gn (GroupNorm)", MODEL,
                        "Normalisation", choices=NORMS, radio=True, choice_labels={"bn": "BN", "ln": "LN", "gn": "GN"})
     gn_groups: int = option(DEFAULT_GN_GROUPS, "GroupNorm groups (must divide every layer's channels)", MODEL,
@@ -80,7 +80,7 @@ class TrainConfig:
         + ", ".join(f"{arch} {rate:g}" for arch, rate in DEFAULT_DROPOUT.items()) + ")", MODEL, "Dropout",
         low=0.0, high=0.9, auto="architecture default", step=0.05, fmt="%.2f")
     ws: str = option("auto", "weight standardisation: convs that feed a norm use zero-mean, unit-variance filters; "
-                     "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 with LN or "
+                     "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 and s10 with LN or "
                      "GN, off with BN and for seed (the write-up's network)", MODEL, "Weight standardisation",
                      choices=(AUTO, *WS_MODES), choice_labels={"except-depthwise": "all except depthwise"})
     epochs: float = option(12, "epochs to train (fractions allowed for short runs)", TRAINING, "Epochs",

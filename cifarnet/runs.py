@@ -39,6 +39,9 @@ STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
 LIVE = ("starting", "running")
 DEFAULT_RUNS_DIR = "./runs"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+# The shipped runs the app shows first (the Overview, Inside's side by side, the default model of Predict): the
+# default network with each norm, seed 0. Their seed-1 twins and the previous network's (s9) runs ship beside them.
+SHIPPED_TRIO = ("s10-bn", "s10-ln", "s10-gn")
 
 
 def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:

@@ -46,6 +46,9 @@ TOP_K = 5
 # docs/PERFORMANCE.md); a GPU wants large batches.
 EVAL_BATCH = {"cpu": 128, "cuda": 1000}
 STATUS_EVERY_S = 1.0
+# torch.compile's mode per device: on a GPU a small network's step is a few hundred tiny kernels, and
+# CUDA graphs ("reduce-overhead") replay them without a launch each; a CPU has no graphs to replay.
+COMPILE_MODE = {"cpu": None, "cuda": "reduce-overhead"}
 # Each epoch's order comes from its own generator, seeded seed * EPOCH_SEED_STRIDE + epoch: a stride above any
 # epoch count, so no two (seed, epoch) pairs share a stream.
 EPOCH_SEED_STRIDE = 100_003
@@ -82,21 +85,25 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     """Loss, accuracy and class probabilities of ``model`` on uint8 ``images``.
 
     With ``tta`` the probabilities of the image and its mirror are averaged and that
-    accuracy is reported separately (``tta_acc``); ``acc`` stays the plain one. Always at the
-    device's ``auto`` precision, whatever a run trained with, so ``evaluate`` on a saved model
-    reproduces the figures its run recorded.
+    accuracy is reported separately (``tta_acc``); ``acc`` stays the plain one. Always in full
+    fp32 (no autocast, no TF32 on a GPU), whatever a run trained with and wherever it ran, so
+    ``evaluate`` of a saved model on a CPU reproduces the figures a GPU run recorded.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     batch = batch or EVAL_BATCH["cuda" if device.type == "cuda" else "cpu"]
     plain, flipped = [], []
-    for start in range(0, len(images), batch):
-        x = to_float(images[start:start + batch].to(device, non_blocking=True))
-        with _autocast(device):
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for start in range(0, len(images), batch):
+            x = to_float(images[start:start + batch].to(device, non_blocking=True))
             plain.append(model(x).float())
             if tta:
                 flipped.append(model(x.flip(3)).float())
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
     model.train(was_training)
     logits = torch.cat(plain)
     labels = labels.to(logits.device)
@@ -121,7 +128,7 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return precision
 
 
-def _autocast(device: torch.device, precision: str = "auto"):
+def _autocast(device: torch.device, precision: str):
     """bfloat16 autocast when the precision resolves to bf16; a no-op context for fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16,
                           enabled=resolve_precision(device, precision) == "bf16")
@@ -165,7 +172,7 @@ class Trainer:
         self.model: CifarNet = build_model(**cfg.model_args).to(self.device, memory_format=torch.channels_last)
         # compiled for the training step only: evaluation runs other batch sizes under
         # inference_mode, which would cost a recompile each for little saved
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = torch.compile(self.model, mode=COMPILE_MODE[self.device.type]) if cfg.compile else self.model
         if cfg.compile:  # inductor's notice that a CPU-only machine has no CUDA runtime is noise here
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.optimizer = make_optimizer(self.model, cfg)

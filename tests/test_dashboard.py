@@ -113,11 +113,11 @@ def test_home_shows_the_shipped_runs_and_every_page(app):
     at = app()
     assert at.title[0].value == "cifarnet lab"
     shipped = metric_values(at)
-    assert set(shipped) == {"s9 with BatchNorm", "s9 with GroupNorm", "s9 with LayerNorm"}
+    assert set(shipped) == {"s10 with BatchNorm", "s10 with GroupNorm", "s10 with LayerNorm"}
     for norm, name in (("bn", "BatchNorm"), ("ln", "LayerNorm"), ("gn", "GroupNorm")):  # the records' figures,
-        recorded = json.loads((PRETRAINED_DIR / f"s9-{norm}" / "results.json").read_text())["test_acc"]
-        assert shipped[f"s9 with {name}"] == f"{100 * recorded:.2f} %"  # two decimals, as README's table has them
-    epochs = json.loads((PRETRAINED_DIR / "s9-gn" / "config.json").read_text())["epochs"]
+        recorded = json.loads((PRETRAINED_DIR / f"s10-{norm}" / "results.json").read_text())["test_acc"]
+        assert shipped[f"s10 with {name}"] == f"{100 * recorded:.2f} %"  # two decimals, as README's table has them
+    epochs = json.loads((PRETRAINED_DIR / "s10-gn" / "config.json").read_text())["epochs"]
     assert any(f"trained {epochs:g} epochs with the same recipe" in c.value for c in at.caption)
     words = "(GroupNorm and LayerNorm with weight-standardised convs except the depthwise ones, their default)"
     assert any(words in c.value for c in at.caption)
@@ -249,7 +249,7 @@ def test_runs_page_lists_compares_exports_and_deletes(app, runs_dir, data_dir):
     notes = texts(at.markdown)
     assert "out of memory; use a smaller batch" in notes and "1 damaged line(s)" in notes
     assert {b.label for b in at.get("download_button")} >= {"Download table (CSV)", "Download these curves (CSV)"}
-    assert at.multiselect[0].value == ["s9-bn (shipped)", "s9-gn (shipped)", "s9-ln (shipped)"]
+    assert at.multiselect[0].value == ["s10-bn (shipped)", "s10-gn (shipped)", "s10-ln (shipped)"]  # the trio
     at.multiselect[0].set_value(["mine", "s9-gn (shipped)"]).run()
     at.slider[0].set_value(0.6).run()
     assert not at.exception
@@ -314,7 +314,7 @@ def test_misclassified_survives_damaged_run_files(app, runs_dir):
 def test_without_data_pages_say_how_to_provide_it(app, monkeypatch, tmp_path):
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "nowhere"))
     at = app("misclassified")
-    assert at.selectbox[0].value == "s9-bn (shipped)"
+    assert at.selectbox[0].value == "s10-bn (shipped)"
     assert "The CIFAR-10 data set is needed here" in texts(at.markdown)
     assert "Download CIFAR-10" in [b.label for b in at.button]
     assert any(t.label == "Data folder" for t in at.text_input)
@@ -356,12 +356,12 @@ RUNS_FILE_CHECKS = {  # each page still does its work with the shipped runs
     "home": lambda at: len(at.metric) == 3,
     "train": lambda at: (next(b for b in at.button if b.label == "Launch run").disabled
                          and "No run yet" in texts(at.info)),
-    "runs": lambda at: {"s9-bn (shipped)", "s9-ln (shipped)", "s9-gn (shipped)"} == set(at.dataframe[0].value["run"]),
+    "runs": lambda at: {f"{p.name} (shipped)" for p in PRETRAINED_DIR.iterdir()} == set(at.dataframe[0].value["run"]),
     "receptive_field": lambda at: metric_values(at)["receptive field before global pooling"] == "59 px",
     "model": lambda at: metric_values(at)["total params"] == "189,920",
-    "misclassified": lambda at: at.selectbox[0].value == "s9-bn (shipped)" and at.get("plotly_chart"),
-    "predict": lambda at: at.selectbox[0].value == "s9-bn (shipped)",
-    "inside": lambda at: at.selectbox(key="inside_run").value == "s9-bn",
+    "misclassified": lambda at: at.selectbox[0].value == "s10-bn (shipped)" and at.get("plotly_chart"),
+    "predict": lambda at: at.selectbox[0].value == "s10-bn (shipped)",
+    "inside": lambda at: at.selectbox(key="inside_run").value == "s10-bn",
 }
 
 
@@ -391,7 +391,7 @@ def png(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
 
 def test_predict_top_k_for_an_upload(app):
     at = app("predict")
-    assert at.selectbox[0].value == "s9-bn (shipped)"
+    assert at.selectbox[0].value == "s10-bn (shipped)"
     at.slider[0].set_value(3).run()
     picture = Image.new("RGB", (300, 200), (40, 90, 200))
     at.get("file_uploader")[0].set_value(("sky.png", png(picture), "image/png"))

@@ -323,7 +323,7 @@ def test_inside_reports_bad_link_values(inside):
     at = inside(run="nope", index="99999")
     assert "The link asks for run 'nope', which is not here" in texts(at.warning)
     assert "The link's test image 99999 does not exist: the test set has 10,000 images" in texts(at.error)
-    assert at.selectbox(key="inside_run").value == "s9-bn" and "**test image #0**" in markdown(at)
+    assert at.selectbox(key="inside_run").value == "s10-bn" and "**test image #0**" in markdown(at)
 
 
 def test_inside_without_data_takes_an_upload_and_shows_the_statistics(inside, monkeypatch, tmp_path):

@@ -40,12 +40,12 @@ def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
         settle(page, SLOW)
         assert page.get_by_text("plane.png").first.is_visible()
         assert page.get_by_test_id("stImage").count() >= 4  # picture, two Grad-CAMs, the feature maps
-        assert "run=s9-bn" in page.url and "index=" not in page.url  # an upload does not travel in a link
+        assert "run=s10-bn" in page.url and "index=" not in page.url  # an upload does not travel in a link
         shot(page, "21-inside-upload")
 
         page.get_by_role("tab", name="All three norms").click()
         captions = page.get_by_text("Grad-CAM for ", exact=False)
-        for name in ("s9-bn (shipped)", "s9-ln (shipped)", "s9-gn (shipped)"):
+        for name in ("s10-bn (shipped)", "s10-ln (shipped)", "s10-gn (shipped)"):
             page.get_by_role("heading", name=name).wait_for()
         assert captions.filter(has_text="at body.c4").count() == 3
         shot(page, "22-inside-three-norms")

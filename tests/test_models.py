@@ -13,8 +13,10 @@ from torch import nn
 from cifarnet import CifarnetError, build_model, count_params
 from cifarnet.checkpoint import load_model, save_checkpoint
 from cifarnet.config import make_config
-from cifarnet.models import Parallel, Residual, StdConv2d
+from cifarnet.models import ARCHS, Parallel, Residual, StdConv2d
+from cifarnet.norms import NORMS
 from cifarnet.receptive_field import format_rf, receptive_field
+from cifarnet.rules import check_rules
 from cifarnet.summary import format_summary, summarize
 from conftest import run_cli
 
@@ -48,24 +50,33 @@ def test_seed_printed_table_matches_writeup_text():
     assert [l.strip() for l in printed.splitlines() if l.strip()] == writeup_lines
 
 
-@pytest.mark.parametrize("norm", ["bn", "ln", "gn"])
-def test_s9_meets_every_rule(norm):
-    model = build_model("s9", norm)
-    assert count_params(model) < 200_000
-    modules = list(model.modules())
-    assert not any(isinstance(m, nn.MaxPool2d) for m in modules)
-    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
-    assert any(m.dilation[0] > 1 for m in convs), "needs a dilated convolution"
-    assert any(m.groups == m.in_channels > 1 for m in convs), "needs a depthwise convolution"
-    assert [name for name, _ in model.body.named_children()] == ["c1", "c2", "c3", "c4", "head"]
-    head = list(model.body.head.children())
-    assert isinstance(head[0], nn.AdaptiveAvgPool2d) and isinstance(head[1], nn.Conv2d) and head[1].kernel_size == (1, 1)
-    assert receptive_field(model).rf > 44
-    out = model(torch.rand(2, 3, 32, 32))
-    assert out.shape == (2, 10)
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_architecture_meets_every_rule(arch, norm):
+    """Issue 18: each architecture keeps the write-up's rules with every norm, and classifies a batch."""
+    model = build_model(arch, norm)
+    assert [(r.name, r.passed) for r in check_rules(model) if not r.passed] == []
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("arch", ["seed", "s9"])
+def test_rules_catch_a_model_that_breaks_them():
+    """Max-pooling in C1, no dilation anywhere and the head's 1x1 conv before the pooling: exactly those rules fail."""
+    model = build_model("s9", "bn")
+    model.body.c1.append(nn.MaxPool2d(2))
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
+        conv.dilation, conv.padding = (1, 1), tuple(min(p, 1) for p in conv.padding)
+    model.body.head = nn.Sequential(nn.Conv2d(128, 10, 1, bias=False), nn.AdaptiveAvgPool2d(1))
+    failed = {r.name for r in check_rules(model) if not r.passed}
+    assert failed == {"no max-pooling", "a dilated convolution", "global average pooling, then a 1x1 conv to 10 classes"}
+
+
+@pytest.mark.parametrize("arch, params, rf", [("seed", 192_672, 97), ("s9", 189_920, 59), ("s10", 184_544, 71)])
+def test_parameters_and_receptive_field_of_each_architecture(arch, params, rf):
+    model = build_model(arch, "bn")
+    assert count_params(model) == params and receptive_field(model).rf == rf
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_parameter_count_is_the_same_for_every_norm(arch):
     counts = {count_params(build_model(arch, n)) for n in ("bn", "ln", "gn")}
     assert len(counts) == 1

@@ -29,7 +29,7 @@ from cifarnet.misclassified import complete, labels_match, mistakes, tiles
 from cifarnet.predict import FORMATS, MAX_PIXELS, prepare
 from cifarnet.query import PAGE_PARAMS
 from cifarnet.records import read_predictions
-from cifarnet.runs import RunInfo
+from cifarnet.runs import SHIPPED_TRIO, RunInfo
 from cifarnet.ui.common import cached_synthetic, checkpoint, data_ready, dataset
 
 PAGE = "inside"
@@ -79,7 +79,7 @@ def _from_link() -> None:
         st.session_state[LINK_INDEX_KEY] = link[1]
 
 
-def pick_run(available: dict[str, RunInfo], default: str = "s9-bn") -> RunInfo:
+def pick_run(available: dict[str, RunInfo], default: str = SHIPPED_TRIO[0]) -> RunInfo:
     """The run picker, seeded from the link; a run the link names that is not here is reported.
 
     Without any trained model there is nothing to look into: the page stops with a pointer to Train.
