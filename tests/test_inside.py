@@ -311,7 +311,7 @@ def test_inside_follows_a_link_to_a_run_and_test_image(inside):
     assert "**test image #12**" in markdown(at) and not at.sidebar.warning  # run/index are not settings
     assert (at.query_params["run"], at.query_params["index"], at.query_params["norm"]) == ("s9-ln", "12", "gn")
     assert len(at.get("image")) == 1 + 2 + 1 + 3  # picture, two Grad-CAMs, feature maps, one per shipped norm
-    assert markdown(at).count("#### s9-") == 3 and "Grad-CAM: " in markdown(at)
+    assert markdown(at).count("#### s10-") == 3 and "Grad-CAM: " in markdown(at)  # the shipped trio
     assert len(at.get("plotly_chart")) == 1 + 1 + 3 + 2  # top-k, RF square, three top-k, two statistics
     at.select_slider(key="inside_maps_s9-ln").set_value("body.c4").run()
     assert "**body.c4 (C4 output, 128 x 8x8)**: 128 channels" in markdown(at)
