@@ -52,11 +52,16 @@ def follow(run_id: str, how: str) -> None:
 
 def stop(run_id: str) -> None:
     """Button callback, bound to the run on screen when the button was drawn: never another one."""
-    request_stop(run_id)
-    st.session_state[NOTICE_KEY] = f"Stop requested for {run_id}: it ends after its step and keeps a checkpoint."
+    try:
+        request_stop(run_id)
+    except CifarnetError as exc:  # deleted meanwhile
+        st.session_state[NOTICE_KEY] = str(exc)
+    else:
+        st.session_state[NOTICE_KEY] = f"Stop requested for {run_id}: it ends after its step and keeps a checkpoint."
 
 
-polling = (shown := chosen().run_id) is not None and is_live(shown)
+shown = chosen().run_id
+polling = shown is not None and is_live(shown)
 if cfg is not None:  # folded while a run trains, so its progress and curves fit on one screen
     with st.expander("Learning-rate schedule of these settings", expanded=not polling, icon=":material/show_chart:"):
         st.plotly_chart(charts.lr_figure(lr_schedule(cfg)), width="stretch")
