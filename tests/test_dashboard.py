@@ -401,7 +401,7 @@ def test_predict_a_random_test_image(app):
     at = app("predict")
     next(b for b in at.button if b.label == "Or try a random CIFAR-10 test image").click().run()
     assert not at.exception and not at.error
-    assert any(m.value.startswith("**test image #") for m in at.markdown)
+    assert any(texts([m]).startswith("**test image #") for m in at.markdown)
     assert metric_values(at)["prediction"] in CLASSES
     assert len(at.get("image")) == 2
 

@@ -93,7 +93,7 @@ def test_runs_folder_that_is_a_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("CIFARNET_RUNS", str(tmp_path / "file"))
     result = run_cli("runs")
-    assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bad_max_runs_environment_variable(runs_dir, monkeypatch):
