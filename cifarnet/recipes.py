@@ -22,8 +22,8 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # The defaults' batch 128 at peak LR 0.1 and one-cycle schedule, for 60 epochs: the most that fits an hour on a
-    # 2-core CPU for s10 in fp32; compiled, since a one-off compile is nothing against an hour of steps.
+    # The defaults' batch 128 at peak LR 0.1 and one-cycle schedule, for 60 epochs: about an hour of a small CPU,
+    # minutes on a GPU; compiled, since a one-off compile is nothing against an hour of steps.
     "shipped": Recipe("the recipe of the shipped s10 runs (BN, LN and GN, seeds 0 and 1)",
                       {"epochs": 60, "compile": True}),
     # The previous default network and its recipe: 30 epochs at batch 128 (twice the steps per epoch of batch 256,
