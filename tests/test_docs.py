@@ -73,7 +73,7 @@ def test_report_writes_only_between_the_marks(tmp_path):
 
 def test_readme_and_docs_stay_short():
     assert words(ROOT / "README.md") <= 1200
-    assert {path.name: words(path) for path in DOCS if words(path) > 2000} == {}  # each read in ten minutes
+    assert {path.name: words(path) for path in DOCS if words(path) > 2500} == {}  # each read in ten minutes
 
 
 BUILD_MACHINE = re.compile(r"/work/|\.\./shared|shared/data|build machine|/root/", re.IGNORECASE)
