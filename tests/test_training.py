@@ -47,12 +47,14 @@ def test_flip_tta_reported_separately(runs_dir, data_dir):
 def test_compiled_training_follows_the_eager_run(runs_dir, data_dir):
     runs = {}
     for compiled in (False, True):
-        path = create_run(make_config({**TINY, "epochs": 1, "compile": compiled, "name": f"c{int(compiled)}"}), runs_dir)
+        path = create_run(make_config({**TINY, "epochs": 1, "compile": compiled, "precision": "fp32",  # bf16 rounds more
+                                       "name": f"c{int(compiled)}"}), runs_dir)
         assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
         runs[compiled] = read_run(path)
     assert runs[True].config["compile"] is True
     eager, compiled = ([m["train_loss"] for m in runs[k].metrics if m["kind"] == "train"] for k in (False, True))
-    assert compiled == pytest.approx(eager, rel=2e-3)  # same model, seed and batches; fused kernels round differently
+    assert compiled == pytest.approx(eager, rel=1e-2)  # same model, seed and batches; fused kernels round differently,
+    # and the differences grow over the steps (up to 0.3 % by step 8 on a 2-core CPU)
 
 
 def test_bf16_training_on_the_cpu_is_really_bf16_and_follows_fp32(runs_dir, data_dir):
