@@ -39,7 +39,7 @@ pending = load_comparison(experiment).pending
 def table(comparison: Comparison) -> None:
     """The write-up's table: one row per variant, the best one ticked."""
     summary = summary_table(comparison)
-    st.dataframe(summary, hide_index=True, width="stretch", column_order=[
+    st.dataframe(summary, hide_index=True, width="stretch", placeholder="–", column_order=[
         "best", "variant", "seeds", "test_acc_text", "train_acc_text", "gap_text", "tta_acc_text", "params",
         "wall_s_text"], column_config={
         "best": st.column_config.CheckboxColumn("best", help="The highest mean test accuracy"),
@@ -106,7 +106,8 @@ def difference(comparison: Comparison, a: str, b: str) -> None:
         return
     st.plotly_chart(charts.confusion_difference_figure(frame, a, b), width="stretch")
     st.caption(f"Blue: {literal(a)} has more images in that cell, red: {literal(b)} has more. On the diagonal blue "
-               f"means {literal(a)} gets more of that class right.")
+               f"means {literal(a)} gets more of that class right; the colours fit the mistakes off the diagonal, so the "
+               "diagonal's larger numbers saturate.")
 
 
 def gallery(comparison: Comparison, a: str, b: str) -> None:

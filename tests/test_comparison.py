@@ -251,7 +251,8 @@ def test_page_on_an_experiment_with_failed_damaged_and_missing_runs(compare_page
     fixture_run(runs_dir, "big-ln", "ln", 0, test=0.8, train=0.9, tta=0.8, wall=9.0, labels=labels, right=right)
     write_experiment(runs_dir, "big", {"norm=ln": ["big-ln"], "norm=bn": ["big-bn"]})
     at = compare_page(experiment="norms")
-    assert at.selectbox[0].value == "norms" and at.selectbox[0].options == ["big", "norms", "shipped: s10 with BN, LN and GN, seeds 0 and 1"]
+    assert at.selectbox[0].value == "norms"
+    assert at.selectbox[0].options == ["big", "norms", "shipped: s10 with BN, LN and GN, seeds 0 and 1"]
     assert at.dataframe[0].value["test_acc_text"].tolist() == ["82.00 ± 2.83 %", "73.00 ± 3.61 %", "75.00 %"]
     assert "3 run(s) not in the figures" in at.main.expander[0].label
     assert "norm=gn, run gn1: failed; out of memory" in texts(at.markdown)

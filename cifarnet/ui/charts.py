@@ -250,7 +250,8 @@ def per_class_bars_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Fig
     """Each class's accuracy as a group of bars, one per variant, with its seeds' standard deviation as a whisker."""
     fig = go.Figure()
     for variant, part in frame.groupby("variant", sort=False):
-        fig.add_trace(go.Bar(x=part["class"], y=part["mean"], name=html.escape(str(variant)), marker_color=colors.get(variant),
+        fig.add_trace(go.Bar(x=part["class"], y=part["mean"], name=html.escape(str(variant)),
+                             marker_color=colors.get(variant),
                              error_y={"type": "data", "array": part["std"].fillna(0), "thickness": 1.2, "width": 3},
                              hovertemplate="%{x}: %{y:.1f}%<extra>%{fullData.name}</extra>"))
     fig = styled(fig, "Per-class accuracy (mean over seeds; whisker: standard deviation)", "", "accuracy (%)", 380)
@@ -263,19 +264,21 @@ def per_class_bars_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Fig
 def confusion_difference_figure(frame: pd.DataFrame, a: str, b: str) -> go.Figure:
     """``a``'s confusion counts minus ``b``'s: blue where ``a`` has more, red where ``b`` has more.
 
-    Variant labels come from an experiment record, so they are escaped: Plotly draws a subset of HTML (links too).
-
     On the diagonal blue is good for ``a`` (more right); off it, blue means ``a`` makes that mistake more often.
-    The colour scale is symmetric around zero so both directions read alike.
+    The colour scale is symmetric around zero and, as in :func:`confusion_figure`, tops out at the largest
+    difference off the diagonal: the diagonal (each row's differences summed) saturates, the mistakes spread over
+    the scale. Variant labels come from an experiment record, so they are escaped: Plotly draws a subset of HTML.
     """
     values = frame.to_numpy()
-    reach = max(float(np.abs(values).max(initial=0)), 1.0)
+    off_diagonal = np.abs(values[~np.eye(len(values), dtype=bool)])
+    reach = max(float(off_diagonal.max(initial=0)), 1.0)
+    text = [[format(round(v, 1) + 0.0, "g") for v in row] for row in values]  # 16.5, -0.5, 3 (never -0)
     fig = go.Figure(go.Heatmap(z=values, x=list(frame.columns), y=list(frame.index), colorscale="RdBu", zmid=0,
-                               zmin=-reach, zmax=reach, text=values, texttemplate="%{text:.3g}",
-                               textfont={"size": 10}, colorbar={"thickness": 12},
+                               zmin=-reach, zmax=reach, text=text, texttemplate="%{text}", textfont={"size": 10},
+                               colorbar={"thickness": 12},
                                hovertemplate="true %{y}, predicted %{x}: %{z:+.1f} images<extra></extra>"))
-    fig = styled(fig, f"Confusion difference: {html.escape(a)} minus {html.escape(b)} (images, mean over seeds)", "predicted class",
-                 "true class", 460)
+    fig = styled(fig, f"Confusion difference: {html.escape(a)} minus {html.escape(b)} (images, mean over seeds)",
+                 "predicted class", "true class", 460)
     fig.update_yaxes(autorange="reversed", showgrid=False)
     fig.update_xaxes(showgrid=False, tickangle=-40)
     fig.update_layout(hovermode="closest")
