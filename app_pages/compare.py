@@ -89,6 +89,7 @@ def pair(comparison: Comparison) -> tuple[str, str] | None:
     """Two variants to set against each other (by default the first two)."""
     labels = comparison.labels
     if len(labels) < 2:
+        st.info("This experiment has one variant: there is nothing to set it against.", icon=":material/info:")
         return None
     left, right = st.columns(2)
     a = left.selectbox("Variant A", labels, index=0, key=f"compare_a_{name}")

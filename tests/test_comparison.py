@@ -189,6 +189,20 @@ def test_disagreement_says_why_it_cannot_be_drawn(norms_experiment, runs_dir):
     assert found.problem == "run bn1 of norm=bn has no readable predictions.npz" and found.images.empty
 
 
+def test_chart_titles_and_legends_show_labels_as_text(norms_experiment):
+    """Plotly draws a subset of HTML (links too): a label from an experiment record is escaped."""
+    from cifarnet.ui.charts import confusion_difference_figure, spread_figure
+
+    comparison = load_comparison(norms_experiment)
+    hostile = '<a href="http://127.0.0.1:9/">x</a>'
+    frame = confusion_difference(comparison, "norm=bn", "norm=ln")
+    title = confusion_difference_figure(frame, hostile, "norm=ln").layout.title.text
+    assert "<a" not in title and "&lt;a href=&quot;http://127.0.0.1:9/&quot;&gt;x&lt;/a&gt;" in title
+    curves = spread_curves(comparison).replace({"variant": {"norm=bn": hostile}})
+    names = {trace.name for trace in spread_figure(curves[curves["metric"] == "test_acc"], "epoch", "t", "y", {}).data}
+    assert not any("<" in str(name) for name in names) and len(names - {None}) == 3
+
+
 def test_shipped_experiment_table_is_the_records(monkeypatch, tmp_path):
     comparison = load_comparison(shipped_experiment())
     assert not comparison.notes and not comparison.pending
@@ -259,6 +273,7 @@ def test_page_on_an_experiment_with_failed_damaged_and_missing_runs(compare_page
     assert "in every seed" in texts(at.caption) and not at.get("image")  # 40-image fixture runs: not this test set
 
     at.selectbox[0].select("big").run()
+    assert "there is nothing to set it against" not in texts(at.info)
     assert at.query_params["experiment"] == "big" and not at.main.expander
     at.selectbox(key="compare_a_big").select("norm=bn").run()
     at.selectbox(key="compare_b_big").select("norm=ln").run()
