@@ -106,9 +106,9 @@ def difference(comparison: Comparison, a: str, b: str) -> None:
         st.info("The confusion difference needs a finished run of both variants.", icon=":material/hourglass_empty:")
         return
     st.plotly_chart(charts.confusion_difference_figure(frame, a, b), width="stretch")
-    st.caption(f"Blue: {literal(a)} has more images in that cell, red: {literal(b)} has more. On the diagonal blue "
-               f"means {literal(a)} gets more of that class right; the colours fit the mistakes off the diagonal, so the "
-               "diagonal's larger numbers saturate.")
+    st.caption(f"Blue: {literal(a)} has more images in that cell, red: {literal(b)} has more. On the diagonal "
+               f"blue means {literal(a)} gets more of that class right; the colours fit the mistakes off the "
+               "diagonal, so the diagonal's larger numbers saturate.")
 
 
 def gallery(comparison: Comparison, a: str, b: str) -> None:
