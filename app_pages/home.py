@@ -33,7 +33,8 @@ if trio:
 st.subheader("Where to start")
 steps = {
     "train": "pick settings in the sidebar and launch a short run; watch its curves live.",
-    "runs": "compare runs, e.g. the shipped BN, LN and GN networks, curve by curve.",
+    "runs": "every run's settings and accuracy; overlay any runs' curves.",
+    "compare": "an experiment's variants side by side, e.g. the shipped BN, LN and GN networks over two seeds.",
     "inside": "where a network looks (Grad-CAM), what its layers compute, what each norm does.",
     "receptive_field": "see how far each layer sees, against the 32-pixel image.",
     "model": "every layer's output shape and parameter count.",

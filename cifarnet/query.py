@@ -22,9 +22,10 @@ DASHBOARD_DEFAULTS: TrainConfig = recipe_config("short")  # a first run should d
 
 
 # Parameters a page keeps in the link for itself (which run and which test image the Inside page
-# shows): they are not settings, so the sidebar neither reports nor drops them.
-RUN_PARAM, INDEX_PARAM = "run", "index"
-PAGE_PARAMS = (RUN_PARAM, INDEX_PARAM)
+# shows, which experiment the Compare page shows): they are not settings, so the sidebar neither reports nor
+# drops them.
+RUN_PARAM, INDEX_PARAM, EXPERIMENT_PARAM = "run", "index", "experiment"
+PAGE_PARAMS = (RUN_PARAM, INDEX_PARAM, EXPERIMENT_PARAM)
 
 
 @dataclass

@@ -359,6 +359,7 @@ RUNS_FILE_CHECKS = {  # each page still does its work with the shipped runs
     "train": lambda at: (next(b for b in at.button if b.label == "Launch run").disabled
                          and "No run yet" in texts(at.info)),
     "runs": lambda at: {f"{p.name} (shipped)" for p in PRETRAINED_DIR.iterdir()} == set(at.dataframe[0].value["run"]),
+    "compare": lambda at: at.dataframe[0].value["variant"].tolist() == ["norm=bn", "norm=ln", "norm=gn"],
     "receptive_field": lambda at: metric_values(at)["receptive field before global pooling"] == "59 px",
     "model": lambda at: metric_values(at)["total params"] == "189,920",
     "misclassified": lambda at: at.selectbox[0].value == "s10-bn (shipped)" and at.get("plotly_chart"),

@@ -21,6 +21,7 @@ PAGES: dict[str, tuple[str, str]] = {
     "home": ("Overview", ":material/home:"),
     "train": ("Train", ":material/rocket_launch:"),
     "runs": ("Runs", ":material/monitoring:"),
+    "compare": ("Compare", ":material/compare_arrows:"),
     "receptive_field": ("Receptive field", ":material/center_focus_strong:"),
     "model": ("Model", ":material/layers:"),
     "misclassified": ("Misclassified", ":material/cancel:"),

@@ -6,6 +6,7 @@ colours match from page to page and a run keeps its colour across charts.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -214,3 +215,71 @@ def norm_spread_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure
                       "standard deviation", "", "", height=390)
     fig.update_xaxes(title="norm layer (in order of computation)", dtick=1 if frame["#"].max() <= 12 else 4)
     return _legend_below(fig)
+
+
+def _faded(color: str, alpha: float = 0.18) -> str:
+    """A ``#rrggbb`` colour as a see-through ``rgba`` (for seed bands under their line)."""
+    red, green, blue = (int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def spread_figure(frame: pd.DataFrame, x: str, title: str, y_title: str, colors: dict[str, str]) -> go.Figure:
+    """One line per variant (the mean over its seeds) over a band from its lowest to its highest seed.
+
+    ``frame`` is one metric of :func:`cifarnet.comparison.spread_curves`. The band is drawn as one closed shape
+    (upper edge forwards, lower edge back), which Plotly fills without a second trace to pair with.
+    """
+    fig = go.Figure()
+    sparse = set(frame["metric"]) <= {m for m, (_, kind) in METRICS.items() if kind == "eval"}
+    for variant, part in frame.groupby("variant", sort=False):
+        color, name = colors.get(variant, ACCENT), html.escape(str(variant))
+        if (part["seeds"] > 1).any():
+            fig.add_trace(go.Scatter(x=pd.concat([part[x], part[x][::-1]]), y=pd.concat([part["high"],
+                                     part["low"][::-1]]), fill="toself", fillcolor=_faded(color), mode="none",
+                                     legendgroup=name, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=part[x], y=part["mean"], name=name, legendgroup=name,
+                                 mode="lines+markers" if sparse else "lines", marker={"size": 5},
+                                 line={"width": 2, "color": color}, customdata=part[["low", "high", "seeds"]],
+                                 hovertemplate="%{y:.3f} (seeds %{customdata[0]:.3f} to %{customdata[1]:.3f}, "
+                                               "n=%{customdata[2]})<extra>%{fullData.name}</extra>"))
+    lines = len(frame["variant"].unique())
+    return styled(fig, title, X_AXES[x], y_title, HEIGHT + LEGEND_ROW * max(0, lines - 2))
+
+
+def per_class_bars_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
+    """Each class's accuracy as a group of bars, one per variant, with its seeds' standard deviation as a whisker."""
+    fig = go.Figure()
+    for variant, part in frame.groupby("variant", sort=False):
+        fig.add_trace(go.Bar(x=part["class"], y=part["mean"], name=html.escape(str(variant)),
+                             marker_color=colors.get(variant),
+                             error_y={"type": "data", "array": part["std"].fillna(0), "thickness": 1.2, "width": 3},
+                             hovertemplate="%{x}: %{y:.1f}%<extra>%{fullData.name}</extra>"))
+    fig = styled(fig, "Per-class accuracy (mean over seeds; whisker: standard deviation)", "", "accuracy (%)", 380)
+    low = max(0.0, float((frame["mean"] - frame["std"].fillna(0)).min()) - 5)
+    fig.update_yaxes(range=[low, 100])
+    fig.update_layout(barmode="group", hovermode="closest")
+    return fig
+
+
+def confusion_difference_figure(frame: pd.DataFrame, a: str, b: str) -> go.Figure:
+    """``a``'s confusion counts minus ``b``'s: blue where ``a`` has more, red where ``b`` has more.
+
+    On the diagonal blue is good for ``a`` (more right); off it, blue means ``a`` makes that mistake more often.
+    The colour scale is symmetric around zero and, as in :func:`confusion_figure`, tops out at the largest
+    difference off the diagonal: the diagonal (each row's differences summed) saturates, the mistakes spread over
+    the scale. Variant labels come from an experiment record, so they are escaped: Plotly draws a subset of HTML.
+    """
+    values = frame.to_numpy()
+    off_diagonal = np.abs(values[~np.eye(len(values), dtype=bool)])
+    reach = max(float(off_diagonal.max(initial=0)), 1.0)
+    text = [[format(round(v, 1) + 0.0, "g") for v in row] for row in values]  # 16.5, -0.5, 3 (never -0)
+    fig = go.Figure(go.Heatmap(z=values, x=list(frame.columns), y=list(frame.index), colorscale="RdBu", zmid=0,
+                               zmin=-reach, zmax=reach, text=text, texttemplate="%{text}", textfont={"size": 10},
+                               colorbar={"thickness": 12},
+                               hovertemplate="true %{y}, predicted %{x}: %{z:+.1f} images<extra></extra>"))
+    fig = styled(fig, f"Confusion difference: {html.escape(a)} minus {html.escape(b)} (images, mean over seeds)",
+                 "predicted class", "true class", 460)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    fig.update_xaxes(showgrid=False, tickangle=-40)
+    fig.update_layout(hovermode="closest")
+    return fig

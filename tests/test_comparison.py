@@ -1,0 +1,290 @@
+"""The comparison of an experiment's variants (``cifarnet.comparison``) and the Compare page.
+
+Fixture runs are real run folders in a temporary runs folder, in the current record format (``config.json``
+through :func:`cifarnet.runs.create_run`, ``metrics.jsonl``, ``results.json``, ``predictions.npz``,
+``status.json``), grouped by a real experiment record; the figures they should give are worked out by hand in the
+tests. The page is driven through ``AppTest`` on the shipped experiment and on such a fixture experiment with a
+failed, a damaged and a missing run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cifarnet.comparison import (caption, confusion_difference, disagreement, load_comparison, per_class_table,
+                                 spread_curves, summary_table)
+from cifarnet.config import make_config
+from cifarnet.data import CLASSES, load_cifar10
+from cifarnet.experiments import EXPERIMENTS_FOLDER, list_experiments, shipped_experiment
+from cifarnet.models import build_model, count_params
+from cifarnet.records import write_json
+from cifarnet.report import mean_text
+from cifarnet.runs import create_run
+from cifarnet.train import confusion_matrix
+from conftest import real_data_present, texts
+
+APP = Path(__file__).resolve().parents[1] / "dashboard.py"
+TIMEOUT = 90
+LABELS = np.arange(40) % 10  # a 40-image test set: every class four times
+
+
+def predictions_for(labels: np.ndarray, right: np.ndarray, confidence: float = 0.7) -> dict[str, np.ndarray]:
+    """Top-5 predictions that are right where ``right`` says, else the next class (``label + 1``)."""
+    top1 = np.where(right, labels, (labels + 1) % 10)
+    top = np.stack([(top1 + i) % 10 for i in range(5)], 1).astype(np.uint8)
+    probs = np.tile(np.array([confidence, 0.1, 0.05, 0.03, 0.02], dtype=np.float16), (len(labels), 1))
+    return {"labels": labels.astype(np.uint8), "top_classes": top, "top_probs": probs}
+
+
+def fixture_run(runs: Path, name: str, norm: str, seed: int, test: float, train: float, tta: float, wall: float,
+                right: np.ndarray | None = None, labels: np.ndarray = LABELS, status: str = "finished") -> Path:
+    """A run folder with the given final figures; its predictions are right where ``right`` says."""
+    path = create_run(make_config({"name": name, "norm": norm, "seed": seed, "epochs": 2, "subset": 20,
+                                   "batch_size": 16}), runs)
+    right = np.ones(len(labels), bool) if right is None else right
+    pack = predictions_for(labels, right)
+    np.savez_compressed(path / "predictions.npz", **pack)
+    confusion = confusion_matrix(labels.astype(np.int64), pack["top_classes"][:, 0].astype(np.int64))
+    per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
+    records = [{"kind": "train", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01,
+                "train_loss": 2.0 - s / 20 - seed / 10, "train_acc": train - 0.1, "img_s": 100.0} for s in (5, 15)]
+    records += [{"kind": "eval", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01, "train_loss": 1.0,
+                 "train_acc": train if s == 20 else train - 0.2, "test_loss": 1.5 - s / 40,
+                 "test_acc": test if s == 20 else test - 0.1, "img_s": 100.0} for s in (10, 20)]
+    records.append({"kind": "final", "step": 20, "epoch": 2.0, "time": wall, "test_acc": test, "tta_acc": tta})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if status == "finished":
+        write_json(path / "results.json", {
+            "test_acc": test, "tta_acc": tta, "test_loss": 1.0, "classes": list(CLASSES),
+            "confusion": confusion.tolist(), "per_class_acc": dict(zip(CLASSES, per_class.tolist())),
+            "steps": 20, "epochs": 2.0, "elapsed_s": wall})
+    write_json(path / "status.json", {"status": status, "pid": None, "error": "out of memory" if status == "failed"
+                                      else None, "progress": {"step": 20, "total_steps": 20}})
+    return path
+
+
+def write_experiment(runs: Path, name: str, variants: dict[str, list[str]]) -> Path:
+    """An experiment record as the write side stores it: ``.experiments/NAME.json``."""
+    folder = runs / EXPERIMENTS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"name": name, "vary": {"norm": [label.split("=")[1] for label in variants]}, "seeds": [0, 1, 2],
+              "variants": variants}
+    write_json(folder / f"{name}.json", record)
+    return folder / f"{name}.json"
+
+
+@pytest.fixture
+def norms_experiment(runs_dir):
+    """bn: two seeds; ln: three; gn: one finished, one failed, one with a damaged results.json, one missing.
+
+    bn gets images 0-9 right in both seeds, ln gets them wrong in every seed, so images 0-9 are exactly the set
+    "bn right, ln wrong"; image 10 is wrong for one bn seed only and must not count.
+    """
+    right = np.ones(len(LABELS), bool)
+    bn_miss = right.copy()
+    bn_miss[10] = False
+    ln_right = right.copy()
+    ln_right[:11] = False
+    fixture_run(runs_dir, "bn0", "bn", 0, test=0.80, train=0.90, tta=0.81, wall=100.0)
+    fixture_run(runs_dir, "bn1", "bn", 1, test=0.84, train=0.95, tta=0.86, wall=110.0, right=bn_miss)
+    for seed, test in enumerate((0.70, 0.72, 0.77)):
+        fixture_run(runs_dir, f"ln{seed}", "ln", seed, test=test, train=0.80, tta=test + 0.01, wall=120.0,
+                    right=ln_right)
+    fixture_run(runs_dir, "gn0", "gn", 0, test=0.75, train=0.85, tta=0.76, wall=130.0)
+    fixture_run(runs_dir, "gn1", "gn", 1, test=0.99, train=0.99, tta=0.99, wall=1.0, status="failed")
+    damaged = fixture_run(runs_dir, "gn2", "gn", 2, test=0.99, train=0.99, tta=0.99, wall=1.0)
+    (damaged / "results.json").write_text('{"test_acc": 0.9')
+    write_experiment(runs_dir, "norms", {"norm=bn": ["bn0", "bn1"], "norm=ln": ["ln0", "ln1", "ln2"],
+                                         "norm=gn": ["gn0", "gn1", "gn2", "gn-gone"]})
+    (experiment,) = [e for e in list_experiments(runs_dir) if e.name == "norms"]
+    return experiment
+
+
+def test_table_means_and_sample_std_by_hand(norms_experiment):
+    comparison = load_comparison(norms_experiment)
+    table = summary_table(comparison).set_index("variant")
+    # bn: test 80, 84 -> mean 82, sample std sqrt((2^2 + 2^2) / 1) = 2.828; train 90, 95 -> 92.5 ± 3.536;
+    # gap 10, 11 -> 10.5 ± 0.707; flip-TTA 81, 86 -> 83.5 ± 3.536; wall 100, 110 s -> 105 ± 7.07 s
+    bn = table.loc["norm=bn"]
+    assert bn["test_acc_text"] == "82.00 ± 2.83 %" and bn["train_acc_text"] == "92.50 ± 3.54 %"
+    assert bn["gap_text"] == "10.50 ± 0.71 %" and bn["tta_acc_text"] == "83.50 ± 3.54 %"
+    assert bn["wall_s_text"] == "105 ± 7 s" and bn["seeds"] == "2 of 2"
+    assert bn["test_acc_mean"] == pytest.approx(0.82) and bn["test_acc_std"] == pytest.approx(0.0283, abs=1e-4)
+    # ln: 70, 72, 77 -> mean 73, deviations -3, -1, 4: sqrt(26 / 2) = 3.606
+    assert table.loc["norm=ln", "test_acc_text"] == "73.00 ± 3.61 %"
+    assert table.loc["norm=ln", "test_acc_std"] == pytest.approx(np.sqrt(13) / 100)
+    # gn: one usable seed of four -> no ±
+    gn = table.loc["norm=gn"]
+    assert gn["test_acc_text"] == "75.00 %" and np.isnan(gn["test_acc_std"]) and gn["seeds"] == "1 of 4"
+    assert table["best"].tolist() == [True, False, False]
+    assert set(table["params"]) == {count_params(build_model(**make_config({"norm": "bn"}).model_args))}
+
+
+def test_unusable_runs_are_named_not_averaged(norms_experiment):
+    notes = load_comparison(norms_experiment).notes
+    assert notes == ["norm=gn, run gn1: failed; out of memory",
+                     "norm=gn, run gn2: finished, but its results.json is missing or incomplete",
+                     "norm=gn, run gn-gone: missing; its run folder is missing"]
+
+
+def test_live_run_is_drawn_and_pending_but_not_averaged(norms_experiment, runs_dir):
+    live = fixture_run(runs_dir, "bn2", "bn", 2, test=0.10, train=0.10, tta=0.10, wall=5.0, status="running")
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cifarnet"])
+    try:
+        write_json(live / "status.json", {"status": "running", "pid": trainer.pid})
+        write_experiment(runs_dir, "norms", {"norm=bn": ["bn0", "bn1", "bn2"], "norm=ln": ["ln0"]})
+        (experiment,) = [e for e in list_experiments(runs_dir) if e.name == "norms"]
+        comparison = load_comparison(experiment)
+        assert comparison.pending and "norm=bn, run bn2: running" in comparison.notes
+        assert summary_table(comparison).set_index("variant").loc["norm=bn", "test_acc_text"] == "82.00 ± 2.83 %"
+        curves = spread_curves(comparison)
+        first = curves[(curves["variant"] == "norm=bn") & (curves["metric"] == "test_acc") & (curves["step"] == 10)]
+        assert first[["low", "high", "seeds"]].values.tolist() == [[0.0, 74.0, 3]]  # 0.10 - 0.1 .. 0.84 - 0.1
+    finally:
+        trainer.kill()
+        trainer.wait()
+    comparison = load_comparison(experiment)
+    assert not comparison.pending and any(note.startswith("norm=bn, run bn2: failed") for note in comparison.notes)
+
+
+def test_curves_per_class_confusion_and_disagreement(norms_experiment):
+    comparison = load_comparison(norms_experiment)
+    curves = spread_curves(comparison)
+    final = curves[(curves["variant"] == "norm=bn") & (curves["metric"] == "test_acc") & (curves["step"] == 20)]
+    assert final[["mean", "low", "high", "seeds"]].values.tolist() == [[pytest.approx(82.0), pytest.approx(80.0),
+                                                                         pytest.approx(84.0), 2]]  # the final twin once
+    loss = curves[(curves["variant"] == "norm=ln") & (curves["metric"] == "train_loss")]
+    assert loss["step"].tolist() == [5, 15] and loss["mean"].tolist() == pytest.approx([1.65, 1.15])  # 2 - s/20 - 0.1
+    assert set(curves["variant"]) == {"norm=bn", "norm=ln", "norm=gn"}  # failed runs drawn by no one
+
+    per_class = per_class_table(comparison).set_index(["variant", "class"])
+    # airplane = images 0, 10, 20, 30; bn seed 1 misses image 10 -> 100 and 75 %; ln misses 0 and 10 -> 50 %
+    assert per_class.loc[("norm=bn", "airplane"), "mean"] == pytest.approx(87.5)
+    assert per_class.loc[("norm=bn", "airplane"), "std"] == pytest.approx(np.std([100, 75], ddof=1))
+    assert per_class.loc[("norm=ln", "airplane"), "mean"] == pytest.approx(50.0)
+
+    diff = confusion_difference(comparison, "norm=bn", "norm=ln")
+    # airplane right: bn 4 and 3 -> 3.5, ln 2 -> +1.5; bird right: bn 4, ln 3 -> +1
+    assert diff.loc["airplane", "airplane"] == pytest.approx(1.5) and diff.loc["bird", "bird"] == pytest.approx(1.0)
+    assert diff.loc["airplane", "automobile"] == pytest.approx(-1.5) and diff.to_numpy().sum() == pytest.approx(0)
+
+    found = disagreement(comparison, "norm=bn", "norm=ln")
+    assert found.problem is None and sorted(found.images["index"]) == list(range(10))  # not image 10
+    row = found.images.iloc[0]
+    assert row["a"] == f"{row['true']} 70%" and row["b"] == f"{CLASSES[(CLASSES.index(row['true']) + 1) % 10]} 70%"
+    assert caption(row, "A", "B").startswith(f"**{row['true']}**  \nA: :green[")
+    assert disagreement(comparison, "norm=ln", "norm=bn").images.empty
+
+
+def test_disagreement_says_why_it_cannot_be_drawn(norms_experiment, runs_dir):
+    (runs_dir / "bn1" / "predictions.npz").write_bytes(b"PK\x03\x04 cut short")
+    found = disagreement(load_comparison(norms_experiment), "norm=bn", "norm=ln")
+    assert found.problem == "run bn1 of norm=bn has no readable predictions.npz" and found.images.empty
+
+
+def test_chart_titles_and_legends_show_labels_as_text(norms_experiment):
+    """Plotly draws a subset of HTML (links too): a label from an experiment record is escaped."""
+    from cifarnet.ui.charts import confusion_difference_figure, spread_figure
+
+    comparison = load_comparison(norms_experiment)
+    hostile = '<a href="http://127.0.0.1:9/">x</a>'
+    frame = confusion_difference(comparison, "norm=bn", "norm=ln")
+    title = confusion_difference_figure(frame, hostile, "norm=ln").layout.title.text
+    assert "<a" not in title and "&lt;a href=&quot;http://127.0.0.1:9/&quot;&gt;x&lt;/a&gt;" in title
+    curves = spread_curves(comparison).replace({"variant": {"norm=bn": hostile}})
+    names = {trace.name for trace in spread_figure(curves[curves["metric"] == "test_acc"], "epoch", "t", "y", {}).data}
+    assert not any("<" in str(name) for name in names) and len(names - {None}) == 3
+
+
+def test_shipped_experiment_table_is_the_records(monkeypatch, tmp_path):
+    comparison = load_comparison(shipped_experiment())
+    assert not comparison.notes and not comparison.pending
+    table = summary_table(comparison).set_index("variant")
+    for variant in comparison.variants:
+        assert len(variant.usable) == 2
+        accs = [info.results["test_acc"] for info in variant.usable]
+        assert table.loc[variant.label, "test_acc_text"] == mean_text(accs)
+    assert table["best"].idxmax() == "norm=bn"
+
+
+# -- the page --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def compare_page(runs_dir, data_dir, monkeypatch):
+    """The Compare page in a fresh AppTest session (a query string picks the experiment)."""
+    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
+
+    def open_page(**query: str) -> AppTest:
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        at.query_params.update(query)
+        at.run()
+        at.switch_page("app_pages/compare.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def test_page_on_the_shipped_experiment(compare_page):
+    at = compare_page()
+    assert at.selectbox[0].value == "shipped"
+    table = at.dataframe[0].value
+    assert table["variant"].tolist() == ["norm=bn", "norm=ln", "norm=gn"] and table["best"].tolist()[0]
+    assert table.loc[0, "test_acc_text"] == "88.20 ± 0.14 %"  # README's results table says the same
+    assert "Best: **norm=bn** at 88.20 ± 0.14 % test accuracy." in texts(at.caption)
+    assert len(at.get("plotly_chart")) == 5  # three curves, per-class bars, confusion difference
+    assert "110 test images that norm=bn gets right in every seed and norm=ln gets wrong" in texts(at.caption)
+    if real_data_present():
+        assert len(at.get("image")) == 24
+    else:
+        assert "is not the one these runs were evaluated on" in texts(at.markdown)
+    assert not at.main.expander and at.query_params["experiment"] == "shipped"
+
+
+def test_page_without_a_data_set_shows_all_but_the_pictures(compare_page, monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "no-data"))
+    at = compare_page()
+    assert len(at.dataframe) == 1 and len(at.get("plotly_chart")) == 5 and not at.get("image")
+    assert "The CIFAR-10 data set is needed here" in texts(at.markdown)
+    assert "The table, curves and classes above need no data set; only these pictures do." in texts(at.caption)
+
+
+def test_page_on_an_experiment_with_failed_damaged_and_missing_runs(compare_page, norms_experiment, runs_dir,
+                                                                    data_dir):
+    labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
+    right = np.ones(len(labels), bool)
+    right[:50] = False
+    fixture_run(runs_dir, "big-bn", "bn", 0, test=0.9, train=0.9, tta=0.9, wall=9.0, labels=labels)
+    fixture_run(runs_dir, "big-ln", "ln", 0, test=0.8, train=0.9, tta=0.8, wall=9.0, labels=labels, right=right)
+    write_experiment(runs_dir, "big", {"norm=ln": ["big-ln"], "norm=bn": ["big-bn"]})
+    at = compare_page(experiment="norms")
+    assert at.selectbox[0].value == "norms"
+    assert at.selectbox[0].options == ["big", "norms", "shipped: s10 with BN, LN and GN, seeds 0 and 1"]
+    assert at.dataframe[0].value["test_acc_text"].tolist() == ["82.00 ± 2.83 %", "73.00 ± 3.61 %", "75.00 %"]
+    assert "3 run(s) not in the figures" in at.main.expander[0].label
+    assert "norm=gn, run gn1: failed; out of memory" in texts(at.markdown)
+    assert "in every seed" in texts(at.caption) and not at.get("image")  # 40-image fixture runs: not this test set
+
+    at.selectbox[0].select("big").run()
+    assert "there is nothing to set it against" not in texts(at.info)
+    assert at.query_params["experiment"] == "big" and not at.main.expander
+    at.selectbox(key="compare_a_big").select("norm=bn").run()
+    at.selectbox(key="compare_b_big").select("norm=ln").run()
+    assert "50 test images that norm=bn gets right in every seed" in texts(at.caption)
+    assert len(at.get("image")) == 24
+
+
+def test_page_refuses_an_experiment_record_that_is_damaged(compare_page, runs_dir):
+    folder = runs_dir / EXPERIMENTS_FOLDER
+    folder.mkdir(parents=True)
+    (folder / "broken.json").write_text("{not json")
+    at = compare_page(experiment="broken")
+    assert "broken.json is damaged (JSONDecodeError)" in texts(at.markdown)
+    assert "Experiment broken names no runs." in texts(at.error)
