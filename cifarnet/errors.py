@@ -47,3 +47,7 @@ class DataError(CifarnetError):
 
 class CheckpointError(CifarnetError):
     """A checkpoint file is missing, damaged, unsafe or of another architecture."""
+
+
+class WriteError(CifarnetError):
+    """A run's record could not be written (disk full, no permission); the message names the file and the reason."""
