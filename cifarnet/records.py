@@ -85,7 +85,7 @@ def write_file(path: Path, content: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {shown(path)}: {exc.strerror or exc}") from exc
+        raise WriteError.of(path, exc) from exc
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -108,18 +108,22 @@ EPOCH_SECONDS = 1e10  # time stamps beyond this (the year 2286) are damage, not 
 
 
 def number(low: float = -math.inf, high: float = math.inf) -> Check:
+    """A finite JSON number in [low, high] (JSON's NaN and Infinity are numbers to the parser, not to a page)."""
     return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
 
 
 def whole(low: int = 0, high: int = 2**53) -> Check:
+    """A whole number in [low, high] (2.0 passes: JSON does not tell 2 from 2.0)."""
     return lambda v: number(low, high)(v) and float(v).is_integer()
 
 
 def text(v: Any) -> bool:
+    """A string."""
     return isinstance(v, str)
 
 
 def optional(check: Check) -> Check:
+    """``check``, or null (a value not known yet, like the ETA before the first step)."""
     return lambda v: v is None or check(v)
 
 
@@ -128,13 +132,13 @@ def dict_of(schema: dict[str, Check]) -> Check:
     return lambda v: isinstance(v, dict) and not schema_problems(v, schema)
 
 
-SHARE, TIME, SECONDS = number(0.0, 1.0), number(0.0, EPOCH_SECONDS), number(0.0, EPOCH_SECONDS)
+SHARE, SECONDS = number(0.0, 1.0), number(0.0, EPOCH_SECONDS)  # SECONDS: a time stamp or a duration
 PROGRESS = {"step": whole(), "total_steps": whole(), "epoch": number(0.0), "epochs": number(0.0),
             "img_s": number(0.0), "eta_s": optional(SECONDS), "train_loss": number(), "train_acc": SHARE,
             "test_acc": optional(SHARE), "elapsed_s": SECONDS}
-STATUS_SCHEMA = {"status": text, "pid": optional(whole(1, 2**31)), "updated": TIME, "finished": TIME,
+STATUS_SCHEMA = {"status": text, "pid": optional(whole(1, 2**31)), "updated": SECONDS, "finished": SECONDS,
                  "error": optional(text), "progress": dict_of(PROGRESS)}
-CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": TIME}
+CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": SECONDS}
 CLASS_COUNT = 10
 RESULTS_SCHEMA = {
     "test_acc": SHARE, "test_loss": number(0.0), "tta_acc": optional(SHARE), "best_eval_acc": SHARE,
@@ -237,14 +241,14 @@ class MetricsLog:
         try:
             self._file = open(path, "a", buffering=1)
         except OSError as exc:
-            raise WriteError(f"cannot write {shown(path)}: {exc.strerror or exc}") from exc
+            raise WriteError.of(path, exc) from exc
 
     def append(self, record: dict) -> None:
         try:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as exc:
-            raise WriteError(f"cannot write {shown(self.path)}: {exc.strerror or exc}") from exc
+            raise WriteError.of(self.path, exc) from exc
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # a flush that fails here was reported by append
@@ -299,7 +303,7 @@ def cut_metrics(path: Path, step: int) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise WriteError(f"cannot read {shown(path)}: {exc.strerror or exc}") from exc
+        raise WriteError.of(path, exc) from exc
     keep = 0
     for line in content.splitlines(keepends=True):
         record = _parse_metric(line.decode(errors="replace"))
@@ -310,7 +314,7 @@ def cut_metrics(path: Path, step: int) -> None:
         try:
             os.truncate(path, keep)
         except OSError as exc:
-            raise WriteError(f"cannot write {shown(path)}: {exc.strerror or exc}") from exc
+            raise WriteError.of(path, exc) from exc
 
 
 PREDICTION_KEYS = ("labels", "top_classes", "top_probs")

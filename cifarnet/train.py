@@ -265,7 +265,7 @@ class StatusFile:
             try:
                 self.path.write_text(json.dumps(self.record, indent=1))
             except OSError as exc:
-                raise WriteError(f"cannot write {shown(self.path)}: {exc.strerror or exc}") from exc
+                raise WriteError.of(self.path, exc) from exc
         return status
 
 
@@ -444,9 +444,9 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     refuses a finished run: there is nothing left to train)."""
     started = time.time()
     cfg = load_run_config(path)
-    status = StatusFile(path)
     if (read_status(path)[0] or {}).get("status") == "finished":
         raise CifarnetError(f"run {shown(path.name)} has finished; nothing to resume")
+    status = StatusFile(path)
     stop_file = path / "STOP"
     _drop_stale_stop(stop_file, started)
 
@@ -469,7 +469,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     except CifarnetError as exc:
         return _ended(status, "failed", str(exc))
     except OSError as exc:
-        return _ended(status, "failed", f"cannot write {shown(Path(exc.filename or path))}: {exc.strerror or exc}")
+        return _ended(status, "failed", str(WriteError.of(Path(exc.filename or path), exc)))
     except Exception as exc:  # the run's record must say why it ended, whatever happened
         if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
             first = str(exc).strip().splitlines()[0][:200]

@@ -272,6 +272,7 @@ def test_the_train_page_follows_a_live_run_whose_status_holds_strings_and_infini
             shot(page, "15-train-damaged-status")
             assert page.get_by_test_id("stException").count() == 0
             assert page.get_by_text("Run live-damaged · running").is_visible()
+            page.get_by_text("updated='now' is not a valid value").wait_for()  # the damage is named, the rest shown
     finally:
         trainer.kill()
         trainer.wait()
