@@ -448,7 +448,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
         raise CifarnetError(f"run {shown(path.name)} has finished; nothing to resume")
     status = StatusFile(path)
     stop_file = path / "STOP"
-    _drop_stale_stop(stop_file, started)
+    _drop_stale_stop(stop_file)
 
     def on_term(_signum, _frame) -> None:
         stop_file.touch()
@@ -480,14 +480,27 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
             signal.signal(signal.SIGTERM, previous)
 
 
-def _drop_stale_stop(stop_file: Path, started: float) -> None:
-    """Remove a ``STOP`` made before this trainer started: it asked an earlier trainer of the run to stop
-    (one that died before it could), not this one, which would otherwise end after its first step."""
+def _drop_stale_stop(stop_file: Path) -> None:
+    """Remove a ``STOP`` made before this trainer's process began: it asked an earlier trainer of the run to stop
+    (one that died before it could), not this one, which would otherwise end after its first step. A stop asked
+    while this process was still starting (importing, loading data) is kept."""
     try:
-        if stop_file.stat().st_mtime < started:
+        if stop_file.stat().st_mtime < _process_started():
             stop_file.unlink()
     except FileNotFoundError:
         pass
+
+
+def _process_started() -> float:
+    """When this process began, from the kernel (Linux; ``btime`` is whole seconds, so it can read up to a second
+    early, which keeps a stop rather than dropping it); elsewhere, now."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 def _ended(status: StatusFile, how: str, reason: str) -> str:
