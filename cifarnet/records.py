@@ -1,8 +1,10 @@
 """The files of a run folder, read and written in one place, and the one upgrade of older records.
 
 Every reader of ``config.json``, ``status.json``, ``results.json``, ``metrics.jsonl`` and
-``predictions.npz`` goes through this module, so a check of what a record holds has one home.
-Readers never raise for a damaged file: they return what is readable and say what is wrong.
+``predictions.npz`` goes through this module, so a check of what a record holds has one home: one schema
+per record (each key's JSON type and finite range). Readers never raise for a damaged file or value: they
+return what passes the schema and say what is wrong. Writers go through :func:`write_file` (atomic; a
+failure removes its temporary file and names the file and the reason) or :class:`MetricsLog`.
 
 Run records carry a format version (``"format"`` in ``config.json``). Records written before it
 existed are format 1; :func:`upgrade_config` and :func:`upgrade_model` turn a config or a

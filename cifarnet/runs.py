@@ -15,8 +15,9 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
     pid              the trainer's process id, written by the launcher the moment it starts it
     STOP             present = a stop was requested; the trainer ends after its current step
 
-Readers never trust a file blindly: a damaged metrics line or status file is reported
-as damage and the rest is still shown; a run whose process vanished is ``failed``.
+Readers never trust a file blindly: a damaged metrics line or status file, or a value of the wrong kind
+(the schema in :mod:`cifarnet.records`), is reported as the run's damage and the rest is still shown; a run
+whose process vanished is ``failed``.
 """
 
 from __future__ import annotations
