@@ -13,7 +13,7 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
     predictions.npz  test labels with the model's top-5 classes and probabilities
     log.txt          the trainer's own output
     pid              the trainer's process id, written by the launcher the moment it starts it
-    STOP             present = a stop was requested; the trainer ends after its current step
+    STOP             the pid of a trainer asked to stop; it ends after its current step
 
 Readers never trust a file blindly: a damaged metrics line or status file, or a value of the wrong kind
 (the schema in :mod:`cifarnet.records`), is reported as the run's damage and the rest is still shown; a run
@@ -34,7 +34,7 @@ from typing import Any
 from cifarnet.config import NAME_PATTERN, TrainConfig, resolve_ws
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import build_model, count_params
-from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_json
+from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_file, write_json
 from cifarnet.train import select_device
 
 STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
@@ -89,9 +89,14 @@ def _launched_pid(path: Path) -> int | None:
         return None
 
 
+def trainer_pid(path: Path, status_record: dict) -> Any:
+    """The pid of the run's trainer: the one in its status, else the launcher's (as recorded: maybe not a number)."""
+    return status_record.get("pid") or _launched_pid(path)
+
+
 def trainer_alive(path: Path, status_record: dict) -> bool:
-    """Whether the trainer of the run in ``path`` still runs: the pid in its status, else the launcher's."""
-    return process_alive(status_record.get("pid") or _launched_pid(path))
+    """Whether the trainer of the run in ``path`` still runs."""
+    return process_alive(trainer_pid(path, status_record))
 
 
 @dataclass
@@ -266,16 +271,16 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> P
 def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``).
 
-    An ended run is refused: a stop request is for the trainer running now (a trainer also ignores a ``STOP``
-    older than itself, see :func:`cifarnet.train.train_run`).
+    An ended run is refused, and the request names the trainer it is for (its pid in ``STOP``): a later trainer
+    of the run does not obey a request that outlived the one it was made for.
     """
     path = run_path(run_id, runs_dir)
     if path.parent == PRETRAINED_DIR.resolve():
         raise CifarnetError(f"run {shown(run_id)} is a shipped pretrained run; it is not running")
-    status = read_run(path).status
-    if status not in LIVE:
-        raise CifarnetError(f"run {shown(run_id)} is not running (it is {status}); nothing to stop")
-    (path / "STOP").touch()
+    info = read_run(path)
+    if info.status not in LIVE:
+        raise CifarnetError(f"run {shown(run_id)} is not running (it is {info.status}); nothing to stop")
+    write_file(path / "STOP", str(trainer_pid(path, info.status_record)).encode())
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:

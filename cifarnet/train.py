@@ -322,12 +322,25 @@ class Run:
                     self._log_train(window.flush_train())
                 if boundary or (cfg.eval_every and step % cfg.eval_every == 0):
                     self._log_eval(window)
-                if self.stop_file.exists():
+                if self.stop_requested():
                     return self._stopped()
                 if step == total:
                     break
             self._save_last()
         return self._finish()
+
+    def stop_requested(self) -> bool:
+        """Whether ``STOP`` asks this trainer to stop: it holds the pid of the trainer it was made for. One left
+        for an earlier trainer of the run (which died before it could stop) is removed, not obeyed: otherwise a
+        resume would end after its first step."""
+        try:
+            addressed = self.stop_file.read_text().strip()
+        except FileNotFoundError:
+            return False
+        if addressed == str(os.getpid()):
+            return True
+        self.stop_file.unlink(missing_ok=True)
+        return False
 
     def _where(self) -> dict:
         """Where the run stands, for every metrics record: step, epoch and training time."""
@@ -448,10 +461,9 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
         raise CifarnetError(f"run {shown(path.name)} has finished; nothing to resume")
     status = StatusFile(path)
     stop_file = path / "STOP"
-    _drop_stale_stop(stop_file)
 
     def on_term(_signum, _frame) -> None:
-        stop_file.touch()
+        stop_file.write_text(str(os.getpid()))  # a stop addressed to this trainer (see Run.stop_requested)
 
     previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
         else None
@@ -478,29 +490,6 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _drop_stale_stop(stop_file: Path) -> None:
-    """Remove a ``STOP`` made before this trainer's process began: it asked an earlier trainer of the run to stop
-    (one that died before it could), not this one, which would otherwise end after its first step. A stop asked
-    while this process was still starting (importing, loading data) is kept."""
-    try:
-        if stop_file.stat().st_mtime < _process_started():
-            stop_file.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _process_started() -> float:
-    """When this process began, from the kernel (Linux; ``btime`` is whole seconds, so it can read up to a second
-    early, which keeps a stop rather than dropping it); elsewhere, now."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
 
 
 def _ended(status: StatusFile, how: str, reason: str) -> str:
