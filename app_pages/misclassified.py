@@ -6,7 +6,7 @@ import streamlit as st
 
 from cifarnet.curves import run_label
 from cifarnet.errors import shown
-from cifarnet.misclassified import (caption, cell_from_selection, complete, confusion_frame, filter_mistakes,
+from cifarnet.misclassified import (caption, cell_from_selection, confusion_frame, filter_mistakes,
                                     labels_match, mistakes, page_count, page_of, per_class_frame,
                                     runs_with_predictions, tiles)
 from cifarnet.records import read_predictions
@@ -50,7 +50,7 @@ cam = filters[3].toggle("Grad-CAM", key="mis_cam", help="Draw over each picture 
                         "for the class it (wrongly) predicted, at its last block")
 
 predictions = read_predictions(info.path)
-if not complete(predictions):
+if predictions is None:
     st.warning(f"The predictions file of {literal(label)} is unreadable, so its images cannot be listed.",
                icon=":material/warning:")
     st.stop()

@@ -161,6 +161,8 @@ def _status_note(info) -> None:
                    "reached.", icon=":material/stop_circle:")
     elif info.status in ("failed", "diverged"):
         st.error(f"The run {info.status}: {literal(error or 'no reason recorded')}", icon=":material/error:")
+    if info.damage:
+        st.warning(f"Damaged records: {literal('; '.join(info.damage))}", icon=":material/warning:")
 
 
 followed_run()

@@ -57,7 +57,7 @@ def trainer_s(runs: Path, data_dir: Path | None, timeout: float = 300) -> dict:
                 marks.setdefault("running_s", marks["first_record_s"])
             time.sleep(POLL_S)
     finally:
-        (path / "STOP").touch()
+        (path / "STOP").write_text(str(pid))  # a stop addressed to this trainer
         _wait_exit(pid)
     return marks
 

@@ -8,6 +8,7 @@ the weights, so :func:`load_model` rebuilds the right network from the file alon
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -20,19 +21,21 @@ from torch import nn
 
 from cifarnet.errors import CheckpointError, CifarnetError
 from cifarnet.models import CifarNet, build_model
-from cifarnet.records import upgrade_model
+from cifarnet.records import upgrade_model, write_file
 
 FORMAT = "cifarnet-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: Path, model: CifarNet, **extra: Any) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
+    """Serialised in memory (a small model's few MB) and written through :func:`cifarnet.records.write_file`:
+    atomic, and a full disk or an unwritable folder is a :class:`~cifarnet.errors.WriteError` naming the file,
+    with no temporary file left behind."""
     payload = {"format": FORMAT, "version": VERSION, "model": dict(model.config),
                "state_dict": model.state_dict(), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_file(path, buffer.getvalue())
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:

@@ -163,12 +163,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CifarnetError(f"--resume {path}: not a run folder (no config.json)")
         if values or args.recipe:
             raise CifarnetError("--resume continues a run with its saved config; drop the other config flags")
-    else:
+        data = None
+    else:  # everything that can be refused is checked before a run folder exists: settings, device, data set
         recipe = RECIPES[args.recipe].overrides if args.recipe else {}
-        path = create_run(make_config({**recipe, **values}), args.runs_dir)
+        cfg = make_config({**recipe, **values})
+        select_device(cfg.device)
+        data = load_cifar10(args.data_dir)
+        path = create_run(cfg, args.runs_dir)
     if not args.quiet:
         print(f"run {path.name} -> {path}", file=sys.stderr)
-    status = train_run(path, args.data_dir, echo=None if args.quiet else _bar)
+    status = train_run(path, args.data_dir, echo=None if args.quiet else _bar, data=data)
     if not args.quiet:
         sys.stderr.write("\n")
     info = read_run(path)

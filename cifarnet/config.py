@@ -244,6 +244,23 @@ def _check_field(name: str, value: Any) -> None:
         )
 
 
+def check_saved(name: str, value: Any) -> None:
+    """Refuse a value read back from a run's ``config.json`` unless it is already the field's own type and allowed.
+
+    Stricter than :func:`coerce` on purpose: a record holds what the trainer wrote, so a string where a number
+    belongs is damage to report, not text to convert.
+    """
+    rule = FIELDS[name]
+    if value is None and rule.auto is not None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    fits = {bool: isinstance(value, bool), str: isinstance(value, str),
+            int: number and float(value).is_integer(), float: number}[rule.kind]
+    if not fits:
+        raise CifarnetError(f"{name}={shown(value)} is not a {rule.kind.__name__}; allowed: {allowed(name)}")
+    _check_field(name, coerce(name, value))
+
+
 def _check_combination(cfg: TrainConfig) -> None:
     """Rules between fields: GN groups against the model, batch against the subset."""
     build_model(**cfg.model_args)

@@ -47,3 +47,12 @@ class DataError(CifarnetError):
 
 class CheckpointError(CifarnetError):
     """A checkpoint file is missing, damaged, unsafe or of another architecture."""
+
+
+class WriteError(CifarnetError):
+    """A run's record could not be written (disk full, no permission); the message names the file and the reason."""
+
+    @classmethod
+    def of(cls, path: os.PathLike, exc: OSError) -> WriteError:
+        """The error for ``exc`` raised while writing ``path``, in the system's words ("No space left on device")."""
+        return cls(f"cannot write {shown(path)}: {exc.strerror or exc}")

@@ -77,13 +77,6 @@ def caption(row: pd.Series) -> str:
 
 
 RESULT_KEYS = ("classes", "confusion", "per_class_acc")
-PREDICTION_KEYS = ("labels", "top_classes", "top_probs")
-
-
-def complete(predictions: dict[str, np.ndarray] | None) -> bool:
-    """True when a run's predictions hold every array the gallery needs."""
-    return predictions is not None and all(key in predictions for key in PREDICTION_KEYS)
-
 
 
 def runs_with_predictions(runs: Sequence[RunInfo]) -> list[RunInfo]:

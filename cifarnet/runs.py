@@ -13,10 +13,11 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
     predictions.npz  test labels with the model's top-5 classes and probabilities
     log.txt          the trainer's own output
     pid              the trainer's process id, written by the launcher the moment it starts it
-    STOP             present = a stop was requested; the trainer ends after its current step
+    STOP             the pid of a trainer asked to stop; it ends after its current step
 
-Readers never trust a file blindly: a damaged metrics line or status file is reported
-as damage and the rest is still shown; a run whose process vanished is ``failed``.
+Readers never trust a file blindly: a damaged metrics line or status file, or a value of the wrong kind
+(the schema in :mod:`cifarnet.records`), is reported as the run's damage and the rest is still shown; a run
+whose process vanished is ``failed``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from cifarnet.config import NAME_PATTERN, TrainConfig, resolve_ws
-from cifarnet.errors import CifarnetError, shown
+from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import build_model, count_params
-from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_json
+from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_file, write_json
+from cifarnet.train import select_device
 
 STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
 LIVE = ("starting", "running")
@@ -87,9 +89,14 @@ def _launched_pid(path: Path) -> int | None:
         return None
 
 
+def trainer_pid(path: Path, status_record: dict) -> Any:
+    """The pid of the run's trainer: the one in its status, else the launcher's (as recorded: maybe not a number)."""
+    return status_record.get("pid") or _launched_pid(path)
+
+
 def trainer_alive(path: Path, status_record: dict) -> bool:
-    """Whether the trainer of the run in ``path`` still runs: the pid in its status, else the launcher's."""
-    return process_alive(status_record.get("pid") or _launched_pid(path))
+    """Whether the trainer of the run in ``path`` still runs."""
+    return process_alive(trainer_pid(path, status_record))
 
 
 @dataclass
@@ -145,13 +152,9 @@ class RunInfo:
 
 def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     """Read one run folder, tolerating damage, and resolve a vanished process to ``failed``."""
-    damage: list[str] = []
-    config, problem = read_config(path)
-    if problem:
-        damage.append(problem)
-    status_record, problem = read_status(path)
-    if problem:
-        damage.append(problem)
+    config, damage = read_config(path)
+    status_record, problems = read_status(path)
+    damage += problems
     status_record = status_record or {}
     status = status_record.get("status")
     if status not in STATUSES:
@@ -164,7 +167,8 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     metrics, bad_lines = read_metrics(path / "metrics.jsonl")
     if bad_lines:
         damage.append(f"metrics.jsonl has {len(bad_lines)} damaged line(s): {', '.join(map(str, bad_lines[:5]))}")
-    results, _ = read_results(path)
+    results, problems = read_results(path)
+    damage += problems
     return RunInfo(path.name, path, config or {}, status, status_record, metrics, results, pretrained, damage)
 
 
@@ -243,7 +247,9 @@ def new_run_id(cfg: TrainConfig) -> str:
 
 
 def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> Path:
-    """Make the run folder with its config and a ``starting`` status; refuse a taken name."""
+    """Make the run folder with its config and a ``starting`` status; refuse a taken name, or a device this
+    machine does not have (before any folder exists). A folder whose records cannot be written is removed."""
+    select_device(cfg.device)
     root = resolve_runs_dir(runs_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -253,17 +259,28 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> P
         raise CifarnetError(f"a run named {shown(cfg.name)} already exists in {root}; choose another name") from None
     except OSError as exc:
         raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
-    write_json(path / "config.json", config_record(cfg, count_params(build_model(**cfg.model_args))))
-    write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
+    try:
+        write_json(path / "config.json", config_record(cfg, count_params(build_model(**cfg.model_args))))
+        write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
+    except WriteError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
 
 
 def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
-    """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``)."""
+    """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``).
+
+    An ended run is refused, and the request names the trainer it is for (its pid in ``STOP``): a later trainer
+    of the run does not obey a request that outlived the one it was made for.
+    """
     path = run_path(run_id, runs_dir)
     if path.parent == PRETRAINED_DIR.resolve():
         raise CifarnetError(f"run {shown(run_id)} is a shipped pretrained run; it is not running")
-    (path / "STOP").touch()
+    info = read_run(path)
+    if info.status not in LIVE:
+        raise CifarnetError(f"run {shown(run_id)} is not running (it is {info.status}); nothing to stop")
+    write_file(path / "STOP", str(trainer_pid(path, info.status_record)).encode())
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:

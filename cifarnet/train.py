@@ -18,11 +18,13 @@ Two parts, kept apart so each can change alone:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,9 +40,9 @@ from cifarnet.augment import augment_batch, to_float
 from cifarnet.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from cifarnet.config import TrainConfig
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
-from cifarnet.records import MetricsLog, load_run_config, write_json
+from cifarnet.records import MetricsLog, cut_metrics, load_run_config, read_status, write_json, write_predictions
 from cifarnet.schedule import lr_at, make_optimizer, set_lr
 
 TOP_K = 5
@@ -251,8 +253,19 @@ class StatusFile:
             write_json(self.path, self.record)
 
     def end(self, status: str, **fields) -> str:
-        """Record how the run ended (now, whatever the throttle) and return ``status``."""
-        self.write(status, force=True, **fields, finished=time.time())
+        """Record how the run ended (now, whatever the throttle) and return ``status``.
+
+        When the atomic replace cannot be written (a full disk has no room for a second copy, a folder that
+        became read-only refuses a new file), the ending is written over the old file in place: a reader may
+        catch it half-written, but a run that says ``running`` forever would hide why it ended.
+        """
+        try:
+            self.write(status, force=True, **fields, finished=time.time())
+        except WriteError:
+            try:
+                self.path.write_text(json.dumps(self.record, indent=1))
+            except OSError as exc:
+                raise WriteError.of(self.path, exc) from exc
         return status
 
 
@@ -272,13 +285,19 @@ class Run:
         return self.elapsed_before + time.time() - self.started
 
     def _resume(self) -> None:
-        """Continue from ``last.pt`` when the folder has one (a stopped or crashed run)."""
+        """Continue from ``last.pt`` when the folder has one (a stopped or crashed run), else from the start.
+
+        Either way the metrics log is cut back to the step training continues from: what a killed trainer
+        logged after its last checkpoint is trained (and logged) again, never twice.
+        """
         last = self.path / "last.pt"
         if not last.is_file():
+            cut_metrics(self.metrics.path, 0)
             return
         state = read_checkpoint(last, self.trainer.device)
         self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]))
         self.best_acc, self.elapsed_before = float(state["best_acc"]), float(state["elapsed"])
+        cut_metrics(self.metrics.path, self.trainer.steps_done)
 
     def _save_last(self) -> None:
         trainer = self.trainer
@@ -303,12 +322,25 @@ class Run:
                     self._log_train(window.flush_train())
                 if boundary or (cfg.eval_every and step % cfg.eval_every == 0):
                     self._log_eval(window)
-                if self.stop_file.exists():
+                if self.stop_requested():
                     return self._stopped()
                 if step == total:
                     break
             self._save_last()
         return self._finish()
+
+    def stop_requested(self) -> bool:
+        """Whether ``STOP`` asks this trainer to stop: it holds the pid of the trainer it was made for. One left
+        for an earlier trainer of the run (which died before it could stop) is removed, not obeyed: otherwise a
+        resume would end after its first step."""
+        try:
+            addressed = self.stop_file.read_text().strip()
+        except FileNotFoundError:
+            return False
+        if addressed == str(os.getpid()):
+            return True
+        self.stop_file.unlink(missing_ok=True)
+        return False
 
     def _where(self) -> dict:
         """Where the run stands, for every metrics record: step, epoch and training time."""
@@ -365,8 +397,8 @@ class Run:
         labels = trainer.test_y.cpu().numpy()
         top_p, top_i = result.probs.topk(TOP_K, dim=1)
         predicted = top_i[:, 0].numpy()
-        np.savez_compressed(self.path / "predictions.npz", labels=labels.astype(np.uint8),
-                            top_classes=top_i.numpy().astype(np.uint8), top_probs=top_p.numpy().astype(np.float16))
+        write_predictions(self.path, {"labels": labels.astype(np.uint8), "top_classes": top_i.numpy().astype(np.uint8),
+                                      "top_probs": top_p.numpy().astype(np.float16)})
         confusion = confusion_matrix(labels, predicted)
         per_class = (confusion.diagonal() / confusion.sum(1).clip(min=1)).tolist()
         results = {"test_acc": result.acc, "test_loss": result.loss, "tta_acc": result.tta_acc,
@@ -421,14 +453,17 @@ class _Window:
 
 def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], None] | None = None,
               data: Cifar10 | None = None) -> str:
-    """Train the run in ``path``; every ending is recorded in its status (never raises for user errors)."""
+    """Train the run in ``path``; every ending is recorded in its status (never raises for user errors, but
+    refuses a finished run: there is nothing left to train)."""
     started = time.time()
     cfg = load_run_config(path)
+    if (read_status(path)[0] or {}).get("status") == "finished":
+        raise CifarnetError(f"run {shown(path.name)} has finished; nothing to resume")
     status = StatusFile(path)
     stop_file = path / "STOP"
 
     def on_term(_signum, _frame) -> None:
-        stop_file.touch()
+        stop_file.write_text(str(os.getpid()))  # a stop addressed to this trainer (see Run.stop_requested)
 
     previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
         else None
@@ -438,28 +473,30 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
         with MetricsLog(path / "metrics.jsonl") as metrics:
             return Run(path, trainer, status, metrics, started, echo).execute()
     except Diverged as exc:
-        return status.end("diverged", error=f"{exc}; lower the learning rate")
+        return _ended(status, "diverged", f"{exc}; lower the learning rate")
     except KeyboardInterrupt:
-        return status.end("stopped", error="interrupted")
+        return _ended(status, "stopped", "interrupted")
     except torch.OutOfMemoryError as exc:
-        return _failed(status, f"out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch_size")
+        return _ended(status, "failed", f"out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch_size")
     except CifarnetError as exc:
-        return _failed(status, str(exc))
+        return _ended(status, "failed", str(exc))
     except OSError as exc:
-        return _failed(status, f"cannot write to {exc.filename or path}: {exc.strerror or exc}")
+        return _ended(status, "failed", str(WriteError.of(Path(exc.filename or path), exc)))
     except Exception as exc:  # the run's record must say why it ended, whatever happened
         if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
             first = str(exc).strip().splitlines()[0][:200]
-            return _failed(status, f"torch.compile failed ({first}); train again with compile off")
-        return _failed(status, f"{type(exc).__name__}: {exc}")
+            return _ended(status, "failed", f"torch.compile failed ({first}); train again with compile off")
+        return _ended(status, "failed", f"{type(exc).__name__}: {exc}")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _failed(status: StatusFile, reason: str) -> str:
+def _ended(status: StatusFile, how: str, reason: str) -> str:
+    """Record an ending with its reason; when even ``status.json`` cannot be written, say both on stderr (the
+    terminal, or the run's ``log.txt``) so the reason is not lost."""
     try:
-        status.end("failed", error=reason)
-    except OSError:
-        pass  # the folder itself is unwritable; the caller still gets the status
-    return "failed"
+        return status.end(how, error=reason)
+    except WriteError as exc:
+        print(f"cifarnet: run {status.path.parent.name} {how}: {reason} ({exc})", file=sys.stderr)
+        return how

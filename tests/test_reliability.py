@@ -68,8 +68,7 @@ def test_disk_full_during_training_ends_failed_with_reason(runs_dir, data_dir, m
     monkeypatch.setattr(MetricsLog, "append", full)
     path = create_run(make_config(TINY), runs_dir)
     assert train_run(path, str(data_dir)) == "failed"
-    error = read_run(path).status_record["error"]
-    assert error.startswith("cannot write to") and "No space left on device" in error
+    assert read_run(path).status_record["error"] == f"cannot write {path}/metrics.jsonl: No space left on device"
 
 
 def test_out_of_memory_ends_failed_with_advice(runs_dir, data_dir, monkeypatch):

@@ -25,7 +25,7 @@ from cifarnet.errors import CifarnetError
 from cifarnet.gradcam import overlays
 from cifarnet.images import to_hwc
 from cifarnet.layers import default_layer
-from cifarnet.misclassified import complete, labels_match, mistakes, tiles
+from cifarnet.misclassified import labels_match, mistakes, tiles
 from cifarnet.predict import FORMATS, MAX_PIXELS, prepare
 from cifarnet.query import PAGE_PARAMS
 from cifarnet.records import read_predictions
@@ -147,7 +147,7 @@ def _index_in_range(raw: str, count: int) -> int:
 
 def _mistake(info: RunInfo, data, classes: Sequence[str]) -> Picked | None:
     predictions = read_predictions(info.path)
-    if not complete(predictions):
+    if predictions is None:
         st.info(f"{run_label(info)} has no readable test-set predictions, so its mistakes are unknown.",
                 icon=":material/hourglass_empty:")
         return None
