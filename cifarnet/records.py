@@ -31,7 +31,9 @@ from cifarnet.config import TrainConfig, make_config
 from cifarnet.errors import CifarnetError
 
 FORMAT = 2
-RECORD_KEYS = ("format", "params", "created")  # what config.json holds besides the config's fields
+# What config.json holds besides the config's fields; "world_size" is how many processes trained the run last
+# (absent: one), written by the trainer at each start (a resume may use another number).
+RECORD_KEYS = ("format", "params", "created", "world_size")
 # The values format-1 records trained with where a field was missing: not today's defaults (an old LN run
 # resumed with ws=auto would rebuild a different model than its checkpoint holds).
 FORMAT1_MISSING = {"ws": "off", "precision": "fp32", "compile": False}
@@ -65,6 +67,13 @@ def upgrade_model(model: dict) -> dict:
 def config_record(cfg: TrainConfig, params: int) -> dict:
     """What ``config.json`` holds: the format, the config's fields, the parameter count and the creation time."""
     return {"format": FORMAT, **cfg.to_dict(), "params": params, "created": time.time()}
+
+
+def record_world_size(folder: Path, world_size: int) -> None:
+    """Note in ``config.json`` how many processes train the run (rewritten only when that changes)."""
+    saved, problem = read_json(folder / "config.json")
+    if saved is not None and saved.get("world_size") != world_size:
+        write_json(folder / "config.json", {**saved, "world_size": world_size})
 
 
 def write_json(path: Path, payload: dict) -> None:
