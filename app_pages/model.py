@@ -3,8 +3,9 @@
 import streamlit as st
 
 from cifarnet.monitor import WS_WORDS
+from cifarnet.rules import check_rules
 from cifarnet.summary import summarize
-from cifarnet.tables import params_by_block, params_by_type, summary_frame
+from cifarnet.tables import params_by_block, params_by_type, rules_frame, summary_frame
 from cifarnet.ui import charts
 from cifarnet.ui.common import PARAMS_COLUMN, header
 from cifarnet.ui.sidebar import configured_model
@@ -30,6 +31,11 @@ ws_note = (f" Here with {WS_WORDS[ws]}: they show as StdConv2d, with the same we
            "at every call." if ws in WS_WORDS else "")
 st.caption(f"{cfg.arch} with {cfg.norm.upper()}: every norm has 2 affine weights per channel, so the parameter "
            f"count is the same for BN, LN and GN, with or without weight standardisation.{ws_note}")
+
+rules = check_rules(model)
+with st.expander("The write-up's rules", icon=":material/rule:", expanded=not all(rule.passed for rule in rules)):
+    st.dataframe(rules_frame(rules), hide_index=True, width="stretch")
+    st.caption("The course exercise's constraints on the network; every architecture here keeps them with every norm.")
 
 table, charts_col = st.columns([3, 2], gap="large")
 with table:

@@ -59,8 +59,12 @@ def follow(run_id: str, how: str) -> None:
 
 def stop(run_id: str) -> None:
     """Button callback, bound to the run on screen when the button was drawn: never another one."""
-    request_stop(run_id, folder)
-    st.session_state[NOTICE_KEY] = f"Stop requested for {literal(run_id)}: it ends after its step and keeps a checkpoint."
+    try:
+        request_stop(run_id, folder)
+    except CifarnetError as exc:  # deleted meanwhile
+        st.session_state[NOTICE_KEY] = str(exc)
+    else:
+        st.session_state[NOTICE_KEY] = f"Stop requested for {literal(run_id)}: it ends after its step and keeps a checkpoint."
 
 
 polling = (followed := chosen().run_id) is not None and is_live(followed, folder)

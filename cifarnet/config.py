@@ -130,8 +130,8 @@ class TrainConfig:
                            "(synchronised), as one process computes them; off = each process normalises its share",
                            ADVANCED, "Synchronised BatchNorm", active_when=("norm", ("bn",)))
     precision: str = option("auto", "arithmetic of the training step: bf16 = bfloat16 autocast (convs and matmuls in "
-                            "bfloat16, weights and optimizer in fp32); auto = bf16 on CUDA, fp32 on a CPU; on a CPU, "
-                            "bf16 is for those with native bfloat16 (AVX512-BF16 or AMX)", ADVANCED, "Precision",
+                            "bfloat16, weights and optimizer in fp32; evaluation always fp32); auto = bf16 on CUDA and "
+                            "on CPUs with native bfloat16 (AVX512-BF16 or AMX), fp32 elsewhere", ADVANCED, "Precision",
                             choices=PRECISIONS)
     compile: bool = option(False, "torch.compile the model for training: faster steps after a one-off compile "
                            "(worth it for runs of several minutes; a CPU needs a C++ compiler)", ADVANCED,

@@ -6,7 +6,7 @@ conversion here means the pages only draw, and the frames can be tested directly
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 
 import pandas as pd
@@ -14,6 +14,7 @@ from torch import nn
 
 from cifarnet.models import build_model, count_params
 from cifarnet.receptive_field import RFReport, receptive_field
+from cifarnet.rules import Rule
 from cifarnet.summary import Summary
 
 IMAGE_SIZE = 32
@@ -106,3 +107,9 @@ def _kind(module: nn.Module) -> str:
             return "1x1 conv"
         return "dilated 3x3" if module.dilation[0] > 1 else "3x3 conv"
     return type(module).__name__
+
+
+def rules_frame(rules: Sequence[Rule]) -> pd.DataFrame:
+    """One row per rule of the write-up: the rule, kept or not, and what the model has."""
+    return pd.DataFrame({"rule": [r.name for r in rules], "kept": ["yes" if r.passed else "NO" for r in rules],
+                         "this model": [r.found for r in rules]})

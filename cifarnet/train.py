@@ -21,9 +21,11 @@ group's sums; the Run records only in rank 0.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -133,15 +135,28 @@ def summarise(logits: torch.Tensor, flipped: torch.Tensor | None, labels: torch.
     return Evaluation(loss, acc, logits.softmax(1).cpu(), tta_acc)
 
 
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto`` is bf16 on CUDA (measurably faster there) and fp32 on a CPU, where bf16 is opt-in.
+@functools.lru_cache(maxsize=1)
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), from the kernel's CPU flags (Linux).
 
-    Opt-in because it changes every run's numerics, and a CPU without native bfloat16 would have to
-    emulate it; with AVX512-BF16 a training step is faster (bench/option_speed.py --option precision;
-    docs/PERFORMANCE.md).
+    Elsewhere, or when the flags cannot be read, False: without native support oneDNN emulates bfloat16,
+    which is no faster than fp32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto`` is bf16 where it is native and faster (CUDA; a CPU with AVX512-BF16 or AMX), fp32 elsewhere.
+
+    The convolutions run in bfloat16, weights and optimizer stay fp32, and evaluation is always fp32; over the
+    measured runs bf16 ended within the spread of seeds of fp32 (docs/RESULTS.md).
     """
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" or native_bf16_cpu() else "fp32"
     return precision
 
 

@@ -136,7 +136,7 @@ def test_query_string_seeds_the_sidebar_and_follows_changes(app):
 
 def test_dropout_is_an_explicit_architecture_default_choice(app):
     def dropout_layers() -> int:
-        return int(at.dataframe[0].value["layer"].str.startswith("Dropout").sum())
+        return int(at.dataframe[1].value["layer"].str.startswith("Dropout").sum())
 
     at = app("model", dropout="0.15")
     assert not at.sidebar.toggle(key=auto_key("dropout")).value and widget(at, "dropout").value == 0.15
@@ -219,11 +219,13 @@ def test_receptive_field_page_for_both_architectures(app):
 def test_model_page_totals_follow_the_sidebar(app):
     at = app("model")
     assert metric_values(at)["total params"] == f"{count_params(build_model('s9', 'bn')):,}" == "189,920"
-    table = at.dataframe[0].value
+    rules = at.dataframe[0].value  # the write-up's rules, each kept
+    assert len(rules) == 7 and set(rules["kept"]) == {"yes"} and "59 px" in set(rules["this model"])
+    table = at.dataframe[1].value
     assert table["params"].sum() == 189_920 and table["output shape"].iloc[-1] == "10 x 1 x 1"
     assert "StdConv2d" not in set(table["layer"].str.split("-").str[0])
     widget(at, "norm").set_value("ln").run()  # ws auto: standardised convs, the 4 depthwise ones plain
-    kinds = at.dataframe[0].value["layer"].str.split("-").str[0].value_counts()
+    kinds = at.dataframe[1].value["layer"].str.split("-").str[0].value_counts()
     assert (kinds["StdConv2d"], kinds["Conv2d"]) == (8, 4 + 1)  # + the 1x1 head
     assert any("weight-standardised convs except the depthwise ones: they show as StdConv2d" in c.value
                for c in at.caption)

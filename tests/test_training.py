@@ -8,12 +8,14 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.launch import resume_run, start_run
 from cifarnet.records import read_metrics
 from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
+from cifarnet import train
 from cifarnet.train import train_run
 from conftest import REAL_DATA, real_data_present, run_cli, wait_for
 
@@ -55,14 +57,31 @@ def test_compiled_training_follows_the_eager_run(runs_dir, data_dir):
 
 def test_bf16_training_on_the_cpu_is_really_bf16_and_follows_fp32(runs_dir, data_dir):
     runs = {}
-    for precision in ("auto", "bf16"):
+    for precision in ("fp32", "bf16"):
         path = create_run(make_config({**TINY, "epochs": 1, "precision": precision, "name": precision}), runs_dir)
         assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
         runs[precision] = read_run(path)
-    assert runs["auto"].results["precision"] == "fp32" and runs["bf16"].results["precision"] == "bf16"
-    fp32, bf16 = ([m["train_loss"] for m in runs[k].metrics if m["kind"] == "train"] for k in ("auto", "bf16"))
+    assert runs["fp32"].results["precision"] == "fp32" and runs["bf16"].results["precision"] == "bf16"
+    fp32, bf16 = ([m["train_loss"] for m in runs[k].metrics if m["kind"] == "train"] for k in ("fp32", "bf16"))
     assert bf16 != fp32  # bfloat16 keeps 8 bits of mantissa: the losses cannot match to the last bit
     assert bf16 == pytest.approx(fp32, rel=3e-2)  # but it is the same training
+
+
+@pytest.mark.parametrize("flags, native", [("fpu sse2 avx512f avx512_bf16 avx512vl", True),
+                                           ("fpu sse2 amx_bf16 amx_tile", True), ("fpu sse2 avx2 avx512f", False)])
+def test_auto_precision_is_bf16_where_it_is_native(monkeypatch, tmp_path, flags, native):
+    """auto: bf16 on CUDA and on a CPU whose flags say native bfloat16; fp32 on other CPUs; fp32 and bf16 as asked."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_path = train.Path
+    monkeypatch.setattr(train, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    train.native_bf16_cpu.cache_clear()
+    try:
+        assert train.resolve_precision(torch.device("cpu"), "auto") == ("bf16" if native else "fp32")
+        assert train.resolve_precision(torch.device("cuda"), "auto") == "bf16"
+        assert [train.resolve_precision(torch.device("cpu"), p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    finally:
+        train.native_bf16_cpu.cache_clear()
 
 
 def test_unknown_precision_is_refused_in_one_line(runs_dir):
