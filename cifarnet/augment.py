@@ -65,10 +65,10 @@ def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator, rows: Rows | No
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     dy = rows.randint(2 * pad + 1, gen, x.device)
     dx = rows.randint(2 * pad + 1, gen, x.device)
-    rows = dy + torch.arange(h, device=x.device).view(1, h, 1)
-    cols = dx + torch.arange(w, device=x.device).view(1, 1, w)
+    ys = dy + torch.arange(h, device=x.device).view(1, h, 1)
+    xs = dx + torch.arange(w, device=x.device).view(1, 1, w)
     batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2).contiguous()
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:

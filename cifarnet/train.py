@@ -233,6 +233,8 @@ class Trainer:
         size = self.cfg.batch_size
         share = self.group.share(size)  # this process's rows of every batch
         rows = Rows(share.start, share.stop, size)
+        for _ in range(first):  # a resumed epoch: the skipped batches' draws, so each later image gets its own
+            augment_batch(to_float(self.train_x[:1]), self.cfg, gen, Rows(0, 1, size))
         for i in range(first, self.cfg.steps_per_epoch):
             idx = order[i * size:(i + 1) * size][share]
             with record_function("step.gather"):
