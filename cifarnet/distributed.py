@@ -33,7 +33,6 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce as all_reduce_with_grad
 from torch.nn.parallel import DistributedDataParallel
 
 from cifarnet.errors import CifarnetError
@@ -74,6 +73,23 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
+class _SumOverGroup(torch.autograd.Function):
+    """A tensor summed over the process group, differentiably: the gradient of each process's part is the
+    group's summed gradient (what ``torch.distributed.nn`` did before PyTorch deprecated it)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class CpuSyncBatchNorm(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training statistics span the whole process group, for CPU tensors.
 
@@ -88,11 +104,11 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
             return super().forward(x)
         dims = (0, 2, 3)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64)
-        totals = all_reduce_with_grad(torch.cat([x.sum(dims, dtype=torch.float64), count]))
+        totals = _SumOverGroup.apply(torch.cat([x.sum(dims, dtype=torch.float64), count]))
         n = totals[-1]
         mean = (totals[:-1] / n).to(x.dtype)
         centred = x - mean.view(1, -1, 1, 1)
-        var = (all_reduce_with_grad(centred.square().sum(dims, dtype=torch.float64)) / n).to(x.dtype)
+        var = (_SumOverGroup.apply(centred.square().sum(dims, dtype=torch.float64)) / n).to(x.dtype)
         with torch.no_grad():
             self.running_mean.lerp_(mean.float(), self.momentum)
             self.running_var.lerp_((var * (n / (n - 1))).float(), self.momentum)
@@ -213,7 +229,8 @@ class Group:
         text = " ".join(str(exc).split())
         if not isinstance(exc, dist.DistError) and not re.search(r"gloo|nccl|connection|timed out|peer", text, re.I):
             return None
-        text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text)[:160]  # PyTorch's source locations
+        text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text)  # PyTorch's source locations
+        text = text.split(". ")[0][:160]  # the first sentence says what happened; the rest is PyTorch's advice
         return (f"another process of this {self.world_size}-process run ended or stopped answering ({text}); its own "
                 "message is in the trainer's output; resume the run to continue from its last checkpoint")
 
