@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,8 @@ import torch
 from cifarnet.config import make_config
 from cifarnet.data import load_cifar10
 from cifarnet.records import read_metrics
-from cifarnet.runs import create_run, read_run
+from cifarnet.launch import start_run
+from cifarnet.runs import create_run, process_alive, read_run
 from cifarnet.train import Trainer
 from conftest import ROOT, wait_for
 
@@ -32,14 +32,11 @@ TOLERANCE = 1e-4  # relative: the same sums, added in another order
 DEADLINE_S = 60  # a killed process must end the run within this
 
 
-def torchrun(processes: int, *args: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+def torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node PROCESSES -m cifarnet ARGS`` in a real subprocess."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                "-m", "cifarnet", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    if not wait:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -130,22 +127,20 @@ def _rank_pid(torchrun_pid: int, rank: int) -> int | None:
 
 
 def test_a_killed_process_ends_the_run_failed_with_the_reason(runs_dir, data_dir):
-    values = {**TINY, "norm": "gn", "epochs": 100, "name": "killed"}  # minutes of training: it must be cut short
-    launcher = torchrun(2, "train", *flags(values), "--data-dir", str(data_dir), "--quiet", wait=False)
+    """Launched as the dashboard does (``processes`` = 2: the trainer becomes ``torchrun``); process 1 killed."""
+    cfg = make_config({**TINY, "norm": "gn", "epochs": 100, "processes": 2, "name": "killed"})  # minutes of work
+    path = runs_dir / start_run(cfg, runs_dir, data_dir)
+    launcher = int((path / "pid").read_text())
     try:
-        path = runs_dir / "killed"
         wait_for(lambda: records(path, "train"), timeout=120)
-        victim = _rank_pid(launcher.pid, 1)
+        victim = _rank_pid(launcher, 1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        killed = time.time()
-        launcher.wait(timeout=DEADLINE_S)
-        info = read_run(path)
-        assert info.status == "failed", info.status
-        assert "another process of this 2-process run ended" in info.status_record["error"]
-        assert time.time() - killed < DEADLINE_S
-        assert launcher.returncode != 0
+        status = wait_for(lambda: read_run(path).status_record if read_run(path).status != "running" else None,
+                          timeout=DEADLINE_S)
+        assert status["status"] == "failed"
+        assert "another process of this 2-process run ended" in status["error"]
+        wait_for(lambda: not process_alive(launcher), timeout=DEADLINE_S)  # torchrun ended too
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        if process_alive(launcher):
+            os.killpg(launcher, signal.SIGKILL)
