@@ -158,21 +158,29 @@ def _bar(progress: dict) -> None:
 
 
 def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConfig]:
-    """The run to train and its config: ``--resume``'s folder, or a new one from the flags (rank 0 only)."""
+    """The run to train and its config: ``--resume``'s folder, or a new one from the flags (rank 0 only).
+
+    ``processes`` is how many processes train it now: under torchrun, the number torchrun started on this
+    machine; else the flag, which ``--resume`` also takes (a run may continue with another world size).
+    """
     values = _given(args, FIELDS)
+    if launched():
+        given = values.setdefault("processes", group.local_world_size)
+        if int(given) != group.local_world_size:
+            raise CifarnetError(f"processes={given} under torchrun, which started {group.local_world_size} per "
+                                "machine; drop --processes (torchrun's --nproc_per_node sets it)")
     if args.resume:
         path = Path(args.resume)
         if not (path / "config.json").is_file():
             raise CifarnetError(f"--resume {path}: not a run folder (no config.json)")
+        processes = values.pop("processes", None)
         if values or args.recipe:
-            raise CifarnetError("--resume continues a run with its saved config; drop the other config flags")
+            raise CifarnetError("--resume continues a run with its saved config; drop the other config flags "
+                                "(--processes may change)")
         cfg = load_run_config(path)
+        if processes is not None:
+            cfg = make_config({"processes": processes}, base=cfg)
     else:
-        if group.parallel:  # torchrun chose the processes per machine: the run records that number
-            given = values.setdefault("processes", group.local_world_size)
-            if int(given) != group.local_world_size:
-                raise CifarnetError(f"processes={given} under torchrun, which started {group.local_world_size} per "
-                                    "machine; drop --processes (torchrun's --nproc_per_node sets it)")
         recipe = RECIPES[args.recipe].overrides if args.recipe else {}
         cfg = make_config({**recipe, **values})
     check_shares(cfg.batch_size, group.world_size)

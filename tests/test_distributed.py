@@ -95,7 +95,7 @@ def test_stop_reaches_every_process_and_the_run_resumes_with_another_world_size(
     two processes' averaged gradients made, matches too. STOP before each start ends each after one step,
     so neither pays for the final evaluation."""
     values = {**TINY, "norm": "gn", "name": "stop"}
-    path = create_run(make_config(values), runs_dir)
+    path = create_run(make_config({**values, "processes": 2}), runs_dir)
     (path / "STOP").touch()
     done = torchrun(2, "train", "--resume", str(path), "--data-dir", str(data_dir), "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr  # both processes stopped, neither failed
@@ -103,8 +103,8 @@ def test_stop_reaches_every_process_and_the_run_resumes_with_another_world_size(
     assert torch.load(path / "last.pt", weights_only=True)["step"] == 1
 
     (path / "STOP").touch()
-    resumed = subprocess.run([sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--data-dir",
-                              str(data_dir), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=240,
+    resumed = subprocess.run([sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--processes", "1",
+                              "--data-dir", str(data_dir), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=240,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     info = read_run(path)
