@@ -160,15 +160,14 @@ def _bar(progress: dict) -> None:
 def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConfig]:
     """The run to train and its config: ``--resume``'s folder, or a new one from the flags (rank 0 only).
 
-    ``processes`` is how many processes train it now: under torchrun, the number torchrun started on this
-    machine; else the flag, which ``--resume`` also takes (a run may continue with another world size).
+    ``processes`` is how many processes a start without torchrun launches (``--resume`` takes it too: a run may
+    continue with another world size); under torchrun, torchrun has chosen, and ``config.json``'s
+    ``world_size`` records how many trained it.
     """
     values = _given(args, FIELDS)
-    if launched():
-        given = values.setdefault("processes", group.local_world_size)
-        if int(given) != group.local_world_size:
-            raise CifarnetError(f"processes={given} under torchrun, which started {group.local_world_size} per "
-                                "machine; drop --processes (torchrun's --nproc_per_node sets it)")
+    if launched() and values.get("processes", group.local_world_size) != group.local_world_size:
+        raise CifarnetError(f"processes={values['processes']} under torchrun, which started {group.local_world_size} "
+                            "per machine; drop --processes (torchrun's --nproc_per_node sets it)")
     if args.resume:
         path = Path(args.resume)
         if not (path / "config.json").is_file():

@@ -124,8 +124,9 @@ class TrainConfig:
     threads: int = option(0, "CPU threads (0 = PyTorch's default)", ADVANCED, "CPU threads", low=0, high=256, step=1,
                           fmt="%d")
     processes: int = option(1, "training processes on this machine: DistributedDataParallel (launched through "
-                            "torchrun), each taking an equal share of every batch; batch_size must be a multiple",
-                            ADVANCED, "Processes (DDP)", low=1, high=64, step=1, fmt="%d")
+                            "torchrun), each taking an equal share of every batch; batch_size must be a multiple "
+                            "(torchrun itself may start more)",
+                            ADVANCED, "Processes (DDP)", low=1, high=8, step=1, fmt="%d")
     sync_bn: bool = option(True, "with several processes and bn: BatchNorm statistics over the whole batch "
                            "(synchronised), as one process computes them; off = each process normalises its share",
                            ADVANCED, "Synchronised BatchNorm", active_when=("norm", ("bn",)))
