@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.data import load_cifar10
 from cifarnet.records import read_metrics
@@ -144,3 +145,10 @@ def test_a_killed_process_ends_the_run_failed_with_the_reason(runs_dir, data_dir
     finally:
         if process_alive(launcher):
             os.killpg(launcher, signal.SIGKILL)
+
+
+def test_a_batch_that_does_not_split_between_the_processes_is_refused_in_one_line():
+    with pytest.raises(CifarnetError, match=r"^batch_size=128 does not split evenly between 3 processes; allowed: "
+                                            r"a multiple of 3$"):
+        make_config({"processes": 3, "batch_size": 128})
+    assert make_config({"processes": 4, "batch_size": 128}).processes == 4
