@@ -100,9 +100,10 @@ def main() -> None:
         return worker(args)
     load_before = os.getloadavg()
     one, many = [], []
-    for _ in range(args.reps):
+    for rep in range(args.reps):
         one.append(measure(1, args.cores, args))
         many.append(measure(args.cores, 1, args))
+        print(f"repetition {rep + 1}/{args.reps}: {one[-1]:.0f} and {many[-1]:.0f} img/s", file=sys.stderr)
     ratios = [m / o for o, m in zip(one, many)]
     result = {"norm": args.norm, "batch_size": args.batch_size, "cores": args.cores, "steps": args.steps,
               "reps": args.reps, "precision": args.precision,
