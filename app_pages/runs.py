@@ -16,7 +16,7 @@ REFRESH_S = 3
 BEST_HELP = ("Best evaluation during training (including the final one). Short runs evaluate on a subset of "
              "the test set, so this can be above the final accuracy on all 10,000 images")
 COLUMNS = ["run", "status", "norm", "ws", "final_acc", "best_acc", "tta_acc", "duration_s", "arch", "gn_groups",
-           "epochs", "batch_size", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"]
+           "epochs", "batch_size", "processes", "optimizer", "lr", "schedule", "subset", "params", "created", "notes"]
 all_runs = runs()
 by_label = {run_label(info): info for info in all_runs}
 live = any(info.status in LIVE for info in all_runs)
@@ -46,6 +46,8 @@ def table_and_curves() -> None:
                                                           "with its mirror's; – where the run did not measure it"),
             "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
             "params": PARAMS_COLUMN,
+            "processes": st.column_config.NumberColumn("processes", help="how many processes trained the run "
+                                                       "(data-parallel when more than one; its last start)"),
             "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
             "notes": st.column_config.TextColumn("notes", width="large"),
         },

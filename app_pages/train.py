@@ -127,7 +127,8 @@ def followed_run() -> None:
 def _title(info: RunInfo, choice: Choice) -> None:
     """Which run this is and why it is the one shown, with the one action that fits its status."""
     title, action = st.columns([4, 1], vertical_alignment="center")
-    title.subheader(f"Run {literal(info.run_id)} · {info.status}")
+    processes = f" · {info.world_size} processes" if info.world_size > 1 else ""
+    title.subheader(f"Run {literal(info.run_id)} · {info.status}{processes}")
     if info.status in LIVE:
         action.button("Stop run", icon=":material/stop_circle:", width="stretch", key=f"stop-{info.run_id}",
                       on_click=stop, args=(info.run_id,))

@@ -6,11 +6,15 @@ difference between augmentation costing nothing and costing as much as the model
 Every random draw comes from the ``torch.Generator`` passed in, so a seed reproduces
 the exact batch. Which augmentations run, and how strongly, are the config's own fields
 (``crop``, ``crop_pad``, ``flip``, ``affine``, ``rotate_deg``, ``cutout``, ``cutout_size``).
+
+A data-parallel process augments only its share of a global batch (:class:`Rows`), yet makes every
+draw for the whole batch and keeps its rows: its images come out exactly as in a single-process run.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,45 +29,73 @@ SSR_SHIFT = 0.0625
 SSR_SCALE = 0.1
 
 
-def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return (torch.rand(n, generator=gen) * (high - low) + low).to(device)
+@dataclass(frozen=True)
+class Rows:
+    """Rows ``start:stop`` of a batch of ``whole`` images: the part of it a tensor holds.
+
+    Each random draw is made for all ``whole`` images, in the order a single process makes it, and cut to
+    these rows, so the generator's stream, and every image's augmentation, does not depend on the split.
+    """
+
+    start: int
+    stop: int
+    whole: int
+
+    @classmethod
+    def all_of(cls, x: torch.Tensor) -> Rows:
+        return cls(0, len(x), len(x))
+
+    def rand(self, gen: torch.Generator) -> torch.Tensor:
+        """Uniform [0, 1) numbers for the whole batch, this part's rows (on the CPU, where the generator is)."""
+        return torch.rand(self.whole, generator=gen)[self.start:self.stop]
+
+    def randint(self, high: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        """Whole numbers in [0, high) for the whole batch, this part's rows, shaped [n, 1, 1] to index images."""
+        return torch.randint(0, high, (self.whole, 1, 1), generator=gen)[self.start:self.stop].to(device)
 
 
-def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+def _uniform(rows: Rows, low: float, high: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return (rows.rand(gen) * (high - low) + low).to(device)
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
     """Translate each image by up to ``pad`` pixels (reflect-padded), via one gather."""
     n, _, h, w = x.shape
+    rows = rows or Rows.all_of(x)
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=gen).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=gen).to(x.device)
-    rows = dy + torch.arange(h, device=x.device).view(1, h, 1)
-    cols = dx + torch.arange(w, device=x.device).view(1, 1, w)
+    dy = rows.randint(2 * pad + 1, gen, x.device)
+    dx = rows.randint(2 * pad + 1, gen, x.device)
+    ys = dy + torch.arange(h, device=x.device).view(1, h, 1)
+    xs = dx + torch.arange(w, device=x.device).view(1, 1, w)
     batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2).contiguous()
 
 
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def random_flip(x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
     """Mirror a random half of the batch left-right."""
-    mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
+    mask = ((rows or Rows.all_of(x)).rand(gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
     return torch.where(mask, x.flip(3), x)
 
 
-def random_affine(x: torch.Tensor, degrees: float, shift: float, scale: float, gen: torch.Generator) -> torch.Tensor:
+def random_affine(x: torch.Tensor, degrees: float, shift: float, scale: float, gen: torch.Generator,
+                  rows: Rows | None = None) -> torch.Tensor:
     """Rotate (and for shift-scale-rotate, also shift and scale) each image; edges reflect."""
-    n = x.shape[0]
-    angle = _uniform(n, -degrees, degrees, gen, x.device) * (math.pi / 180)
-    zoom = 1.0 / _uniform(n, 1 - scale, 1 + scale, gen, x.device)
-    tx, ty = _uniform(n, -shift, shift, gen, x.device) * 2, _uniform(n, -shift, shift, gen, x.device) * 2
+    rows = rows or Rows.all_of(x)
+    angle = _uniform(rows, -degrees, degrees, gen, x.device) * (math.pi / 180)
+    zoom = 1.0 / _uniform(rows, 1 - scale, 1 + scale, gen, x.device)
+    tx, ty = _uniform(rows, -shift, shift, gen, x.device) * 2, _uniform(rows, -shift, shift, gen, x.device) * 2
     cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def random_cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+def random_cutout(x: torch.Tensor, size: int, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
     """Zero one ``size``-pixel square per image (CoarseDropout with one hole), centre anywhere."""
-    n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n, 1, 1), generator=gen).to(x.device)
-    cx = torch.randint(0, w, (n, 1, 1), generator=gen).to(x.device)
+    _, _, h, w = x.shape
+    rows = rows or Rows.all_of(x)
+    cy = rows.randint(h, gen, x.device)
+    cx = rows.randint(w, gen, x.device)
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     half = size // 2
@@ -71,18 +103,18 @@ def random_cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Ten
     return x.masked_fill(hole.unsqueeze(1), 0.0)
 
 
-def augment_batch(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Apply the augmentations ``cfg`` switches on to a float [N,3,H,W] batch in [0, 1]."""
+def augment_batch(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
+    """Apply the augmentations ``cfg`` switches on to a float [N,3,H,W] batch in [0, 1] (``rows`` of a larger one)."""
     if cfg.crop:
-        x = random_crop(x, cfg.crop_pad, gen)
+        x = random_crop(x, cfg.crop_pad, gen, rows)
     if cfg.flip:
-        x = random_flip(x, gen)
+        x = random_flip(x, gen, rows)
     if cfg.affine == "rotate":
-        x = random_affine(x, cfg.rotate_deg, 0.0, 0.0, gen)
+        x = random_affine(x, cfg.rotate_deg, 0.0, 0.0, gen, rows)
     elif cfg.affine == "ssr":
-        x = random_affine(x, cfg.rotate_deg, SSR_SHIFT, SSR_SCALE, gen)
+        x = random_affine(x, cfg.rotate_deg, SSR_SHIFT, SSR_SCALE, gen, rows)
     if cfg.cutout:
-        x = random_cutout(x, cfg.cutout_size, gen)
+        x = random_cutout(x, cfg.cutout_size, gen, rows)
     return x
 
 

@@ -16,12 +16,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cifarnet.checkpoint import load_model
-from cifarnet.config import AUTO, DEFAULTS, FIELDS, MODEL, allowed, make_config
+from cifarnet.config import AUTO, DEFAULTS, FIELDS, MODEL, TrainConfig, allowed, check_shares, make_config
 from cifarnet.data import load_cifar10
+from cifarnet.distributed import Group, is_main_process, join, launched, relaunch
 from cifarnet.errors import CifarnetError
 from cifarnet.models import build_model
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.recipes import RECIPES
+from cifarnet.records import load_run_config
 from cifarnet.runs import create_run, list_runs, read_run, request_stop
 from cifarnet.summary import format_summary, summarize
 from cifarnet.train import confusion_matrix, evaluate, select_device, train_run
@@ -155,24 +157,57 @@ def _bar(progress: dict) -> None:
     sys.stderr.flush()
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConfig]:
+    """The run to train and its config: ``--resume``'s folder, or a new one from the flags (rank 0 only).
+
+    ``processes`` is how many processes a start without torchrun launches (``--resume`` takes it too: a run may
+    continue with another world size); under torchrun, torchrun has chosen, and ``config.json``'s
+    ``world_size`` records how many trained it.
+    """
     values = _given(args, FIELDS)
+    if launched() and values.get("processes", group.local_world_size) != group.local_world_size:
+        raise CifarnetError(f"processes={values['processes']} under torchrun, which started {group.local_world_size} "
+                            "per machine; drop --processes (torchrun's --nproc_per_node sets it)")
     if args.resume:
         path = Path(args.resume)
         if not (path / "config.json").is_file():
             raise CifarnetError(f"--resume {path}: not a run folder (no config.json)")
+        processes = values.pop("processes", None)
         if values or args.recipe:
-            raise CifarnetError("--resume continues a run with its saved config; drop the other config flags")
-        data = None
-    else:  # everything that can be refused is checked before a run folder exists: settings, device, data set
+            raise CifarnetError("--resume continues a run with its saved config; drop the other config flags "
+                                "(--processes may change)")
+        cfg = load_run_config(path)
+        if processes is not None:
+            cfg = make_config({"processes": processes}, base=cfg)
+    else:
         recipe = RECIPES[args.recipe].overrides if args.recipe else {}
         cfg = make_config({**recipe, **values})
-        select_device(cfg.device)
-        data = load_cifar10(args.data_dir)
-        path = create_run(cfg, args.runs_dir)
-    if not args.quiet:
-        print(f"run {path.name} -> {path}", file=sys.stderr)
-    status = train_run(path, args.data_dir, echo=None if args.quiet else _bar, data=data)
+        select_device(cfg.device)  # everything that can be refused is checked before a run folder exists
+        load_cifar10(args.data_dir)  # (the decoded cache makes the trainer's second load cheap)
+    check_shares(cfg.batch_size, group.world_size)
+    return (path if args.resume else create_run(cfg, args.runs_dir)), cfg
+
+
+def _relaunch_args(args: argparse.Namespace, path: Path) -> list[str]:
+    """The ``train`` arguments each process of a relaunch gets: the run's folder, and the data and output options."""
+    return ["train", "--resume", str(path), *(["--data-dir", args.data_dir] if args.data_dir else []),
+            *(["--quiet"] if args.quiet else [])]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    group = join()  # the processes torchrun started, or this one alone
+    try:
+        path, cfg = group.from_main(lambda: _run_folder(args, group))
+        if not launched() and cfg.processes > 1:  # the run asks for several processes: torchrun starts them
+            relaunch(cfg.processes, _relaunch_args(args, path))
+        if group.is_main and not args.quiet:
+            print(f"run {path.name} -> {path}" + (f" ({group.world_size} processes)" if group.parallel else ""),
+                  file=sys.stderr)
+        status = train_run(path, args.data_dir, echo=None if args.quiet or not group.is_main else _bar, group=group)
+    finally:
+        group.leave()
+    if not group.is_main:
+        return 0 if status in ("finished", "stopped") else 1
     if not args.quiet:
         sys.stderr.write("\n")
     info = read_run(path)
@@ -274,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args) or 0
     except CifarnetError as exc:
-        print(f"cifarnet: error: {exc}", file=sys.stderr)
+        if is_main_process():  # the other processes of a data-parallel run share rank 0's refusal
+            print(f"cifarnet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cifarnet: interrupted", file=sys.stderr)

@@ -123,6 +123,13 @@ class TrainConfig:
     device: str = option("auto", "auto = CUDA when present, else CPU", ADVANCED, "Device", choices=DEVICES)
     threads: int = option(0, "CPU threads (0 = PyTorch's default)", ADVANCED, "CPU threads", low=0, high=256, step=1,
                           fmt="%d")
+    processes: int = option(1, "training processes on this machine: DistributedDataParallel (launched through "
+                            "torchrun), each taking an equal share of every batch; batch_size must be a multiple "
+                            "(torchrun itself may start more)",
+                            ADVANCED, "Processes (DDP)", low=1, high=8, step=1, fmt="%d")
+    sync_bn: bool = option(True, "with several processes and bn: BatchNorm statistics over the whole batch "
+                           "(synchronised), as one process computes them; off = each process normalises its share",
+                           ADVANCED, "Synchronised BatchNorm", active_when=("norm", ("bn",)))
     precision: str = option("auto", "arithmetic of the training step: bf16 = bfloat16 autocast (convs and matmuls in "
                             "bfloat16, weights and optimizer in fp32; evaluation always fp32); auto = bf16 on CUDA and "
                             "on CPUs with native bfloat16 (AVX512-BF16 or AMX), fp32 elsewhere", ADVANCED, "Precision",
@@ -261,14 +268,22 @@ def check_saved(name: str, value: Any) -> None:
     _check_field(name, coerce(name, value))
 
 
+def check_shares(batch_size: int, processes: int) -> None:
+    """Every data-parallel process takes an equal share of each batch, so the batch must split evenly."""
+    if batch_size % processes:
+        raise CifarnetError(f"batch_size={batch_size} does not split evenly between {processes} processes; "
+                            f"allowed: a multiple of {processes}")
+
+
 def _check_combination(cfg: TrainConfig) -> None:
-    """Rules between fields: GN groups against the model, batch against the subset."""
+    """Rules between fields: GN groups against the model, batch against the subset and the processes."""
     build_model(**cfg.model_args)
     if cfg.batch_size > cfg.train_size:
         raise CifarnetError(
             f"batch_size={cfg.batch_size} is larger than the training set ({cfg.train_size} images with "
             f"subset={cfg.subset}); allowed: at most {cfg.train_size}"
         )
+    check_shares(cfg.batch_size, cfg.processes)
 
 
 def make_config(values: dict[str, Any] | None = None, base: TrainConfig = DEFAULTS) -> TrainConfig:

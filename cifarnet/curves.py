@@ -84,7 +84,7 @@ def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
             "ws": info.weight_standardised,
             "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"), "optimizer": cfg.get("optimizer"),
             "lr": cfg.get("lr"), "schedule": cfg.get("schedule"), "subset": cfg.get("subset"),
-            "params": cfg.get("params"),
+            "params": cfg.get("params"), "processes": info.world_size,
             "best_acc": _percent(info.best_acc), "final_acc": _percent(info.final_acc),
             "tta_acc": _percent((info.results or {}).get("tta_acc")),
             "duration_s": None if info.duration_s is None else round(info.duration_s, 1),

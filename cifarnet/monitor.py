@@ -164,6 +164,7 @@ def describe(cfg: TrainConfig) -> str:
     augs = [name for name, on in switches if on]
     speed = {"bf16": " · bfloat16 autocast", "fp32": " · fp32"}.get(cfg.precision, "")  # auto: nothing to say
     speed += " · torch.compile" if cfg.compile else ""
+    speed += f" · {cfg.processes} processes (DDP)" if cfg.processes > 1 else ""
     return (f"{cfg.arch} · {norm} · {cfg.epochs:g} epochs of {cfg.steps_per_epoch} steps "
             f"({cfg.total_steps} in all) · {cfg.train_size:,} train images · batch {cfg.batch_size} · "
             f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}) · augmentation: {', '.join(augs) or 'none'}{speed}")

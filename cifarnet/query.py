@@ -10,6 +10,7 @@ one-line reason instead of breaking the page.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,15 +60,17 @@ def parse_query(params: Mapping[str, Any], base: TrainConfig = DASHBOARD_DEFAULT
             continue
         value = _single(raw)
         try:
-            result.values[name] = getattr(make_config({name: value}, base=_lenient(base)), name)
+            result.values[name] = getattr(make_config({name: value}, base=_lenient(base, name)), name)
         except CifarnetError as exc:
             result.problems.append(f"link value ignored: {exc}")
     return result
 
 
-def _lenient(base: TrainConfig) -> TrainConfig:
-    """A base whose combination rules cannot fail, so only the one field is judged."""
-    return make_config({"norm": "bn", "subset": 0, "batch_size": 2}, base=base)
+def _lenient(base: TrainConfig, name: str) -> TrainConfig:
+    """A base whose combination rules cannot fail, so only the field ``name`` is judged: a batch of 2 fits any
+    subset; one that every allowed process count divides, when that count is the field judged."""
+    batch = math.lcm(*range(1, FIELDS["processes"].high + 1)) if name == "processes" else 2
+    return make_config({"norm": "bn", "subset": 0, "batch_size": batch, "processes": 1}, base=base)
 
 
 def to_query(cfg: TrainConfig, base: TrainConfig = DASHBOARD_DEFAULTS,

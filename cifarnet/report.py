@@ -25,7 +25,7 @@ from cifarnet.recipes import RECIPES, recipe_config
 from cifarnet.records import load_run_config
 from cifarnet.runs import RunInfo, shipped_runs
 
-EXECUTION_FIELDS = ("name", "device", "threads")  # how a run was executed, not what it learned
+EXECUTION_FIELDS = ("name", "device", "threads", "processes")  # how a run was executed, not what it learned
 
 
 def percent(value: float | None) -> str:

@@ -140,6 +140,12 @@ class RunInfo:
             return None
 
     @property
+    def world_size(self) -> int:
+        """How many processes trained the run (data-parallel when more than one); records before DDP: one."""
+        size = self.config.get("world_size")
+        return size if isinstance(size, int) and size > 0 else 1
+
+    @property
     def duration_s(self) -> float | None:
         times = [m.get("time") for m in self.metrics if isinstance(m.get("time"), (int, float))]
         return max(times) if times else None

@@ -13,6 +13,10 @@ Two parts, kept apart so each can change alone:
 - :class:`Run` drives a Trainer to the end of its config and writes everything it learns to the
   run folder as it happens (see :mod:`cifarnet.runs`), so a dashboard can follow it and a crash
   loses nothing already recorded.
+
+Several processes can train one run (:mod:`cifarnet.distributed`, launched by ``torchrun``): the Trainer
+takes its process :class:`~cifarnet.distributed.Group` and, through it, its share of each batch and the
+group's sums; the Run records only in rank 0.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from cifarnet.augment import augment_batch, to_float
+from cifarnet.augment import Rows, augment_batch, to_float
 from cifarnet.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from cifarnet.config import TrainConfig
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
+from cifarnet.distributed import SINGLE, Group, on_terminate
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
-from cifarnet.records import MetricsLog, cut_metrics, load_run_config, read_status, write_json, write_predictions
+from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
+                              write_predictions)
 from cifarnet.schedule import lr_at, make_optimizer, set_lr
 
 TOP_K = 5
@@ -83,7 +90,6 @@ class Evaluation:
     tta_acc: float | None = None
 
 
-@torch.inference_mode()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False,
              batch: int | None = None) -> Evaluation:
     """Loss, accuracy and class probabilities of ``model`` on uint8 ``images``.
@@ -93,6 +99,13 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     fp32 (no autocast, no TF32 on a GPU), whatever a run trained with and wherever it ran, so
     ``evaluate`` of a saved model on a CPU reproduces the figures a GPU run recorded.
     """
+    return summarise(*logits_of(model, images, tta, batch), labels)
+
+
+@torch.inference_mode()
+def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False,
+              batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's logits for uint8 ``images`` (and for their mirrors with ``tta``), in fp32: see :func:`evaluate`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -109,13 +122,17 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     model.train(was_training)
-    logits = torch.cat(plain)
+    return torch.cat(plain), torch.cat(flipped) if tta else None
+
+
+def summarise(logits: torch.Tensor, flipped: torch.Tensor | None, labels: torch.Tensor) -> Evaluation:
+    """Loss, accuracy and probabilities from the logits of :func:`logits_of`."""
     labels = labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     tta_acc = None
-    if tta:
-        both = logits.softmax(1) + torch.cat(flipped).softmax(1)
+    if flipped is not None:
+        both = logits.softmax(1) + flipped.softmax(1)
         tta_acc = (both.argmax(1) == labels).float().mean().item()
     return Evaluation(loss, acc, logits.softmax(1).cpu(), tta_acc)
 
@@ -169,15 +186,16 @@ class Trainer:
     """A config's model, optimizer and data on its device: the batch order, the batches and the training step.
 
     It writes no files (:class:`Run` records what it does). The batch order is a pure function of the seed
-    and the epoch (:meth:`epoch_order`), so a resumed run sees the batches it would have seen, and a
-    data-parallel rank can take its shard of the same global order.
+    and the epoch (:meth:`epoch_order`), so a resumed run sees the batches it would have seen, and each
+    process of a data-parallel ``group`` takes its share of the same global batches.
     """
 
-    def __init__(self, cfg: TrainConfig, data: Cifar10) -> None:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.cfg = cfg
-        self.device = select_device(cfg.device)
+    def __init__(self, cfg: TrainConfig, data: Cifar10, group: Group = SINGLE) -> None:
+        threads = group.threads(cfg.threads)
+        if threads:
+            torch.set_num_threads(threads)
+        self.cfg, self.group = cfg, group
+        self.device = group.device(select_device(cfg.device))
         self.precision = resolve_precision(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         self.classes = data.classes
@@ -187,9 +205,10 @@ class Trainer:
         # channels-last on every device: faster with cuDNN, and with oneDNN on a CPU too (convolution backward,
         # batch norm; docs/PERFORMANCE.md)
         self.model: CifarNet = build_model(**cfg.model_args).to(self.device, memory_format=torch.channels_last)
+        replica = group.replicate(self.model, cfg.sync_bn)  # the model itself, or DDP around it
         # compiled for the training step only: evaluation runs other batch sizes under
         # inference_mode, which would cost a recompile each for little saved
-        self.forward = torch.compile(self.model, mode=COMPILE_MODE[self.device.type]) if cfg.compile else self.model
+        self.forward = torch.compile(replica, mode=COMPILE_MODE[self.device.type]) if cfg.compile else replica
         if cfg.compile:  # inductor's notice that a CPU-only machine has no CUDA runtime is noise here
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.optimizer = make_optimizer(self.model, cfg)
@@ -214,12 +233,16 @@ class Trainer:
         """
         order, gen = self.epoch_order(epoch)
         size = self.cfg.batch_size
+        share = self.group.share(size)  # this process's rows of every batch
+        rows = Rows(share.start, share.stop, size)
+        for _ in range(first):  # a resumed epoch: the skipped batches' draws, so each later image gets its own
+            augment_batch(to_float(self.train_x[:1]), self.cfg, gen, Rows(0, 1, size))
         for i in range(first, self.cfg.steps_per_epoch):
-            idx = order[i * size:(i + 1) * size]
+            idx = order[i * size:(i + 1) * size][share]
             with record_function("step.gather"):
                 x, y = to_float(self.train_x[idx]), self.train_y[idx]
             with record_function("step.augment"):
-                x = augment_batch(x, self.cfg, gen).contiguous(memory_format=torch.channels_last)
+                x = augment_batch(x, self.cfg, gen, rows).contiguous(memory_format=torch.channels_last)
             yield i, x, y
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,19 +259,34 @@ class Trainer:
         self.steps_done += 1
         return loss.detach() * len(y), (logits.argmax(1) == y).sum()
 
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> Evaluation:
+        """:func:`evaluate` of the model, each process of the group taking its share of the images."""
+        share = self.group.share(len(images))
+        plain, flipped = logits_of(self.model, images[share], tta)
+        whole = [None if part is None else self.group.gather_rows(part, share, len(images)) for part in (plain, flipped)]
+        return summarise(*whole, labels)
+
 
 class StatusFile:
-    """A run's ``status.json``: its status and progress, written at most once a second unless forced."""
+    """A run's ``status.json``: its status and progress, written at most once a second unless forced.
 
-    def __init__(self, folder: Path) -> None:
+    Only rank 0 of a data-parallel run writes it; another process keeps it in memory and says on
+    stderr how it ended when that was not a success.
+    """
+
+    def __init__(self, folder: Path, rank: int = 0) -> None:
         self.path = folder / "status.json"
+        self.rank = rank
         self.record: dict = {"status": "starting", "pid": os.getpid()}
         self.last_write = 0.0
 
     def write(self, status: str, force: bool = False, **fields) -> None:
         self.record.update(status=status, pid=os.getpid(), updated=time.time(), **fields)
         now = time.time()
-        if force or now - self.last_write >= STATUS_EVERY_S:
+        if self.rank:
+            if fields.get("error"):
+                print(f"cifarnet: process {self.rank}: {status}: {fields['error']}", file=sys.stderr)
+        elif force or now - self.last_write >= STATUS_EVERY_S:
             self.last_write = now
             write_json(self.path, self.record)
 
@@ -280,6 +318,7 @@ class Run:
         self.started = started
         self.elapsed_before = 0.0  # training time before a resume
         self.best_acc = -1.0
+        self.main = trainer.group.is_main  # the one process that writes the folder
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -291,15 +330,22 @@ class Run:
         logged after its last checkpoint is trained (and logged) again, never twice.
         """
         last = self.path / "last.pt"
-        if not last.is_file():
-            cut_metrics(self.metrics.path, 0)
+        state = self.trainer.group.from_main(lambda: read_checkpoint(last) if last.is_file() else None)
+        if state is None:
+            self._cut_metrics(0)
             return
-        state = read_checkpoint(last, self.trainer.device)
         self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]))
         self.best_acc, self.elapsed_before = float(state["best_acc"]), float(state["elapsed"])
-        cut_metrics(self.metrics.path, self.trainer.steps_done)
+        self._cut_metrics(self.trainer.steps_done)
+
+    def _cut_metrics(self, step: int) -> None:
+        """Rank 0's log cut back to ``step`` (the other processes keep no log)."""
+        if self.main:
+            cut_metrics(self.metrics.path, step)
 
     def _save_last(self) -> None:
+        if not self.main:
+            return
         trainer = self.trainer
         save_checkpoint(self.path / "last.pt", trainer.model, optimizer=trainer.optimizer.state_dict(),
                         step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed())
@@ -310,7 +356,7 @@ class Run:
         trainer, cfg = self.trainer, self.cfg
         spe, total = cfg.steps_per_epoch, cfg.total_steps
         log_every = max(1, min(LOG_EVERY_MAX, spe // LOGS_PER_EPOCH))
-        window = _Window(trainer.device)
+        window = _Window(trainer.device, trainer.group)
         self.status.write("running", force=True)
         while trainer.steps_done < total:
             epoch, first = divmod(trainer.steps_done, spe)
@@ -322,7 +368,7 @@ class Run:
                     self._log_train(window.flush_train())
                 if boundary or (cfg.eval_every and step % cfg.eval_every == 0):
                     self._log_eval(window)
-                if self.stop_requested():
+                if trainer.group.stop_requested(self.stop_requested):
                     return self._stopped()
                 if step == total:
                     break
@@ -351,7 +397,8 @@ class Run:
         """Append a train or eval record: the training figures since the previous record of its kind."""
         record = {"kind": kind, **self._where(), "lr": lr_at(self.trainer.steps_done - 1, self.cfg),
                   "train_loss": train["loss"], "train_acc": train["acc"], **test, "img_s": train["img_s"]}
-        self.metrics.append(record)
+        if self.main:
+            self.metrics.append(record)
         return record
 
     def _log_train(self, train: dict) -> None:
@@ -362,12 +409,13 @@ class Run:
     def _log_eval(self, window: _Window) -> None:
         train = window.flush_eval()
         started = time.time()
-        result = evaluate(self.trainer.model, self.trainer.eval_x, self.trainer.eval_y)
+        result = self.trainer.evaluate(self.trainer.eval_x, self.trainer.eval_y)
         window.exclude(time.time() - started)
         record = self._log("eval", train, test_loss=result.loss, test_acc=result.acc)
         if result.acc > self.best_acc:
             self.best_acc = result.acc
-            save_checkpoint(self.path / "best.pt", self.trainer.model, step=self.trainer.steps_done,
+            if self.main:
+                save_checkpoint(self.path / "best.pt", self.trainer.model, step=self.trainer.steps_done,
                             test_acc=result.acc)
         self._progress(record, force=True)
 
@@ -386,14 +434,21 @@ class Run:
 
     def _stopped(self) -> str:
         self._save_last()
-        self.stop_file.unlink(missing_ok=True)
+        if self.main:
+            self.stop_file.unlink(missing_ok=True)
         return self.status.end("stopped")
 
     def _finish(self) -> str:
-        """Final full-test evaluation, predictions for the browser, results, ``model.pt``."""
+        """Final full-test evaluation; rank 0 writes ``model.pt``, the predictions for the browser and the results."""
+        trainer = self.trainer
+        result = trainer.evaluate(trainer.test_x, trainer.test_y, tta=self.cfg.tta)
+        if self.main:
+            self._write_results(result)
+        return self.status.end("finished")
+
+    def _write_results(self, result: Evaluation) -> None:
         trainer = self.trainer
         save_checkpoint(self.path / "model.pt", trainer.model, step=trainer.steps_done)
-        result = evaluate(trainer.model, trainer.test_x, trainer.test_y, tta=self.cfg.tta)
         labels = trainer.test_y.cpu().numpy()
         top_p, top_i = result.probs.topk(TOP_K, dim=1)
         predicted = top_i[:, 0].numpy()
@@ -411,14 +466,16 @@ class Run:
         self.metrics.append({"kind": "final", **self._where(), "test_loss": result.loss, "test_acc": result.acc,
                              "tta_acc": result.tta_acc})
         self._save_last()
-        return self.status.end("finished")
 
 
 class _Window:
-    """Running train loss / accuracy / throughput, kept on the device to avoid a sync per step."""
+    """Running train loss / accuracy / throughput, kept on the device to avoid a sync per step.
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    Read as sums over the group: the figures describe the whole batches, whatever their split.
+    """
+
+    def __init__(self, device: torch.device, group: Group = SINGLE) -> None:
+        self.device, self.group = device, group
         self.train = self._fresh()
         self.since_eval = self._fresh()
 
@@ -438,9 +495,11 @@ class _Window:
         self.since_eval["excluded"] += seconds
 
     def _read(self, acc: dict) -> dict:
-        n = max(acc["n"], 1)
+        local = torch.stack([acc["loss"], acc["correct"], torch.tensor(float(acc["n"]), device=self.device)])
+        loss, correct, images = self.group.sum(local).tolist()
+        n = max(images, 1)
         seconds = max(time.time() - acc["t0"] - acc["excluded"], 1e-9)
-        return {"loss": acc["loss"].item() / n, "acc": acc["correct"].item() / n, "img_s": acc["n"] / seconds}
+        return {"loss": loss / n, "acc": correct / n, "img_s": images / seconds}
 
     def flush_train(self) -> dict:
         out, self.train = self._read(self.train), self._fresh()
@@ -451,26 +510,34 @@ class _Window:
         return out
 
 
-def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], None] | None = None,
-              data: Cifar10 | None = None) -> str:
-    """Train the run in ``path``; every ending is recorded in its status (never raises for user errors, but
-    refuses a finished run: there is nothing left to train)."""
-    started = time.time()
-    cfg = load_run_config(path)
+def _unfinished_config(path: Path) -> TrainConfig:
+    """The run's config, unless it has finished (resuming it would log a second final record)."""
     if (read_status(path)[0] or {}).get("status") == "finished":
         raise CifarnetError(f"run {shown(path.name)} has finished; nothing to resume")
-    status = StatusFile(path)
+    return load_run_config(path)
+
+
+def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], None] | None = None,
+              data: Cifar10 | None = None, group: Group = SINGLE) -> str:
+    """Train the run in ``path`` (as one process of ``group``); every ending is recorded in its status (never
+    raises for user errors, but refuses a finished run: there is nothing left to train)."""
+    started = time.time()
+    cfg = group.from_main(lambda: _unfinished_config(path))
+    status = StatusFile(path, group.rank)
     stop_file = path / "STOP"
 
     def on_term(_signum, _frame) -> None:
         stop_file.write_text(str(os.getpid()))  # a stop addressed to this trainer (see Run.stop_requested)
 
-    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
+    handler = on_terminate if group.parallel else on_term
+    previous = signal.signal(signal.SIGTERM, handler) if threading.current_thread() is threading.main_thread() \
         else None
     try:
         status.write("starting", force=True, error=None)
-        trainer = Trainer(cfg, data or load_cifar10(data_dir))
-        with MetricsLog(path / "metrics.jsonl") as metrics:
+        if group.is_main:
+            record_world_size(path, group.world_size)
+        trainer = Trainer(cfg, data or load_cifar10(data_dir), group)
+        with MetricsLog(path / "metrics.jsonl") if group.is_main else nullcontext() as metrics:
             return Run(path, trainer, status, metrics, started, echo).execute()
     except Diverged as exc:
         return _ended(status, "diverged", f"{exc}; lower the learning rate")
@@ -483,6 +550,8 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     except OSError as exc:
         return _ended(status, "failed", str(WriteError.of(Path(exc.filename or path), exc)))
     except Exception as exc:  # the run's record must say why it ended, whatever happened
+        if reason := group.failure_reason(exc):
+            return _ended(status, "failed", reason)
         if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
             first = str(exc).strip().splitlines()[0][:200]
             return _ended(status, "failed", f"torch.compile failed ({first}); train again with compile off")

@@ -63,3 +63,15 @@ def test_trainer_start_times_real_trainers(data_dir):
     result = json.loads(done.stdout)
     assert result["reps"] == 1 and 0 < result["interpreter_s"] and 0 < result["running_s"] <= result["first_record_s"]
     assert result["beyond_interpreter_s"] == pytest.approx(result["first_record_s"] - result["interpreter_s"], abs=0.02)
+
+
+def test_ddp_speed_json_compares_one_process_with_several():
+    """One repetition of 1 x 2 threads against 2 processes (torchrun) x 1 thread, two tiny steps each."""
+    cmd = [sys.executable, str(ROOT / "bench" / "ddp_speed.py"), "--json", "--steps", "2", "--warmup", "1",
+           "--reps", "1", "--batch-size", "16", "--norm", "gn", "--data-dir", str(REAL_DATA)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["one_process_img_s"] > 0 and result["processes_img_s"] > 0 and result["cores"] == 2
+    assert result["ratio"] == result["per_rep_ratios"][0] == result["processes_img_s"] / result["one_process_img_s"]
+    assert len(result["load_average_before"]) == 3
