@@ -22,7 +22,8 @@ from cifarnet.errors import CifarnetError
 from cifarnet.models import build_model
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.recipes import RECIPES
-from cifarnet.runs import create_run, list_runs, read_run, request_stop
+from cifarnet.runs import list_runs, read_run, request_stop
+from cifarnet.slots import claim, claim_new_run, inherited
 from cifarnet.summary import format_summary, summarize
 from cifarnet.train import confusion_matrix, evaluate, select_device, train_run
 
@@ -163,12 +164,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CifarnetError(f"--resume {path}: not a run folder (no config.json)")
         if values or args.recipe:
             raise CifarnetError("--resume continues a run with its saved config; drop the other config flags")
+        held = inherited(path) or claim(path)
     else:
         recipe = RECIPES[args.recipe].overrides if args.recipe else {}
-        path = create_run(make_config({**recipe, **values}), args.runs_dir)
+        path, held = claim_new_run(make_config({**recipe, **values}), args.runs_dir)
     if not args.quiet:
         print(f"run {path.name} -> {path}", file=sys.stderr)
-    status = train_run(path, args.data_dir, echo=None if args.quiet else _bar)
+    try:
+        status = train_run(path, args.data_dir, echo=None if args.quiet else _bar)
+    finally:
+        held.release()
     if not args.quiet:
         sys.stderr.write("\n")
     info = read_run(path)
