@@ -244,6 +244,14 @@ def _check_field(name: str, value: Any) -> None:
         )
 
 
+def parse_value(name: str, value: Any) -> Any:
+    """One value of field ``name`` (a string from a list, e.g. an experiment's ``--vary``), coerced and checked
+    alone; refused in one line like any other."""
+    coerced = coerce(name, value)
+    _check_field(name, coerced)
+    return coerced
+
+
 def _check_combination(cfg: TrainConfig) -> None:
     """Rules between fields: GN groups against the model, batch against the subset."""
     build_model(**cfg.model_args)

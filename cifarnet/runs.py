@@ -35,8 +35,8 @@ from cifarnet.errors import CifarnetError, shown
 from cifarnet.models import build_model, count_params
 from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_json
 
-STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
-LIVE = ("starting", "running")
+STATUSES = ("queued", "starting", "running", "finished", "stopped", "failed", "diverged", "cancelled")
+LIVE = ("starting", "running")  # a trainer process exists (or is being born); a queued run has none yet
 DEFAULT_RUNS_DIR = "./runs"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # The shipped runs the app shows first (the Overview, Inside's side by side, the default model of Predict): the
@@ -242,8 +242,8 @@ def new_run_id(cfg: TrainConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.arch}-{cfg.norm}-{secrets.token_hex(2)}"
 
 
-def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> Path:
-    """Make the run folder with its config and a ``starting`` status; refuse a taken name."""
+def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, status: dict | None = None) -> Path:
+    """Make the run folder with its config and a ``starting`` status (or ``status``); refuse a taken name."""
     root = resolve_runs_dir(runs_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> P
     except OSError as exc:
         raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
     write_json(path / "config.json", config_record(cfg, count_params(build_model(**cfg.model_args))))
-    write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
+    write_json(path / "status.json", {"status": "starting", "pid": None, **(status or {}), "updated": time.time()})
     return path
 
 

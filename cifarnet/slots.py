@@ -41,7 +41,7 @@ def max_live_runs() -> int:
     return value
 
 
-def _try_lock(path: Path) -> int | None:
+def try_lock(path: Path) -> int | None:
     """An open descriptor of ``path`` holding its exclusive flock, or None when another process holds it."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -63,7 +63,7 @@ def take_slot(root: Path) -> int | None:
     except OSError as exc:
         raise CifarnetError(f"cannot use the runs folder {root}: {exc.strerror or exc}") from exc
     for number in range(max_live_runs()):
-        fd = _try_lock(folder / str(number))
+        fd = try_lock(folder / str(number))
         if fd is not None:
             return fd
     return None
@@ -86,7 +86,7 @@ def lock_run(path: Path) -> int:
     if is_shipped(path):
         raise CifarnetError(f"run {path.name} is a shipped run and read-only; train your own with the same "
                             "settings (see its config.json) into the runs folder")
-    fd = _try_lock(path / RUN_LOCK)
+    fd = try_lock(path / RUN_LOCK)
     if fd is None:
         raise CifarnetError(f"run {path.name} already has a trainer; one trainer per run (stop it first)")
     return fd
