@@ -22,10 +22,10 @@ from cifarnet.errors import CifarnetError
 from cifarnet.models import build_model
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.recipes import RECIPES
-from cifarnet.experiments import (DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, launch_experiment,
-                                  parse_seeds, parse_vary, plan_experiment)
+from cifarnet.experiments import (DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary,
+                                  start_experiment)
 from cifarnet.run_queue import cancel_run, serve
-from cifarnet.runs import LIVE, list_runs, read_run, request_stop
+from cifarnet.runs import PENDING, list_runs, read_run, request_stop
 from cifarnet.slots import claim, claim_new_run, inherited, max_live_runs
 from cifarnet.summary import format_summary, summarize
 from cifarnet.train import confusion_matrix, evaluate, select_device, train_run
@@ -218,14 +218,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise CifarnetError("give --seeds or --seed, not both")
     recipe = RECIPES[args.recipe].overrides if args.recipe else {}
     base = make_config({**recipe, **values})
-    plan = plan_experiment(base, vary, parse_seeds(args.seeds) if args.seeds else None, name, args.runs_dir)
-    experiment = launch_experiment(plan, args.runs_dir, args.data_dir)
-    print(f"experiment {experiment.name}: {sum(map(len, plan.runs.values()))} run(s), at most "
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    experiment = start_experiment(base, vary, seeds, name, args.runs_dir, args.data_dir)
+    print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), at most "
           f"{max_live_runs()} at a time", file=sys.stderr)
     try:
         return _follow(experiment)
     except KeyboardInterrupt:
-        print(f"cifarnet: its runs go on in the background (`cifarnet runs`; `cancel ID` or `stop ID` to end one)",
+        print("cifarnet: its runs go on in the background (`cifarnet runs`; `cancel ID` or `stop ID` to end one)",
               file=sys.stderr)
         return 130
 
@@ -244,7 +244,7 @@ def _follow(experiment: Experiment) -> int:
                 final = f", test accuracy {_fmt_pct(info.final_acc)}" if info.status == "finished" else ""
                 print(f"{info.run_id} ({label}): {info.status}{final}" + (f" ({error})" if error else ""))
             seen[info.run_id] = (info.status, len(info.evals))
-        if all(info.status not in ("queued", *LIVE) for _, info in runs):
+        if all(info.status not in PENDING for _, info in runs):
             return 1 if any(info.status in ("failed", "diverged") for _, info in runs) else 0
         time.sleep(FOLLOW_S)
 

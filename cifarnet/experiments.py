@@ -25,13 +25,14 @@ from cifarnet.errors import CifarnetError, shown
 from cifarnet.norms import NORMS
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import enqueue, ensure_worker
-from cifarnet.runs import PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
+from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
 
 EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
 MAX_RUNS = 32  # runs in one experiment: variants x seeds
 NOT_VARIED = {"name": "each run is named after its experiment", "seed": "give several seeds with --seeds"}
 DEFAULT_VARY = {"norm": list(NORMS)}
+VARIABLE = tuple(name for name in FIELDS if name not in NOT_VARIED)  # the settings an experiment may vary
 
 
 @dataclass
@@ -90,8 +91,7 @@ def parse_vary(specs: list[str]) -> dict[str, list]:
         if not sep or not name:
             raise CifarnetError(f"--vary {shown(spec)} is not FIELD=V1,V2,...; e.g. norm=bn,ln,gn")
         if name not in FIELDS:
-            raise CifarnetError(f"--vary {shown(spec)}: no setting {shown(name)}; allowed: "
-                                f"{', '.join(f for f in FIELDS if f not in NOT_VARIED)}")
+            raise CifarnetError(f"--vary {shown(spec)}: no setting {shown(name)}; allowed: {', '.join(VARIABLE)}")
         if name in NOT_VARIED:
             raise CifarnetError(f"--vary {shown(spec)}: {name} is not varied ({NOT_VARIED[name]})")
         if name in vary:
@@ -190,6 +190,30 @@ def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
                                                            for label, paths in variants.items()}})
     ensure_worker(runs_dir)
     return Experiment(plan.name, plan.vary, plan.seeds, variants)
+
+
+def start_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
+                     name: str | None = None, runs_dir: str | os.PathLike | None = None,
+                     data_dir: str | os.PathLike | None = None) -> Experiment:
+    """Plan (every check), then queue: what the CLI's ``compare`` and the Train page's buttons do."""
+    return launch_experiment(plan_experiment(base, vary, seeds, name, runs_dir), runs_dir, data_dir)
+
+
+def pending(experiment: Experiment) -> bool:
+    """Whether any run of the experiment still waits or trains (cheap: status files only)."""
+    return any(info.status in PENDING for _, info in experiment_runs(experiment))
+
+
+def experiment_rows(experiment: Experiment) -> list[dict]:
+    """The experiment's runs as table rows: variant, seed, status, progress and test accuracy."""
+    rows = []
+    for label, info in experiment_runs(experiment):
+        progress = info.progress
+        done = progress.get("step", 0) / max(progress.get("total_steps") or 1, 1)
+        rows.append({"run": info.run_id, "variant": label, "seed": info.config.get("seed"), "status": info.status,
+                     "progress": 1.0 if info.status == "finished" else min(max(done, 0.0), 1.0),
+                     "test accuracy": None if info.final_acc is None else 100 * info.final_acc})
+    return rows
 
 
 def experiment_runs(experiment: Experiment) -> list[tuple[str, RunInfo]]:

@@ -53,6 +53,17 @@ def is_live(run_id: str, runs_dir: str | os.PathLike | None = None) -> bool:
     return bool(status) and status.get("status") in LIVE and trainer_alive(folder, status)
 
 
+def is_pending(run_id: str, runs_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the run waits in the queue or trains: a page showing it keeps refreshing."""
+    if is_live(run_id, runs_dir):
+        return True
+    try:
+        status, _ = read_status(run_path(run_id, runs_dir))
+    except CifarnetError:
+        return False
+    return (status or {}).get("status") == "queued"
+
+
 def newest_run(runs_dir: str | os.PathLike | None = None) -> str | None:
     """The id of the most recently created run in the runs folder, whatever its status."""
     ages = [(created(folder), folder.name) for folder in _folders(runs_dir)]

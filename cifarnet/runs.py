@@ -37,6 +37,7 @@ from cifarnet.records import config_record, read_config, read_metrics, read_resu
 
 STATUSES = ("queued", "starting", "running", "finished", "stopped", "failed", "diverged", "cancelled")
 LIVE = ("starting", "running")  # a trainer process exists (or is being born); a queued run has none yet
+PENDING = ("queued", *LIVE)  # not ended yet: pages showing such a run keep refreshing
 DEFAULT_RUNS_DIR = "./runs"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # The shipped runs the app shows first (the Overview, Inside's side by side, the default model of Predict): the
