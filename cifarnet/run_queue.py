@@ -77,15 +77,21 @@ def start_next(root: Path, slot: int) -> subprocess.Popen | None:
         if (status or {}).get("status") != "queued":  # cancelled or started since the listing
             os.close(run)
             continue
-        write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
-        try:
+        if (path / "pid").exists():  # started once already, and its trainer died before it could say so
+            _fail(path, "its trainer ended before it started training; see its log.txt")
+            os.close(run)
+            continue
+        try:  # it stays "queued" until the trainer writes its own status, with its pid
             return spawn(path, Claim(slot, run), status.get("data_dir"))
         except OSError as exc:  # its folder became unwritable: the run fails with the reason, the queue goes on
-            write_json(path / "status.json", {"status": "failed", "pid": None, "updated": time.time(),
-                                              "error": f"could not start: {exc.strerror or exc}"})
+            _fail(path, f"could not start: {exc.strerror or exc}")
             return None
     os.close(slot)
     return None
+
+
+def _fail(path: Path, reason: str) -> None:
+    write_json(path / "status.json", {"status": "failed", "pid": None, "updated": time.time(), "error": reason})
 
 
 def serve(runs_dir: str | os.PathLike | None = None) -> None:

@@ -63,7 +63,7 @@ def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs
     finally:
         if compare.poll() is None:
             compare.kill()
-    assert compare.returncode == 0, err
+    assert compare.returncode == 0, out + err
     assert most == 1
     runs = {p.name: read_run(p) for p in runs_dir.iterdir() if not p.name.startswith(".")}
     assert {run_id: info.status for run_id, info in runs.items()} == {

@@ -71,12 +71,14 @@ def test_simultaneous_starts_from_tabs_and_the_cli_respect_the_limit(runs_dir, d
 
 def test_two_resumes_of_one_run_start_one_trainer(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "4")
-    path = create_run(make_config({**TINY, "epochs": 3}), runs_dir)
+    path = create_run(make_config(TINY), runs_dir)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--data-dir", str(data_dir),
+               "--quiet"]
     trainers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for _ in range(2)]
-    results = [(t.wait(timeout=300), t.stdout.read(), t.stderr.read()) for t in trainers]
+    results = [(t.communicate(timeout=600), t.returncode) for t in trainers]
+    results = [(code, out, err) for (out, err), code in results]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     refused = next(err for code, _, err in results if code == 2)
