@@ -15,7 +15,6 @@ from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
 from cifarnet.run_queue import cancel_run
 from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
-from cifarnet.slots import max_live_runs
 from cifarnet.ui import charts
 from cifarnet.ui.app import page_path
 from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal,
@@ -27,7 +26,8 @@ EXPERIMENT_KEY = "train_experiment"  # the experiment this tab launched (its nam
 NOTICE_KEY = "train_notice"  # a toast a button callback leaves for the next run (callbacks draw nothing)
 REFRESH_S = 1.5
 
-header("Train", "Launch a run with the sidebar's settings. It trains in its own process: switch pages or reload, "
+header("Train", "Launch a run with the sidebar's settings, or an experiment: the same settings with the norm (or "
+       "another setting) varied, its runs queued. Each run trains in its own process: switch pages or reload, "
        "and this tab still follows the run it launched (the address names it).")
 
 cfg, error = current_config()
@@ -118,8 +118,7 @@ def experiment_table() -> None:
         "test accuracy": st.column_config.NumberColumn("test accuracy", format="%.2f %%")})
     queued = [row["run"] for row in rows if row["status"] == "queued"]
     if queued:
-        st.caption(f"Queued runs start by themselves as runs end (at most {max_live_runs()} at a time), with or "
-                   "without this page open.")
+        st.caption("Queued runs start by themselves as running ones end, with or without this page open.")
         for column, run_id in zip(st.columns(min(len(queued), 4)) * 8, queued):
             column.button(f"Cancel {run_id}", key=f"cancel-{run_id}", icon=":material/cancel:", on_click=cancel,
                           args=(run_id,), width="stretch")

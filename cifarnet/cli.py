@@ -192,10 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         path, held = claim_new_run(make_config({**recipe, **values}), args.runs_dir)
     if not args.quiet:
         print(f"run {path.name} -> {path}", file=sys.stderr)
-    try:
-        status = train_run(path, args.data_dir, echo=None if args.quiet else _bar)
-    finally:
-        held.release()
+    # ``held`` stays open until this process ends: a slot frees when its trainer is gone, not while it exits
+    status = train_run(path, args.data_dir, echo=None if args.quiet else _bar)
     if not args.quiet:
         sys.stderr.write("\n")
     info = read_run(path)

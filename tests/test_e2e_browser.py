@@ -21,7 +21,7 @@ from cifarnet.experiments import list_experiments
 from cifarnet.monitor import live_run_ids, newest_live_run
 from cifarnet.runs import read_run
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, settle, shot
+from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, settle, shot, wait_for
 
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
@@ -279,14 +279,14 @@ def test_compare_norms_queues_three_runs_from_the_train_page(tmp_path, data_dir,
         page.goto(f"{url}/train?{LONG_RUN}")
         page.get_by_role("button", name="Compare norms").click()
         page.get_by_text("Queued runs start by themselves").wait_for(timeout=60_000)
-        table = page.get_by_test_id("stDataFrame")
-        page.wait_for_function("() => document.body.innerText.includes('running')", timeout=120_000)
-        settle(page)
         (experiment,) = [e for e in list_experiments(runs) if not e.shipped]
         assert list(experiment.variants) == ["norm=bn", "norm=ln", "norm=gn"]
+        bn = experiment.variants["norm=bn"][0]
+        wait_for(lambda: read_run(bn).status == "running", timeout=120)
+        page.get_by_text(f"Run {bn.name} · running").wait_for(timeout=30_000)  # this tab follows the first run
         statuses = {label: read_run(paths[0]).status for label, paths in experiment.variants.items()}
         assert statuses == {"norm=bn": "running", "norm=ln": "queued", "norm=gn": "queued"}
-        table.wait_for()
+        page.get_by_test_id("stDataFrame").wait_for()
         shot(page, "11-compare-norms-queued")
         gn = experiment.variants["norm=gn"][0].name
         page.get_by_role("button", name=f"Cancel {gn}").click()
