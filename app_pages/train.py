@@ -114,8 +114,7 @@ def experiment_table() -> None:
     rows = experiment_rows(shown_experiment)
     st.subheader(f"Experiment {literal(shown_experiment.name)}")
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
-        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-        "test accuracy": st.column_config.NumberColumn("test accuracy", format="%.2f %%")})
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
     queued = [row["run"] for row in rows if row["status"] == "queued"]
     if queued:
         st.caption("Queued runs start by themselves as running ones end, with or without this page open.")

@@ -211,7 +211,7 @@ def experiment_rows(experiment: Experiment) -> list[dict]:
         done = progress.get("step", 0) / max(progress.get("total_steps") or 1, 1)
         rows.append({"run": info.run_id, "variant": label, "seed": info.config.get("seed"), "status": info.status,
                      "progress": 1.0 if info.status == "finished" else min(max(done, 0.0), 1.0),
-                     "test accuracy": None if info.final_acc is None else 100 * info.final_acc})
+                     "test accuracy": "–" if info.final_acc is None else f"{100 * info.final_acc:.2f} %"})
     return rows
 
 
