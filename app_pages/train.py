@@ -6,8 +6,8 @@ from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
 from cifarnet.errors import CifarnetError, shown
 from cifarnet.images import one_per_class
-from cifarnet.experiments import (VARIABLE, experiment_rows, load_experiment, parse_seeds, parse_vary, pending,
-                                  start_experiment)
+from cifarnet.experiments import (VARIABLE, experiment_rows, load_experiment, newest_pending, parse_seeds,
+                                  parse_vary, pending, start_experiment)
 from cifarnet.launch import resume_run, start_run
 from cifarnet.monitor import (Choice, choose_run, clock, describe, is_pending, live_run_ids,
                               progress_fraction, progress_text)
@@ -92,10 +92,11 @@ def cancel(run_id: str) -> None:
 
 
 def own_experiment():
-    """The experiment this tab launched, as its record says now (None: none, or its record is gone)."""
+    """The experiment this tab launched, else the newest one still running (after a reload or a restart); None
+    when there is neither, or its record is gone."""
     name = st.session_state.get(EXPERIMENT_KEY)
     try:
-        return load_experiment(name, folder) if name and folder is not None else None
+        return None if folder is None else load_experiment(name, folder) if name else newest_pending(folder)
     except CifarnetError:
         return None
 

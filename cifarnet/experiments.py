@@ -203,6 +203,13 @@ def pending(experiment: Experiment) -> bool:
     return any(info.status in PENDING for _, info in experiment_runs(experiment))
 
 
+def newest_pending(runs_dir: str | os.PathLike | None = None) -> Experiment | None:
+    """The newest experiment of the runs folder if it still has runs waiting or training (what a page that did
+    not launch it, e.g. after a dashboard restart, shows)."""
+    newest = list_experiments(runs_dir)[0]
+    return newest if not newest.shipped and pending(newest) else None
+
+
 def experiment_rows(experiment: Experiment) -> list[dict]:
     """The experiment's runs as table rows: variant, seed, status, progress and test accuracy."""
     rows = []

@@ -14,6 +14,10 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
     log.txt          the trainer's own output
     pid              the trainer's process id, written by the launcher the moment it starts it
     STOP             present = a stop was requested; the trainer ends after its current step
+    .trainer.lock    locked by the run's one trainer while it lives (:mod:`cifarnet.slots`)
+
+A run waiting for a slot under the run limit is ``queued`` (:mod:`cifarnet.run_queue`); one cancelled before it
+started is ``cancelled``.
 
 Readers never trust a file blindly: a damaged metrics line or status file is reported
 as damage and the rest is still shown; a run whose process vanished is ``failed``.

@@ -293,3 +293,7 @@ def test_compare_norms_queues_three_runs_from_the_train_page(tmp_path, data_dir,
         page.get_by_role("button", name=f"Cancel {gn}").wait_for(state="detached")
         assert read_run(runs / gn).status == "cancelled"
         assert read_run(experiment.variants["norm=ln"][0]).status == "queued"
+        other = new_tab(page.context.browser)  # a reload, or after a dashboard restart: the state is in the folder
+        other.goto(f"{url}/train")
+        other.get_by_text(f"Experiment {experiment.name}").wait_for()
+        other.get_by_role("button", name=f"Cancel {experiment.variants['norm=ln'][0].name}").wait_for()
