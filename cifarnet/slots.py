@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cifarnet.errors import CifarnetError, shown
 from cifarnet.config import TrainConfig
-from cifarnet.runs import LIVE, PRETRAINED_DIR, create_run, list_runs, resolve_runs_dir
+from cifarnet.records import read_status
+from cifarnet.runs import LIVE, PENDING, PRETRAINED_DIR, create_run, list_runs, resolve_runs_dir
 
 DEFAULT_MAX_LIVE = 2
 SLOTS_FOLDER = ".slots"
 RUN_LOCK = ".trainer.lock"
 CLAIM_ENV = "CIFARNET_CLAIM"  # "SLOT_FD:RUN_FD", set only for a trainer a launcher started
+EXIT_GRACE_S = 10.0  # how long a trainer that has recorded its end may take to exit and drop its locks
 
 
 def max_live_runs() -> int:
@@ -55,6 +59,15 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def _patiently(attempt: Callable[[], int | None], finishing: Callable[[], bool]) -> int | None:
+    """``attempt()``, tried again for up to :data:`EXIT_GRACE_S` while ``finishing()`` says its lock's holder has
+    recorded its end (a trainer that wrote ``stopped`` still holds its locks until its process has exited)."""
+    deadline = time.monotonic() + EXIT_GRACE_S
+    while (fd := attempt()) is None and time.monotonic() < deadline and finishing():
+        time.sleep(0.1)
+    return fd
+
+
 def take_slot(root: Path) -> int | None:
     """A free slot of the runs folder ``root`` (its locked descriptor), or None when all are taken."""
     folder = root / SLOTS_FOLDER
@@ -62,16 +75,22 @@ def take_slot(root: Path) -> int | None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CifarnetError(f"cannot use the runs folder {root}: {exc.strerror or exc}") from exc
-    for number in range(max_live_runs()):
-        fd = try_lock(folder / str(number))
-        if fd is not None:
-            return fd
-    return None
+    limit = max_live_runs()
+
+    def any_free() -> int | None:
+        return next((fd for number in range(limit) if (fd := try_lock(folder / str(number))) is not None), None)
+
+    return _patiently(any_free, lambda: len(live_runs(root)) < limit)
+
+
+def live_runs(root: Path) -> list[str]:
+    """The runs whose records say they train now."""
+    return [r.run_id for r in list_runs(root, include_pretrained=False) if r.status in LIVE]
 
 
 def limit_message(root: Path) -> str:
     """Why a start is refused: the runs training now and the limit (the lock decided; this only explains)."""
-    live = [r.run_id for r in list_runs(root, include_pretrained=False) if r.status in LIVE]
+    live = live_runs(root)
     return (f"{len(live)} run(s) already training ({', '.join(live) or 'starting now'}); the limit is "
             f"{max_live_runs()} (CIFARNET_MAX_RUNS). Stop one or wait for it to finish.")
 
@@ -86,7 +105,8 @@ def lock_run(path: Path) -> int:
     if is_shipped(path):
         raise CifarnetError(f"run {path.name} is a shipped run and read-only; train your own with the same "
                             "settings (see its config.json) into the runs folder")
-    fd = try_lock(path / RUN_LOCK)
+    fd = _patiently(lambda: try_lock(path / RUN_LOCK),
+                    lambda: (read_status(path)[0] or {}).get("status") not in (*PENDING, None))
     if fd is None:
         raise CifarnetError(f"run {path.name} already has a trainer; one trainer per run (stop it first)")
     return fd
