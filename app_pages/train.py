@@ -6,12 +6,15 @@ from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
 from cifarnet.errors import CifarnetError, shown
 from cifarnet.images import one_per_class
+from cifarnet.experiments import (VARIABLE, experiment_rows, load_experiment, newest_pending, parse_seeds,
+                                  parse_vary, pending, start_experiment)
 from cifarnet.launch import resume_run, start_run
-from cifarnet.monitor import (Choice, choose_run, clock, describe, is_live, live_run_ids, progress_fraction,
-                              progress_text)
+from cifarnet.monitor import (Choice, choose_run, clock, describe, is_pending, live_run_ids,
+                              progress_fraction, progress_text)
 from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
-from cifarnet.runs import LIVE, RunInfo, read_run, request_stop, run_path
+from cifarnet.run_queue import cancel_run
+from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
 from cifarnet.ui import charts
 from cifarnet.ui.app import page_path
 from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal,
@@ -19,10 +22,12 @@ from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_rea
 from cifarnet.ui.sidebar import current_config
 
 OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked
+EXPERIMENT_KEY = "train_experiment"  # the experiment this tab launched (its name)
 NOTICE_KEY = "train_notice"  # a toast a button callback leaves for the next run (callbacks draw nothing)
 REFRESH_S = 1.5
 
-header("Train", "Launch a run with the sidebar's settings. It trains in its own process: switch pages or reload, "
+header("Train", "Launch a run with the sidebar's settings, or an experiment: the same settings with the norm (or "
+       "another setting) varied, its runs queued. Each run trains in its own process: switch pages or reload, "
        "and this tab still follows the run it launched (the address names it).")
 
 cfg, error = current_config()
@@ -34,8 +39,24 @@ else:
 ready = data_ready()
 if not ready:
     data_panel(f"Training needs the CIFAR-10 data set, and it is not in the data folder {shown(data_dir())}.")
-if st.button("Launch run", type="primary", icon=":material/rocket_launch:",
-             disabled=cfg is None or not ready or folder is None):
+blocked = cfg is None or not ready or folder is None
+
+
+def queue_experiment(vary: dict | None, seeds: list[int] | None = None) -> None:
+    """Queue an experiment of the sidebar's settings; this tab then follows its first run and its table."""
+    try:
+        experiment = start_experiment(cfg, vary, seeds, cfg.name or None, folder, data_dir())
+    except CifarnetError as exc:
+        st.error(literal(exc), icon=":material/warning:")
+        return
+    st.session_state[EXPERIMENT_KEY] = experiment.name
+    st.session_state[OWN_KEY] = (next(iter(experiment.variants.values()))[0].name, "launched")
+    st.toast(f"Queued experiment {literal(experiment.name)}", icon=":material/science:")
+
+
+launch_col, compare_col, vary_col = st.columns(3)
+if launch_col.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=blocked,
+                     width="stretch"):
     try:
         launched = start_run(cfg, folder, data_dir())
     except CifarnetError as exc:
@@ -43,6 +64,67 @@ if st.button("Launch run", type="primary", icon=":material/rocket_launch:",
     else:
         st.session_state[OWN_KEY] = (launched, "launched")
         st.toast(f"Started run {literal(launched)}", icon=":material/rocket_launch:")
+if compare_col.button("Compare norms", icon=":material/science:", disabled=blocked, width="stretch",
+                      help="These settings with BN, LN and GN: an experiment of three runs, queued under the "
+                           "limit of simultaneous runs"):
+    queue_experiment(None)
+with vary_col.popover("Vary a setting", icon=":material/tune:", disabled=blocked, width="stretch"):
+    field = st.selectbox("Setting", VARIABLE, index=VARIABLE.index("norm"))
+    values = st.text_input("Values, comma-separated", placeholder="e.g. bn,ln,gn or 0.05,0.1")
+    seeds = st.text_input("Seeds, space-separated", placeholder=f"{cfg.seed if cfg else 0}")
+    if st.button("Launch experiment", type="primary", icon=":material/science:"):
+        try:
+            vary, seed_list = parse_vary([f"{field}={values}"]), parse_seeds(seeds.split()) if seeds.strip() else None
+        except CifarnetError as exc:
+            st.error(literal(exc), icon=":material/warning:")
+        else:
+            queue_experiment(vary, seed_list)
+
+
+def cancel(run_id: str) -> None:
+    """Button callback: the queued run ``run_id`` never starts."""
+    try:
+        cancel_run(run_id, folder)
+    except CifarnetError as exc:  # started or deleted meanwhile
+        st.session_state[NOTICE_KEY] = str(exc)
+    else:
+        st.session_state[NOTICE_KEY] = f"Cancelled {literal(run_id)}: it will not start."
+
+
+def own_experiment():
+    """The experiment this tab launched, else the newest one still running (after a reload or a restart); None
+    when there is neither, or its record is gone."""
+    name = st.session_state.get(EXPERIMENT_KEY)
+    try:
+        return None if folder is None else load_experiment(name, folder) if name else newest_pending(folder)
+    except CifarnetError:
+        return None
+
+
+waiting = (experiment := own_experiment()) is not None and pending(experiment)
+
+
+@st.fragment(run_every=REFRESH_S if waiting else None)
+def experiment_table() -> None:
+    """The runs of the experiment this tab launched, with their status; refreshed while any waits or trains."""
+    shown_experiment = own_experiment()
+    if shown_experiment is None:
+        return
+    if pending(shown_experiment) != waiting:
+        st.rerun(scope="app")
+    rows = experiment_rows(shown_experiment)
+    st.subheader(f"Experiment {literal(shown_experiment.name)}")
+    st.dataframe(rows, hide_index=True, width="stretch", column_config={
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
+    queued = [row["run"] for row in rows if row["status"] == "queued"]
+    if queued:
+        st.caption("Queued runs start by themselves as running ones end, with or without this page open.")
+        for column, run_id in zip(st.columns(min(len(queued), 4)) * 8, queued):
+            column.button(f"Cancel {run_id}", key=f"cancel-{run_id}", icon=":material/cancel:", on_click=cancel,
+                          args=(run_id,), width="stretch")
+
+
+experiment_table()
 
 
 def chosen() -> Choice:
@@ -67,7 +149,7 @@ def stop(run_id: str) -> None:
         st.session_state[NOTICE_KEY] = f"Stop requested for {literal(run_id)}: it ends after its step and keeps a checkpoint."
 
 
-polling = (followed := chosen().run_id) is not None and is_live(followed, folder)
+polling = (followed := chosen().run_id) is not None and is_pending(followed, folder)
 if cfg is not None:  # folded while a run trains, so its progress and curves fit on one screen
     with st.expander("Learning-rate schedule of these settings", expanded=not polling, icon=":material/show_chart:"):
         st.plotly_chart(charts.lr_figure(lr_schedule(cfg)), width="stretch")
@@ -89,7 +171,7 @@ def followed_run() -> None:
     except CifarnetError:  # deleted meanwhile
         st.session_state.pop(OWN_KEY, None)
         st.rerun(scope="app")
-    if (info.status in LIVE) != polling:
+    if (info.status in PENDING) != polling:
         st.rerun(scope="app")
     if st.query_params.get(RUN_PARAM) != info.run_id:
         st.query_params[RUN_PARAM] = info.run_id
@@ -103,6 +185,7 @@ def followed_run() -> None:
         button.button("Show it", key=f"show-{other}", on_click=follow, args=(other, "picked"), width="stretch")
     progress = info.progress
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
+                else "waiting for a free slot" if info.status == "queued"
                 else f"{info.status} after {progress.get('step', 0)} of {progress.get('total_steps', '?')} steps")
     _status_note(info)
     loss_col, acc_col, numbers = st.columns([5, 5, 2])
@@ -160,6 +243,10 @@ def _status_note(info) -> None:
     elif info.status == "stopped":
         st.warning("Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it "
                    "reached.", icon=":material/stop_circle:")
+    elif info.status == "queued":
+        st.info("Queued: it starts by itself when one of the running runs ends.", icon=":material/schedule:")
+    elif info.status == "cancelled":
+        st.info("Cancelled before it started.", icon=":material/cancel:")
     elif info.status in ("failed", "diverged"):
         st.error(f"The run {info.status}: {literal(error or 'no reason recorded')}", icon=":material/error:")
     if info.damage:

@@ -28,6 +28,7 @@ from cifarnet.launch import spawn  # noqa: E402
 from cifarnet.query import DASHBOARD_DEFAULTS  # noqa: E402
 from cifarnet.records import read_status  # noqa: E402
 from cifarnet.runs import create_run  # noqa: E402
+from cifarnet.slots import claim  # noqa: E402
 
 POLL_S = 0.01
 
@@ -42,7 +43,7 @@ def trainer_s(runs: Path, data_dir: Path | None, timeout: float = 300) -> dict:
     """Seconds from spawn to the ``running`` status and to the first metrics record of one real trainer."""
     path = create_run(dataclasses.replace(DASHBOARD_DEFAULTS, epochs=20), runs)
     started = time.perf_counter()
-    pid = spawn(path, data_dir)
+    pid = spawn(path, claim(path), data_dir).pid
     marks: dict[str, float] = {}
     try:
         while "first_record_s" not in marks:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifarnet {summary,rf,train,evaluate,explain,runs,stop,data}``.
+"""Command line: ``python -m cifarnet {summary,rf,train,compare,cancel,evaluate,explain,runs,stop,data}``.
 
 Every user error is one line on stderr and a non-zero exit, never a traceback.
 ``train`` has a flag for every config field, and ``summary`` / ``rf`` one for every model field,
@@ -24,10 +24,15 @@ from cifarnet.models import build_model
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.recipes import RECIPES
 from cifarnet.records import load_run_config
-from cifarnet.runs import create_run, list_runs, read_run, request_stop
+from cifarnet.experiments import (DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary,
+                                  start_experiment)
+from cifarnet.run_queue import cancel_run, serve
+from cifarnet.runs import PENDING, list_runs, read_run, request_stop
+from cifarnet.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
 from cifarnet.summary import format_summary, summarize
 from cifarnet.train import confusion_matrix, evaluate, select_device, train_run
 
+FOLLOW_S = 0.5  # how often `compare` looks at its runs
 MODEL_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.group == MODEL)
 
 
@@ -98,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _compare_flags(sub.add_parser("compare", help="an experiment: runs that differ in the varied settings, queued "
+                                  "under the run limit, followed live"))
+    cancel = sub.add_parser("cancel", help="cancel a queued run: it never starts")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--runs-dir")
+    queue = sub.add_parser("queue", help="start queued runs as slots free, until none waits (started by itself)")
+    queue.add_argument("--runs-dir")
     evaluate = sub.add_parser("evaluate", help="test-set accuracy of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a model.pt / best.pt / last.pt file")
     evaluate.add_argument("--data-dir")
@@ -114,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir")
     data.add_argument("--download", action="store_true", help="download CIFAR-10 if it is missing")
     return parser
+
+
+def _compare_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vary", action="append", metavar="FIELD=V1,V2,...",
+                        help=f"a setting and its values, one run each (repeat for a grid); default norm=bn,ln,gn; "
+                        f"at most {MAX_RUNS} runs in all")
+    parser.add_argument("--seeds", nargs="+", metavar="SEED", help="train every variant with each seed")
+    parser.add_argument("--recipe", choices=RECIPES, help="start from a named recipe; other flags override it")
+    _field_flags(parser, FIELDS)
+    parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default $CIFARNET_DATA or ./data)")
+    parser.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
 
 
 def _explain_flags(parser: argparse.ArgumentParser) -> None:
@@ -157,8 +180,9 @@ def _bar(progress: dict) -> None:
     sys.stderr.flush()
 
 
-def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConfig]:
-    """The run to train and its config: ``--resume``'s folder, or a new one from the flags (rank 0 only).
+def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConfig, Claim | None]:
+    """The run to train, its config and the locks that let it train (a slot under the run limit and the run's
+    own lock, :mod:`cifarnet.slots`): ``--resume``'s folder, or a new one from the flags (rank 0 only).
 
     ``processes`` is how many processes a start without torchrun launches (``--resume`` takes it too: a run may
     continue with another world size); under torchrun, torchrun has chosen, and ``config.json``'s
@@ -179,13 +203,17 @@ def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConf
         cfg = load_run_config(path)
         if processes is not None:
             cfg = make_config({"processes": processes}, base=cfg)
-    else:
-        recipe = RECIPES[args.recipe].overrides if args.recipe else {}
-        cfg = make_config({**recipe, **values})
-        select_device(cfg.device)  # everything that can be refused is checked before a run folder exists
-        load_cifar10(args.data_dir)  # (the decoded cache makes the trainer's second load cheap)
+        check_shares(cfg.batch_size, group.world_size)
+        # the processes of a relaunch train under the claim their torchrun parent keeps (see cmd_train)
+        held = None if os.environ.get(HELD_ENV) else (inherited(path) or claim(path))
+        return path, cfg, held
+    recipe = RECIPES[args.recipe].overrides if args.recipe else {}
+    cfg = make_config({**recipe, **values})
+    select_device(cfg.device)  # everything that can be refused is checked before a run folder exists
+    load_cifar10(args.data_dir)  # (the decoded cache makes the trainer's second load cheap)
     check_shares(cfg.batch_size, group.world_size)
-    return (path if args.resume else create_run(cfg, args.runs_dir)), cfg
+    path, held = claim_new_run(cfg, args.runs_dir)
+    return path, cfg, held
 
 
 def _relaunch_args(args: argparse.Namespace, path: Path) -> list[str]:
@@ -197,8 +225,12 @@ def _relaunch_args(args: argparse.Namespace, path: Path) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     group = join()  # the processes torchrun started, or this one alone
     try:
-        path, cfg = group.from_main(lambda: _run_folder(args, group))
-        if not launched() and cfg.processes > 1:  # the run asks for several processes: torchrun starts them
+        path, cfg, held = group.from_main(lambda: _run_folder(args, group))
+        # ``held`` stays open until this process ends: a slot frees when its trainer is gone, not while it exits
+        if not launched() and cfg.processes > 1:  # the run asks for several processes: torchrun starts them,
+            for fd in (held.slot, held.run):  # and keeps the locks for as long as it lives
+                os.set_inheritable(fd, True)
+            os.environ[HELD_ENV] = "1"
             relaunch(cfg.processes, _relaunch_args(args, path))
         if group.is_main and not args.quiet:
             print(f"run {path.name} -> {path}" + (f" ({group.world_size} processes)" if group.parallel else ""),
@@ -216,6 +248,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{path.name}: {status}" + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
           + (f" ({error})" if error else ""))
     return 0 if status in ("finished", "stopped") else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Plan (every check first), queue, then print each run's events until all have ended."""
+    values = _given(args, FIELDS)
+    name = values.pop("name", None)  # --name names the experiment; its runs are named after it
+    vary = parse_vary(args.vary) if args.vary else None
+    clash = sorted(set(vary or DEFAULT_VARY) & set(values))
+    if clash:
+        raise CifarnetError(f"{clash[0]} is both set (--{clash[0].replace('_', '-')}) and varied; give it one way")
+    if args.seeds and "seed" in values:
+        raise CifarnetError("give --seeds or --seed, not both")
+    recipe = RECIPES[args.recipe].overrides if args.recipe else {}
+    base = make_config({**recipe, **values})
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    experiment = start_experiment(base, vary, seeds, name, args.runs_dir, args.data_dir)
+    print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), at most "
+          f"{max_live_runs()} at a time", file=sys.stderr)
+    try:
+        return _follow(experiment)
+    except KeyboardInterrupt:
+        print("cifarnet: its runs go on in the background (`cifarnet runs`; `cancel ID` or `stop ID` to end one)",
+              file=sys.stderr)
+        return 130
+
+
+def _follow(experiment: Experiment) -> int:
+    """One line per run event (a status change, an evaluation) until every run has ended; 1 if any failed."""
+    seen: dict[str, tuple[str, int]] = {}
+    while True:
+        runs = experiment_runs(experiment)
+        for label, info in runs:
+            status, evals = seen.get(info.run_id, ("", 0))
+            for record in info.evals[evals:]:
+                print(f"{info.run_id}: epoch {record.get('epoch', 0):.2f} test {_fmt_pct(record.get('test_acc'))}")
+            if info.status != status:
+                error = info.status_record.get("error") if info.status in ("failed", "diverged") else None
+                final = f", test accuracy {_fmt_pct(info.final_acc)}" if info.status == "finished" else ""
+                print(f"{info.run_id} ({label}): {info.status}{final}" + (f" ({error})" if error else ""))
+            seen[info.run_id] = (info.status, len(info.evals))
+        if all(info.status not in PENDING for _, info in runs):
+            return 1 if any(info.status in ("failed", "diverged") for _, info in runs) else 0
+        time.sleep(FOLLOW_S)
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    cancel_run(args.run_id, args.runs_dir)
+    print(f"cancelled {args.run_id}; it will not start")
+
+
+def cmd_queue(args: argparse.Namespace) -> None:
+    serve(args.runs_dir)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -301,7 +385,8 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"summary": cmd_summary, "rf": cmd_rf, "train": cmd_train, "evaluate": cmd_evaluate,
-            "explain": cmd_explain, "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data}
+            "explain": cmd_explain, "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data, "compare": cmd_compare,
+            "cancel": cmd_cancel, "queue": cmd_queue}
 
 
 def main(argv: list[str] | None = None) -> int:

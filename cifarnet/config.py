@@ -275,6 +275,14 @@ def check_shares(batch_size: int, processes: int) -> None:
                             f"allowed: a multiple of {processes}")
 
 
+def parse_value(name: str, value: Any) -> Any:
+    """One value of field ``name`` (a string from a list, e.g. an experiment's ``--vary``), coerced and checked
+    alone; refused in one line like any other."""
+    coerced = coerce(name, value)
+    _check_field(name, coerced)
+    return coerced
+
+
 def _check_combination(cfg: TrainConfig) -> None:
     """Rules between fields: GN groups against the model, batch against the subset and the processes."""
     build_model(**cfg.model_args)

@@ -3,19 +3,35 @@
 An experiment is one small JSON record in the runs folder's hidden ``.experiments/`` folder (hidden, so the Runs
 page never mistakes it for a run); its runs stay ordinary run folders. The shipped BN/LN/GN trio, with its second
 seed, is an experiment too, built from the pretrained runs so the comparison works offline.
+
+Writing one (:func:`plan_experiment`, then :func:`launch_experiment`): every varied value is checked through the
+config's own declaration, and every run's whole config, name and folder, before anything is created; then its
+runs are queued (:mod:`cifarnet.run_queue`) and start as slots of the run limit free.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from cifarnet.records import read_json
-from cifarnet.runs import PRETRAINED_DIR, SHIPPED_TRIO, resolve_runs_dir
+from cifarnet.config import FIELDS, NAME_PATTERN, TrainConfig, make_config, parse_value
+from cifarnet.errors import CifarnetError, shown
+from cifarnet.records import read_json, write_json
+from cifarnet.run_queue import enqueue, ensure_worker
+from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
 
 EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
+MAX_RUNS = 32  # runs in one experiment: variants x seeds
+NOT_VARIED = {"name": "each run is named after its experiment", "seed": "give several seeds with --seeds"}
+DEFAULT_VARY = {"norm": ["bn", "ln", "gn"]}  # the course exercise's comparison, in its order
+VARIABLE = tuple(name for name in FIELDS if name not in NOT_VARIED)  # the settings an experiment may vary
 
 
 @dataclass
@@ -62,3 +78,161 @@ def list_experiments(runs_dir: str | os.PathLike | None = None) -> list[Experime
     folder = experiments_dir(runs_dir)
     records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
     return [read_experiment(p, runs_dir) for p in records] + [shipped_experiment()]
+
+
+def parse_vary(specs: list[str]) -> dict[str, list]:
+    """``["norm=bn,ln,gn", "lr=0.05,0.1"]`` as ``{"norm": ["bn", "ln", "gn"], "lr": [0.05, 0.1]}``, each value
+    checked through its field's declaration; an unknown field, a bad, repeated or missing value is refused."""
+    vary: dict[str, list] = {}
+    for spec in specs:
+        name, sep, listed = str(spec).partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise CifarnetError(f"--vary {shown(spec)} is not FIELD=V1,V2,...; e.g. norm=bn,ln,gn")
+        if name not in FIELDS:
+            raise CifarnetError(f"--vary {shown(spec)}: no setting {shown(name)}; allowed: {', '.join(VARIABLE)}")
+        if name in NOT_VARIED:
+            raise CifarnetError(f"--vary {shown(spec)}: {name} is not varied ({NOT_VARIED[name]})")
+        if name in vary:
+            raise CifarnetError(f"--vary names {name} twice; give all its values in one list")
+        texts = [text.strip() for text in listed.split(",")]
+        if not any(texts):
+            raise CifarnetError(f"--vary {shown(spec)} has no values; give one or more, comma-separated")
+        if "" in texts:
+            raise CifarnetError(f"--vary {shown(spec)} has an empty value; separate values by single commas")
+        try:
+            values = [parse_value(name, text) for text in texts]
+        except CifarnetError as exc:
+            raise CifarnetError(f"--vary {shown(spec)}: {exc}") from None
+        if len(set(map(spelled, values))) < len(values):
+            raise CifarnetError(f"--vary {shown(spec)} repeats a value; each value once")
+        vary[name] = values
+    return vary
+
+
+def parse_seeds(texts: list[Any]) -> list[int]:
+    """The seeds of an experiment, each checked like the seed setting; repeated seeds are refused."""
+    seeds = [parse_value("seed", text) for text in texts]
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise CifarnetError(f"seeds {shown(' '.join(map(str, texts)))}: give one or more different seeds")
+    return seeds
+
+
+def spelled(value: Any) -> str:
+    """A varied value as labels and run ids spell it: ``on``/``off``, ``auto`` for None, numbers short."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "auto"
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def variant_label(values: dict[str, Any]) -> str:
+    """The label of one variant, e.g. ``norm=bn`` or ``norm=gn lr=0.05``."""
+    return " ".join(f"{name}={spelled(value)}" for name, value in values.items())
+
+
+def _run_id(experiment: str, values: dict[str, Any], seed: int, number: int) -> str:
+    """A readable run id (``EXP-norm-bn-s0``) in the allowed alphabet; the variant's number when that is too long."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(f"{n}-{spelled(v)}" for n, v in values.items()))
+    run_id = f"{experiment}-{readable}-s{seed}".replace("..", "_")
+    return run_id if NAME_PATTERN.match(run_id) else f"{experiment}-v{number}-s{seed}"
+
+
+@dataclass
+class Plan:
+    """An experiment checked and ready to queue: every run's validated config, by variant label."""
+
+    name: str
+    vary: dict[str, list]
+    seeds: list[int]
+    runs: dict[str, list[TrainConfig]]
+
+
+def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
+                    name: str | None = None, runs_dir: str | os.PathLike | None = None) -> Plan:
+    """Every run of the experiment checked (settings, names, free folders) before anything is created.
+
+    ``vary`` defaults to the three norms, ``seeds`` to the base config's seed, ``name`` to a time stamp.
+    """
+    vary, seeds = vary or DEFAULT_VARY, seeds or [base.seed]
+    count = math.prod(len(values) for values in vary.values()) * len(seeds)
+    if count > MAX_RUNS:
+        raise CifarnetError(f"the experiment would train {count} runs; allowed: at most {MAX_RUNS} "
+                            "(fewer values or seeds)")
+    name = name or time.strftime("%Y%m%d-%H%M%S")
+    if not NAME_PATTERN.match(name) or ".." in name or len(name) > 40:
+        raise CifarnetError(f"experiment name {shown(name)} is not allowed; use 1-40 letters, digits, '_', '.' or "
+                            "'-', starting with a letter or digit")
+    if (experiments_dir(runs_dir) / f"{name}.json").exists():
+        raise CifarnetError(f"an experiment named {shown(name)} already exists; choose another name")
+    root, runs = resolve_runs_dir(runs_dir), {}
+    for number, combination in enumerate(itertools.product(*vary.values())):
+        values = dict(zip(vary, combination))
+        configs = [make_config({**values, "seed": seed, "name": _run_id(name, values, seed, number)}, base)
+                   for seed in seeds]
+        taken = [cfg.name for cfg in configs if (root / cfg.name).exists()]
+        if taken:
+            raise CifarnetError(f"a run named {shown(taken[0])} already exists; choose another experiment name")
+        runs[variant_label(values)] = configs
+    return Plan(name, vary, seeds, runs)
+
+
+def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
+                      data_dir: str | os.PathLike | None = None) -> Experiment:
+    """Queue the plan's runs, write its record, and make sure the queue worker starts them."""
+    variants = {label: [enqueue(cfg, runs_dir, data_dir) for cfg in configs] for label, configs in plan.runs.items()}
+    folder = experiments_dir(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"{plan.name}.json", {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,
+                                              "variants": {label: [p.name for p in paths]
+                                                           for label, paths in variants.items()}})
+    ensure_worker(runs_dir)
+    return Experiment(plan.name, plan.vary, plan.seeds, variants)
+
+
+def start_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
+                     name: str | None = None, runs_dir: str | os.PathLike | None = None,
+                     data_dir: str | os.PathLike | None = None) -> Experiment:
+    """Plan (every check), then queue: what the CLI's ``compare`` and the Train page's buttons do."""
+    return launch_experiment(plan_experiment(base, vary, seeds, name, runs_dir), runs_dir, data_dir)
+
+
+def pending(experiment: Experiment) -> bool:
+    """Whether any run of the experiment still waits or trains (cheap: status files only)."""
+    return any(info.status in PENDING for _, info in experiment_runs(experiment))
+
+
+def newest_pending(runs_dir: str | os.PathLike | None = None) -> Experiment | None:
+    """The newest experiment of the runs folder if it still has runs waiting or training (what a page that did
+    not launch it, e.g. after a dashboard restart, shows)."""
+    newest = list_experiments(runs_dir)[0]
+    return newest if not newest.shipped and pending(newest) else None
+
+
+def experiment_rows(experiment: Experiment) -> list[dict]:
+    """The experiment's runs as table rows: variant, seed, status, progress and test accuracy."""
+    rows = []
+    for label, info in experiment_runs(experiment):
+        progress = info.progress
+        done = progress.get("step", 0) / max(progress.get("total_steps") or 1, 1)
+        rows.append({"run": info.run_id, "variant": label, "seed": info.config.get("seed"), "status": info.status,
+                     "progress": 1.0 if info.status == "finished" else min(max(done, 0.0), 1.0),
+                     "test accuracy": "–" if info.final_acc is None else f"{100 * info.final_acc:.2f} %"})
+    return rows
+
+
+def experiment_runs(experiment: Experiment) -> list[tuple[str, RunInfo]]:
+    """(variant label, run as read now) for each run of the experiment that still has its folder."""
+    return [(label, read_run(path)) for label, paths in experiment.variants.items() for path in paths
+            if path.is_dir()]
+
+
+def load_experiment(name: str, runs_dir: str | os.PathLike | None = None) -> Experiment:
+    """The experiment named ``name`` in the runs folder (the shipped one by its name)."""
+    if name == SHIPPED_NAME:
+        return shipped_experiment()
+    path = experiments_dir(runs_dir) / f"{name}.json"
+    if not NAME_PATTERN.match(str(name)) or not path.is_file():
+        raise CifarnetError(f"no experiment {shown(name)} in {resolve_runs_dir(runs_dir)}")
+    return read_experiment(path, runs_dir)

@@ -33,7 +33,7 @@ def live_run_ids(runs_dir: str | os.PathLike | None = None) -> list[str]:
     for folder in _folders(runs_dir):
         status, _ = read_status(folder)
         if status and status.get("status") in LIVE and trainer_alive(folder, status):
-            live.append((_created(folder), folder.name))
+            live.append((created(folder), folder.name))
     return [run_id for _, run_id in sorted(live, reverse=True)]
 
 
@@ -53,16 +53,28 @@ def is_live(run_id: str, runs_dir: str | os.PathLike | None = None) -> bool:
     return bool(status) and status.get("status") in LIVE and trainer_alive(folder, status)
 
 
+def is_pending(run_id: str, runs_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the run waits in the queue or trains: a page showing it keeps refreshing."""
+    if is_live(run_id, runs_dir):
+        return True
+    try:
+        status, _ = read_status(run_path(run_id, runs_dir))
+    except CifarnetError:
+        return False
+    return (status or {}).get("status") == "queued"
+
+
 def newest_run(runs_dir: str | os.PathLike | None = None) -> str | None:
     """The id of the most recently created run in the runs folder, whatever its status."""
-    created = [(_created(folder), folder.name) for folder in _folders(runs_dir)]
-    return max(created)[1] if created else None
+    ages = [(created(folder), folder.name) for folder in _folders(runs_dir)]
+    return max(ages)[1] if ages else None
 
 
-def _created(folder: Path) -> float:
+def created(folder: Path) -> float:
+    """When the run was created (its config's time stamp, else its folder's modification time)."""
     config, _ = read_config(folder)
-    created = (config or {}).get("created")
-    return float(created) if isinstance(created, (int, float)) else folder.stat().st_mtime
+    stamp = (config or {}).get("created")
+    return float(stamp) if isinstance(stamp, (int, float)) else folder.stat().st_mtime
 
 
 # How this tab came to follow its own run: it launched it, or the user picked it among the live runs.

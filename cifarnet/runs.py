@@ -14,6 +14,11 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
     log.txt          the trainer's own output
     pid              the trainer's process id, written by the launcher the moment it starts it
     STOP             the pid of a trainer asked to stop; it ends after its current step
+    .trainer.lock    locked by the run's one trainer while it lives (:mod:`cifarnet.slots`)
+
+A run waiting for a slot under the run limit is ``queued`` (:mod:`cifarnet.run_queue`); one cancelled before it
+started is ``cancelled``.
+>>>>>>> i17
 
 Readers never trust a file blindly: a damaged metrics line or status file, or a value of the wrong kind
 (the schema in :mod:`cifarnet.records`), is reported as the run's damage and the rest is still shown; a run
@@ -37,8 +42,9 @@ from cifarnet.models import build_model, count_params
 from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_file, write_json
 from cifarnet.train import select_device
 
-STATUSES = ("starting", "running", "finished", "stopped", "failed", "diverged")
-LIVE = ("starting", "running")
+STATUSES = ("queued", "starting", "running", "finished", "stopped", "failed", "diverged", "cancelled")
+LIVE = ("starting", "running")  # a trainer process exists (or is being born); a queued run has none yet
+PENDING = ("queued", *LIVE)  # not ended yet: pages showing such a run keep refreshing
 DEFAULT_RUNS_DIR = "./runs"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # The shipped runs the app shows first (the Overview, Inside's side by side, the default model of Predict): the
@@ -252,9 +258,10 @@ def new_run_id(cfg: TrainConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.arch}-{cfg.norm}-{secrets.token_hex(2)}"
 
 
-def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> Path:
-    """Make the run folder with its config and a ``starting`` status; refuse a taken name, or a device this
-    machine does not have (before any folder exists). A folder whose records cannot be written is removed."""
+def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, status: dict | None = None) -> Path:
+    """Make the run folder with its config and a ``starting`` status (or ``status``); refuse a taken name, or a
+    device this machine does not have (before any folder exists). A folder whose records cannot be written is
+    removed."""
     select_device(cfg.device)
     root = resolve_runs_dir(runs_dir)
     try:
@@ -267,7 +274,7 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> P
         raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
     try:
         write_json(path / "config.json", config_record(cfg, count_params(build_model(**cfg.model_args))))
-        write_json(path / "status.json", {"status": "starting", "pid": None, "updated": time.time()})
+        write_json(path / "status.json", {"status": "starting", "pid": None, **(status or {}), "updated": time.time()})
     except WriteError:
         shutil.rmtree(path, ignore_errors=True)
         raise

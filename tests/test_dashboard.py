@@ -478,6 +478,15 @@ def test_predict_refuses_bad_files_clearly(app, name, content, message):
 
 # -- train ------------------------------------------------------------------------------------------
 
+def test_train_page_refuses_a_bad_varied_value_before_anything_starts(app, runs_dir):
+    at = app("train", subset="20", epochs="1", batch_size="50")
+    next(box for box in at.selectbox if box.label == "Setting").set_value("lr")
+    next(box for box in at.text_input if box.label == "Values, comma-separated").set_value("0.05,fast")
+    next(b for b in at.button if b.label == "Launch experiment").click().run()
+    assert not at.exception and "--vary 'lr=0.05,fast': lr='fast' is not a number" in texts(at.error)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
 def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
     at = app("train", subset="20", epochs="20", batch_size="16", eval_every="2", eval_subset="10")
     assert "No run yet" in texts(at.info)
@@ -485,7 +494,7 @@ def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
     widget(at, "norm").set_value("gn").run()
     next(b for b in at.button if b.label == "Launch run").click().run()
     assert not at.error, texts(at.error)
-    (run_dir,) = list(runs_dir.iterdir())
+    (run_dir,) = [p for p in runs_dir.iterdir() if not p.name.startswith(".")]  # .slots: the run limit's locks
     assert json.loads((run_dir / "config.json").read_text())["norm"] == "gn"
     deadline = time.time() + 120
     while read_run(run_dir).status != "running" or not read_run(run_dir).evals:

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 
 from cifarnet.curves import curves_frame
+from cifarnet.experiments import list_experiments
 from cifarnet.monitor import live_run_ids, newest_live_run
 from cifarnet.runs import read_run
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, settle, shot
+from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, settle, shot, wait_for
 
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
@@ -268,3 +269,31 @@ def test_hostile_link_and_uploads_show_as_plain_messages(server, page):
         assert page.get_by_test_id("stException").count() == 0 and message.locator("a, img").count() == 0
     shot(page, "06-predict-hostile-input")
     assert not [address for address in requested if urlparse(address).port == 9], requested
+
+
+def test_compare_norms_queues_three_runs_from_the_train_page(tmp_path, data_dir, page, monkeypatch):
+    """Compare norms with a one-run limit: the table shows one run training and two queued; Cancel ends one."""
+    monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
+    runs = tmp_path / "runs"
+    with dashboard_server(runs, data_dir, tmp_path / "server.log") as url:
+        page.goto(f"{url}/train?{LONG_RUN}")
+        page.get_by_role("button", name="Compare norms").click()
+        page.get_by_text("Queued runs start by themselves").wait_for(timeout=60_000)
+        (experiment,) = [e for e in list_experiments(runs) if not e.shipped]
+        assert list(experiment.variants) == ["norm=bn", "norm=ln", "norm=gn"]
+        bn = experiment.variants["norm=bn"][0]
+        wait_for(lambda: read_run(bn).status == "running", timeout=120)
+        page.get_by_text(f"Run {bn.name} · running").wait_for(timeout=30_000)  # this tab follows the first run
+        statuses = {label: read_run(paths[0]).status for label, paths in experiment.variants.items()}
+        assert statuses == {"norm=bn": "running", "norm=ln": "queued", "norm=gn": "queued"}
+        page.get_by_test_id("stDataFrame").wait_for()
+        shot(page, "11-compare-norms-queued")
+        gn = experiment.variants["norm=gn"][0].name
+        page.get_by_role("button", name=f"Cancel {gn}").click()
+        page.get_by_role("button", name=f"Cancel {gn}").wait_for(state="detached")
+        assert read_run(runs / gn).status == "cancelled"
+        assert read_run(experiment.variants["norm=ln"][0]).status == "queued"
+        other = new_tab(page.context.browser)  # a reload, or after a dashboard restart: the state is in the folder
+        other.goto(f"{url}/train")
+        other.get_by_text(f"Experiment {experiment.name}").wait_for()
+        other.get_by_role("button", name=f"Cancel {experiment.variants['norm=ln'][0].name}").wait_for()

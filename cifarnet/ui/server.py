@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cifarnet.monitor import live_run_ids
+from cifarnet.run_queue import cancel_run, queued_runs
 from cifarnet.runs import request_stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,8 @@ def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, time
             _wait_healthy(url, process, timeout, log_path)
             yield url
         finally:
+            for waiting in queued_runs(runs_dir):  # nor a queued run that would start after the server is gone
+                cancel_run(waiting.name, runs_dir)
             for live in live_run_ids(runs_dir):  # a failed check must not leave a trainer running
                 request_stop(live, runs_dir)
             process.terminate()

@@ -1,0 +1,178 @@
+"""Who may train: a slot under the run limit, and a run's one trainer; both held as OS file locks.
+
+The run limit (``$CIFARNET_MAX_RUNS``) is ``N`` slot files, ``.slots/0`` .. ``.slots/N-1`` in the runs folder; a
+trainer holds one with ``flock`` for its whole life, and each run folder has a ``.trainer.lock`` that its trainer
+holds too. Taking a lock is the check and the claim in one step, so two starts at the same moment (three browser
+tabs, the CLI and the dashboard, two ``train --resume``) cannot both pass; and the kernel drops a process's locks
+when it ends, however it ends (even ``kill -9``), so a dead trainer never keeps a slot.
+
+A launcher takes both locks itself (so it can refuse at once, before anything starts) and hands them to the
+trainer it starts: the locked files stay open in the child (``pass_fds``) and ``$CIFARNET_CLAIM`` names their
+descriptors; a flock belongs to the open file, so it stays held while the child has it, after the launcher closes
+its own copy.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cifarnet.errors import CifarnetError, shown
+from cifarnet.config import TrainConfig
+from cifarnet.records import read_status
+from cifarnet.runs import LIVE, PENDING, PRETRAINED_DIR, create_run, list_runs, resolve_runs_dir
+
+DEFAULT_MAX_LIVE = 2
+SLOTS_FOLDER = ".slots"
+RUN_LOCK = ".trainer.lock"
+CLAIM_ENV = "CIFARNET_CLAIM"  # "SLOT_FD:RUN_FD", set only for a trainer a launcher started
+HELD_ENV = "CIFARNET_CLAIM_HELD"  # set for the processes of a trainer that became torchrun: it holds the claim
+EXIT_GRACE_S = 10.0  # how long a trainer that has recorded its end may take to exit and drop its locks
+
+
+def max_live_runs() -> int:
+    """Simultaneous runs allowed (``$CIFARNET_MAX_RUNS``, default 2: one per core here)."""
+    raw = os.environ.get("CIFARNET_MAX_RUNS", str(DEFAULT_MAX_LIVE))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is not a whole number; allowed: 1 or more") from None
+    if value < 1:
+        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is too small; allowed: 1 or more")
+    return value
+
+
+def try_lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive flock, or None when another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise CifarnetError(f"cannot use {path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _patiently(attempt: Callable[[], int | None], finishing: Callable[[], bool]) -> int | None:
+    """``attempt()``, tried again for up to :data:`EXIT_GRACE_S` while ``finishing()`` says its lock's holder has
+    recorded its end (a trainer that wrote ``stopped`` still holds its locks until its process has exited)."""
+    deadline = time.monotonic() + EXIT_GRACE_S
+    while (fd := attempt()) is None and time.monotonic() < deadline and finishing():
+        time.sleep(0.1)
+    return fd
+
+
+def take_slot(root: Path) -> int | None:
+    """A free slot of the runs folder ``root`` (its locked descriptor), or None when all are taken."""
+    folder = root / SLOTS_FOLDER
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CifarnetError(f"cannot use the runs folder {root}: {exc.strerror or exc}") from exc
+    limit = max_live_runs()
+
+    def any_free() -> int | None:
+        return next((fd for number in range(limit) if (fd := try_lock(folder / str(number))) is not None), None)
+
+    return _patiently(any_free, lambda: len(live_runs(root)) < limit)
+
+
+def live_runs(root: Path) -> list[str]:
+    """The runs whose records say they train now."""
+    return [r.run_id for r in list_runs(root, include_pretrained=False) if r.status in LIVE]
+
+
+def limit_message(root: Path) -> str:
+    """Why a start is refused: the runs training now and the limit (the lock decided; this only explains)."""
+    live = live_runs(root)
+    return (f"{len(live)} run(s) already training ({', '.join(live) or 'starting now'}); the limit is "
+            f"{max_live_runs()} (CIFARNET_MAX_RUNS). Stop one or wait for it to finish.")
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether ``path`` is one of the runs installed with the package (read-only everywhere)."""
+    return path.resolve().parent == PRETRAINED_DIR.resolve()
+
+
+def lock_run(path: Path) -> int:
+    """The locked ``.trainer.lock`` of the run in ``path``; refused for a run with a trainer, or a shipped run."""
+    if is_shipped(path):
+        raise CifarnetError(f"run {path.name} is a shipped run and read-only; train your own with the same "
+                            "settings (see its config.json) into the runs folder")
+    fd = _patiently(lambda: try_lock(path / RUN_LOCK),
+                    lambda: (read_status(path)[0] or {}).get("status") not in (*PENDING, None))
+    if fd is None:
+        raise CifarnetError(f"run {path.name} already has a trainer; one trainer per run (stop it first)")
+    return fd
+
+
+@dataclass
+class Claim:
+    """The two locks a trainer holds for its whole life: a slot under the limit and its run's own lock."""
+
+    slot: int
+    run: int
+
+    def release(self) -> None:
+        for fd in (self.slot, self.run):
+            os.close(fd)
+
+    def env(self) -> dict[str, str]:
+        """How a child started with ``pass_fds=(slot, run)`` learns that it holds them."""
+        return {CLAIM_ENV: f"{self.slot}:{self.run}"}
+
+
+def claim(path: Path, slot: int | None = None) -> Claim:
+    """Both locks for training the run in ``path``, taking a slot unless one (``slot``, then owned by the claim)
+    is already held.
+
+    Refused in one line, with nothing left held, when the run has a trainer or every slot is taken.
+    """
+    try:
+        run = lock_run(path)
+    except CifarnetError:
+        if slot is not None:
+            os.close(slot)
+        raise
+    slot = slot if slot is not None else take_slot(path.parent)
+    if slot is None:
+        os.close(run)
+        raise CifarnetError(limit_message(path.parent))
+    return Claim(slot, run)
+
+
+def inherited(path: Path) -> Claim | None:
+    """The claim a launcher handed to this process for ``path``, if ``$CIFARNET_CLAIM`` names this run's lock."""
+    raw = os.environ.pop(CLAIM_ENV, "")
+    try:
+        slot, run = (int(part) for part in raw.split(":"))
+        held, lock = os.fstat(run), (path / RUN_LOCK).stat()
+        os.fstat(slot)
+    except (ValueError, OSError):
+        return None
+    if (held.st_dev, held.st_ino) != (lock.st_dev, lock.st_ino):
+        return None
+    for fd in (slot, run):  # kept by this trainer only, not by programs it may start
+        os.set_inheritable(fd, False)
+    return Claim(slot, run)
+
+
+def claim_new_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> tuple[Path, Claim]:
+    """A new run folder for ``cfg`` with both locks held; refused, with nothing created, over the limit."""
+    root = resolve_runs_dir(runs_dir)
+    slot = take_slot(root)
+    if slot is None:
+        raise CifarnetError(limit_message(root))
+    try:
+        path = create_run(cfg, root)
+    except CifarnetError:
+        os.close(slot)
+        raise
+    return path, claim(path, slot)

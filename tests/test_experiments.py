@@ -1,0 +1,121 @@
+"""Issue 17 (backend and launch): experiments queue their runs under the run limit, start them by themselves, can
+cancel a queued one, survive a killed trainer, and refuse a bad ``--vary`` before anything starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cifarnet import CifarnetError
+from cifarnet.config import make_config
+from cifarnet.experiments import list_experiments, parse_vary, plan_experiment, start_experiment
+from cifarnet.run_queue import cancel_run
+from cifarnet.runs import LIVE, read_run, trainer_alive
+from conftest import ROOT, run_cli, wait_for
+
+TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
+TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]
+
+
+def trainer_processes(runs_dir: Path) -> list[int]:
+    """Pids of live trainer processes of ``runs_dir``, from /proc (not from any record)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and b"--resume" in cmdline and any(str(runs_dir).encode() in arg for arg in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def live_records(runs_dir: Path) -> list[str]:
+    """Runs whose record says a trainer is alive."""
+    return [p.name for p in runs_dir.iterdir() if not p.name.startswith(".")
+            and (info := read_run(p)).status in LIVE and trainer_alive(p, info.status_record)]
+
+
+def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs_dir, data_dir, monkeypatch):
+    monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    compare = subprocess.Popen([sys.executable, "-m", "cifarnet", "compare", "--vary", "lr=0.05,0.06,0.07,0.08",
+                                *TINY_FLAGS, "--name", "q", "--runs-dir", str(runs_dir), "--data-dir",
+                                str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        last = runs_dir / "q-lr-0.08-s0"
+        wait_for(last.is_dir, timeout=120)
+        cancelled = run_cli("cancel", last.name, "--runs-dir", str(runs_dir))
+        assert cancelled.returncode == 0, cancelled.stderr
+        most = 0
+        while compare.poll() is None:  # only one trainer at any moment, by the records and by /proc
+            most = max(most, len(live_records(runs_dir)), len(trainer_processes(runs_dir)))
+            time.sleep(0.05)
+        out, err = compare.communicate()
+    finally:
+        if compare.poll() is None:
+            compare.kill()
+    assert compare.returncode == 0, out + err
+    assert most == 1
+    runs = {p.name: read_run(p) for p in runs_dir.iterdir() if not p.name.startswith(".")}
+    assert {run_id: info.status for run_id, info in runs.items()} == {
+        "q-lr-0.05-s0": "finished", "q-lr-0.06-s0": "finished", "q-lr-0.07-s0": "finished",
+        "q-lr-0.08-s0": "cancelled"}
+    assert not runs["q-lr-0.08-s0"].metrics and not (last / "log.txt").exists()  # it never started
+    assert "q-lr-0.05-s0 (lr=0.05): finished, test accuracy" in out and "q-lr-0.08-s0 (lr=0.08): cancelled" in out
+    record = json.loads((runs_dir / ".experiments" / "q.json").read_text())
+    assert record["vary"] == {"lr": [0.05, 0.06, 0.07, 0.08]} and record["seeds"] == [0]
+    assert record["variants"]["lr=0.06"] == ["q-lr-0.06-s0"]
+    assert list_experiments(runs_dir)[0].name == "q"
+    again = run_cli("cancel", "q-lr-0.05-s0", "--runs-dir", str(runs_dir))
+    assert again.returncode == 2 and "is finished; only a queued run can be cancelled" in again.stderr
+    assert not trainer_processes(runs_dir)
+
+
+def test_a_killed_trainer_does_not_stall_the_queue(runs_dir, data_dir, monkeypatch):
+    monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
+    experiment = start_experiment(make_config(TINY), parse_vary(["epochs=200,1"]), None, "k", runs_dir, data_dir)
+    long, short = (paths[0] for paths in experiment.variants.values())
+    wait_for(lambda: read_run(long).status == "running", timeout=180)
+    assert read_run(short).status == "queued"
+    os.kill(read_run(long).status_record["pid"], signal.SIGKILL)
+    wait_for(lambda: read_run(short).status == "finished", timeout=300)
+    assert read_run(long).status == "failed" and "ended without reporting" in read_run(long).status_record["error"]
+
+
+@pytest.mark.parametrize("vary, message", [
+    ("nrm=bn,ln", "--vary 'nrm=bn,ln': no setting 'nrm'; allowed: arch, norm,"),
+    ("norm=bn,xn", "--vary 'norm=bn,xn': norm='xn' is not known; allowed: bn, gn, ln"),
+    ("lr=", "--vary 'lr=' has no values; give one or more, comma-separated"),
+    ("gn_groups=1,2,4,8,16,32,64,128,3", None),
+])
+def test_bad_vary_is_refused_before_anything_starts(vary, message, runs_dir):
+    extra = ["--seeds", "0", "1", "2", "3"] if message is None else []  # 9 values x 4 seeds = 36 runs
+    result = run_cli("compare", "--vary", vary, *extra, "--runs-dir", str(runs_dir))
+    message = message or "the experiment would train 36 runs; allowed: at most 32"
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_every_run_is_checked_before_any_is_created(runs_dir):
+    """A value fine alone but not with the others (gn_groups=3 with GN's channels) refuses the whole plan."""
+    with pytest.raises(CifarnetError, match="gn_groups"):
+        plan_experiment(make_config({**TINY, "norm": "gn"}), parse_vary(["gn_groups=2,3"]), None, "g", runs_dir)
+    assert not runs_dir.exists()
+    with pytest.raises(CifarnetError, match="repeats a value"):
+        parse_vary(["lr=0.1,0.10"])
+
+
+def test_cancel_refuses_what_is_not_queued(runs_dir):
+    runs_dir.mkdir()
+    with pytest.raises(CifarnetError, match="shipped run; only a queued run can be cancelled"):
+        cancel_run("s9-bn", runs_dir)
