@@ -23,8 +23,7 @@ from pathlib import Path
 
 from cifarnet.errors import CifarnetError, shown
 from cifarnet.config import TrainConfig
-from cifarnet.records import read_status
-from cifarnet.runs import LIVE, PENDING, PRETRAINED_DIR, create_run, list_runs, resolve_runs_dir
+from cifarnet.runs import LIVE, PENDING, PRETRAINED_DIR, create_run, list_runs, read_run, resolve_runs_dir
 
 DEFAULT_MAX_LIVE = 2
 SLOTS_FOLDER = ".slots"
@@ -62,7 +61,7 @@ def try_lock(path: Path) -> int | None:
 
 def _patiently(attempt: Callable[[], int | None], finishing: Callable[[], bool]) -> int | None:
     """``attempt()``, tried again for up to :data:`EXIT_GRACE_S` while ``finishing()`` says its lock's holder has
-    recorded its end (a trainer that wrote ``stopped`` still holds its locks until its process has exited)."""
+    ended or died (a trainer that wrote ``stopped``, or was killed, holds its locks until its process is gone)."""
     deadline = time.monotonic() + EXIT_GRACE_S
     while (fd := attempt()) is None and time.monotonic() < deadline and finishing():
         time.sleep(0.1)
@@ -106,8 +105,7 @@ def lock_run(path: Path) -> int:
     if is_shipped(path):
         raise CifarnetError(f"run {path.name} is a shipped run and read-only; train your own with the same "
                             "settings (see its config.json) into the runs folder")
-    fd = _patiently(lambda: try_lock(path / RUN_LOCK),
-                    lambda: (read_status(path)[0] or {}).get("status") not in (*PENDING, None))
+    fd = _patiently(lambda: try_lock(path / RUN_LOCK), lambda: read_run(path).status not in PENDING)
     if fd is None:
         raise CifarnetError(f"run {path.name} already has a trainer; one trainer per run (stop it first)")
     return fd

@@ -512,9 +512,10 @@ class _Window:
 
 def _unfinished_config(path: Path) -> TrainConfig:
     """The run's config, unless it has finished (resuming it would log a second final record)."""
+    cfg = load_run_config(path)
     if (read_status(path)[0] or {}).get("status") == "finished":
         raise CifarnetError(f"run {shown(path.name)} has finished; nothing to resume")
-    return load_run_config(path)
+    return cfg
 
 
 def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], None] | None = None,

@@ -130,12 +130,13 @@ def test_table_means_and_sample_std_by_hand(norms_experiment):
 def test_unusable_runs_are_named_not_averaged(norms_experiment):
     notes = load_comparison(norms_experiment).notes
     assert notes == ["norm=gn, run gn1: failed; out of memory",
-                     "norm=gn, run gn2: finished, but its results.json is missing or incomplete",
+                     "norm=gn, run gn2: finished, but its results.json is missing or incomplete; "
+                     "results.json is damaged (JSONDecodeError)",
                      "norm=gn, run gn-gone: missing; its run folder is missing"]
 
 
 def test_live_run_is_drawn_and_pending_but_not_averaged(norms_experiment, runs_dir):
-    live = fixture_run(runs_dir, "bn2", "bn", 2, test=0.10, train=0.10, tta=0.10, wall=5.0, status="running")
+    live = fixture_run(runs_dir, "bn2", "bn", 2, test=0.10, train=0.30, tta=0.10, wall=5.0, status="running")
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cifarnet"])
     try:
         write_json(live / "status.json", {"status": "running", "pid": trainer.pid})

@@ -191,7 +191,7 @@ def test_bad_combination_from_the_link_is_refused_inline(app):
     ("epochs", 0.0, "epochs=0.0 is out of range"),
 ])
 def test_bad_widget_values_give_an_inline_error_and_no_launch(app, runs_dir, field, value, message):
-    at = app("train")
+    at = app("train", subset="200")  # 2,000 training images
     widget(at, field).set_value(value).run()
     assert not at.exception
     assert message in texts(at.sidebar.error)
@@ -631,7 +631,7 @@ def test_progress_words_and_config_summary():
     assert progress_text({}).startswith("starting")
     text = describe(make_config({"norm": "gn", "gn_groups": 4, "cutout": True}, base=DASHBOARD_DEFAULTS))
     assert "GN (4 groups), weight-standardised convs except the depthwise ones ·" in text
-    assert "31 steps (93 in all)" in text
+    assert "2 epochs of 390 steps (780 in all)" in text
     assert "crop, flip, cutout" in text
     assert "BN ·" in describe(make_config({"norm": "bn"}, base=DASHBOARD_DEFAULTS))
     every_conv = make_config({"norm": "ln", "ws": "all"}, base=DASHBOARD_DEFAULTS)

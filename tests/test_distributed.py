@@ -22,7 +22,7 @@ from cifarnet.config import make_config
 from cifarnet.data import load_cifar10
 from cifarnet.records import read_metrics
 from cifarnet.launch import start_run
-from cifarnet.runs import create_run, process_alive, read_run
+from cifarnet.runs import create_run, process_alive, read_run, request_stop
 from cifarnet.train import Trainer
 from conftest import ROOT, wait_for
 
@@ -33,12 +33,37 @@ TOLERANCE = 1e-4  # relative: the same sums, added in another order
 DEADLINE_S = 60  # a killed process must end the run within this
 
 
+def torchrun_command(processes: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            "-m", "cifarnet", *args]
+
+
+def env() -> dict[str, str]:
+    """This test's environment (its runs folder included) for a trainer, one thread per process."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
 def torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node PROCESSES -m cifarnet ARGS`` in a real subprocess."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "cifarnet", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(torchrun_command(processes, *args), cwd=ROOT, env=env(), capture_output=True, text=True,
+                          timeout=240)
+
+
+def stopped_while_training(command: list[str], path: Path) -> int:
+    """Run ``command`` (a trainer of the run in ``path``), ask it to stop the way ``cifarnet stop`` does once its
+    trainer reports, and return the step its ``last.pt`` holds."""
+    before = read_run(path).status_record.get("pid")
+    process = subprocess.Popen(command, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (info := read_run(path)).status == "running" and info.status_record.get("pid") != before,
+                 timeout=180, every=0.05)
+        request_stop(path.name, path.parent)
+        output, _ = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output  # every process stopped, none failed
+    assert read_run(path).status == "stopped" and not (path / "STOP").exists()
+    return int(torch.load(path / "last.pt", weights_only=True)["step"])
 
 
 def flags(values: dict) -> list[str]:
@@ -58,11 +83,12 @@ def single_process_losses(values: dict, data, steps: int) -> list[float]:
     """The first ``steps`` batch losses of one process training ``values`` (threads left to this process)."""
     trainer = Trainer(make_config({**values, "threads": 0}), data)
     losses = []
-    for _, x, y in trainer.batches(0):
-        loss, _ = trainer.step(x, y)
-        losses.append(loss.item() / len(y))
-        if len(losses) == steps:
-            break
+    for epoch in range(steps):  # at least one batch an epoch
+        for _, x, y in trainer.batches(epoch):
+            loss, _ = trainer.step(x, y)
+            losses.append(loss.item() / len(y))
+            if len(losses) == steps:
+                return losses
     return losses
 
 
@@ -78,40 +104,34 @@ def test_two_processes_with_synchronised_bn_train_like_one_with_the_same_global_
     values = {**TINY, "norm": "bn", "name": "ddp"}  # BatchNorm synchronised: the default under DDP
     done = torchrun(2, "train", *flags(values), "--data-dir", str(data_dir), "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [p.name for p in runs_dir.iterdir()] == ["ddp"]  # rank 0 alone created the run
+    assert [p.name for p in runs_dir.iterdir() if not p.name.startswith(".")] == ["ddp"]  # rank 0 alone made it
     path = runs_dir / "ddp"
     info = read_run(path)
     assert info.status == "finished" and info.world_size == 2
     assert json.loads((path / "config.json").read_text())["world_size"] == 2
     # every record once, written by one process: a second writer would double the lines or leave its temp files
     assert [m["step"] for m in records(path, "train")] == [1, 2, 3, 4]
-    assert sorted(p.name for p in path.iterdir()) == sorted(
+    assert sorted(p.name for p in path.iterdir() if p.name != ".trainer.lock") == sorted(
         ["config.json", "status.json", "metrics.jsonl", "best.pt", "last.pt", "model.pt", "results.json",
          "predictions.npz"])
     assert train_losses(path) == pytest.approx(single_process_losses(values, data, 4), rel=TOLERANCE)
 
 
 def test_stop_reaches_every_process_and_the_run_resumes_with_another_world_size(runs_dir, data_dir, data):
-    """GroupNorm: step 1 under DDP matches one process's; step 2, trained by one process from the weights the
-    two processes' averaged gradients made, matches too. STOP before each start ends each after one step,
-    so neither pays for the final evaluation."""
-    values = {**TINY, "norm": "gn", "name": "stop"}
+    """GroupNorm: the steps under DDP match one process's; so do those trained after a resume by one process
+    from the weights the two processes' averaged gradients made. Each part ends on a stop request."""
+    values = {**TINY, "norm": "gn", "name": "stop", "epochs": 40}  # far more steps than a stop lets run
     path = create_run(make_config({**values, "processes": 2}), runs_dir)
-    (path / "STOP").touch()
-    done = torchrun(2, "train", "--resume", str(path), "--data-dir", str(data_dir), "--quiet")
-    assert done.returncode == 0, done.stdout + done.stderr  # both processes stopped, neither failed
-    assert read_run(path).status == "stopped" and not (path / "STOP").exists()
-    assert torch.load(path / "last.pt", weights_only=True)["step"] == 1
+    first = stopped_while_training(torchrun_command(2, "train", "--resume", str(path), "--data-dir", str(data_dir),
+                                                    "--quiet"), path)
+    assert [m["step"] for m in records(path, "train")] == list(range(1, first + 1))
 
-    (path / "STOP").touch()
-    resumed = subprocess.run([sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--processes", "1",
-                              "--data-dir", str(data_dir), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    second = stopped_while_training([sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--processes",
+                                     "1", "--data-dir", str(data_dir), "--quiet"], path)
     info = read_run(path)
-    assert info.status == "stopped" and info.world_size == 1
-    assert [m["step"] for m in records(path, "train")] == [1, 2]
-    assert train_losses(path) == pytest.approx(single_process_losses(values, data, 2), rel=TOLERANCE)
+    assert second > first and info.world_size == 1
+    assert [m["step"] for m in records(path, "train")] == list(range(1, second + 1))
+    assert train_losses(path) == pytest.approx(single_process_losses(values, data, second), rel=TOLERANCE)
 
 
 def _rank_pid(torchrun_pid: int, rank: int) -> int | None:

@@ -116,9 +116,10 @@ def test_two_tabs_each_follow_and_stop_their_own_run(server, browser):
     assert f"run={run_a}" in tab_a.url  # a reload keeps following it
     tab_a.get_by_text("Shown because you launched it in this tab").wait_for()
     shot(tab_a, "06-tab-a-launched", full_page=False)  # progress bar and curves above the fold at 1400x1000
-    bar, curves = tab_a.get_by_test_id("stProgress").bounding_box(), tab_a.locator(".js-plotly-plot").last
-    curves.wait_for()
-    assert bar["y"] + bar["height"] < 1000 and curves.bounding_box()["y"] + 0.8 * curves.bounding_box()["height"] < 1000
+    # the live fragment redraws every second: a box read during a redraw is None, so read until one is there
+    bar = wait_for(lambda: tab_a.get_by_test_id("stProgress").bounding_box(), timeout=30)
+    curves = wait_for(lambda: tab_a.locator(".js-plotly-plot").last.bounding_box(), timeout=30)
+    assert bar["y"] + bar["height"] < 1000 and curves["y"] + 0.8 * curves["height"] < 1000
 
     tab_b.goto(f"{url}/train?{LONG_RUN}&norm=gn")
     tab_b.get_by_text(f"{run_a}").first.wait_for()  # before launching, B shows the live run, and says why
