@@ -22,6 +22,7 @@ from typing import Any
 
 from cifarnet.config import FIELDS, NAME_PATTERN, TrainConfig, make_config, parse_value
 from cifarnet.errors import CifarnetError, shown
+from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import enqueue, ensure_worker
 from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
@@ -214,10 +215,8 @@ def experiment_rows(experiment: Experiment) -> list[dict]:
     """The experiment's runs as table rows: variant, seed, status, progress and test accuracy."""
     rows = []
     for label, info in experiment_runs(experiment):
-        progress = info.progress
-        done = progress.get("step", 0) / max(progress.get("total_steps") or 1, 1)
         rows.append({"run": info.run_id, "variant": label, "seed": info.config.get("seed"), "status": info.status,
-                     "progress": 1.0 if info.status == "finished" else min(max(done, 0.0), 1.0),
+                     "progress": 1.0 if info.status == "finished" else progress_fraction(info.progress),
                      "test accuracy": "–" if info.final_acc is None else f"{100 * info.final_acc:.2f} %"})
     return rows
 
