@@ -21,8 +21,9 @@ from cifarnet.data import load_cifar10
 from cifarnet.distributed import Group, is_main_process, join, launched, relaunch
 from cifarnet.errors import CifarnetError
 from cifarnet.models import build_model
+from cifarnet.monitor import throughput_text
 from cifarnet.receptive_field import format_rf, receptive_field
-from cifarnet.recipes import RECIPES
+from cifarnet.recipes import FIRST_RECIPE, RECIPES, recipe_config
 from cifarnet.records import load_run_config
 from cifarnet.experiments import (DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary,
                                   start_experiment)
@@ -30,7 +31,8 @@ from cifarnet.run_queue import cancel_run, serve
 from cifarnet.runs import PENDING, list_runs, read_run, request_stop
 from cifarnet.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
 from cifarnet.summary import format_summary, summarize
-from cifarnet.train import confusion_matrix, evaluate, select_device, train_run
+from cifarnet.devices import select_device
+from cifarnet.train import confusion_matrix, evaluate, train_run
 
 FOLLOW_S = 0.5  # how often `compare` looks at its runs
 MODEL_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.group == MODEL)
@@ -43,8 +45,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _default_text(name: str) -> str:
-    value = getattr(DEFAULTS, name)
+def _default_text(name: str, base: TrainConfig) -> str:
+    value = getattr(base, name)
     if value is None:
         return AUTO
     if isinstance(value, bool):
@@ -52,13 +54,14 @@ def _default_text(name: str) -> str:
     return format(value, "g") if isinstance(value, float) else str(value) or "automatic"
 
 
-def _field_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
-    """A flag per config field, its help saying what is allowed and the default; unset flags stay None."""
+def _field_flags(parser: argparse.ArgumentParser, names: Iterable[str], base: TrainConfig = DEFAULTS) -> None:
+    """A flag per config field, its help saying what is allowed and the default (``base``'s value, what a run gets
+    without the flag or a recipe); unset flags stay None."""
     for name in names:
         rule = FIELDS[name]
         flag = "--" + name.replace("_", "-")
         limits = "" if rule.kind is bool or rule.low is None and not rule.choices else f"; allowed: {allowed(name)}"
-        flag_help = f"{rule.help}{limits}; default {_default_text(name)}".replace("%", "%%")
+        flag_help = f"{rule.help}{limits}; default {_default_text(name, base)}".replace("%", "%%")
         if rule.kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=flag_help)
         else:
@@ -133,8 +136,10 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"a setting and its values, one run each (repeat for a grid); default norm=bn,ln,gn; "
                         f"at most {MAX_RUNS} runs in all")
     parser.add_argument("--seeds", nargs="+", metavar="SEED", help="train every variant with each seed")
-    parser.add_argument("--recipe", choices=RECIPES, help="start from a named recipe; other flags override it")
-    _field_flags(parser, FIELDS)
+    parser.add_argument("--recipe", choices=RECIPES, default=FIRST_RECIPE,
+                        help=f"start from a named recipe (default {FIRST_RECIPE}: minutes a run on a CPU); other "
+                        "flags override it")
+    _field_flags(parser, FIELDS, recipe_config(FIRST_RECIPE))
     parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default $CIFARNET_DATA or ./data)")
     parser.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
 
@@ -175,7 +180,7 @@ def _bar(progress: dict) -> None:
     line = (f"\r[{bar:<24}] epoch {progress['epoch']:.2f}/{progress['epochs']:g} "
             f"step {progress['step']}/{progress['total_steps']} loss {progress['train_loss']:.3f} "
             f"acc {100 * progress['train_acc']:.1f}% test {'--' if test is None else f'{100 * test:.1f}%'} "
-            f"{progress['img_s']:.0f} img/s ETA {eta_text} ")
+            f"{throughput_text(progress)} ETA {eta_text} ")
     sys.stderr.write(line)
     sys.stderr.flush()
 
@@ -260,8 +265,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise CifarnetError(f"{clash[0]} is both set (--{clash[0].replace('_', '-')}) and varied; give it one way")
     if args.seeds and "seed" in values:
         raise CifarnetError("give --seeds or --seed, not both")
-    recipe = RECIPES[args.recipe].overrides if args.recipe else {}
-    base = make_config({**recipe, **values})
+    base = make_config({**RECIPES[args.recipe].overrides, **values})
     seeds = parse_seeds(args.seeds) if args.seeds else None
     experiment = start_experiment(base, vary, seeds, name, args.runs_dir, args.data_dir)
     print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), at most "

@@ -121,7 +121,8 @@ class TrainConfig:
                        "Flip TTA at the end")
     seed: int = option(0, "random seed", TRAINING, "Seed", low=0, high=2**31 - 1, step=1, fmt="%d")
     device: str = option("auto", "auto = CUDA when present, else CPU", ADVANCED, "Device", choices=DEVICES)
-    threads: int = option(0, "CPU threads (0 = PyTorch's default)", ADVANCED, "CPU threads", low=0, high=256, step=1,
+    threads: int = option(0, "CPU threads (0 = a share of the cores: all of them for a run alone, divided among "
+                          "the runs training side by side)", ADVANCED, "CPU threads", low=0, high=256, step=1,
                           fmt="%d")
     processes: int = option(1, "training processes on this machine: DistributedDataParallel (launched through "
                             "torchrun), each taking an equal share of every batch; batch_size must be a multiple "

@@ -142,7 +142,14 @@ def progress_text(progress: dict) -> str:
         return "starting: loading data and building the model..."
     return (f"epoch {progress.get('epoch', 0):.2f} / {progress.get('epochs', 0):g} · "
             f"step {progress.get('step', 0)} / {progress.get('total_steps', 0)} · "
-            f"{progress.get('img_s') or 0:.0f} img/s · ETA {clock(progress.get('eta_s'))}")
+            f"{throughput_text(progress)} · ETA {clock(progress.get('eta_s'))}")
+
+
+def throughput_text(progress: dict) -> str:
+    """Images a second, and on how many CPU threads when the trainer said (they change as runs share the CPU)."""
+    threads = progress.get("threads")
+    on = f" on {threads} thread{'s' * (threads != 1)}" if threads else ""
+    return f"{progress.get('img_s') or 0:.0f} img/s{on}"
 
 
 WS_WORDS = {"all": "weight-standardised convs",

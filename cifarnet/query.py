@@ -17,9 +17,9 @@ from typing import Any
 
 from cifarnet.config import AUTO, FIELDS, TrainConfig, make_config
 from cifarnet.errors import CifarnetError, shown
-from cifarnet.recipes import recipe_config
+from cifarnet.recipes import FIRST_RECIPE, recipe_config
 
-DASHBOARD_DEFAULTS: TrainConfig = recipe_config("short")  # a first run should draw its curve within minutes
+DASHBOARD_DEFAULTS: TrainConfig = recipe_config(FIRST_RECIPE)  # a first run should draw its curve within minutes
 
 
 # Parameters a page keeps in the link for itself (which run and which test image the Inside page

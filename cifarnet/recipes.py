@@ -41,6 +41,11 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# What a newcomer trains without choosing: the dashboard's first run, and the budget of a comparison
+# (`compare` without --recipe), whose three norms must finish within minutes on a small CPU (docs/RESULTS.md).
+FIRST_RECIPE = "short"
+
+
 def recipe_config(name: str, values: dict[str, Any] | None = None) -> TrainConfig:
     """The validated config of recipe ``name`` with ``values`` on top."""
     if name not in RECIPES:

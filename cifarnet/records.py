@@ -161,7 +161,8 @@ RESULTS_SCHEMA = {
 }
 METRICS_SCHEMA = {"kind": lambda v: v in ("train", "eval", "final"), "step": whole(), "epoch": number(0.0),
                   "time": SECONDS, "lr": number(0.0), "train_loss": number(), "train_acc": SHARE,
-                  "test_loss": number(), "test_acc": SHARE, "tta_acc": optional(SHARE), "img_s": number(0.0)}
+                  "test_loss": number(), "test_acc": SHARE, "tta_acc": optional(SHARE), "img_s": number(0.0),
+                  "threads": whole(1)}
 METRICS_REQUIRED = ("kind", "step")
 
 

@@ -40,7 +40,7 @@ from cifarnet.config import NAME_PATTERN, TrainConfig, resolve_ws
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import build_model, count_params
 from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_file, write_json
-from cifarnet.train import select_device
+from cifarnet.devices import select_device
 
 STATUSES = ("queued", "starting", "running", "finished", "stopped", "failed", "diverged", "cancelled")
 LIVE = ("starting", "running")  # a trainer process exists (or is being born); a queued run has none yet

@@ -21,12 +21,10 @@ group's sums; the Run records only in rank 0.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -44,7 +42,9 @@ from torch.profiler import record_function
 from cifarnet.augment import Rows, augment_batch, to_float
 from cifarnet.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from cifarnet.config import TrainConfig
+from cifarnet.cpu_share import CpuShare
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
+from cifarnet.devices import resolve_precision, select_device
 from cifarnet.distributed import SINGLE, Group, on_terminate
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
@@ -71,15 +71,6 @@ LOGS_PER_EPOCH = 5
 
 class Diverged(Exception):
     """The loss became NaN or infinite."""
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is refused clearly."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CifarnetError("device='cuda' was requested but no CUDA GPU is available; allowed here: auto, cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -135,31 +126,6 @@ def summarise(logits: torch.Tensor, flipped: torch.Tensor | None, labels: torch.
         both = logits.softmax(1) + flipped.softmax(1)
         tta_acc = (both.argmax(1) == labels).float().mean().item()
     return Evaluation(loss, acc, logits.softmax(1).cpu(), tta_acc)
-
-
-@functools.lru_cache(maxsize=1)
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), from the kernel's CPU flags (Linux).
-
-    Elsewhere, or when the flags cannot be read, False: without native support oneDNN emulates bfloat16,
-    which is no faster than fp32.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto`` is bf16 where it is native and faster (CUDA; a CPU with AVX512-BF16 or AMX), fp32 elsewhere.
-
-    The convolutions run in bfloat16, weights and optimizer stay fp32, and evaluation is always fp32; over the
-    measured runs bf16 ended within the spread of seeds of fp32 (docs/RESULTS.md).
-    """
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" or native_bf16_cpu() else "fp32"
-    return precision
 
 
 def _autocast(device: torch.device, precision: str):
@@ -319,6 +285,8 @@ class Run:
         self.elapsed_before = 0.0  # training time before a resume
         self.best_acc = -1.0
         self.main = trainer.group.is_main  # the one process that writes the folder
+        self.share = CpuShare(path.parent, self.cfg.threads,
+                              adapts=trainer.device.type == "cpu" and not trainer.group.parallel)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -358,6 +326,7 @@ class Run:
         log_every = max(1, min(LOG_EVERY_MAX, spe // LOGS_PER_EPOCH))
         window = _Window(trainer.device, trainer.group)
         self.status.write("running", force=True)
+        self.share.update()
         while trainer.steps_done < total:
             epoch, first = divmod(trainer.steps_done, spe)
             for i, x, y in trainer.batches(epoch, first):
@@ -393,10 +362,10 @@ class Run:
         step = self.trainer.steps_done
         return {"step": step, "epoch": step / self.cfg.steps_per_epoch, "time": round(self.elapsed(), 3)}
 
-    def _log(self, kind: str, train: dict, **test: float) -> dict:
+    def _log(self, kind: str, train: dict, **extra: float) -> dict:
         """Append a train or eval record: the training figures since the previous record of its kind."""
         record = {"kind": kind, **self._where(), "lr": lr_at(self.trainer.steps_done - 1, self.cfg),
-                  "train_loss": train["loss"], "train_acc": train["acc"], **test, "img_s": train["img_s"]}
+                  "train_loss": train["loss"], "train_acc": train["acc"], **extra, "img_s": train["img_s"]}
         if self.main:
             self.metrics.append(record)
         return record
@@ -404,7 +373,8 @@ class Run:
     def _log_train(self, train: dict) -> None:
         if not math.isfinite(train["loss"]):
             raise Diverged(f"train loss became {train['loss']} at step {self.trainer.steps_done}")
-        self._progress(self._log("train", train))
+        self._progress(self._log("train", train, threads=self.share.threads))
+        self.share.update()
 
     def _log_eval(self, window: _Window) -> None:
         train = window.flush_eval()
@@ -427,7 +397,7 @@ class Run:
                     "epochs": cfg.epochs, "img_s": img_s, "eta_s": remaining / img_s if img_s else None,
                     "train_loss": record["train_loss"], "train_acc": record["train_acc"],
                     "test_acc": record.get("test_acc", self.status.record.get("progress", {}).get("test_acc")),
-                    "elapsed_s": record["time"]}
+                    "elapsed_s": record["time"], "threads": self.share.threads}
         self.status.write("running", force=force, progress=progress)
         if self.echo:
             self.echo(progress)

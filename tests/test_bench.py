@@ -7,6 +7,7 @@ themselves, with their real settings, are run by hand and their figures written 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -75,3 +76,17 @@ def test_ddp_speed_json_compares_one_process_with_several():
     assert result["one_process_img_s"] > 0 and result["processes_img_s"] > 0 and result["cores"] == 2
     assert result["ratio"] == result["per_rep_ratios"][0] == result["processes_img_s"] / result["one_process_img_s"]
     assert len(result["load_average_before"]) == 3
+
+
+def test_comparison_time_json_reports_every_run(data_dir):
+    cmd = [sys.executable, str(ROOT / "bench" / "comparison_time.py"), "--json", "--data-dir", str(data_dir), "--",
+           "--vary", "norm=bn,gn", "--subset", "10", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10",
+           "--no-tta"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "CIFARNET_MAX_RUNS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["wall_s"] > 0 and len(result["runs"]) == 2
+    for row in result["runs"]:
+        assert row["status"] == "finished" and 0 <= row["test_acc"] <= 1 and row["median_img_s"] > 0
+        assert row["threads"] and all(t >= 1 for t in row["threads"])

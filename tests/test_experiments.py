@@ -16,6 +16,7 @@ import pytest
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.experiments import list_experiments, parse_vary, plan_experiment, start_experiment
+from cifarnet.recipes import FIRST_RECIPE, recipe_config
 from cifarnet.run_queue import cancel_run
 from cifarnet.runs import LIVE, read_run, trainer_alive
 from conftest import ROOT, run_cli, wait_for
@@ -74,6 +75,9 @@ def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs
     record = json.loads((runs_dir / ".experiments" / "q.json").read_text())
     assert record["vary"] == {"lr": [0.05, 0.06, 0.07, 0.08]} and record["seeds"] == [0]
     assert record["variants"]["lr=0.06"] == ["q-lr-0.06-s0"]
+    short = recipe_config(FIRST_RECIPE)  # without --recipe a comparison gets a newcomer's budget, not an hour's
+    assert {k: runs["q-lr-0.05-s0"].config[k] for k in ("arch", "crop_pad")} == {"arch": short.arch,
+                                                                                    "crop_pad": short.crop_pad}
     assert list_experiments(runs_dir)[0].name == "q"
     again = run_cli("cancel", "q-lr-0.05-s0", "--runs-dir", str(runs_dir))
     assert again.returncode == 2 and "is finished; only a queued run can be cancelled" in again.stderr

@@ -15,7 +15,7 @@ from cifarnet.config import make_config
 from cifarnet.launch import resume_run, start_run
 from cifarnet.records import read_metrics
 from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
-from cifarnet import train
+from cifarnet import devices
 from cifarnet.train import train_run
 from conftest import REAL_DATA, real_data_present, run_cli, wait_for
 
@@ -75,15 +75,15 @@ def test_auto_precision_is_bf16_where_it_is_native(monkeypatch, tmp_path, flags,
     """auto: bf16 on CUDA and on a CPU whose flags say native bfloat16; fp32 on other CPUs; fp32 and bf16 as asked."""
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-    real_path = train.Path
-    monkeypatch.setattr(train, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
-    train.native_bf16_cpu.cache_clear()
+    real_path = devices.Path
+    monkeypatch.setattr(devices, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    devices.native_bf16_cpu.cache_clear()
     try:
-        assert train.resolve_precision(torch.device("cpu"), "auto") == ("bf16" if native else "fp32")
-        assert train.resolve_precision(torch.device("cuda"), "auto") == "bf16"
-        assert [train.resolve_precision(torch.device("cpu"), p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+        assert devices.resolve_precision(torch.device("cpu"), "auto") == ("bf16" if native else "fp32")
+        assert devices.resolve_precision(torch.device("cuda"), "auto") == "bf16"
+        assert [devices.resolve_precision(torch.device("cpu"), p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
     finally:
-        train.native_bf16_cpu.cache_clear()
+        devices.native_bf16_cpu.cache_clear()
 
 
 def test_unknown_precision_is_refused_in_one_line(runs_dir):
