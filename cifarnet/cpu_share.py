@@ -2,8 +2,8 @@
 
 PyTorch gives every process one thread per core. Two trainers on a 2-core machine then run four threads on two
 cores, and their OpenMP threads, which wait for each other at every operator, spend the step waiting for a core
-instead of computing: two trainers each train at a fraction of half the speed of one alone (docs/PERFORMANCE.md,
-"Runs side by side"). So a CPU trainer that was not given a thread count takes its share, the default count
+instead of computing: side by side, each trained at about half the speed it reaches on one thread
+(docs/PERFORMANCE.md, "Runs side by side"). So a CPU trainer that was not given a thread count takes its share, the default count
 divided by the trainers alive, and looks again every few seconds as trainers come and go: the last run of a
 comparison gets the whole machine back when the others end.
 
@@ -48,21 +48,26 @@ def held_slots(root: Path) -> int | None:
 
 
 class CpuShare:
-    """The thread count of one CPU trainer whose runs folder is ``root``, kept at its share as trainers come and
-    go; fixed where the user asked for a count (``asked``), or where it is not a lone CPU process (several
-    processes of one run share the cores by their own rule, see :mod:`cifarnet.distributed`)."""
+    """The thread count of one trainer whose runs folder is ``root``, kept at its share as trainers come and go:
+    only on the CPU, and only where the user asked for no count (``asked``) and the run has one process
+    (several processes of one run share the cores by their own rule, see :mod:`cifarnet.distributed`)."""
 
-    def __init__(self, root: Path, asked: int, adapts: bool) -> None:
-        self.root, self.adapts = root, adapts and not asked
-        self.threads = asked or DEFAULT_THREADS
+    def __init__(self, root: Path, asked: int, on_cpu: bool, parallel: bool) -> None:
+        self.root, self.on_cpu = root, on_cpu
+        self.adapts = on_cpu and not asked and not parallel
+        self.threads = torch.get_num_threads()  # as the trainer set them up
         self.looked = -LOOK_EVERY_S
 
-    def update(self) -> int:
-        """Set this process's threads to its share now (at most every :data:`LOOK_EVERY_S`) and return them."""
+    def update(self) -> None:
+        """Set this process's threads to its share now (at most every :data:`LOOK_EVERY_S`)."""
         now = time.monotonic()
         if self.adapts and now - self.looked >= LOOK_EVERY_S:
             self.looked = now
             self.threads = max(1, DEFAULT_THREADS // max(1, held_slots(self.root) or 1))
             if torch.get_num_threads() != self.threads:
                 torch.set_num_threads(self.threads)
-        return self.threads
+
+    def record(self) -> dict[str, int]:
+        """The threads for a train record and the progress line: a CPU trainer's speed depends on them, a
+        GPU's does not (there they only feed it)."""
+        return {"threads": self.threads} if self.on_cpu else {}

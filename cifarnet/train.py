@@ -285,8 +285,7 @@ class Run:
         self.elapsed_before = 0.0  # training time before a resume
         self.best_acc = -1.0
         self.main = trainer.group.is_main  # the one process that writes the folder
-        self.share = CpuShare(path.parent, self.cfg.threads,
-                              adapts=trainer.device.type == "cpu" and not trainer.group.parallel)
+        self.share = CpuShare(path.parent, self.cfg.threads, trainer.device.type == "cpu", trainer.group.parallel)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -373,7 +372,7 @@ class Run:
     def _log_train(self, train: dict) -> None:
         if not math.isfinite(train["loss"]):
             raise Diverged(f"train loss became {train['loss']} at step {self.trainer.steps_done}")
-        self._progress(self._log("train", train, threads=self.share.threads))
+        self._progress(self._log("train", train, **self.share.record()))
         self.share.update()
 
     def _log_eval(self, window: _Window) -> None:
@@ -397,7 +396,7 @@ class Run:
                     "epochs": cfg.epochs, "img_s": img_s, "eta_s": remaining / img_s if img_s else None,
                     "train_loss": record["train_loss"], "train_acc": record["train_acc"],
                     "test_acc": record.get("test_acc", self.status.record.get("progress", {}).get("test_acc")),
-                    "elapsed_s": record["time"], "threads": self.share.threads}
+                    "elapsed_s": record["time"], **self.share.record()}
         self.status.write("running", force=force, progress=progress)
         if self.echo:
             self.echo(progress)

@@ -53,21 +53,32 @@ def test_the_share_follows_the_trainers_alive(tmp_path, monkeypatch):
     monkeypatch.setattr(cpu_share, "DEFAULT_THREADS", 4)
     before = torch.get_num_threads()
     root = tmp_path / "runs"
-    share, fixed, elsewhere = CpuShare(root, 0, adapts=True), CpuShare(root, 3, adapts=True), \
-        CpuShare(root, 0, adapts=False)
+    share = CpuShare(root, 0, on_cpu=True, parallel=False)
+    fixed = [CpuShare(root, 3, on_cpu=True, parallel=False), CpuShare(root, 0, on_cpu=True, parallel=True),
+             CpuShare(root, 0, on_cpu=False, parallel=False)]  # asked for, several processes, a GPU
+
+    def threads_now() -> int:
+        share.update()
+        assert share.record() == {"threads": share.threads}
+        return share.threads
+
     slots = [take_slot(root)]
     try:
-        assert share.update() == 4 and torch.get_num_threads() == 4
+        assert threads_now() == 4 and torch.get_num_threads() == 4
         slots.append(take_slot(root))
-        assert share.update() == 2 and torch.get_num_threads() == 2
+        assert threads_now() == 2 and torch.get_num_threads() == 2
         slots.append(take_slot(root))
-        assert share.update() == 1 and torch.get_num_threads() == 1  # never below one
-        assert fixed.update() == 3 and elsewhere.update() == 4 and torch.get_num_threads() == 1  # neither touches it
+        assert threads_now() == 1 and torch.get_num_threads() == 1  # never below one
+        for other in fixed:
+            other.update()
+        assert torch.get_num_threads() == 1  # none of them touches the threads
+        assert fixed[2].record() == {}  # a GPU trainer's speed does not hang on its CPU threads
         for fd in slots[1:]:
             os.close(fd)
-        assert share.update() == 4 and torch.get_num_threads() == 4  # the last one left gets the whole back
+        del slots[1:]
+        assert threads_now() == 4 and torch.get_num_threads() == 4  # the last one left gets the whole back
     finally:
-        for fd in slots[:1]:
+        for fd in slots:
             os.close(fd)
         torch.set_num_threads(before)
 
