@@ -18,7 +18,7 @@ from pathlib import Path
 from cifarnet.checkpoint import load_model
 from cifarnet.config import AUTO, DEFAULTS, FIELDS, MODEL, TrainConfig, allowed, check_shares, make_config
 from cifarnet.data import load_cifar10
-from cifarnet.distributed import Group, is_main_process, join, launched, relaunch
+from cifarnet.distributed import Group, end_process, is_main_process, join, launched, relaunch
 from cifarnet.errors import CifarnetError
 from cifarnet.models import build_model
 from cifarnet.monitor import throughput_text
@@ -243,16 +243,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         status = train_run(path, args.data_dir, echo=None if args.quiet or not group.is_main else _bar, group=group)
     finally:
         group.leave()
-    if not group.is_main:
-        return 0 if status in ("finished", "stopped") else 1
-    if not args.quiet:
-        sys.stderr.write("\n")
-    info = read_run(path)
-    error = info.status_record.get("error")
-    final = info.final_acc
-    print(f"{path.name}: {status}" + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
-          + (f" ({error})" if error else ""))
-    return 0 if status in ("finished", "stopped") else 1
+    if group.is_main:
+        if not args.quiet:
+            sys.stderr.write("\n")
+        info = read_run(path)
+        error = info.status_record.get("error")
+        final = info.final_acc
+        print(f"{path.name}: {status}" + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
+              + (f" ({error})" if error else ""))
+    code = 0 if status in ("finished", "stopped") else 1
+    if group.parallel:
+        end_process(code)
+    return code
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
