@@ -66,7 +66,8 @@ def main() -> None:
         print(f"  {result['wall_s']:.0f} s")
         for row in result["runs"]:
             acc = "--" if row["test_acc"] is None else f"{100 * row['test_acc']:.2f} %"
-            print(f"    {row['run']}: {row['status']}, {acc}, {row['median_img_s']:.0f} img/s, threads {row['threads']}")
+            print(f"    {row['run']}: {row['status']}, {acc}, {row['median_img_s']:.0f} img/s, "
+                  f"threads {row['threads']}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 PyTorch gives every process one thread per core. Two trainers on a 2-core machine then run four threads on two
 cores, and their OpenMP threads, which wait for each other at every operator, spend the step waiting for a core
 instead of computing: side by side, each trained at about half the speed it reaches on one thread
-(docs/PERFORMANCE.md, "Runs side by side"). So a CPU trainer that was not given a thread count takes its share, the default count
-divided by the trainers alive, and looks again every few seconds as trainers come and go: the last run of a
-comparison gets the whole machine back when the others end.
+(docs/PERFORMANCE.md, "Runs side by side"). So a CPU trainer that was not given a thread count takes its share, the
+default count divided by the trainers alive, and looks again every few seconds as trainers come and go: the last
+run of a comparison gets the whole machine back when the others end.
 
 The trainers alive are the held slots of the runs folder (:mod:`cifarnet.slots`), read from the kernel's lock
 table without taking a lock: a probe that locked a free slot, however briefly, could make a start at that
@@ -63,7 +63,7 @@ class CpuShare:
         now = time.monotonic()
         if self.adapts and now - self.looked >= LOOK_EVERY_S:
             self.looked = now
-            self.threads = max(1, DEFAULT_THREADS // max(1, held_slots(self.root) or 1))
+            self.threads = max(1, DEFAULT_THREADS // (held_slots(self.root) or 1))
             if torch.get_num_threads() != self.threads:
                 torch.set_num_threads(self.threads)
 
