@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifarnet {summary,rf,train,compare,cancel,evaluate,explain,runs,stop,data}``.
+"""Command line: ``python -m cifarnet {summary,rf,train,compare,cancel,queue,evaluate,explain,runs,stop,data}``.
 
 Every user error is one line on stderr and a non-zero exit, never a traceback.
 ``train`` has a flag for every config field, and ``summary`` / ``rf`` one for every model field,

@@ -1,4 +1,5 @@
-"""Start, list and stop runs as separate OS processes (the dashboard's launch API).
+"""Start and resume runs as separate OS processes (the dashboard's launch API; listing and stopping are in
+:mod:`cifarnet.runs`).
 
 A run started here is its own process in its own session: it outlives the Streamlit
 rerun (and even the Streamlit server) that started it, and reports only through its

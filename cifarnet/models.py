@@ -1,6 +1,6 @@
-"""The two architectures: ``seed`` (the write-up's network, exactly) and ``s9`` (ours).
+"""The three architectures: ``seed`` (the write-up's network, exactly), ``s9`` and ``s10`` (ours).
 
-Both take RGB floats in [0, 1] and normalise inside with the CIFAR-10 channel
+All take RGB floats in [0, 1] and normalise inside with the CIFAR-10 channel
 statistics kept as buffers, so a saved model needs no outside context.
 
 ``seed`` — reconstruction of the write-up's summary table (192,672 parameters with BN).
@@ -29,6 +29,9 @@ norms part of what BN's batch statistics give (docs/MODELS.md).
     C3  conv3x3 64→128 s2 d2 p2 · x + [DS 128→128 p1]                      16 → 8
     C4  x + [DS 128→128 d2 p2] · x + [DS 128→128 p1]                       8x8
     GAP → conv1x1 128→10
+
+``s10`` — ``s9`` with a second residual pair at 16x16 and a depthwise-separable strided conv into
+8x8 (:func:`_s10`); the shipped BN/LN/GN comparison is trained on it.
 """
 
 from __future__ import annotations
@@ -181,48 +184,6 @@ def _s9(u: _Units) -> nn.Sequential:
     c2 = Residual(nn.Sequential(u.separable(64, 64), u.conv(64, 64, padding=2, dilation=2)))
     c3 = nn.Sequential(u.conv(64, 128, stride=2, padding=2, dilation=2), Residual(u.separable(128, 128)))
     c4 = nn.Sequential(Residual(u.separable(128, 128, padding=2, dilation=2)), Residual(u.separable(128, 128)))
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(128, 10, 1, bias=False))
-    return _blocks(c1, c2, c3, c4, head)
-
-
-def _r1(u, w=(32, 64, 128)):
-    a, b, c = w
-    c1 = nn.Sequential(u.conv(3, a), Residual(nn.Sequential(u.conv(a, a), u.conv(a, a))))
-    c2 = nn.Sequential(u.conv(a, b, stride=2, padding=2, dilation=2), Residual(nn.Sequential(u.conv(b, b), u.conv(b, b, padding=2, dilation=2))))
-    c3 = nn.Sequential(u.separable(b, c, stride=2), Residual(nn.Sequential(u.separable(c, c), u.separable(c, c))))
-    c4 = nn.Sequential(Residual(nn.Sequential(u.separable(c, c, padding=2, dilation=2), u.separable(c, c))))
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 10, 1, bias=False))
-    return _blocks(c1, c2, c3, c4, head)
-
-
-def _r2(u):
-    c1 = nn.Sequential(u.conv(3, 32), u.conv(32, 64, stride=2, padding=2, dilation=2))
-    c2 = nn.Sequential(Residual(nn.Sequential(u.conv(64, 64), u.conv(64, 64, padding=2, dilation=2))),
-                       Residual(nn.Sequential(u.separable(64, 64), u.separable(64, 64))))
-    c3 = nn.Sequential(u.separable(64, 128, stride=2), Residual(nn.Sequential(u.separable(128, 128), u.separable(128, 128))))
-    c4 = nn.Sequential(Residual(nn.Sequential(u.separable(128, 128, padding=2, dilation=2), u.separable(128, 128))))
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(128, 10, 1, bias=False))
-    return _blocks(c1, c2, c3, c4, head)
-
-
-def _r3(u):
-    """ResNet-14-like: 24/48/96 full convs, DS at 8x8 wider."""
-    c1 = nn.Sequential(u.conv(3, 24), Residual(nn.Sequential(u.conv(24, 24), u.conv(24, 24))))
-    c2 = nn.Sequential(u.conv(24, 48, stride=2, padding=2, dilation=2), Residual(nn.Sequential(u.conv(48, 48), u.conv(48, 48, padding=2, dilation=2))),
-                       Residual(nn.Sequential(u.conv(48, 48), u.conv(48, 48))))
-    c3 = nn.Sequential(u.separable(48, 96, stride=2), Residual(nn.Sequential(u.separable(96, 96), u.separable(96, 96))))
-    c4 = nn.Sequential(Residual(nn.Sequential(u.separable(96, 96, padding=2, dilation=2), u.separable(96, 96))),
-                       Residual(nn.Sequential(u.separable(96, 96), u.separable(96, 96))))
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(96, 10, 1, bias=False))
-    return _blocks(c1, c2, c3, c4, head)
-
-
-def _r4(u):
-    """s9 with a residual pair at 32x32 and DS downsampling into C3."""
-    c1 = nn.Sequential(u.conv(3, 32), Residual(nn.Sequential(u.conv(32, 32), u.conv(32, 32))), u.conv(32, 64, stride=2, padding=2, dilation=2))
-    c2 = Residual(nn.Sequential(u.separable(64, 64), u.conv(64, 64, padding=2, dilation=2)))
-    c3 = nn.Sequential(u.separable(64, 128, stride=2), Residual(u.separable(128, 128)), Residual(u.separable(128, 128)))
-    c4 = nn.Sequential(Residual(u.separable(128, 128, padding=2, dilation=2)), Residual(u.separable(128, 128)), Residual(u.separable(128, 128)))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(128, 10, 1, bias=False))
     return _blocks(c1, c2, c3, c4, head)
 

@@ -18,7 +18,6 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
 
 A run waiting for a slot under the run limit is ``queued`` (:mod:`cifarnet.run_queue`); one cancelled before it
 started is ``cancelled``.
->>>>>>> i17
 
 Readers never trust a file blindly: a damaged metrics line or status file, or a value of the wrong kind
 (the schema in :mod:`cifarnet.records`), is reported as the run's damage and the rest is still shown; a run
