@@ -77,8 +77,8 @@ def measure(names: list[str], images: torch.Tensor, reps: int) -> list[dict]:
     stats: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(reps):
         for name, model in models.items():
-            cams[name].append(seconds(lambda: grad_cam(model, images[:1], layers[name])))
-            stats[name].append(seconds(lambda: activation_stats(model, images)))
+            cams[name].append(seconds(lambda m=model, layer=layers[name]: grad_cam(m, images[:1], layer)))
+            stats[name].append(seconds(lambda m=model: activation_stats(m, images)))
     return [{"model": name, "layer": layers[name], "gradcam_s": statistics.median(cams[name]),
              "stats_s": statistics.median(stats[name]), "gradcam_runs_s": cams[name], "stats_runs_s": stats[name]}
             for name in names]

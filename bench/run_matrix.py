@@ -136,7 +136,8 @@ def report(names: list[str], args: argparse.Namespace, command: str) -> str:
         lines.append(
             f"| {name} | {cfg.get('arch')} | {cfg.get('norm')} | {cfg.get('params', 0):,} | {cfg.get('epochs')} | "
             f"{pct(info.best_acc)} | {pct(info.final_acc)} | {pct(res.get('tta_acc'))} | "
-            f"{'-' if not hit else format(hit['epoch'], 'g')} | {'-' if not hit else format(hit['time'], '.0f') + ' s'} | "
+            f"{'-' if not hit else format(hit['epoch'], 'g')} | "
+            f"{'-' if not hit else format(hit['time'], '.0f') + ' s'} | "
             f"{res.get('elapsed_s', 0):.0f} s | {speeds[len(speeds) // 2] if speeds else 0:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -147,7 +148,8 @@ def machine() -> str:
 
         if torch.cuda.is_available():
             return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-        return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        cpu = platform.processor() or platform.machine()
+        return f"{cpu} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
     except Exception:  # the report must still be written
         return platform.platform()
 

@@ -1,12 +1,16 @@
-"""Shared fixtures: a CIFAR-10 folder (the real offline copy when present, else synthetic)."""
+"""Shared fixtures and helpers: a CIFAR-10 folder (the real offline copy when present, else synthetic), the app
+in AppTest, fixture runs and experiments, a browser and its tabs, hostile images. Tests import helpers from here,
+never from each other."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import random
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -16,12 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from cifarnet.data import FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
+from cifarnet.config import make_config  # noqa: E402
+from cifarnet.data import CLASSES, FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
+from cifarnet.experiments import EXPERIMENTS_FOLDER  # noqa: E402
+from cifarnet.records import write_json  # noqa: E402
+from cifarnet.runs import create_run, read_run  # noqa: E402
+from cifarnet.train import confusion_matrix, train_run  # noqa: E402
 from cifarnet.ui.server import CHROMIUM_ARGS  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's Chromium, driven by Playwright (its own browser download fails here)
@@ -61,6 +71,25 @@ def data_dir(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("cifar"), synthetic_dataset())
 
 
+# 24 steps on 400 images, evaluated on 200 after each epoch, then the whole test set with and without flips.
+TINY_RUN = {"name": "tiny", "subset": 40, "epochs": 3, "batch_size": 50, "lr": 0.05, "eval_subset": 20, "tta": True}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_dir) -> Path:
+    """A real run trained to the end, once per test session (its final evaluation of 10,000 images is the cost).
+    Read it, never change it: a test that changes a finished run takes its own copy (:func:`copy_run`)."""
+    path = create_run(make_config(TINY_RUN), tmp_path_factory.mktemp("tiny") / "runs")
+    assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
+    return path
+
+
+def copy_run(run: Path, runs_dir: Path, name: str | None = None) -> Path:
+    """A copy of a finished run folder in ``runs_dir`` (as folder ``name``), without its trainer's lock file."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copytree(run, runs_dir / (name or run.name), ignore=shutil.ignore_patterns(".trainer.lock")))
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "runs"
@@ -87,8 +116,9 @@ def wait_for(predicate, timeout: float = 120, every: float = 0.2):
 
 
 # The real-browser tests share these: a browser, a tab in its own context, screenshots, a select box read.
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module (a launch costs seconds); each test gets its own context (``new_tab``)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -106,7 +136,9 @@ def new_tab(browser, width: int = 1440, height: int = 1400):
 
 @pytest.fixture
 def page(browser):
-    return new_tab(browser)
+    tab = new_tab(browser)
+    yield tab
+    tab.context.close()
 
 
 def shot(page, name: str, full_page: bool = True) -> None:
@@ -148,7 +180,7 @@ def _psd(channels: int, mode: int) -> bytes:
     return b"8BPS" + struct.pack(">H6sHIIHH", 1, b"\0" * 6, channels, 4, 4, 8, mode) + b"\0" * 12 + b"\x80" * 48
 
 
-def image_bytes(image: Image.Image, fmt: str, **save) -> bytes:
+def image_bytes(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **save)
     return buffer.getvalue()
@@ -191,3 +223,99 @@ def settle(tab, timeout_ms: float = 30_000) -> None:
     """Wait until Streamlit has finished the rerun: no running icon, no element left over from the last one."""
     tab.wait_for_timeout(500)
     tab.wait_for_function(RUNNING, timeout=timeout_ms)
+
+
+# -- runs and pages shared by the AppTest, comparison and browser tests ----------------------------------------
+
+APP = Path(__file__).resolve().parents[1] / "dashboard.py"
+TIMEOUT = 90
+
+
+@pytest.fixture
+def app(runs_dir, data_dir, monkeypatch):
+    """Opens the app on a page (with a query string) in a fresh session, temporary runs folder."""
+    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
+
+    def open_page(page: str | None = None, **query: str) -> AppTest:
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        at.query_params.update(query)
+        at.run()
+        if page:
+            at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def fake_finished_run(runs_dir: Path, labels: np.ndarray, name: str = "mine", wrong_every: int = 7) -> Path:
+    """A finished user run whose predictions are wrong on every ``wrong_every``-th test image."""
+    cfg = make_config({"name": name, "norm": "gn", "epochs": 1, "subset": 20, "batch_size": 16})
+    path = create_run(cfg, runs_dir)
+    top1 = labels.copy()
+    top1[::wrong_every] = (labels[::wrong_every] + 3) % 10
+    top = np.stack([(top1 + i) % 10 for i in range(5)], 1).astype(np.uint8)
+    top[:, 1] = np.where(top1 != labels, labels, top[:, 1])
+    probs = np.tile(np.array([0.6, 0.25, 0.1, 0.03, 0.02], dtype=np.float16), (len(labels), 1))
+    np.savez_compressed(path / "predictions.npz", labels=labels.astype(np.uint8), top_classes=top, top_probs=probs)
+    confusion = confusion_matrix(labels, top1)
+    per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
+    acc = float((top1 == labels).mean())
+    write_json(path / "results.json", {"test_acc": acc, "classes": list(CLASSES), "confusion": confusion.tolist(),
+                                       "per_class_acc": dict(zip(CLASSES, per_class.tolist()))})
+    records = [{"kind": "train", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.3 - s / 20,
+                "train_acc": 0.1 + s / 30, "img_s": 100.0} for s in range(1, 13)]
+    records += [{"kind": "eval", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.0,
+                 "train_acc": 0.3, "test_loss": 2.1 - s / 20, "test_acc": acc * s / 12, "img_s": 100.0}
+                for s in (4, 8, 12)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json(path / "status.json", {"status": "finished", "pid": None, "progress": {"step": 12, "total_steps": 12}})
+    return path
+
+
+LABELS = np.arange(40) % 10  # a 40-image test set: every class four times
+
+
+def predictions_for(labels: np.ndarray, right: np.ndarray, confidence: float = 0.7) -> dict[str, np.ndarray]:
+    """Top-5 predictions that are right where ``right`` says, else the next class (``label + 1``)."""
+    top1 = np.where(right, labels, (labels + 1) % 10)
+    top = np.stack([(top1 + i) % 10 for i in range(5)], 1).astype(np.uint8)
+    probs = np.tile(np.array([confidence, 0.1, 0.05, 0.03, 0.02], dtype=np.float16), (len(labels), 1))
+    return {"labels": labels.astype(np.uint8), "top_classes": top, "top_probs": probs}
+
+
+def fixture_run(runs: Path, name: str, norm: str, seed: int, test: float, train: float, tta: float, wall: float,
+                right: np.ndarray | None = None, labels: np.ndarray = LABELS, status: str = "finished") -> Path:
+    """A run folder with the given final figures; its predictions are right where ``right`` says."""
+    path = create_run(make_config({"name": name, "norm": norm, "seed": seed, "epochs": 2, "subset": 20,
+                                   "batch_size": 16}), runs)
+    right = np.ones(len(labels), bool) if right is None else right
+    pack = predictions_for(labels, right)
+    np.savez_compressed(path / "predictions.npz", **pack)
+    confusion = confusion_matrix(labels.astype(np.int64), pack["top_classes"][:, 0].astype(np.int64))
+    per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
+    records = [{"kind": "train", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01,
+                "train_loss": 2.0 - s / 20 - seed / 10, "train_acc": train - 0.1, "img_s": 100.0} for s in (5, 15)]
+    records += [{"kind": "eval", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01, "train_loss": 1.0,
+                 "train_acc": train if s == 20 else train - 0.2, "test_loss": 1.5 - s / 40,
+                 "test_acc": test if s == 20 else test - 0.1, "img_s": 100.0} for s in (10, 20)]
+    records.append({"kind": "final", "step": 20, "epoch": 2.0, "time": wall, "test_acc": test, "tta_acc": tta})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if status == "finished":
+        write_json(path / "results.json", {
+            "test_acc": test, "tta_acc": tta, "test_loss": 1.0, "classes": list(CLASSES),
+            "confusion": confusion.tolist(), "per_class_acc": dict(zip(CLASSES, per_class.tolist())),
+            "steps": 20, "epochs": 2.0, "elapsed_s": wall})
+    write_json(path / "status.json", {"status": status, "pid": None, "error": "out of memory" if status == "failed"
+                                      else None, "progress": {"step": 20, "total_steps": 20}})
+    return path
+
+
+def write_experiment(runs: Path, name: str, variants: dict[str, list[str]]) -> Path:
+    """An experiment record as the write side stores it: ``.experiments/NAME.json``."""
+    folder = runs / EXPERIMENTS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"name": name, "vary": {"norm": [label.split("=")[1] for label in variants]}, "seeds": [0, 1, 2],
+              "variants": variants}
+    write_json(folder / f"{name}.json", record)
+    return folder / f"{name}.json"

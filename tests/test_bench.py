@@ -15,6 +15,8 @@ import pytest
 
 from conftest import REAL_DATA, ROOT
 
+pytestmark = pytest.mark.slow  # each runs a benchmark script end to end in a subprocess
+
 
 @pytest.mark.parametrize("precision", ["auto", "bf16"])
 def test_throughput_json_reports_both_pipelines(precision):
@@ -66,6 +68,7 @@ def test_trainer_start_times_real_trainers(data_dir):
     assert result["beyond_interpreter_s"] == pytest.approx(result["first_record_s"] - result["interpreter_s"], abs=0.02)
 
 
+@pytest.mark.ddp
 def test_ddp_speed_json_compares_one_process_with_several():
     """One repetition of 1 x 2 threads against 2 processes (torchrun) x 1 thread, two tiny steps each."""
     cmd = [sys.executable, str(ROOT / "bench" / "ddp_speed.py"), "--json", "--steps", "2", "--warmup", "1",

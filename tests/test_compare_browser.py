@@ -12,10 +12,10 @@ import pytest
 
 from cifarnet.data import load_cifar10
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, settle, shot
-from test_comparison import fixture_run, write_experiment
+from conftest import CHROMIUM, fixture_run, settle, shot, write_experiment
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
 
 
 def test_compare_page_shows_table_curves_and_gallery(tmp_path, data_dir, page):

@@ -9,10 +9,8 @@ failed, a damaged and a missing run.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,59 +24,7 @@ from cifarnet.experiments import EXPERIMENTS_FOLDER, list_experiments, shipped_e
 from cifarnet.models import build_model, count_params
 from cifarnet.records import write_json
 from cifarnet.report import mean_text
-from cifarnet.runs import create_run
-from cifarnet.train import confusion_matrix
-from conftest import real_data_present, texts
-
-APP = Path(__file__).resolve().parents[1] / "dashboard.py"
-TIMEOUT = 90
-LABELS = np.arange(40) % 10  # a 40-image test set: every class four times
-
-
-def predictions_for(labels: np.ndarray, right: np.ndarray, confidence: float = 0.7) -> dict[str, np.ndarray]:
-    """Top-5 predictions that are right where ``right`` says, else the next class (``label + 1``)."""
-    top1 = np.where(right, labels, (labels + 1) % 10)
-    top = np.stack([(top1 + i) % 10 for i in range(5)], 1).astype(np.uint8)
-    probs = np.tile(np.array([confidence, 0.1, 0.05, 0.03, 0.02], dtype=np.float16), (len(labels), 1))
-    return {"labels": labels.astype(np.uint8), "top_classes": top, "top_probs": probs}
-
-
-def fixture_run(runs: Path, name: str, norm: str, seed: int, test: float, train: float, tta: float, wall: float,
-                right: np.ndarray | None = None, labels: np.ndarray = LABELS, status: str = "finished") -> Path:
-    """A run folder with the given final figures; its predictions are right where ``right`` says."""
-    path = create_run(make_config({"name": name, "norm": norm, "seed": seed, "epochs": 2, "subset": 20,
-                                   "batch_size": 16}), runs)
-    right = np.ones(len(labels), bool) if right is None else right
-    pack = predictions_for(labels, right)
-    np.savez_compressed(path / "predictions.npz", **pack)
-    confusion = confusion_matrix(labels.astype(np.int64), pack["top_classes"][:, 0].astype(np.int64))
-    per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
-    records = [{"kind": "train", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01,
-                "train_loss": 2.0 - s / 20 - seed / 10, "train_acc": train - 0.1, "img_s": 100.0} for s in (5, 15)]
-    records += [{"kind": "eval", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01, "train_loss": 1.0,
-                 "train_acc": train if s == 20 else train - 0.2, "test_loss": 1.5 - s / 40,
-                 "test_acc": test if s == 20 else test - 0.1, "img_s": 100.0} for s in (10, 20)]
-    records.append({"kind": "final", "step": 20, "epoch": 2.0, "time": wall, "test_acc": test, "tta_acc": tta})
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    if status == "finished":
-        write_json(path / "results.json", {
-            "test_acc": test, "tta_acc": tta, "test_loss": 1.0, "classes": list(CLASSES),
-            "confusion": confusion.tolist(), "per_class_acc": dict(zip(CLASSES, per_class.tolist())),
-            "steps": 20, "epochs": 2.0, "elapsed_s": wall})
-    write_json(path / "status.json", {"status": status, "pid": None, "error": "out of memory" if status == "failed"
-                                      else None, "progress": {"step": 20, "total_steps": 20}})
-    return path
-
-
-def write_experiment(runs: Path, name: str, variants: dict[str, list[str]]) -> Path:
-    """An experiment record as the write side stores it: ``.experiments/NAME.json``."""
-    folder = runs / EXPERIMENTS_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "vary": {"norm": [label.split("=")[1] for label in variants]}, "seeds": [0, 1, 2],
-              "variants": variants}
-    write_json(folder / f"{name}.json", record)
-    return folder / f"{name}.json"
-
+from conftest import APP, LABELS, TIMEOUT, fixture_run, real_data_present, texts, write_experiment
 
 @pytest.fixture
 def norms_experiment(runs_dir):

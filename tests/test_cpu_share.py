@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from cifarnet import cpu_share
@@ -88,6 +89,7 @@ def _threads_recorded(runs_dir) -> set[int]:
     return {r["threads"] for r in read_metrics(run / "metrics.jsonl")[0] if r["kind"] == "train"}
 
 
+@pytest.mark.slow
 def test_a_trainer_beside_another_trains_on_its_share(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "2")
     alone, beside = tmp_path / "alone", tmp_path / "beside"

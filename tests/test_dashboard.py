@@ -9,7 +9,6 @@ directly at the end.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
@@ -34,31 +33,10 @@ from cifarnet.predict import prepare
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.records import write_json
 from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
-from cifarnet.train import confusion_matrix
 from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
 from cifarnet.ui.app import PAGES
-from conftest import CRAFTED_IMAGES, PUNCTUATION, crafted_images, data_with_labels, texts
-
-APP = Path(__file__).resolve().parents[1] / "dashboard.py"
-TIMEOUT = 90
-
-
-@pytest.fixture
-def app(runs_dir, data_dir, monkeypatch):
-    """Opens the app on a page (with a query string) in a fresh session, temporary runs folder."""
-    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
-
-    def open_page(page: str | None = None, **query: str) -> AppTest:
-        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-        at.query_params.update(query)
-        at.run()
-        if page:
-            at.switch_page(f"app_pages/{page}.py").run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-
-    return open_page
-
+from conftest import (CRAFTED_IMAGES, PUNCTUATION, crafted_images, data_with_labels, fake_finished_run, image_bytes,
+                      texts)
 
 def widget(at: AppTest, name: str):
     """The sidebar widget of config field ``name`` (for a field that may be None, its number box)."""
@@ -73,31 +51,6 @@ def is_literal(source: str) -> bool:
 
 def metric_values(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
-
-
-def fake_finished_run(runs_dir: Path, labels: np.ndarray, name: str = "mine", wrong_every: int = 7) -> Path:
-    """A finished user run whose predictions are wrong on every ``wrong_every``-th test image."""
-    cfg = make_config({"name": name, "norm": "gn", "epochs": 1, "subset": 20, "batch_size": 16})
-    path = create_run(cfg, runs_dir)
-    top1 = labels.copy()
-    top1[::wrong_every] = (labels[::wrong_every] + 3) % 10
-    top = np.stack([(top1 + i) % 10 for i in range(5)], 1).astype(np.uint8)
-    top[:, 1] = np.where(top1 != labels, labels, top[:, 1])
-    probs = np.tile(np.array([0.6, 0.25, 0.1, 0.03, 0.02], dtype=np.float16), (len(labels), 1))
-    np.savez_compressed(path / "predictions.npz", labels=labels.astype(np.uint8), top_classes=top, top_probs=probs)
-    confusion = confusion_matrix(labels, top1)
-    per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
-    acc = float((top1 == labels).mean())
-    write_json(path / "results.json", {"test_acc": acc, "classes": list(CLASSES), "confusion": confusion.tolist(),
-                                       "per_class_acc": dict(zip(CLASSES, per_class.tolist()))})
-    records = [{"kind": "train", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.3 - s / 20,
-                "train_acc": 0.1 + s / 30, "img_s": 100.0} for s in range(1, 13)]
-    records += [{"kind": "eval", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.0,
-                 "train_acc": 0.3, "test_loss": 2.1 - s / 20, "test_acc": acc * s / 12, "img_s": 100.0}
-                for s in (4, 8, 12)]
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    write_json(path / "status.json", {"status": "finished", "pid": None, "progress": {"step": 12, "total_steps": 12}})
-    return path
 
 
 def fake_failed_run(runs_dir: Path) -> Path:
@@ -320,7 +273,7 @@ def test_without_data_pages_say_how_to_provide_it(app, monkeypatch, tmp_path):
     assert "The CIFAR-10 data set is needed here" in texts(at.markdown)
     assert "Download CIFAR-10" in [b.label for b in at.button]
     assert any(t.label == "Data folder" for t in at.text_input)
-    charts = [e for e in at.get("plotly_chart")]
+    charts = list(at.get("plotly_chart"))
     assert len(charts) == 2  # confusion matrix and per-class accuracy
     assert "bird" in json.dumps(json.loads(charts[0].proto.spec)["data"][0]["y"])
     at = app("train")
@@ -386,18 +339,12 @@ def test_every_page_says_once_that_the_runs_path_is_a_file(app, monkeypatch, tmp
 
 # -- predict ----------------------------------------------------------------------------------------
 
-def png(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)
-    return buffer.getvalue()
-
-
 def test_predict_top_k_for_an_upload(app):
     at = app("predict")
     assert at.selectbox[0].value == "s10-bn (shipped)"
     at.slider[0].set_value(3).run()
     picture = Image.new("RGB", (300, 200), (40, 90, 200))
-    at.get("file_uploader")[0].set_value(("sky.png", png(picture), "image/png"))
+    at.get("file_uploader")[0].set_value(("sky.png", image_bytes(picture), "image/png"))
     at.run()
     assert not at.exception and not at.error
     prediction = metric_values(at)["prediction"]
@@ -425,13 +372,15 @@ def test_enlarge_to_keeps_pixels_crisp():
 
 def test_predict_random_test_image_replaces_an_upload_until_the_next_upload(app, data_dir):
     at = app("predict")
-    at.get("file_uploader")[0].set_value(("sky.png", png(Image.new("RGB", (60, 40), (40, 90, 200))), "image/png"))
+    picture = image_bytes(Image.new("RGB", (60, 40), (40, 90, 200)))
+    at.get("file_uploader")[0].set_value(("sky.png", picture, "image/png"))
     at.run()
     assert "**sky.png**" in texts(at.markdown).split("\n")
     next(b for b in at.button if b.label == "Or try a random CIFAR-10 test image").click().run()
     assert not at.exception and "**test image #" in texts(at.markdown)
     assert "**sky.png**" not in texts(at.markdown).split("\n")
-    at.get("file_uploader")[0].set_value(("grass.png", png(Image.new("RGB", (60, 40), (40, 200, 90))), "image/png"))
+    picture = image_bytes(Image.new("RGB", (60, 40), (40, 200, 90)))
+    at.get("file_uploader")[0].set_value(("grass.png", picture, "image/png"))
     at.run()
     assert "**grass.png**" in texts(at.markdown).split("\n")
 
@@ -443,7 +392,7 @@ def test_predict_with_a_users_model(app, runs_dir):
     assert "mine" in at.selectbox[0].options and "s9-ln (shipped)" in at.selectbox[0].options
     at.selectbox[0].set_value("mine").run()
     grey = Image.new("L", (64, 48), 90)  # greyscale, not square
-    at.get("file_uploader")[0].set_value(("grey.png", png(grey), "image/png"))
+    at.get("file_uploader")[0].set_value(("grey.png", image_bytes(grey), "image/png"))
     at.run()
     assert not at.exception and not at.error
     bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
@@ -465,9 +414,9 @@ BAD_FILES = [
 @pytest.mark.parametrize(("name", "content", "message"), BAD_FILES, ids=[name for name, _, _ in BAD_FILES])
 def test_predict_refuses_bad_files_clearly(app, name, content, message):
     if name == "bomb.png":
-        content = png(Image.new("1", (9000, 9000)))
+        content = image_bytes(Image.new("1", (9000, 9000)))
     if name == "cut.png":
-        content = png(Image.effect_noise((64, 64), 50).convert("RGB"))[:300]
+        content = image_bytes(Image.effect_noise((64, 64), 50).convert("RGB"))[:300]
     at = app("predict")
     at.get("file_uploader")[0].set_value((name, content, "image/png"))
     at.run()
@@ -577,7 +526,7 @@ def test_curves_smoothing_and_table():
     lambda: Image.new("CMYK", (40, 40), (0, 255, 0, 0)),
 ])
 def test_prepare_handles_every_mode(make):
-    upload = prepare(png(make(), "TIFF" if make().mode == "CMYK" else "PNG"))
+    upload = prepare(image_bytes(make(), "TIFF" if make().mode == "CMYK" else "PNG"))
     assert upload.view.shape == (32, 32, 3) and upload.view.dtype == np.uint8
 
 
@@ -604,10 +553,10 @@ def test_prepare_turns_every_crafted_file_into_an_image_or_one_message():
 
 def test_prepare_takes_the_first_frame_of_an_animation():
     frames = [Image.new("RGB", (64, 64), colour) for colour in ((255, 0, 0), (0, 0, 255))]
-    data = png(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    data = image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     upload = prepare(data)
     assert tuple(upload.view[16, 16]) == pytest.approx((255, 0, 0), abs=8)
-    transparent = prepare(png(Image.new("RGBA", (40, 40), (0, 0, 0, 0))))
+    transparent = prepare(image_bytes(Image.new("RGBA", (40, 40), (0, 0, 0, 0))))
     assert transparent.view.min() == 255  # composited onto white, not black
     with pytest.raises(CifarnetError, match="empty"):
         prepare(b"")

@@ -115,6 +115,7 @@ def test_dropout_is_the_architecture_default_or_an_explicit_rate():
         make_config({"dropout": -1})
 
 
+@pytest.mark.slow
 def test_recipes_are_overrides_of_the_defaults_and_the_cli_takes_them(runs_dir, data_dir):
     for name, recipe in RECIPES.items():
         cfg = recipe_config(name)

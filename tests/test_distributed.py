@@ -26,6 +26,8 @@ from cifarnet.runs import create_run, process_alive, read_run, request_stop
 from cifarnet.train import Trainer
 from conftest import ROOT, wait_for
 
+pytestmark = pytest.mark.ddp  # torchrun process groups: their own tier
+
 # 4 steps of 20 images (80 training images), evaluated on 20 at the epoch's end; 1 thread per process
 TINY = {"subset": 8, "epochs": 1, "batch_size": 20, "lr": 0.01, "eval_subset": 2, "tta": False, "threads": 1,
         "precision": "fp32"}  # bf16 would round each process's half differently

@@ -21,12 +21,14 @@ from cifarnet.experiments import list_experiments
 from cifarnet.monitor import live_run_ids, newest_live_run
 from cifarnet.runs import read_run
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, CRAFTED_IMAGES, crafted_images, new_tab, selected, settle, shot, wait_for
+from conftest import (CHROMIUM, CRAFTED_IMAGES, crafted_images, fake_finished_run, new_tab, selected, settle, shot,
+                      wait_for)
 
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
 
 
 @pytest.fixture
@@ -181,7 +183,6 @@ def boxes_overlap(a: dict, b: dict) -> bool:
 def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser):
     """With only finished runs: the Train page shows the newest without polling, the Runs page's legend stays clear
     of its chart titles, and the Misclassified grid shows its tiles at the stated size in aligned rows."""
-    from test_dashboard import fake_finished_run
 
     from cifarnet.data import load_cifar10
 
@@ -234,7 +235,7 @@ def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser)
                  if box[0] == 96]
         assert len(tiles) == 32 and all(abs(width - 96) < 0.5 for _, width, _ in tiles)  # shown at the stated 3x
         tops = [top for _, _, top in tiles]
-        assert all(len(set(round(t) for t in tops[row:row + 8])) == 1 for row in range(0, 32, 8))  # rows line up
+        assert all(len({round(t) for t in tops[row:row + 8]}) == 1 for row in range(0, 32, 8))  # rows line up
         shot(page, "09-misclassified-grid")
 
 

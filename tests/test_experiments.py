@@ -45,6 +45,7 @@ def live_records(runs_dir: Path) -> list[str]:
             and (info := read_run(p)).status in LIVE and trainer_alive(p, info.status_record)]
 
 
+@pytest.mark.slow
 def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -84,6 +85,7 @@ def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs
     assert not trainer_processes(runs_dir)
 
 
+@pytest.mark.slow
 def test_a_killed_trainer_does_not_stall_the_queue(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     experiment = start_experiment(make_config(TINY), parse_vary(["epochs=200,1"]), None, "k", runs_dir, data_dir)

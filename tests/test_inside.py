@@ -36,8 +36,7 @@ from cifarnet.models import build_model
 from cifarnet.query import parse_query
 from cifarnet.receptive_field import receptive_field
 from cifarnet.runs import PRETRAINED_DIR
-from conftest import ROOT, run_cli
-from test_dashboard import APP, TIMEOUT, fake_finished_run, png, texts
+from conftest import APP, ROOT, TIMEOUT, fake_finished_run, image_bytes, run_cli, texts
 
 SHIPPED_BN = PRETRAINED_DIR / "s9-bn" / "model.pt"
 PATCH = 6
@@ -211,7 +210,7 @@ def test_batchnorm_centres_channels_and_layernorm_centres_images():
 
 def test_explain_an_image_file_without_the_data_set(tmp_path):
     picture = tmp_path / "sky.png"
-    picture.write_bytes(png(Image.new("RGB", (120, 80), (40, 90, 200))))
+    picture.write_bytes(image_bytes(Image.new("RGB", (120, 80), (40, 90, 200))))
     out = tmp_path / "sky-cam.png"
     done = run_cli("explain", "--checkpoint", str(SHIPPED_BN), "--image", str(picture), "--out", str(out), "--json",
                    env={"CIFARNET_DATA": str(tmp_path / "nothing")})
@@ -332,7 +331,8 @@ def test_inside_without_data_takes_an_upload_and_shows_the_statistics(inside, mo
     assert at.segmented_control(key="inside_source").value == "Upload"  # no test images to pick from
     assert "Upload a picture" in texts(at.info)
     assert "synthetic pattern pictures" in texts(at.caption) and len(at.get("plotly_chart")) == 2
-    at.get("file_uploader")[0].set_value(("sky.png", png(Image.new("RGB", (90, 60), (40, 90, 200))), "image/png"))
+    picture = image_bytes(Image.new("RGB", (90, 60), (40, 90, 200)))
+    at.get("file_uploader")[0].set_value(("sky.png", picture, "image/png"))
     at.run()
     assert not at.exception and not at.error
     assert "**sky.png**" in markdown(at) and len(at.get("image")) == 7
@@ -376,6 +376,7 @@ def test_misclassified_gradcam_switch_and_links_to_inside(inside, runs_dir, data
     assert parse_query({"run": "mine", "index": "7"}).problems == []
 
 
+@pytest.mark.slow
 def test_explain_speed_bench_reports_json(tmp_path):
     """The benchmark runs end to end with tiny settings (its figures are not checked here)."""
     command = [sys.executable, str(ROOT / "bench" / "explain_speed.py"), "--json", "--models", "s9-gn,seed-ln",

@@ -19,10 +19,10 @@ from cifarnet.checkpoint import load_model
 from cifarnet.data import load_cifar10
 from cifarnet.runs import PRETRAINED_DIR
 from cifarnet.ui.server import dashboard_server
-from test_dashboard import fake_finished_run, png
-from conftest import CHROMIUM, selected, settle, shot
+from conftest import CHROMIUM, fake_finished_run, image_bytes, selected, settle, shot
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
 SLOW = 120_000  # the first visit loads models and measures 3 x 256 pictures on a busy 2-core machine
 
 
@@ -32,7 +32,7 @@ def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
     picture = tmp_path / "plane.png"
     sky = Image.new("RGB", (96, 96), (90, 150, 220))
     sky.paste((235, 235, 235), (20, 40, 76, 56))  # a pale body across a blue sky
-    picture.write_bytes(png(sky))
+    picture.write_bytes(image_bytes(sky))
     with dashboard_server(tmp_path / "runs", empty, tmp_path / "server.log") as url:
         page.goto(f"{url}/inside")
         page.get_by_text("Upload a picture to look inside the network").wait_for(timeout=SLOW)

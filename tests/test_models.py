@@ -46,8 +46,8 @@ def test_seed_summary_equals_the_writeup_table_line_for_line():
 
 def test_seed_printed_table_matches_writeup_text():
     printed = format_summary(summarize(build_model("seed", "bn")))
-    writeup_lines = [l.strip() for l in WRITEUP.read_text().splitlines()[1:] if l.strip()]
-    assert [l.strip() for l in printed.splitlines() if l.strip()] == writeup_lines
+    writeup_lines = [line.strip() for line in WRITEUP.read_text().splitlines()[1:] if line.strip()]
+    assert [line.strip() for line in printed.splitlines() if line.strip()] == writeup_lines
 
 
 @pytest.mark.parametrize("arch", ARCHS)

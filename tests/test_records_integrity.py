@@ -27,8 +27,7 @@ from cifarnet.records import cut_metrics, read_metrics, read_predictions, write_
 from cifarnet.runs import create_run, list_runs, read_run, request_stop
 from cifarnet.train import train_run
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, ROOT, run_cli, shot, texts, wait_for
-from test_dashboard import app  # noqa: F401  (the fixture that opens a page)
+from conftest import CHROMIUM, ROOT, copy_run, fake_finished_run, run_cli, shot, texts, wait_for
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
@@ -66,6 +65,7 @@ def _file_size_limit(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
+@pytest.mark.slow
 def test_a_trainer_that_cannot_write_says_why_on_the_terminal_and_in_its_status(runs_dir, data_dir):
     load_cifar10(data_dir)  # the decoded copy exists before the child runs under the limit
     done = subprocess.run([sys.executable, "-m", "cifarnet", "train", *TINY_FLAGS, "--runs-dir", str(runs_dir),
@@ -82,6 +82,7 @@ def test_a_trainer_that_cannot_write_says_why_on_the_terminal_and_in_its_status(
 
 # Item 5: a kill and a resume log every step once.
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_logs_each_step_once(runs_dir, data_dir):
     run_id = start_run(make_config({**TINY, "epochs": 4}), runs_dir, data_dir)  # 4 steps an epoch, each logged
     path = runs_dir / run_id
@@ -149,9 +150,9 @@ def test_stop_of_an_ended_run_is_refused_and_a_stale_stop_does_not_end_the_next_
     assert read_run(path).status_record["progress"]["step"] == 8 and not (path / "STOP").exists()
 
 
-def test_resuming_a_finished_run_is_refused_and_adds_no_second_final_record(runs_dir, data_dir):
-    path = create_run(make_config(TINY), runs_dir)
-    assert train_run(path, str(data_dir)) == "finished"
+def test_resuming_a_finished_run_is_refused_and_adds_no_second_final_record(tiny_run, runs_dir, data_dir):
+    path = copy_run(tiny_run, runs_dir)
+    assert read_run(path).status == "finished"
     before = (path / "metrics.jsonl").read_text()
     done = run_cli("train", "--resume", str(path), "--data-dir", str(data_dir))
     assert done.returncode == 2 and f"run '{path.name}' has finished; nothing to resume" in done.stderr
@@ -162,7 +163,6 @@ def test_resuming_a_finished_run_is_refused_and_adds_no_second_final_record(runs
 
 def damaged_runs(runs_dir: Path, labels: np.ndarray) -> dict[str, str]:
     """Finished runs, each with one kind of damage a page once crashed on; returns name -> the damage listed."""
-    from test_dashboard import fake_finished_run
 
     damage = {}
     for name, change in {
@@ -232,7 +232,6 @@ def test_the_runs_page_lists_every_damaged_run_with_its_damage(app, runs_dir, da
 
 
 def test_the_misclassified_page_survives_malformed_results_and_predictions(app, runs_dir, data_dir):
-    from test_dashboard import fake_finished_run
 
     labels = load_cifar10(data_dir).test_y.numpy()
     damaged_runs(runs_dir, labels)
@@ -249,6 +248,7 @@ def test_the_misclassified_page_survives_malformed_results_and_predictions(app, 
     assert "The predictions file of predictions-wrong is unreadable" in texts(at.warning)
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
 def test_the_train_page_follows_a_live_run_whose_status_holds_strings_and_infinity(tmp_path, data_dir, page):
     """The live view is a fragment, whose exceptions AppTest does not surface: this one is looked at in a browser."""

@@ -16,7 +16,7 @@ from cifarnet.launch import start_run
 from cifarnet.records import MetricsLog, load_run_config, write_json
 from cifarnet.runs import create_run, delete_run, list_runs, read_run, request_stop, run_path
 from cifarnet.train import train_run
-from conftest import run_cli, wait_for
+from conftest import copy_run, run_cli, wait_for
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 
@@ -54,9 +54,9 @@ def test_shipped_runs_cannot_be_deleted_or_stopped(runs_dir):
         request_stop("s9-bn", runs_dir)
 
 
-def test_delete_removes_a_finished_user_run(runs_dir, data_dir):
-    path = create_run(make_config({**TINY, "name": "mine"}), runs_dir)
-    train_run(path, str(data_dir))
+def test_delete_removes_a_finished_user_run(tiny_run, runs_dir):
+    path = copy_run(tiny_run, runs_dir, "mine")
+    assert read_run(path).status == "finished"
     delete_run("mine", runs_dir)
     assert not path.exists()
 
@@ -103,6 +103,7 @@ def test_bad_max_runs_environment_variable(runs_dir, monkeypatch):
         start_run(make_config(TINY), runs_dir)
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_stay_separate_and_both_finish(runs_dir, data_dir):
     first = start_run(make_config({**TINY, "seed": 1}), runs_dir, data_dir)
     second = start_run(make_config({**TINY, "seed": 2}), runs_dir, data_dir)

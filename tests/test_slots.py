@@ -3,6 +3,7 @@ run; shipped runs are read-only. Real processes throughout: the locks are the ke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,10 +42,8 @@ def _kill_trainers(runs_dir) -> None:
         if folder.name.startswith("."):
             continue
         pid = read_run(folder).status_record.get("pid") or int((folder / "pid").read_text())
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_simultaneous_starts_from_tabs_and_the_cli_respect_the_limit(runs_dir, data_dir, monkeypatch):

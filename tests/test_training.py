@@ -22,9 +22,8 @@ from conftest import REAL_DATA, real_data_present, run_cli, wait_for
 TINY = {"subset": 40, "epochs": 3, "batch_size": 50, "lr": 0.05, "eval_subset": 20, "tta": False}
 
 
-def test_training_lowers_loss_and_beats_chance(runs_dir, data_dir):
-    path = create_run(make_config(TINY), runs_dir)
-    assert train_run(path, str(data_dir)) == "finished"
+def test_training_lowers_loss_and_beats_chance(tiny_run):
+    path = tiny_run  # trained to "finished" once for the session (conftest)
     info = read_run(path)
     trains = [m for m in info.metrics if m["kind"] == "train"]
     assert trains[-1]["train_loss"] < trains[0]["train_loss"]
@@ -37,13 +36,14 @@ def test_training_lowers_loss_and_beats_chance(runs_dir, data_dir):
         assert {"epoch", "step", "time", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "img_s"} <= set(record)
 
 
-def test_flip_tta_reported_separately(runs_dir, data_dir):
-    path = create_run(make_config({**TINY, "epochs": 1, "tta": True}), runs_dir)
-    train_run(path, str(data_dir))
+def test_flip_tta_reported_separately(tiny_run):
+    path = tiny_run  # trained with tta on
+    assert read_run(path).config["tta"] is True
     results = json.loads((path / "results.json").read_text())
     assert 0 <= results["tta_acc"] <= 1 and results["test_acc"] == read_run(path).final_acc
 
 
+@pytest.mark.slow
 def test_compiled_training_follows_the_eager_run(runs_dir, data_dir):
     runs = {}
     for compiled in (False, True):
@@ -147,6 +147,7 @@ def _first_eval(run_id: str, runs_dir: Path):
     return lambda: [m for m in read_run(runs_dir / run_id).metrics if m["kind"] == "train"]
 
 
+@pytest.mark.slow
 def test_stop_then_resume_through_the_launch_api(runs_dir, data_dir):
     cfg = make_config({**TINY, "epochs": 40, "subset": 50})
     run_id = start_run(cfg, runs_dir, data_dir)
@@ -165,6 +166,7 @@ def test_stop_then_resume_through_the_launch_api(runs_dir, data_dir):
     assert steps == sorted(steps), "resumed run continues from its last step, it does not restart"
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_metrics_readable_and_run_failed_then_resumable(runs_dir, data_dir):
     run_id = start_run(make_config({**TINY, "epochs": 40, "subset": 50}), runs_dir, data_dir)
     path = runs_dir / run_id
@@ -183,6 +185,7 @@ def test_sigkill_leaves_metrics_readable_and_run_failed_then_resumable(runs_dir,
     wait_for(lambda: read_run(path).status == "stopped", timeout=60)
 
 
+@pytest.mark.slow
 def test_concurrent_run_limit(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     run_id = start_run(make_config({**TINY, "epochs": 40}), runs_dir, data_dir)
