@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from cifarnet.augment import Rows, augment_batch, to_float
+from cifarnet.augment import Rows, alternating_flips, augment_batch, first_flips, mix_batch, to_float
+from cifarnet.averaging import WeightAverage
 from cifarnet.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from cifarnet.config import TrainConfig
 from cifarnet.cpu_share import CpuShare
@@ -50,7 +51,8 @@ from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
 from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
                               write_predictions)
-from cifarnet.schedule import lr_at, make_optimizer, set_lr
+from cifarnet.schedule import freeze_norm_scales, lr_at, make_optimizer, set_lr
+from cifarnet.whitening import fit_whitening
 
 TOP_K = 5
 # Images per evaluation forward. On a CPU small batches stay in cache and are faster (bench/eval_speed.py,
@@ -171,6 +173,15 @@ class Trainer:
         # channels-last on every device: faster with cuDNN, and with oneDNN on a CPU too (convolution backward,
         # batch norm; docs/PERFORMANCE.md)
         self.model: CifarNet = build_model(**cfg.model_args).to(self.device, memory_format=torch.channels_last)
+        if cfg.freeze_norm_scales:
+            freeze_norm_scales(self.model)
+        if cfg.whiten != "off":
+            fit_whitening(self.model, self.train_x, cfg.seed)
+        # the weights evaluated and saved: an average of the trained ones (``ema``), or those themselves
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None
+        # alternating flip: each training image's mirroring in epoch 0, by its place in the (subset) training set
+        self.first_flips = first_flips(len(self.train_x), cfg.seed).to(self.device) \
+            if cfg.flip and cfg.flip_mode == "alternate" else None
         replica = group.replicate(self.model, cfg.sync_bn)  # the model itself, or DDP around it
         # compiled for the training step only: evaluation runs other batch sizes under
         # inference_mode, which would cost a recompile each for little saved
@@ -180,11 +191,23 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         self.steps_done = 0
 
-    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int) -> None:
-        """Continue from a saved state: the weights of ``model``, the optimizer's state and the step reached."""
+    @property
+    def final_model(self) -> CifarNet:
+        """The model evaluated during training and at the end, and saved: the weight average when there is one."""
+        return self.average.model if self.average else self.model
+
+    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int, average: dict | None = None) -> None:
+        """Continue from a saved state: the weights of ``model``, the optimizer's state, the step reached and the
+        weight average's state (without one, the average restarts from ``model``)."""
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(optimizer_state)
         self.steps_done = steps_done
+        if self.average:
+            self.average.load(average or model.state_dict())
+
+    def flips(self, index: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        """Alternating flip: which of the training images at ``index`` are mirrored in ``epoch`` (None: at random)."""
+        return None if self.first_flips is None else alternating_flips(self.first_flips[index], epoch)
 
     def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
         """The order of the training images in ``epoch``, and the generator that goes on to draw its augmentations."""
@@ -192,7 +215,8 @@ class Trainer:
         return torch.randperm(len(self.train_x), generator=gen).to(self.device), gen
 
     def batches(self, epoch: int, first: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(batch number, augmented images, labels) of ``epoch`` from batch ``first``, each made when asked for.
+        """(batch number, augmented images, labels) of ``epoch`` from batch ``first``, each made when asked for;
+        with mixup or cutmix the labels are class-probability targets [N, 10] (:func:`~cifarnet.augment.mix_batch`).
 
         The ``step.*`` profiler labels here and in :meth:`step` cost a few microseconds a step; they
         let ``bench/throughput.py --profile`` split a step into its phases.
@@ -202,33 +226,43 @@ class Trainer:
         share = self.group.share(size)  # this process's rows of every batch
         rows = Rows(share.start, share.stop, size)
         for _ in range(first):  # a resumed epoch: the skipped batches' draws, so each later image gets its own
-            augment_batch(to_float(self.train_x[:1]), self.cfg, gen, Rows(0, 1, size))
+            one = augment_batch(to_float(self.train_x[:1]), self.cfg, gen, Rows(0, 1, size), self.flips(order[:1], epoch))
+            mix_batch(one, self.train_y[:1], self.cfg, gen)
         for i in range(first, self.cfg.steps_per_epoch):
             idx = order[i * size:(i + 1) * size][share]
             with record_function("step.gather"):
                 x, y = to_float(self.train_x[idx]), self.train_y[idx]
             with record_function("step.augment"):
-                x = augment_batch(x, self.cfg, gen, rows).contiguous(memory_format=torch.channels_last)
+                x = augment_batch(x, self.cfg, gen, rows, self.flips(idx, epoch))
+                x, y = mix_batch(x, y, self.cfg, gen)
+                x = x.contiguous(memory_format=torch.channels_last)
             yield i, x, y
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on the batch; returns (summed loss, correct count), left on the device."""
+        """One optimizer step on the batch; returns (summed loss, correct count), left on the device.
+
+        ``y`` holds labels, or class-probability targets (mixup, cutmix) whose label smoothing is already in
+        them; an image counts as correct when the top class is its target's top one.
+        """
         set_lr(self.optimizer, lr_at(self.steps_done, self.cfg))
+        soft = y.ndim == 2
         with record_function("step.forward"), _autocast(self.device, self.precision):
             logits = self.forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=0.0 if soft else self.cfg.label_smoothing)
         with record_function("step.backward"):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         with record_function("step.optimizer"):
             self.optimizer.step()
+            if self.average:
+                self.average.update(self.model, self.steps_done)
         self.steps_done += 1
-        return loss.detach() * len(y), (logits.argmax(1) == y).sum()
+        return loss.detach() * len(y), (logits.argmax(1) == (y.argmax(1) if soft else y)).sum()
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> Evaluation:
-        """:func:`evaluate` of the model, each process of the group taking its share of the images."""
+        """:func:`evaluate` of the final model, each process of the group taking its share of the images."""
         share = self.group.share(len(images))
-        plain, flipped = logits_of(self.model, images[share], tta)
+        plain, flipped = logits_of(self.final_model, images[share], tta)
         whole = [None if part is None else self.group.gather_rows(part, share, len(images)) for part in (plain, flipped)]
         return summarise(*whole, labels)
 
@@ -301,7 +335,8 @@ class Run:
         if state is None:
             self._cut_metrics(0)
             return
-        self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]))
+        self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]),
+                             state.get("average"))
         self.best_acc, self.elapsed_before = float(state["best_acc"]), float(state["elapsed"])
         self._cut_metrics(self.trainer.steps_done)
 
@@ -314,8 +349,9 @@ class Run:
         if not self.main:
             return
         trainer = self.trainer
+        average = {"average": trainer.average.model.state_dict()} if trainer.average else {}
         save_checkpoint(self.path / "last.pt", trainer.model, optimizer=trainer.optimizer.state_dict(),
-                        step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed())
+                        step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed(), **average)
 
     def execute(self) -> str:
         """Train to the end (or a stop request, or divergence) and return the final status."""
@@ -384,7 +420,7 @@ class Run:
         if result.acc > self.best_acc:
             self.best_acc = result.acc
             if self.main:
-                save_checkpoint(self.path / "best.pt", self.trainer.model, step=self.trainer.steps_done,
+                save_checkpoint(self.path / "best.pt", self.trainer.final_model, step=self.trainer.steps_done,
                             test_acc=result.acc)
         self._progress(record, force=True)
 
@@ -417,7 +453,7 @@ class Run:
 
     def _write_results(self, result: Evaluation) -> None:
         trainer = self.trainer
-        save_checkpoint(self.path / "model.pt", trainer.model, step=trainer.steps_done)
+        save_checkpoint(self.path / "model.pt", trainer.final_model, step=trainer.steps_done)
         labels = trainer.test_y.cpu().numpy()
         top_p, top_i = result.probs.topk(TOP_K, dim=1)
         predicted = top_i[:, 0].numpy()
