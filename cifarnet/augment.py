@@ -155,7 +155,8 @@ def cutmix_box(h: int, w: int, lam: float, gen: torch.Generator) -> tuple[slice,
     cut = math.sqrt(1 - lam)
     bh, bw = round(h * cut), round(w * cut)
     cy, cx = (int(torch.randint(0, side, (1,), generator=gen)) for side in (h, w))
-    return (slice(max(cy - bh // 2, 0), min(cy - bh // 2 + bh, h)), slice(max(cx - bw // 2, 0), min(cx - bw // 2 + bw, w)))
+    top, left = cy - bh // 2, cx - bw // 2
+    return slice(max(top, 0), min(top + bh, h)), slice(max(left, 0), min(left + bw, w))
 
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,

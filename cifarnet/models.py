@@ -143,7 +143,7 @@ class _Units:
         return nn.Sequential(*layers)
 
     def conv(self, cin: int, cout: int, padding: int = 1, dilation: int = 1, stride: int = 1) -> nn.Sequential:
-        """3x3 conv → norm → ReLU → dropout; the one on the image (3 channels in) is the whitening stem when asked."""
+        """3x3 conv → norm → ReLU → dropout; the one on the image (3 channels in) is the whitening stem if asked."""
         stem = cin == 3 and self.whiten != "off"  # plain: standardising its filters would undo the whitening
         conv = (nn.Conv2d if stem else self.conv2d)(cin, cout, 3, stride=stride, padding=padding, dilation=dilation,
                                                     bias=False)

@@ -226,8 +226,9 @@ class Trainer:
         share = self.group.share(size)  # this process's rows of every batch
         rows = Rows(share.start, share.stop, size)
         for _ in range(first):  # a resumed epoch: the skipped batches' draws, so each later image gets its own
-            one = augment_batch(to_float(self.train_x[:1]), self.cfg, gen, Rows(0, 1, size), self.flips(order[:1], epoch))
-            mix_batch(one, self.train_y[:1], self.cfg, gen)
+            one = to_float(self.train_x[:1])
+            mix_batch(augment_batch(one, self.cfg, gen, Rows(0, 1, size), self.flips(order[:1], epoch)),
+                      self.train_y[:1], self.cfg, gen)
         for i in range(first, self.cfg.steps_per_epoch):
             idx = order[i * size:(i + 1) * size][share]
             with record_function("step.gather"):

@@ -153,7 +153,8 @@ def test_a_whitening_stem_is_fitted_from_the_data_kept_self_contained_and_within
     model = build_model("s9", "ln", whiten=whiten)
     stem = stem_conv(model)
     assert type(stem) is nn.Conv2d  # not weight-standardised, which would undo the whitening
-    assert count_params(model) == count_params(build_model("s9", "ln")) - (stem.weight.numel() if whiten == "frozen" else 0)
+    frozen = stem.weight.numel() if whiten == "frozen" else 0
+    assert count_params(model) == count_params(build_model("s9", "ln")) - frozen
     fit_whitening(model, data.train_x, seed=1)
     again = build_model("s9", "ln", whiten=whiten)
     fit_whitening(again, data.train_x, seed=1)
@@ -211,5 +212,6 @@ def test_lr_scaling_scales_the_peak_to_the_batch():
     assert make_config({**base, "lr_scaling": "linear"}).peak_lr == pytest.approx(0.4)
     assert make_config({**base, "lr_scaling": "sqrt"}).peak_lr == pytest.approx(0.2)
     cfg = make_config({**base, "batch_size": 1024, "lr_scaling": "linear", "warmup": 0.25})
-    assert cfg.steps_per_epoch == 48 and max(lr_at(s, cfg) for s in range(cfg.total_steps)) == pytest.approx(0.8, rel=0.02)
+    assert cfg.steps_per_epoch == 48
+    assert max(lr_at(s, cfg) for s in range(cfg.total_steps)) == pytest.approx(0.8, rel=0.02)
     assert dataclasses.replace(cfg, lr_scaling="none").peak_lr == 0.1
