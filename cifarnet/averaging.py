@@ -34,12 +34,18 @@ class WeightAverage:
         self.model.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: CifarNet, step: int) -> None:
-        """Move the average towards ``model``'s weights after optimizer step ``step``; copy its buffers."""
+    def update(self, model: CifarNet, step: int, steps: int = 1) -> None:
+        """Move the average towards ``model``'s weights after optimizer step ``step``, as ``steps`` updates would
+        (the decay to that power); copy its buffers."""
         mine, theirs = list(self.model.parameters()), list(model.parameters())
-        torch._foreach_lerp_(mine, theirs, 1.0 - decay_at(step, self.decay))
+        torch._foreach_lerp_(mine, theirs, 1.0 - decay_at(step, self.decay) ** steps)
         for own, live in zip(self.model.buffers(), model.buffers()):
             own.copy_(live)
+
+    @torch.no_grad()
+    def pull(self, model: CifarNet) -> None:
+        """Lookahead: set ``model``'s weights to the average (the trained weights jump back)."""
+        torch._foreach_copy_(list(model.parameters()), list(self.model.parameters()))
 
     def load(self, state: dict) -> None:
         """Continue from a saved average (its ``state_dict``)."""

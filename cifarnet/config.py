@@ -34,6 +34,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 FLIP_MODES = ("random", "alternate")
 LR_SCALINGS = ("none", "linear", "sqrt")
 REFERENCE_BATCH = 128  # the batch the learning rate is given for when lr_scaling scales it
+LOOKAHEAD_EVERY = 5  # steps between lookahead's syncs: airbench's
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AUTO = "auto"  # how text (CLI, URL) spells a field's "no value": the default the field's `auto` words describe
 MODEL, TRAINING, AUGMENTATION, ADVANCED = "Model", "Training", "Augmentation", "Advanced"
@@ -113,6 +114,9 @@ class TrainConfig:
                         "min(ema, (1+t)/(10+t)) at step t); evaluations, the final accuracy and the saved model use "
                         "the average; 0 = off", TRAINING, "Weight EMA decay", low=0.0, high=0.9999, step=0.001,
                         fmt="%.4g")
+    lookahead: bool = option(False, f"with ema: every {LOOKAHEAD_EVERY} steps the average takes a step of its own "
+                             f"(decay ema^{LOOKAHEAD_EVERY}) and the trained weights jump back to it (airbench's "
+                             "lookahead)", TRAINING, "Lookahead (with EMA)")
     norm_bias_lr: float = option(1.0, "learning-rate multiplier for the norms' biases (airbench trains BatchNorm "
                                  "biases at 64x); like every norm parameter they get no weight decay", ADVANCED,
                                  "Norm-bias LR multiplier", low=0.0, high=256.0, step=1.0, fmt="%g")
@@ -329,6 +333,8 @@ def _check_combination(cfg: TrainConfig) -> None:
             f"subset={cfg.subset}); allowed: at most {cfg.train_size}"
         )
     check_shares(cfg.batch_size, cfg.processes)
+    if cfg.lookahead and not cfg.ema:
+        raise CifarnetError("lookahead=true needs a weight average to jump back to; allowed: with ema above 0")
 
 
 def make_config(values: dict[str, Any] | None = None, base: TrainConfig = DEFAULTS) -> TrainConfig:

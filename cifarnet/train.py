@@ -42,7 +42,7 @@ from torch.profiler import record_function
 from cifarnet.augment import Rows, alternating_flips, augment_batch, first_flips, mix_batch, to_float
 from cifarnet.averaging import WeightAverage
 from cifarnet.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from cifarnet.config import TrainConfig
+from cifarnet.config import LOOKAHEAD_EVERY, TrainConfig
 from cifarnet.cpu_share import CpuShare
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
 from cifarnet.devices import resolve_precision, select_device
@@ -255,10 +255,20 @@ class Trainer:
             loss.backward()
         with record_function("step.optimizer"):
             self.optimizer.step()
-            if self.average:
-                self.average.update(self.model, self.steps_done)
+            self._average()
         self.steps_done += 1
         return loss.detach() * len(y), (logits.argmax(1) == (y.argmax(1) if soft else y)).sum()
+
+    def _average(self) -> None:
+        """After an optimizer step: the weight average's update, every step, or with lookahead every
+        ``LOOKAHEAD_EVERY`` steps followed by the trained weights' jump back to it."""
+        if not self.average:
+            return
+        if not self.cfg.lookahead:
+            self.average.update(self.model, self.steps_done)
+        elif (self.steps_done + 1) % LOOKAHEAD_EVERY == 0:
+            self.average.update(self.model, self.steps_done, LOOKAHEAD_EVERY)
+            self.average.pull(self.model)
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> Evaluation:
         """:func:`evaluate` of the final model, each process of the group taking its share of the images."""

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarnet import CifarnetError
 from cifarnet.augment import mix_batch, soft_targets, to_float
 from cifarnet.averaging import decay_at
 from cifarnet.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -59,6 +60,28 @@ def test_the_weight_average_is_the_hand_computed_ema_and_is_what_is_evaluated():
     assert ours.loss == evaluate(t.final_model, t.test_x, t.test_y).loss != evaluate(t.model, t.test_x, t.test_y).loss
     plain = trainer()
     assert plain.average is None and plain.final_model is plain.model
+
+
+def test_lookahead_pulls_the_trained_weights_back_to_the_average_every_five_steps():
+    t = trainer(ema=0.9, lookahead=True, epochs=2)
+    start = params(t.model)
+    steps = [batch for epoch in range(2) for batch in t.batches(epoch)]
+    for _, x, y in steps[:4]:
+        t.step(x, y)
+    assert all(torch.equal(a, s) for a, s in zip(t.final_model.parameters(), start))  # no update yet
+    trained, pull = [], t.average.pull
+    t.average.pull = lambda model: (trained.extend(params(model)), pull(model))  # the weights before the jump
+    _, x, y = steps[4]
+    t.step(x, y)  # the fifth step: the average takes five steps' worth of decay towards them, then they jump
+    decay = decay_at(4, 0.9) ** 5
+    expected = [decay * s + (1 - decay) * w for s, w in zip(start, trained)]
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(t.final_model.parameters(), expected))
+    assert all(torch.equal(a, w) for a, w in zip(t.final_model.parameters(), t.model.parameters()))
+    for _, x, y in steps[5:9]:
+        t.step(x, y)
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(t.final_model.parameters(), expected))
+    with pytest.raises(CifarnetError, match="lookahead=true needs a weight average"):
+        make_config({"lookahead": True})
 
 
 def test_a_run_with_ema_saves_and_reports_the_average_and_resumes_it(runs_dir):
