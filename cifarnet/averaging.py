@@ -26,7 +26,8 @@ def decay_at(step: int, decay: float) -> float:
 
 
 class WeightAverage:
-    """The EMA of a model's parameters (and a copy of its buffers), kept as a model of its own."""
+    """The EMA of a model's parameters (and a copy of its buffers), kept as a model of its own; lookahead's slow
+    weights are one too, updated every few steps (``steps``) and pulled into the model (:meth:`pull`)."""
 
     def __init__(self, model: CifarNet, decay: float) -> None:
         self.decay = decay

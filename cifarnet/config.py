@@ -114,9 +114,10 @@ class TrainConfig:
                         "min(ema, (1+t)/(10+t)) at step t); evaluations, the final accuracy and the saved model use "
                         "the average; 0 = off", TRAINING, "Weight EMA decay", low=0.0, high=0.9999, step=0.001,
                         fmt="%.4g")
-    lookahead: bool = option(False, f"with ema: every {LOOKAHEAD_EVERY} steps the average takes a step of its own "
-                             f"(decay ema^{LOOKAHEAD_EVERY}) and the trained weights jump back to it (airbench's "
-                             "lookahead)", TRAINING, "Lookahead (with EMA)")
+    lookahead: float = option(0.0, f"lookahead (airbench's): every {LOOKAHEAD_EVERY} steps slow weights move "
+                              f"towards the trained ones as {LOOKAHEAD_EVERY} EMA steps of this decay would (warmed up "
+                              "as ema), and the trained weights jump back to them; evaluated and saved unless ema is on; "
+                              "0 = off", TRAINING, "Lookahead decay", low=0.0, high=0.9999, step=0.01, fmt="%.4g")
     norm_bias_lr: float = option(1.0, "learning-rate multiplier for the norms' biases (airbench trains BatchNorm "
                                  "biases at 64x); like every norm parameter they get no weight decay", ADVANCED,
                                  "Norm-bias LR multiplier", low=0.0, high=256.0, step=1.0, fmt="%g")
@@ -333,8 +334,6 @@ def _check_combination(cfg: TrainConfig) -> None:
             f"subset={cfg.subset}); allowed: at most {cfg.train_size}"
         )
     check_shares(cfg.batch_size, cfg.processes)
-    if cfg.lookahead and not cfg.ema:
-        raise CifarnetError("lookahead=true needs a weight average to jump back to; allowed: with ema above 0")
 
 
 def make_config(values: dict[str, Any] | None = None, base: TrainConfig = DEFAULTS) -> TrainConfig:

@@ -183,8 +183,8 @@ def describe(cfg: TrainConfig) -> str:
                 ("cutout", cfg.cutout), (f"mixup α {cfg.mixup:g}", cfg.mixup > 0),
                 (f"cutmix α {cfg.cutmix:g}", cfg.cutmix > 0))
     augs = [name for name, on in switches if on]
-    ema = f"weight EMA {cfg.ema:g}" + (" with lookahead" if cfg.lookahead else "")
-    tricks = ((f"{cfg.whiten} whitening stem", cfg.whiten != "off"), (ema, cfg.ema > 0),
+    tricks = ((f"{cfg.whiten} whitening stem", cfg.whiten != "off"), (f"weight EMA {cfg.ema:g}", cfg.ema > 0),
+              (f"lookahead {cfg.lookahead:g}", cfg.lookahead > 0),
               (f"norm biases at {cfg.norm_bias_lr:g}x lr", cfg.norm_bias_lr != 1),
               ("norm scales frozen", cfg.freeze_norm_scales))
     augs_text = ", ".join(augs) or "none"

@@ -179,6 +179,7 @@ class Trainer:
             fit_whitening(self.model, self.train_x, cfg.seed)
         # the weights evaluated and saved: an average of the trained ones (``ema``), or those themselves
         self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None
+        self.slow = WeightAverage(self.model, cfg.lookahead) if cfg.lookahead else None  # lookahead's slow weights
         # alternating flip: each training image's mirroring in epoch 0, by its place in the (subset) training set
         self.first_flips = first_flips(len(self.train_x), cfg.seed).to(self.device) \
             if cfg.flip and cfg.flip_mode == "alternate" else None
@@ -194,16 +195,18 @@ class Trainer:
     @property
     def final_model(self) -> CifarNet:
         """The model evaluated during training and at the end, and saved: the weight average when there is one."""
-        return self.average.model if self.average else self.model
+        return (self.average or self.slow or self).model
 
-    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int, average: dict | None = None) -> None:
-        """Continue from a saved state: the weights of ``model``, the optimizer's state, the step reached and the
-        weight average's state (without one, the average restarts from ``model``)."""
+    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int, average: dict | None = None,
+                slow: dict | None = None) -> None:
+        """Continue from a saved state: the weights of ``model``, the optimizer's state, the step reached, and the
+        weight average's and lookahead's slow weights (either missing: restarted from ``model``)."""
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(optimizer_state)
         self.steps_done = steps_done
-        if self.average:
-            self.average.load(average or model.state_dict())
+        for kept, state in ((self.average, average), (self.slow, slow)):
+            if kept:
+                kept.load(state or model.state_dict())
 
     def flips(self, index: torch.Tensor, epoch: int) -> torch.Tensor | None:
         """Alternating flip: which of the training images at ``index`` are mirrored in ``epoch`` (None: at random)."""
@@ -260,15 +263,13 @@ class Trainer:
         return loss.detach() * len(y), (logits.argmax(1) == (y.argmax(1) if soft else y)).sum()
 
     def _average(self) -> None:
-        """After an optimizer step: the weight average's update, every step, or with lookahead every
-        ``LOOKAHEAD_EVERY`` steps followed by the trained weights' jump back to it."""
-        if not self.average:
-            return
-        if not self.cfg.lookahead:
+        """After an optimizer step: every ``LOOKAHEAD_EVERY`` steps lookahead's slow weights step towards the trained
+        ones, which jump back to them; then the weight average's update (of the weights training goes on from)."""
+        if self.slow and (self.steps_done + 1) % LOOKAHEAD_EVERY == 0:
+            self.slow.update(self.model, self.steps_done, LOOKAHEAD_EVERY)
+            self.slow.pull(self.model)
+        if self.average:
             self.average.update(self.model, self.steps_done)
-        elif (self.steps_done + 1) % LOOKAHEAD_EVERY == 0:
-            self.average.update(self.model, self.steps_done, LOOKAHEAD_EVERY)
-            self.average.pull(self.model)
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> Evaluation:
         """:func:`evaluate` of the final model, each process of the group taking its share of the images."""
@@ -347,7 +348,7 @@ class Run:
             self._cut_metrics(0)
             return
         self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]),
-                             state.get("average"))
+                             state.get("average"), state.get("slow"))
         self.best_acc, self.elapsed_before = float(state["best_acc"]), float(state["elapsed"])
         self._cut_metrics(self.trainer.steps_done)
 
@@ -360,7 +361,8 @@ class Run:
         if not self.main:
             return
         trainer = self.trainer
-        average = {"average": trainer.average.model.state_dict()} if trainer.average else {}
+        average = {key: kept.model.state_dict() for key, kept in (("average", trainer.average), ("slow", trainer.slow))
+                   if kept}
         save_checkpoint(self.path / "last.pt", trainer.model, optimizer=trainer.optimizer.state_dict(),
                         step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed(), **average)
 

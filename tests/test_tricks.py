@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarnet import CifarnetError
 from cifarnet.augment import mix_batch, soft_targets, to_float
 from cifarnet.averaging import decay_at
 from cifarnet.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -32,9 +31,8 @@ BASE = {"arch": "s9", "subset": TRAIN // 10, "batch_size": 10, "epochs": 1, "eva
 def tiny_data(seed: int = 0) -> Cifar10:
     """Random images (no two alike, none symmetric), labels 0-9 in turn."""
     gen = torch.Generator().manual_seed(seed)
-    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)  # noqa: E731
-    labels = lambda n: torch.arange(n) % 10  # noqa: E731
-    return Cifar10(images(TRAIN), labels(TRAIN), images(TEST), labels(TEST), CLASSES, "synthetic")
+    train_x, test_x = (torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8) for n in (TRAIN, TEST))
+    return Cifar10(train_x, torch.arange(TRAIN) % 10, test_x, torch.arange(TEST) % 10, CLASSES, "synthetic")
 
 
 def trainer(**values) -> Trainer:
@@ -63,14 +61,14 @@ def test_the_weight_average_is_the_hand_computed_ema_and_is_what_is_evaluated():
 
 
 def test_lookahead_pulls_the_trained_weights_back_to_the_average_every_five_steps():
-    t = trainer(ema=0.9, lookahead=True, epochs=2)
+    t = trainer(lookahead=0.9, epochs=2)
     start = params(t.model)
     steps = [batch for epoch in range(2) for batch in t.batches(epoch)]
     for _, x, y in steps[:4]:
         t.step(x, y)
     assert all(torch.equal(a, s) for a, s in zip(t.final_model.parameters(), start))  # no update yet
-    trained, pull = [], t.average.pull
-    t.average.pull = lambda model: (trained.extend(params(model)), pull(model))  # the weights before the jump
+    trained, pull = [], t.slow.pull
+    t.slow.pull = lambda model: (trained.extend(params(model)), pull(model))  # the weights before the jump
     _, x, y = steps[4]
     t.step(x, y)  # the fifth step: the average takes five steps' worth of decay towards them, then they jump
     decay = decay_at(4, 0.9) ** 5
@@ -80,8 +78,8 @@ def test_lookahead_pulls_the_trained_weights_back_to_the_average_every_five_step
     for _, x, y in steps[5:9]:
         t.step(x, y)
     assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(t.final_model.parameters(), expected))
-    with pytest.raises(CifarnetError, match="lookahead=true needs a weight average"):
-        make_config({"lookahead": True})
+    both = trainer(lookahead=0.9, ema=0.5)
+    assert both.final_model is both.average.model and both.slow.model is not both.average.model
 
 
 def test_a_run_with_ema_saves_and_reports_the_average_and_resumes_it(runs_dir):
