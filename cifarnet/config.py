@@ -116,8 +116,8 @@ class TrainConfig:
                         fmt="%.4g")
     lookahead: float = option(0.0, f"lookahead (airbench's): every {LOOKAHEAD_EVERY} steps slow weights move "
                               f"towards the trained ones as {LOOKAHEAD_EVERY} EMA steps of this decay would (warmed up "
-                              "as ema), and the trained weights jump back to them; evaluated and saved unless ema is on; "
-                              "0 = off", TRAINING, "Lookahead decay", low=0.0, high=0.9999, step=0.01, fmt="%.4g")
+                              "as ema), and the trained weights jump back to them; evaluated and saved unless ema is "
+                              "on; 0 = off", TRAINING, "Lookahead decay", low=0.0, high=0.9999, step=0.01, fmt="%.4g")
     norm_bias_lr: float = option(1.0, "learning-rate multiplier for the norms' biases (airbench trains BatchNorm "
                                  "biases at 64x); like every norm parameter they get no weight decay", ADVANCED,
                                  "Norm-bias LR multiplier", low=0.0, high=256.0, step=1.0, fmt="%g")
