@@ -153,6 +153,9 @@ class TrainConfig:
                              "Evaluate every N steps", low=0, high=100000, step=1, fmt="%d")
     tta: bool = option(True, "also report flip test-time-augmentation accuracy at the end", ADVANCED,
                        "Flip TTA at the end")
+    tta_translate: bool = option(False, "TTA also over the image and its mirror shifted one pixel up-left and one "
+                                 "down-right (half the weight; airbench's tta_level 2): the TTA accuracy is then "
+                                 "flip + translate", ADVANCED, "TTA: also translate", active_when=("tta", (True,)))
     seed: int = option(0, "random seed", TRAINING, "Seed", low=0, high=2**31 - 1, step=1, fmt="%d")
     device: str = option("auto", "auto = CUDA when present, else CPU", ADVANCED, "Device", choices=DEVICES)
     threads: int = option(0, "CPU threads (0 = a share of the cores: all of them for a run alone, divided among "

@@ -84,26 +84,47 @@ class Evaluation:
 
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False,
-             batch: int | None = None) -> Evaluation:
+             batch: int | None = None, translate: bool = False) -> Evaluation:
     """Loss, accuracy and class probabilities of ``model`` on uint8 ``images``.
 
-    With ``tta`` the probabilities of the image and its mirror are averaged and that
-    accuracy is reported separately (``tta_acc``); ``acc`` stays the plain one. Always in full
+    With ``tta`` the probabilities of the image and its mirror are averaged (with ``translate`` also those of
+    the pair shifted a pixel each way: :func:`logits_of`) and that accuracy is reported separately
+    (``tta_acc``); ``acc`` stays the plain one. Always in full
     fp32 (no autocast, no TF32 on a GPU), whatever a run trained with and wherever it ran, so
     ``evaluate`` of a saved model on a CPU reproduces the figures a GPU run recorded.
     """
-    return summarise(*logits_of(model, images, tta, batch), labels)
+    return summarise(*logits_of(model, images, tta, batch, translate), labels)
+
+
+def _mirrored_probs(model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean class probabilities of images ``x`` (their ``logits`` when already computed) and of their mirrors."""
+    logits = model(x).float() if logits is None else logits
+    return (logits.softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+
+
+def _tta_probs(model: torch.nn.Module, x: torch.Tensor, plain: torch.Tensor, translate: bool) -> torch.Tensor:
+    """Test-time augmentation: the image's and its mirror's probabilities (``plain``: the image's logits, already
+    computed); with ``translate`` they weigh half, and the same pair shifted one pixel up-left and one down-right
+    (edges reflected) the other half: airbench's ``tta_level`` 2."""
+    mirrored = _mirrored_probs(model, x, plain)
+    if not translate:
+        return mirrored
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[2:]
+    shifted = [_mirrored_probs(model, padded[:, :, dy:dy + h, dy:dy + w]) for dy in (0, 2)]
+    return mirrored / 2 + (shifted[0] + shifted[1]) / 4
 
 
 @torch.inference_mode()
-def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False,
-              batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The model's logits for uint8 ``images`` (and for their mirrors with ``tta``), in fp32: see :func:`evaluate`."""
+def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False, batch: int | None = None,
+              translate: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's logits for uint8 ``images`` and, with ``tta``, its test-time-augmented class probabilities
+    (:func:`_tta_probs`), in fp32: see :func:`evaluate`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     batch = batch or EVAL_BATCH["cuda" if device.type == "cuda" else "cpu"]
-    plain, flipped = [], []
+    plain, augmented = [], []
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
@@ -111,22 +132,20 @@ def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False,
             x = to_float(images[start:start + batch].to(device, non_blocking=True))
             plain.append(model(x).float())
             if tta:
-                flipped.append(model(x.flip(3)).float())
+                augmented.append(_tta_probs(model, x, plain[-1], translate))
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     model.train(was_training)
-    return torch.cat(plain), torch.cat(flipped) if tta else None
+    return torch.cat(plain), torch.cat(augmented) if tta else None
 
 
-def summarise(logits: torch.Tensor, flipped: torch.Tensor | None, labels: torch.Tensor) -> Evaluation:
-    """Loss, accuracy and probabilities from the logits of :func:`logits_of`."""
+def summarise(logits: torch.Tensor, tta_probs: torch.Tensor | None, labels: torch.Tensor) -> Evaluation:
+    """Loss, accuracy and probabilities from the logits (and test-time-augmented probabilities) of
+    :func:`logits_of`."""
     labels = labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
-    tta_acc = None
-    if flipped is not None:
-        both = logits.softmax(1) + flipped.softmax(1)
-        tta_acc = (both.argmax(1) == labels).float().mean().item()
+    tta_acc = None if tta_probs is None else (tta_probs.argmax(1) == labels).float().mean().item()
     return Evaluation(loss, acc, logits.softmax(1).cpu(), tta_acc)
 
 
@@ -274,8 +293,8 @@ class Trainer:
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> Evaluation:
         """:func:`evaluate` of the final model, each process of the group taking its share of the images."""
         share = self.group.share(len(images))
-        plain, flipped = logits_of(self.final_model, images[share], tta)
-        whole = [None if part is None else self.group.gather_rows(part, share, len(images)) for part in (plain, flipped)]
+        parts = logits_of(self.final_model, images[share], tta, translate=self.cfg.tta_translate)
+        whole = [None if part is None else self.group.gather_rows(part, share, len(images)) for part in parts]
         return summarise(*whole, labels)
 
 

@@ -20,7 +20,7 @@ from cifarnet.norms import norm_layers
 from cifarnet.rules import check_rules
 from cifarnet.runs import create_run
 from cifarnet.schedule import lr_at
-from cifarnet.train import Trainer, evaluate, train_run
+from cifarnet.train import Trainer, evaluate, logits_of, train_run
 from cifarnet.whitening import fit_whitening, patches, sample_index, whitening_filters
 
 TRAIN, TEST = 40, 20  # images: four of each class, two of each class
@@ -236,3 +236,21 @@ def test_lr_scaling_scales_the_peak_to_the_batch():
     assert cfg.steps_per_epoch == 48
     assert max(lr_at(s, cfg) for s in range(cfg.total_steps)) == pytest.approx(0.8, rel=0.02)
     assert dataclasses.replace(cfg, lr_scaling="none").peak_lr == 0.1
+
+
+def test_flip_and_translate_tta_averages_the_six_views_as_airbench_weighs_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    x = to_float(images)
+
+    def pair(v: torch.Tensor) -> torch.Tensor:  # an image's and its mirror's probabilities, averaged
+        return (model(v).softmax(1) + model(v.flip(3)).softmax(1)) / 2
+
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    expected = pair(x) / 2 + (pair(padded[:, :, :32, :32]) + pair(padded[:, :, 2:, 2:])) / 4
+    plain, augmented = logits_of(model, images, tta=True, translate=True)
+    assert torch.allclose(plain, model(x)) and torch.allclose(augmented, expected, atol=1e-6)
+    assert torch.allclose(logits_of(model, images, tta=True)[1], pair(x), atol=1e-6)  # flip only, as before
+    labels = expected.argmax(1)
+    assert evaluate(model, images, labels, tta=True, translate=True).tta_acc == 1.0
