@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cifarnet.errors import CifarnetError, shown
-from cifarnet.models import ARCHS, DEFAULT_DROPOUT, WS_MODES, build_model, default_ws
+from cifarnet.models import ARCHS, DEFAULT_DROPOUT, WHITEN_MODES, WS_MODES, build_model, default_ws
 from cifarnet.norms import DEFAULT_GN_GROUPS, NORMS
 
 OPTIMIZERS = ("nesterov", "sgd", "adam", "adamw")
@@ -31,6 +31,10 @@ SCHEDULES = ("onecycle", "cosine", "step", "constant")
 AFFINES = ("none", "rotate", "ssr")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+FLIP_MODES = ("random", "alternate")
+LR_SCALINGS = ("none", "linear", "sqrt")
+REFERENCE_BATCH = 128  # the batch the learning rate is given for when lr_scaling scales it
+LOOKAHEAD_EVERY = 5  # steps between lookahead's syncs: airbench's
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AUTO = "auto"  # how text (CLI, URL) spells a field's "no value": the default the field's `auto` words describe
 MODEL, TRAINING, AUGMENTATION, ADVANCED = "Model", "Training", "Augmentation", "Advanced"
@@ -83,6 +87,10 @@ class TrainConfig:
                      "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 and s10 with LN or "
                      "GN, off with BN and for seed (the write-up's network)", MODEL, "Weight standardisation",
                      choices=(AUTO, *WS_MODES), choice_labels={"except-depthwise": "all except depthwise"})
+    whiten: str = option("off", "patch-whitening stem: the first conv starts as the whitening transform of 3x3 patches "
+                         "of 5,000 training images (the covariance's top eigenvectors, each sign, scaled to unit "
+                         "variance), then stays frozen or trains on; off = random init", MODEL, "Whitening stem",
+                         choices=WHITEN_MODES)
     epochs: float = option(12, "epochs to train (fractions allowed for short runs)", TRAINING, "Epochs",
                            low=0.05, high=500, step=1.0, fmt="%g")
     batch_size: int = option(128, "images per step", TRAINING, "Batch size", low=2, high=4096, step=32, fmt="%d")
@@ -91,6 +99,9 @@ class TrainConfig:
                        fmt="%.4g")
     momentum: float = option(0.9, "SGD momentum / Adam beta1", ADVANCED, "Momentum / β1", low=0.0, high=0.999,
                              step=0.01, fmt="%.3g")
+    lr_scaling: str = option("none", f"scale the learning rate with the batch: lr is given for batch "
+                             f"{REFERENCE_BATCH} and multiplied by batch_size/{REFERENCE_BATCH} (linear) or its square "
+                             "root (sqrt); none = lr as given", TRAINING, "LR scaling with batch", choices=LR_SCALINGS)
     schedule: str = option("onecycle", "learning-rate schedule, stepped every batch", TRAINING, "LR schedule",
                            choices=SCHEDULES)
     warmup: float = option(0.2, "onecycle: fraction of training spent warming up", ADVANCED, "Warm-up fraction",
@@ -99,10 +110,27 @@ class TrainConfig:
                                  fmt="%.5g")
     label_smoothing: float = option(0.1, "label smoothing", TRAINING, "Label smoothing", low=0.0, high=0.5,
                                     step=0.05, fmt="%.2f")
+    ema: float = option(0.0, "decay of an exponential moving average of the weights, updated every step (warmed up: "
+                        "min(ema, (1+t)/(10+t)) at step t); evaluations, the final accuracy and the saved model use "
+                        "the average; 0 = off", TRAINING, "Weight EMA decay", low=0.0, high=0.9999, step=0.001,
+                        fmt="%.4g")
+    lookahead: float = option(0.0, f"lookahead (airbench's): every {LOOKAHEAD_EVERY} steps slow weights move "
+                              f"towards the trained ones as {LOOKAHEAD_EVERY} EMA steps of this decay would (warmed up "
+                              "as ema), and the trained weights jump back to them; evaluated and saved unless ema is "
+                              "on; 0 = off", TRAINING, "Lookahead decay", low=0.0, high=0.9999, step=0.01, fmt="%.4g")
+    norm_bias_lr: float = option(1.0, "learning-rate multiplier for the norms' biases (airbench trains BatchNorm "
+                                 "biases at 64x); like every norm parameter they get no weight decay", ADVANCED,
+                                 "Norm-bias LR multiplier", low=0.0, high=256.0, step=1.0, fmt="%g")
+    freeze_norm_scales: bool = option(False, "keep the norms' scales (weights) at their initial 1 instead of training "
+                                      "them", ADVANCED, "Freeze norm scales")
     crop: bool = option(True, "random translate: pad then random-crop back to 32x32", AUGMENTATION, "Random crop")
     crop_pad: int = option(4, "padding for the random crop (pixels)", AUGMENTATION, "Crop padding (px)", low=1,
                            high=8, step=1, fmt="%d", active_when=("crop", (True,)))
     flip: bool = option(True, "random horizontal flip", AUGMENTATION, "Horizontal flip")
+    flip_mode: str = option("random", "random: each image mirrored with probability 1/2 every epoch; alternate: at "
+                            "random in the first epoch, then each image the opposite of its previous epoch "
+                            "(airbench's derandomised flip)", AUGMENTATION, "Flip mode", choices=FLIP_MODES,
+                            active_when=("flip", (True,)))
     affine: str = option("none", "none, rotate (random rotation) or ssr (shift-scale-rotate)", AUGMENTATION,
                          "Rotation", choices=AFFINES, choice_labels={"ssr": "shift-scale-rotate"})
     rotate_deg: float = option(10.0, "largest rotation in degrees for rotate / ssr", AUGMENTATION,
@@ -111,6 +139,12 @@ class TrainConfig:
     cutout: bool = option(False, "cutout (CoarseDropout): one square hole per image", AUGMENTATION, "Cutout")
     cutout_size: int = option(8, "cutout square side (pixels)", AUGMENTATION, "Cutout size (px)", low=1, high=24,
                               step=2, fmt="%d", active_when=("cutout", (True,)))
+    mixup: float = option(0.0, "mixup: each batch blended with itself reversed, weight ~ Beta(alpha, alpha), labels "
+                          "blended alike (alpha; 0 = off; with cutmix too, each batch takes one of the two)",
+                          AUGMENTATION, "Mixup alpha", low=0.0, high=2.0, step=0.1, fmt="%g")
+    cutmix: float = option(0.0, "cutmix: a box of each image replaced by the same box of the batch reversed, labels "
+                           "blended by area (alpha of the Beta draw; 0 = off)", AUGMENTATION, "Cutmix alpha", low=0.0,
+                           high=2.0, step=0.1, fmt="%g")
     subset: int = option(0, "train images per class (0 = all 5,000)", TRAINING, "Train images per class", low=0,
                          high=5000, step=100, fmt="%d")
     eval_subset: int = option(0, "test images per class for evaluations during training (0 = all 1,000)", ADVANCED,
@@ -119,6 +153,9 @@ class TrainConfig:
                              "Evaluate every N steps", low=0, high=100000, step=1, fmt="%d")
     tta: bool = option(True, "also report flip test-time-augmentation accuracy at the end", ADVANCED,
                        "Flip TTA at the end")
+    tta_translate: bool = option(False, "TTA also over the image and its mirror shifted one pixel up-left and one "
+                                 "down-right (half the weight; airbench's tta_level 2): the TTA accuracy is then "
+                                 "flip + translate", ADVANCED, "TTA: also translate", active_when=("tta", (True,)))
     seed: int = option(0, "random seed", TRAINING, "Seed", low=0, high=2**31 - 1, step=1, fmt="%d")
     device: str = option("auto", "auto = CUDA when present, else CPU", ADVANCED, "Device", choices=DEVICES)
     threads: int = option(0, "CPU threads (0 = a share of the cores: all of them for a run alone, divided among "
@@ -151,8 +188,15 @@ class TrainConfig:
     @property
     def model_args(self) -> dict[str, Any]:
         """The keyword arguments of :func:`cifarnet.models.build_model` for this run's network."""
-        return {"arch": self.arch, "norm": self.norm, "gn_groups": self.gn_groups, "dropout": self.model_dropout,
+        args = {"arch": self.arch, "norm": self.norm, "gn_groups": self.gn_groups, "dropout": self.model_dropout,
                 "ws": resolve_ws(self.arch, self.norm, self.ws)}
+        return args if self.whiten == "off" else {**args, "whiten": self.whiten}  # as build_model records it
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate the schedule peaks at: ``lr``, scaled to the batch as ``lr_scaling`` says."""
+        ratio = self.batch_size / REFERENCE_BATCH
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
 
     @property
     def train_size(self) -> int:

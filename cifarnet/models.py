@@ -51,6 +51,9 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 WS_MODES = ("off", "all", "except-depthwise")
+# The patch-whitening stem (cifarnet.whitening fits it): off (a random first conv), or the first conv a plain one whose
+# weights the trainer sets from the data, then frozen or trained on.
+WHITEN_MODES = ("off", "frozen", "trainable")
 
 
 def default_ws(arch: str, norm: str) -> str:
@@ -128,8 +131,8 @@ class CifarNet(nn.Module):
 class _Units:
     """Builds conv units with one norm / dropout / weight-standardisation setting, and records every channel count."""
 
-    def __init__(self, norm: str, gn_groups: int, dropout: float, ws: str = "off") -> None:
-        self.norm, self.gn_groups, self.dropout = norm, gn_groups, dropout
+    def __init__(self, norm: str, gn_groups: int, dropout: float, ws: str = "off", whiten: str = "off") -> None:
+        self.norm, self.gn_groups, self.dropout, self.whiten = norm, gn_groups, dropout, whiten
         self.conv2d = nn.Conv2d if ws == "off" else StdConv2d  # every conv here feeds a norm, so each may be
         # standardised; a depthwise 3x3 filter is one channel's 9 weights, which zero mean leaves as an edge detector
         self.depthwise_conv2d = StdConv2d if ws == "all" else nn.Conv2d
@@ -143,8 +146,11 @@ class _Units:
         return nn.Sequential(*layers)
 
     def conv(self, cin: int, cout: int, padding: int = 1, dilation: int = 1, stride: int = 1) -> nn.Sequential:
-        """3x3 conv → norm → ReLU → dropout."""
-        conv = self.conv2d(cin, cout, 3, stride=stride, padding=padding, dilation=dilation, bias=False)
+        """3x3 conv → norm → ReLU → dropout; the one on the image (3 channels in) is the whitening stem if asked."""
+        stem = cin == 3 and self.whiten != "off"  # plain: standardising its filters would undo the whitening
+        conv = (nn.Conv2d if stem else self.conv2d)(cin, cout, 3, stride=stride, padding=padding, dilation=dilation,
+                                                    bias=False)
+        conv.weight.requires_grad_(not (stem and self.whiten == "frozen"))
         return self._finish([conv], cout)
 
     def separable(self, cin: int, cout: int, padding: int = 1, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -226,14 +232,28 @@ def check_dropout(dropout: float) -> float:
     return value
 
 
+def check_whiten(whiten: str) -> str:
+    """The whitening-stem mode, or a clear refusal."""
+    if whiten not in WHITEN_MODES:
+        raise CifarnetError(f"unknown whiten {whiten!r}; allowed: {', '.join(WHITEN_MODES)}")
+    return whiten
+
+
+def stem_conv(model: CifarNet) -> nn.Conv2d:
+    """The first conv on the image: the one a whitening stem initialises."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3)
+
+
 def build_model(arch: str, norm: str, gn_groups: int = DEFAULT_GN_GROUPS, dropout: float | None = None,
-                ws: str | None = None) -> CifarNet:
+                ws: str | None = None, whiten: str = "off") -> CifarNet:
     """Build ``arch`` with ``norm`` (``bn``, ``gn`` or ``ln``).
 
     ``gn_groups`` (GroupNorm only) must divide every layer's channel count; ``dropout``
     defaults to the architecture's own (:data:`DEFAULT_DROPOUT`);
     ``ws`` standardises the weights of every conv that feeds a norm (:class:`StdConv2d`): ``all``,
-    ``except-depthwise`` or ``off``, by default where it helps (:func:`default_ws`).
+    ``except-depthwise`` or ``off``, by default where it helps (:func:`default_ws`);
+    ``whiten`` makes the first conv a whitening stem (:data:`WHITEN_MODES`; :mod:`cifarnet.whitening` fits it),
+    frozen (not a trainable parameter) or trainable.
     """
     arch, norm = check_arch(arch), check_norm(norm)
     if not isinstance(gn_groups, int) or isinstance(gn_groups, bool):
@@ -244,8 +264,10 @@ def build_model(arch: str, norm: str, gn_groups: int = DEFAULT_GN_GROUPS, dropou
         probe = _Units("bn", gn_groups, rate)
         _BUILDERS[arch](probe)
         check_groups(gn_groups, probe.channels)
-    body = _BUILDERS[arch](_Units(norm, gn_groups, rate, ws))
+    body = _BUILDERS[arch](_Units(norm, gn_groups, rate, ws, check_whiten(whiten)))
     config = {"arch": arch, "norm": norm, "gn_groups": gn_groups, "dropout": rate, "ws": ws}
+    if whiten != "off":  # a network without the stem keeps the record it always had: older checkpoints stay current
+        config["whiten"] = whiten
     return CifarNet(body, config)
 
 

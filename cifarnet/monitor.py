@@ -178,12 +178,20 @@ def describe(cfg: TrainConfig) -> str:
     """The configuration in one line, so the user sees what a launch will do before clicking."""
     norm = norm_words(cfg)
     affine = {"rotate": f"rotate ±{cfg.rotate_deg:g}°", "ssr": f"shift-scale-rotate ±{cfg.rotate_deg:g}°"}
-    switches = (("crop", cfg.crop), ("flip", cfg.flip), (affine.get(cfg.affine), cfg.affine != "none"),
-                ("cutout", cfg.cutout))
+    flip = "alternating flip" if cfg.flip_mode == "alternate" else "flip"
+    switches = (("crop", cfg.crop), (flip, cfg.flip), (affine.get(cfg.affine), cfg.affine != "none"),
+                ("cutout", cfg.cutout), (f"mixup α {cfg.mixup:g}", cfg.mixup > 0),
+                (f"cutmix α {cfg.cutmix:g}", cfg.cutmix > 0))
     augs = [name for name, on in switches if on]
+    tricks = ((f"{cfg.whiten} whitening stem", cfg.whiten != "off"), (f"weight EMA {cfg.ema:g}", cfg.ema > 0),
+              (f"lookahead {cfg.lookahead:g}", cfg.lookahead > 0),
+              (f"norm biases at {cfg.norm_bias_lr:g}x lr", cfg.norm_bias_lr != 1),
+              ("norm scales frozen", cfg.freeze_norm_scales))
+    augs_text = ", ".join(augs) or "none"
+    augs_text += "".join(f" · {name}" for name, on in tricks if on)
     speed = {"bf16": " · bfloat16 autocast", "fp32": " · fp32"}.get(cfg.precision, "")  # auto: nothing to say
     speed += " · torch.compile" if cfg.compile else ""
     speed += f" · {cfg.processes} processes (DDP)" if cfg.processes > 1 else ""
     return (f"{cfg.arch} · {norm} · {cfg.epochs:g} epochs of {cfg.steps_per_epoch} steps "
             f"({cfg.total_steps} in all) · {cfg.train_size:,} train images · batch {cfg.batch_size} · "
-            f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}) · augmentation: {', '.join(augs) or 'none'}{speed}")
+            f"{cfg.optimizer} lr {cfg.peak_lr:g} ({cfg.schedule}) · augmentation: {augs_text}{speed}")

@@ -48,6 +48,11 @@ def check_groups(groups: int, channel_counts: set[int]) -> None:
         )
 
 
+def norm_layers(model: nn.Module) -> list[nn.Module]:
+    """Every normalisation layer of ``model`` (each has a per-channel scale ``weight`` and ``bias``)."""
+    return [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None]
+
+
 def make_norm(norm: str, channels: int, gn_groups: int) -> nn.Module:
     """The normalisation layer ``norm`` (checked by :func:`check_norm`) for ``channels`` feature maps."""
     return _LAYERS[norm](channels, gn_groups)

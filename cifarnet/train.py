@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from cifarnet.augment import Rows, augment_batch, to_float
+from cifarnet.augment import Rows, alternating_flips, augment_batch, first_flips, mix_batch, to_float
+from cifarnet.averaging import WeightAverage
 from cifarnet.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from cifarnet.config import TrainConfig
+from cifarnet.config import LOOKAHEAD_EVERY, TrainConfig
 from cifarnet.cpu_share import CpuShare
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
 from cifarnet.devices import resolve_precision, select_device
@@ -50,7 +51,8 @@ from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
 from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
                               write_predictions)
-from cifarnet.schedule import lr_at, make_optimizer, set_lr
+from cifarnet.schedule import freeze_norm_scales, lr_at, make_optimizer, set_lr
+from cifarnet.whitening import fit_whitening
 
 TOP_K = 5
 # Images per evaluation forward. On a CPU small batches stay in cache and are faster (bench/eval_speed.py,
@@ -82,26 +84,47 @@ class Evaluation:
 
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False,
-             batch: int | None = None) -> Evaluation:
+             batch: int | None = None, translate: bool = False) -> Evaluation:
     """Loss, accuracy and class probabilities of ``model`` on uint8 ``images``.
 
-    With ``tta`` the probabilities of the image and its mirror are averaged and that
-    accuracy is reported separately (``tta_acc``); ``acc`` stays the plain one. Always in full
+    With ``tta`` the probabilities of the image and its mirror are averaged (with ``translate`` also those of
+    the pair shifted a pixel each way: :func:`logits_of`) and that accuracy is reported separately
+    (``tta_acc``); ``acc`` stays the plain one. Always in full
     fp32 (no autocast, no TF32 on a GPU), whatever a run trained with and wherever it ran, so
     ``evaluate`` of a saved model on a CPU reproduces the figures a GPU run recorded.
     """
-    return summarise(*logits_of(model, images, tta, batch), labels)
+    return summarise(*logits_of(model, images, tta, batch, translate), labels)
+
+
+def _mirrored_probs(model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean class probabilities of images ``x`` (their ``logits`` when already computed) and of their mirrors."""
+    logits = model(x).float() if logits is None else logits
+    return (logits.softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+
+
+def _tta_probs(model: torch.nn.Module, x: torch.Tensor, plain: torch.Tensor, translate: bool) -> torch.Tensor:
+    """Test-time augmentation: the image's and its mirror's probabilities (``plain``: the image's logits, already
+    computed); with ``translate`` they weigh half, and the same pair shifted one pixel up-left and one down-right
+    (edges reflected) the other half: airbench's ``tta_level`` 2."""
+    mirrored = _mirrored_probs(model, x, plain)
+    if not translate:
+        return mirrored
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[2:]
+    shifted = [_mirrored_probs(model, padded[:, :, dy:dy + h, dy:dy + w]) for dy in (0, 2)]
+    return mirrored / 2 + (shifted[0] + shifted[1]) / 4
 
 
 @torch.inference_mode()
-def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False,
-              batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The model's logits for uint8 ``images`` (and for their mirrors with ``tta``), in fp32: see :func:`evaluate`."""
+def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False, batch: int | None = None,
+              translate: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's logits for uint8 ``images`` and, with ``tta``, its test-time-augmented class probabilities
+    (:func:`_tta_probs`), in fp32: see :func:`evaluate`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     batch = batch or EVAL_BATCH["cuda" if device.type == "cuda" else "cpu"]
-    plain, flipped = [], []
+    plain, augmented = [], []
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
@@ -109,22 +132,20 @@ def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False,
             x = to_float(images[start:start + batch].to(device, non_blocking=True))
             plain.append(model(x).float())
             if tta:
-                flipped.append(model(x.flip(3)).float())
+                augmented.append(_tta_probs(model, x, plain[-1], translate))
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     model.train(was_training)
-    return torch.cat(plain), torch.cat(flipped) if tta else None
+    return torch.cat(plain), torch.cat(augmented) if tta else None
 
 
-def summarise(logits: torch.Tensor, flipped: torch.Tensor | None, labels: torch.Tensor) -> Evaluation:
-    """Loss, accuracy and probabilities from the logits of :func:`logits_of`."""
+def summarise(logits: torch.Tensor, tta_probs: torch.Tensor | None, labels: torch.Tensor) -> Evaluation:
+    """Loss, accuracy and probabilities from the logits (and test-time-augmented probabilities) of
+    :func:`logits_of`."""
     labels = labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
-    tta_acc = None
-    if flipped is not None:
-        both = logits.softmax(1) + flipped.softmax(1)
-        tta_acc = (both.argmax(1) == labels).float().mean().item()
+    tta_acc = None if tta_probs is None else (tta_probs.argmax(1) == labels).float().mean().item()
     return Evaluation(loss, acc, logits.softmax(1).cpu(), tta_acc)
 
 
@@ -171,6 +192,16 @@ class Trainer:
         # channels-last on every device: faster with cuDNN, and with oneDNN on a CPU too (convolution backward,
         # batch norm; docs/PERFORMANCE.md)
         self.model: CifarNet = build_model(**cfg.model_args).to(self.device, memory_format=torch.channels_last)
+        if cfg.freeze_norm_scales:
+            freeze_norm_scales(self.model)
+        if cfg.whiten != "off":
+            fit_whitening(self.model, self.train_x, cfg.seed)
+        # the weights evaluated and saved: an average of the trained ones (``ema``), or those themselves
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None
+        self.slow = WeightAverage(self.model, cfg.lookahead) if cfg.lookahead else None  # lookahead's slow weights
+        # alternating flip: each training image's mirroring in epoch 0, by its place in the (subset) training set
+        self.first_flips = first_flips(len(self.train_x), cfg.seed).to(self.device) \
+            if cfg.flip and cfg.flip_mode == "alternate" else None
         replica = group.replicate(self.model, cfg.sync_bn)  # the model itself, or DDP around it
         # compiled for the training step only: evaluation runs other batch sizes under
         # inference_mode, which would cost a recompile each for little saved
@@ -180,11 +211,25 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         self.steps_done = 0
 
-    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int) -> None:
-        """Continue from a saved state: the weights of ``model``, the optimizer's state and the step reached."""
+    @property
+    def final_model(self) -> CifarNet:
+        """The model evaluated during training and at the end, and saved: the weight average when there is one."""
+        return (self.average or self.slow or self).model
+
+    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int, average: dict | None = None,
+                slow: dict | None = None) -> None:
+        """Continue from a saved state: the weights of ``model``, the optimizer's state, the step reached, and the
+        weight average's and lookahead's slow weights (either missing: restarted from ``model``)."""
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(optimizer_state)
         self.steps_done = steps_done
+        for kept, state in ((self.average, average), (self.slow, slow)):
+            if kept:
+                kept.load(state or model.state_dict())
+
+    def flips(self, index: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        """Alternating flip: which of the training images at ``index`` are mirrored in ``epoch`` (None: at random)."""
+        return None if self.first_flips is None else alternating_flips(self.first_flips[index], epoch)
 
     def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
         """The order of the training images in ``epoch``, and the generator that goes on to draw its augmentations."""
@@ -192,7 +237,8 @@ class Trainer:
         return torch.randperm(len(self.train_x), generator=gen).to(self.device), gen
 
     def batches(self, epoch: int, first: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(batch number, augmented images, labels) of ``epoch`` from batch ``first``, each made when asked for.
+        """(batch number, augmented images, labels) of ``epoch`` from batch ``first``, each made when asked for;
+        with mixup or cutmix the labels are class-probability targets [N, 10] (:func:`~cifarnet.augment.mix_batch`).
 
         The ``step.*`` profiler labels here and in :meth:`step` cost a few microseconds a step; they
         let ``bench/throughput.py --profile`` split a step into its phases.
@@ -202,34 +248,53 @@ class Trainer:
         share = self.group.share(size)  # this process's rows of every batch
         rows = Rows(share.start, share.stop, size)
         for _ in range(first):  # a resumed epoch: the skipped batches' draws, so each later image gets its own
-            augment_batch(to_float(self.train_x[:1]), self.cfg, gen, Rows(0, 1, size))
+            one = to_float(self.train_x[:1])
+            mix_batch(augment_batch(one, self.cfg, gen, Rows(0, 1, size), self.flips(order[:1], epoch)),
+                      self.train_y[:1], self.cfg, gen)
         for i in range(first, self.cfg.steps_per_epoch):
             idx = order[i * size:(i + 1) * size][share]
             with record_function("step.gather"):
                 x, y = to_float(self.train_x[idx]), self.train_y[idx]
             with record_function("step.augment"):
-                x = augment_batch(x, self.cfg, gen, rows).contiguous(memory_format=torch.channels_last)
+                x = augment_batch(x, self.cfg, gen, rows, self.flips(idx, epoch))
+                x, y = mix_batch(x, y, self.cfg, gen)
+                x = x.contiguous(memory_format=torch.channels_last)
             yield i, x, y
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on the batch; returns (summed loss, correct count), left on the device."""
+        """One optimizer step on the batch; returns (summed loss, correct count), left on the device.
+
+        ``y`` holds labels, or class-probability targets (mixup, cutmix) whose label smoothing is already in
+        them; an image counts as correct when the top class is its target's top one.
+        """
         set_lr(self.optimizer, lr_at(self.steps_done, self.cfg))
+        soft = y.ndim == 2
         with record_function("step.forward"), _autocast(self.device, self.precision):
             logits = self.forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=0.0 if soft else self.cfg.label_smoothing)
         with record_function("step.backward"):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         with record_function("step.optimizer"):
             self.optimizer.step()
+            self._average()
         self.steps_done += 1
-        return loss.detach() * len(y), (logits.argmax(1) == y).sum()
+        return loss.detach() * len(y), (logits.argmax(1) == (y.argmax(1) if soft else y)).sum()
+
+    def _average(self) -> None:
+        """After an optimizer step: every ``LOOKAHEAD_EVERY`` steps lookahead's slow weights step towards the trained
+        ones, which jump back to them; then the weight average's update (of the weights training goes on from)."""
+        if self.slow and (self.steps_done + 1) % LOOKAHEAD_EVERY == 0:
+            self.slow.update(self.model, self.steps_done, LOOKAHEAD_EVERY)
+            self.slow.pull(self.model)
+        if self.average:
+            self.average.update(self.model, self.steps_done)
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> Evaluation:
-        """:func:`evaluate` of the model, each process of the group taking its share of the images."""
+        """:func:`evaluate` of the final model, each process of the group taking its share of the images."""
         share = self.group.share(len(images))
-        plain, flipped = logits_of(self.model, images[share], tta)
-        whole = [None if part is None else self.group.gather_rows(part, share, len(images)) for part in (plain, flipped)]
+        parts = logits_of(self.final_model, images[share], tta, translate=self.cfg.tta_translate)
+        whole = [None if part is None else self.group.gather_rows(part, share, len(images)) for part in parts]
         return summarise(*whole, labels)
 
 
@@ -301,7 +366,8 @@ class Run:
         if state is None:
             self._cut_metrics(0)
             return
-        self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]))
+        self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]),
+                             state.get("average"), state.get("slow"))
         self.best_acc, self.elapsed_before = float(state["best_acc"]), float(state["elapsed"])
         self._cut_metrics(self.trainer.steps_done)
 
@@ -314,8 +380,10 @@ class Run:
         if not self.main:
             return
         trainer = self.trainer
+        average = {key: kept.model.state_dict() for key, kept in (("average", trainer.average), ("slow", trainer.slow))
+                   if kept}
         save_checkpoint(self.path / "last.pt", trainer.model, optimizer=trainer.optimizer.state_dict(),
-                        step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed())
+                        step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed(), **average)
 
     def execute(self) -> str:
         """Train to the end (or a stop request, or divergence) and return the final status."""
@@ -384,7 +452,7 @@ class Run:
         if result.acc > self.best_acc:
             self.best_acc = result.acc
             if self.main:
-                save_checkpoint(self.path / "best.pt", self.trainer.model, step=self.trainer.steps_done,
+                save_checkpoint(self.path / "best.pt", self.trainer.final_model, step=self.trainer.steps_done,
                             test_acc=result.acc)
         self._progress(record, force=True)
 
@@ -417,7 +485,7 @@ class Run:
 
     def _write_results(self, result: Evaluation) -> None:
         trainer = self.trainer
-        save_checkpoint(self.path / "model.pt", trainer.model, step=trainer.steps_done)
+        save_checkpoint(self.path / "model.pt", trainer.final_model, step=trainer.steps_done)
         labels = trainer.test_y.cpu().numpy()
         top_p, top_i = result.probs.topk(TOP_K, dim=1)
         predicted = top_i[:, 0].numpy()
