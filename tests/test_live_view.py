@@ -29,7 +29,7 @@ STEADY = ["--subset", "50", "--epochs", "1", "--batch-size", "25", "--eval-subse
 
 def test_a_trainer_records_after_its_first_step_and_then_by_time(tmp_path, data_dir):
     runs = tmp_path / "runs"
-    done = run_cli("train", *STEADY, "--runs-dir", str(runs), "--data-dir", str(data_dir))
+    done = run_cli("train", *STEADY, "--runs-dir", str(runs), "--data-dir", str(data_dir), timeout=900)
     assert done.returncode == 0, done.stderr
     (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
     train = [r for r in read_metrics(run / "metrics.jsonl")[0] if r["kind"] == "train"]
