@@ -1,10 +1,11 @@
-"""Runs: every run in one table; overlay their curves; export; delete your own."""
+"""Runs: every run in one table; overlay their curves; export; cancel a queued run; delete your own."""
 
 import streamlit as st
 
 from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
 from cifarnet.errors import CifarnetError
-from cifarnet.runs import LIVE, SHIPPED_TRIO, delete_run
+from cifarnet.run_queue import cancel_run
+from cifarnet.runs import LIVE, PENDING, SHIPPED_TRIO, delete_run
 from cifarnet.ui import charts
 from cifarnet.ui.common import PARAMS_COLUMN, header, literal, runs
 
@@ -100,7 +101,21 @@ def table_and_curves() -> None:
 
 table_and_curves()
 
-own = [label for label, info in by_label.items() if not info.pretrained]
+queued = [label for label, info in by_label.items() if info.status == "queued"]
+if queued:
+    st.subheader("Cancel a queued run")
+    col_pick, col_button = st.columns([5, 1], vertical_alignment="bottom")
+    waiting = col_pick.selectbox("Queued run", queued)
+    if col_button.button("Cancel run", icon=":material/cancel:", width="stretch"):
+        try:
+            cancel_run(by_label[waiting].run_id)
+        except CifarnetError as exc:  # started or deleted meanwhile
+            st.error(literal(exc), icon=":material/warning:")
+        else:
+            st.toast(f"Cancelled {literal(waiting)}: it will not start.", icon=":material/cancel:")
+            st.rerun()
+
+own = [label for label, info in by_label.items() if not info.pretrained and info.status not in PENDING]
 if own:
     st.subheader("Delete a run")
     col_pick, col_confirm, col_button = st.columns([3, 2, 1], vertical_alignment="bottom")
@@ -114,4 +129,5 @@ if own:
         else:
             st.toast(f"Deleted {literal(victim)}", icon=":material/delete:")
             st.rerun()
-    st.caption("Shipped runs cannot be deleted; a live run must be stopped first.")
+    st.caption("Shipped runs cannot be deleted, nor can a run that is training or queued: stop or cancel it "
+               "first.")

@@ -1,5 +1,7 @@
 """Train: launch a run with the sidebar's settings and follow it live."""
 
+import time
+
 import streamlit as st
 
 from cifarnet.augment import preview_grid
@@ -9,8 +11,8 @@ from cifarnet.images import one_per_class
 from cifarnet.experiments import (VARIABLE, experiment_rows, load_experiment, newest_pending, parse_seeds,
                                   parse_vary, pending, start_experiment)
 from cifarnet.launch import resume_run, start_run
-from cifarnet.monitor import (Choice, choose_run, clock, describe, is_pending, live_run_ids,
-                              progress_fraction, progress_text)
+from cifarnet.monitor import (LINKED_REASON, Choice, choose_run, clock, describe, elapsed_now, ended_text,
+                              is_pending, live_run_ids, progress_fraction, progress_text)
 from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
 from cifarnet.run_queue import cancel_run
@@ -24,6 +26,7 @@ from cifarnet.ui.sidebar import current_config
 OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked
 EXPERIMENT_KEY = "train_experiment"  # the experiment this tab launched (its name)
 NOTICE_KEY = "train_notice"  # a toast a button callback leaves for the next run (callbacks draw nothing)
+ADDRESSED_KEY = "train_addressed"  # (run id, why): a run this tab put in its own address, and why it showed it
 REFRESH_S = 1.5
 
 header("Train", "Launch a run with the sidebar's settings, or an experiment: the same settings with the norm (or "
@@ -131,7 +134,11 @@ def chosen() -> Choice:
     """The run to show: this tab's own, else the address's, else the newest live one, else the newest."""
     if folder is None:
         return Choice(None, "the runs folder cannot be used")
-    return choose_run(st.session_state.get(OWN_KEY), st.query_params.get(RUN_PARAM), folder)
+    choice = choose_run(st.session_state.get(OWN_KEY), st.query_params.get(RUN_PARAM), folder)
+    addressed = st.session_state.get(ADDRESSED_KEY)
+    if addressed and addressed[0] == choice.run_id and choice.why == LINKED_REASON:
+        return Choice(choice.run_id, addressed[1])  # the page wrote that address itself: the first reason holds
+    return choice
 
 
 def follow(run_id: str, how: str) -> None:
@@ -175,6 +182,7 @@ def followed_run() -> None:
         st.rerun(scope="app")
     if st.query_params.get(RUN_PARAM) != info.run_id:
         st.query_params[RUN_PARAM] = info.run_id
+        st.session_state[ADDRESSED_KEY] = (info.run_id, choice.why)
     if NOTICE_KEY in st.session_state:
         st.toast(st.session_state.pop(NOTICE_KEY), icon=":material/stop_circle:")
     _title(info, choice)
@@ -186,7 +194,7 @@ def followed_run() -> None:
     progress = info.progress
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
                 else "waiting for a free slot" if info.status == "queued"
-                else f"{info.status} after {progress.get('step', 0)} of {progress.get('total_steps', '?')} steps")
+                else ended_text(info.status, progress))
     _status_note(info)
     loss_col, acc_col, numbers = st.columns([5, 5, 2])
     numbers.metric("train loss", f"{progress['train_loss']:.3f}" if "train_loss" in progress else "–")
@@ -194,7 +202,8 @@ def followed_run() -> None:
     test = info.final_acc
     numbers.metric("test accuracy", "–" if test is None else f"{100 * test:.1f}%",
                    help="On the evaluation subset during training; on the full test set once finished")
-    numbers.metric("elapsed", clock(progress.get("elapsed_s")))
+    numbers.metric("elapsed", clock(elapsed_now(info.status_record, time.time()) if info.status in LIVE
+                                    else progress.get("elapsed_s")))  # ticks at each refresh, between records
     frame = curves_frame([info], ("train_loss", "test_loss", "train_acc", "test_acc"))
     if frame.empty:
         loss_col.caption("Waiting for the first logged steps...")

@@ -224,13 +224,14 @@ def _predictions(variant: Variant) -> tuple[list[dict[str, np.ndarray]], str | N
 
 
 def _votes(packs: list[dict[str, np.ndarray]], classes: list[str], rows: np.ndarray) -> list[str]:
-    """Each image's top-1 class and confidence in every seed, ``dog 81% · cat 40%`` (the same class once)."""
+    """Each image's top-1 class and the variant's own confidence in it over its seeds, ``dog (81% sure) · cat (40%
+    sure)`` (the same class once): a confidence per model, so two variants' figures need not sum to 100%."""
     texts = []
     for i in rows:
         seen: dict[int, list[float]] = {}
         for pack in packs:
             seen.setdefault(int(pack["top_classes"][i, 0]), []).append(float(pack["top_probs"][i, 0]))
-        texts.append(" · ".join(f"{classes[c]} {100 * np.mean(p):.0f}%" for c, p in seen.items()))
+        texts.append(" · ".join(f"{classes[c]} ({100 * np.mean(p):.0f}% sure)" for c, p in seen.items()))
     return texts
 
 
@@ -259,4 +260,4 @@ def disagreement(comparison: Comparison, a: str, b: str) -> Disagreement:
 
 def caption(row: pd.Series, a: str, b: str) -> str:
     """Markdown title of a gallery tile: the true class, then each variant's prediction (right green, wrong red)."""
-    return f"**{row['true']}**  \n{a}: :green[{row['a']}]  \n{b}: :red[{row['b']}]"
+    return f"**{row['true']}**  \n{a} says :green[{row['a']}]  \n{b} says :red[{row['b']}]"

@@ -205,10 +205,10 @@ def pending(experiment: Experiment) -> bool:
 
 
 def newest_pending(runs_dir: str | os.PathLike | None = None) -> Experiment | None:
-    """The newest experiment of the runs folder if it still has runs waiting or training (what a page that did
-    not launch it, e.g. after a dashboard restart, shows)."""
-    newest = list_experiments(runs_dir)[0]
-    return newest if not newest.shipped and pending(newest) else None
+    """The newest experiment of the runs folder that still has runs waiting or training (what a page that did
+    not launch it, e.g. a new tab or after a dashboard restart, shows), even when newer ones have ended: its queued
+    runs must stay within reach of a Cancel."""
+    return next((e for e in list_experiments(runs_dir) if not e.shipped and pending(e)), None)
 
 
 def experiment_rows(experiment: Experiment) -> list[dict]:

@@ -18,6 +18,7 @@ from cifarnet.config import TrainConfig
 from cifarnet.errors import CifarnetError
 from cifarnet.records import read_config, read_status
 from cifarnet.runs import LIVE, RunInfo, resolve_runs_dir, run_path, trainer_alive
+from cifarnet.wording import plural
 
 
 def _folders(runs_dir: str | os.PathLike | None) -> list[Path]:
@@ -80,6 +81,7 @@ def created(folder: Path) -> float:
 # How this tab came to follow its own run: it launched it, or the user picked it among the live runs.
 OWN_REASONS = {"launched": "you launched it in this tab", "resumed": "you resumed it in this tab",
                "picked": "you chose it in this tab"}
+LINKED_REASON = "the page's address names it"  # a link or a reload: the page did not write that address itself
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def choose_run(own: tuple[str, str] | None, linked: str | None,
     if own and _exists(own[0], runs_dir):
         return Choice(own[0], OWN_REASONS.get(own[1], OWN_REASONS["picked"]))
     if linked and _exists(linked, runs_dir):
-        return Choice(linked, "the page's address names it")
+        return Choice(linked, LINKED_REASON)
     live = newest_live_run(runs_dir)
     if live:
         return Choice(live, "it is the newest run training (started in another tab or from the command line)")
@@ -136,6 +138,23 @@ def progress_fraction(progress: dict) -> float:
     return 0.0 if total <= 0 else max(0.0, min(1.0, step / total))
 
 
+def elapsed_now(status_record: dict, now: float) -> float | None:
+    """A live run's training time now: its last recorded elapsed time plus the time since the trainer wrote it,
+    so the clock ticks between records (a step on a busy CPU can take seconds). None before the first record."""
+    elapsed, updated = status_record.get("progress", {}).get("elapsed_s"), status_record.get("updated")
+    if not isinstance(elapsed, (int, float)):
+        return None
+    return elapsed + max(0.0, now - updated) if isinstance(updated, (int, float)) else elapsed
+
+
+def ended_text(status: str, progress: dict) -> str:
+    """The progress bar's line for a run that is not training: how far it got, in what is known."""
+    step, total = progress.get("step") or 0, progress.get("total_steps")
+    if not step:
+        return f"{status} before its first step"
+    return f"{status} after {step} of {plural(total, 'step')}" if total else f"{status} after {plural(step, 'step')}"
+
+
 def progress_text(progress: dict) -> str:
     """One line for the progress bar: epoch, step, throughput and time left."""
     if not progress:
@@ -148,7 +167,7 @@ def progress_text(progress: dict) -> str:
 def throughput_text(progress: dict) -> str:
     """Images a second, and on how many CPU threads when the trainer said (they change as runs share the CPU)."""
     threads = progress.get("threads")
-    on = f" on {threads} thread{'s' * (threads != 1)}" if threads else ""
+    on = f" on {plural(threads, 'thread')}" if threads else ""
     return f"{progress.get('img_s') or 0:.0f} img/s{on}"
 
 
@@ -192,6 +211,6 @@ def describe(cfg: TrainConfig) -> str:
     speed = {"bf16": " · bfloat16 autocast", "fp32": " · fp32"}.get(cfg.precision, "")  # auto: nothing to say
     speed += " · torch.compile" if cfg.compile else ""
     speed += f" · {cfg.processes} processes (DDP)" if cfg.processes > 1 else ""
-    return (f"{cfg.arch} · {norm} · {cfg.epochs:g} epochs of {cfg.steps_per_epoch} steps "
+    return (f"{cfg.arch} · {norm} · {plural(cfg.epochs, 'epoch')} of {plural(cfg.steps_per_epoch, 'step')} "
             f"({cfg.total_steps} in all) · {cfg.train_size:,} train images · batch {cfg.batch_size} · "
             f"{cfg.optimizer} lr {cfg.peak_lr:g} ({cfg.schedule}) · augmentation: {augs_text}{speed}")

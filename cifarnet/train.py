@@ -66,9 +66,12 @@ COMPILE_MODE = {"cpu": None, "cuda": "reduce-overhead"}
 # epoch count, so no two (seed, epoch) pairs share a stream.
 EPOCH_SEED_STRIDE = 100_003
 # A train record (the losses since the previous one) at least every LOG_EVERY_MAX steps, and at least
-# LOGS_PER_EPOCH times an epoch when epochs are short.
+# LOGS_PER_EPOCH times an epoch when epochs are short; by time as well, so that the live view moves when steps are
+# slow (a busy CPU): after a trainer's first step, then whenever RECORD_EVERY_S have passed since the last record.
+# A data-parallel run records by steps alone: its processes would need one more exchange a step to agree on a time.
 LOG_EVERY_MAX = 50
 LOGS_PER_EPOCH = 5
+RECORD_EVERY_S = 1.0
 
 
 class Diverged(Exception):
@@ -351,6 +354,7 @@ class Run:
         self.best_acc = -1.0
         self.main = trainer.group.is_main  # the one process that writes the folder
         self.share = CpuShare(path.parent, self.cfg.threads, trainer.device.type == "cpu", trainer.group.parallel)
+        self.record_at = 0.0  # when a train record is due by time (monotonic); 0 until the first is written
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -400,7 +404,7 @@ class Run:
                 window.add(*trainer.step(x, y), len(y))
                 step = trainer.steps_done
                 boundary = i == spe - 1 or step == total
-                if step % log_every == 0 or boundary:
+                if step % log_every == 0 or boundary or self._record_due():
                     self._log_train(window.flush_train())
                 if boundary or (cfg.eval_every and step % cfg.eval_every == 0):
                     self._log_eval(window)
@@ -437,10 +441,16 @@ class Run:
             self.metrics.append(record)
         return record
 
+    def _record_due(self) -> bool:
+        """Whether a train record is due by time (see :data:`RECORD_EVERY_S`); single-process runs only."""
+        return not self.trainer.group.parallel and time.monotonic() >= self.record_at
+
     def _log_train(self, train: dict) -> None:
         if not math.isfinite(train["loss"]):
             raise Diverged(f"train loss became {train['loss']} at step {self.trainer.steps_done}")
-        self._progress(self._log("train", train, **self.share.record()))
+        first = self.record_at == 0.0
+        self._progress(self._log("train", train, **self.share.record()), force=first)  # the first shows at once
+        self.record_at = time.monotonic() + RECORD_EVERY_S
         self.share.update()
 
     def _log_eval(self, window: _Window) -> None:

@@ -125,8 +125,9 @@ def test_curves_per_class_confusion_and_disagreement(norms_experiment):
     found = disagreement(comparison, "norm=bn", "norm=ln")
     assert found.problem is None and sorted(found.images["index"]) == list(range(10))  # not image 10
     row = found.images.iloc[0]
-    assert row["a"] == f"{row['true']} 70%" and row["b"] == f"{CLASSES[(CLASSES.index(row['true']) + 1) % 10]} 70%"
-    assert caption(row, "A", "B").startswith(f"**{row['true']}**  \nA: :green[")
+    wrong = CLASSES[(CLASSES.index(row["true"]) + 1) % 10]
+    assert row["a"] == f"{row['true']} (70% sure)" and row["b"] == f"{wrong} (70% sure)"  # each model's own confidence
+    assert caption(row, "A", "B").startswith(f"**{row['true']}**  \nA says :green[")
     assert disagreement(comparison, "norm=ln", "norm=bn").images.empty
 
 

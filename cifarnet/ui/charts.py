@@ -49,13 +49,15 @@ def curve_figure(frame: pd.DataFrame, x: str, by: str, title: str, y_title: str,
                  colors: dict[str, str] | None = None, height: int = HEIGHT) -> go.Figure:
     """Lines from a long curves frame, one per value of ``by`` (``run`` or ``metric``).
 
-    Test metrics get markers: they are sparse evaluations, and the dots show where they were taken.
+    Test metrics get markers: they are sparse evaluations, and the dots show where they were taken; so does a
+    curve of one point (a run's first record).
     """
     fig = go.Figure()
     for name, part in frame.groupby(by, sort=False):
         sparse = set(part["metric"]) <= {m for m, (_, kind) in METRICS.items() if kind == "eval"}
         label = METRICS[name][0] if by == "metric" else str(name)
-        fig.add_trace(go.Scatter(x=part[x], y=part["value"], name=label, mode="lines+markers" if sparse else "lines",
+        markers = sparse or len(part) == 1  # a lone point has no line to draw: without a marker, bare axes
+        fig.add_trace(go.Scatter(x=part[x], y=part["value"], name=label, mode="lines+markers" if markers else "lines",
                                  marker={"size": 6}, line={"width": 2, "color": (colors or {}).get(name)}))
     fig = styled(fig, title, X_AXES[x], y_title, height + LEGEND_ROW * max(0, len(fig.data) - 2))
     if log_y:
@@ -192,10 +194,11 @@ def relu_stats_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
 
 
 def _legend_below(fig: go.Figure) -> go.Figure:
-    """Subplot titles take the room above the plots, so these figures carry their legend below."""
+    """Subplot titles take the room above the plots, so these figures carry their legend below: at the bottom of
+    the figure as :func:`styled` places it, under the axis titles (placed on the plot area, below its axis title,
+    it fell outside the figure and no line said which model it was)."""
     fig.update_yaxes(rangemode="tozero")
-    fig.update_layout(hovermode="closest", legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0},
-                      margin={"t": 70, "b": 10})
+    fig.update_layout(hovermode="closest", margin={"t": 70, "b": 10})
     return fig
 
 

@@ -31,6 +31,7 @@ from cifarnet.query import PAGE_PARAMS
 from cifarnet.records import read_predictions
 from cifarnet.runs import SHIPPED_TRIO, RunInfo
 from cifarnet.ui.common import cached_synthetic, checkpoint, data_ready, dataset
+from cifarnet.wording import with_article
 
 PAGE = "inside"
 STATS_IMAGES = 256
@@ -156,8 +157,9 @@ def _mistake(info: RunInfo, data, classes: Sequence[str]) -> Picked | None:
                    "mistakes cannot be shown.", icon=":material/warning:")
         return None
     wrong = mistakes(predictions, classes)
-    options = {int(row["index"]): f"#{row['index']}: a {row['true']} taken for a {row['predicted']} "
-                                  f"({100 * row['confidence']:.0f}%)" for _, row in wrong.iterrows()}
+    options = {int(row["index"]): f"#{row['index']}: {with_article(row['true'])} taken for "
+                                  f"{with_article(row['predicted'])} ({100 * row['confidence']:.0f}%)"
+               for _, row in wrong.iterrows()}
     if not options:
         st.info("This run makes no mistakes on the test set.", icon=":material/done_all:")
         return None
