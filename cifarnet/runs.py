@@ -13,12 +13,11 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
     predictions.npz  test labels with the model's top-5 classes and probabilities
     log.txt          the trainer's own output
     pid              the trainer's process id, written by the launcher the moment it starts it
-    STOP             the pid of a trainer asked to stop; it ends after its current step
+    STOP             which trainer is asked to stop (:func:`trainer_identity`); it ends after its current step
     .trainer.lock    locked by the run's one trainer while it lives (:mod:`cifarnet.slots`)
 
 A run waiting for a slot under the run limit is ``queued`` (:mod:`cifarnet.run_queue`); one cancelled before it
 started is ``cancelled``.
->>>>>>> i17
 
 Readers never trust a file blindly: a damaged metrics line or status file, or a value of the wrong kind
 (the schema in :mod:`cifarnet.records`), is reported as the run's damage and the rest is still shown; a run
@@ -85,6 +84,17 @@ def process_alive(pid: Any) -> bool:
     # An empty cmdline is a process inside exec (Popen has returned, the new program's
     # arguments are not mapped yet): a trainer being born, not a stranger reusing the pid.
     return state not in ("Z", "X") and (not cmdline or b"cifarnet" in cmdline)
+
+
+def trainer_identity(pid: int) -> str:
+    """The process ``pid`` named unambiguously: its pid and its start time (clock ticks after boot, from
+    ``/proc/PID/stat``), so a ``STOP`` left for a trainer that died is never obeyed by a later one that happens to
+    get the same pid. Just the pid where ``/proc`` is missing (macOS)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{pid} {fields[19]}"  # field 22 of stat, the 20th after the command name
+    except (OSError, IndexError):
+        return str(pid)
 
 
 def _launched_pid(path: Path) -> int | None:
@@ -284,8 +294,8 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, stat
 def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``).
 
-    An ended run is refused, and the request names the trainer it is for (its pid in ``STOP``): a later trainer
-    of the run does not obey a request that outlived the one it was made for.
+    An ended run is refused, and the request names the trainer it is for (:func:`trainer_identity`): a later
+    trainer of the run does not obey a request that outlived the one it was made for, even with the same pid.
     """
     path = run_path(run_id, runs_dir)
     if path.parent == PRETRAINED_DIR.resolve():
@@ -293,7 +303,7 @@ def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None
     info = read_run(path)
     if info.status not in LIVE:
         raise CifarnetError(f"run {shown(run_id)} is not running (it is {info.status}); nothing to stop")
-    write_file(path / "STOP", str(trainer_pid(path, info.status_record)).encode())
+    write_file(path / "STOP", trainer_identity(trainer_pid(path, info.status_record)).encode())
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
