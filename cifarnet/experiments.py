@@ -27,7 +27,7 @@ from cifarnet.launch import check_startable
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import QueuedBatch, check_queue_files, ensure_worker
-from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
+from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, is_run_id, read_run, resolve_runs_dir
 from cifarnet.slots import check_plain
 
 EXPERIMENTS_FOLDER = ".experiments"
@@ -80,10 +80,6 @@ def read_experiment(path: Path, runs_dir: str | os.PathLike | None = None) -> Ex
                        for run_id in run_ids if not is_run_id(run_id)]
     return Experiment(path.stem, record.get("vary") or {}, record.get("seeds") or [0], variants, damage=damage)
 
-
-def is_run_id(run_id: Any) -> bool:
-    """Whether a record's ``run_id`` names a folder inside the runs folder (not ``../..``, not an absolute path)."""
-    return isinstance(run_id, str) and bool(NAME_PATTERN.match(run_id)) and ".." not in run_id
 
 
 def list_experiments(runs_dir: str | os.PathLike | None = None) -> list[Experiment]:
@@ -211,6 +207,7 @@ def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
         batch.publish(record, experiments_dir(root) / record.name)
     ensure_worker(root)
     return Experiment(plan.name, plan.vary, plan.seeds, variants)
+
 
 def start_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
                      name: str | None = None, runs_dir: str | os.PathLike | None = None,

@@ -249,10 +249,16 @@ def shipped_runs() -> list[RunInfo]:
     return [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
 
 
+def is_run_id(run_id: Any) -> bool:
+    """Whether ``run_id`` (from a user, a link or a record) can only name a folder inside the runs folder: not
+    ``../..``, not an absolute path."""
+    return isinstance(run_id, str) and bool(NAME_PATTERN.match(run_id)) and ".." not in run_id
+
+
 def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The folder of ``run_id``, refusing ids that could point outside the runs folder."""
     root = resolve_runs_dir(runs_dir)
-    if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
+    if not is_run_id(run_id):
         raise CifarnetError(f"run id {shown(run_id)} is not valid; ids use letters, digits, '_', '.', '-'")
     for base in (root, PRETRAINED_DIR):
         candidate = (base / run_id).resolve()

@@ -55,6 +55,14 @@ def max_live_runs() -> int:
     return int(digits)
 
 
+def _kind(mode: int) -> str:
+    """What a file system entry is, as a refusal says it."""
+    for test, kind in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a file")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
 def open_plain(path: Path, flags: int) -> int:
     """``path`` opened with ``flags`` (created when missing) only if it is a plain file: a folder, a symbolic link
     (even one pointing to a file) or a device in its place is refused in one line, so nothing is ever written
@@ -62,13 +70,13 @@ def open_plain(path: Path, flags: int) -> int:
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        kind = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(exc.errno)
-        if kind:
-            raise CifarnetError(f"{path} is {kind}; it must be a plain file (remove it and try again)") from None
-        raise CifarnetError(f"cannot use {path}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if exc.errno in (errno.ELOOP, errno.EISDIR):
+            check_plain(path)  # says what is there
+        raise CifarnetError(f"cannot use {shown(path)}: {exc.strerror or exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise CifarnetError(f"{path} is not a plain file; remove it and try again")
+        raise CifarnetError(f"{shown(path)} is {_kind(mode)}; it must be a plain file (remove it and try again)")
     return fd
 
 
@@ -80,11 +88,10 @@ def check_plain(path: Path, folder: bool = False) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise CifarnetError(f"cannot use {path}: {exc.strerror or exc}") from exc
+        raise CifarnetError(f"cannot use {shown(path)}: {exc.strerror or exc}") from exc
     wanted, kind = (stat.S_ISDIR, "folder") if folder else (stat.S_ISREG, "file")
     if not wanted(mode):
-        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a plain " + kind
-        raise CifarnetError(f"{path} is {what}; it must be a plain {kind} (remove it and try again)")
+        raise CifarnetError(f"{shown(path)} is {_kind(mode)}; it must be a plain {kind} (remove it and try again)")
 
 
 def try_lock(path: Path) -> int | None:
