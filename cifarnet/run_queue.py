@@ -134,9 +134,15 @@ def queued_runs(root: Path) -> list[Path]:
     """The folders of the runs waiting in ``root``, oldest first (the order they start in)."""
     if not root.is_dir():
         return []
-    waiting = [folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith(".")
-               and (read_status(folder)[0] or {}).get("status") == "queued"]
-    return sorted(waiting, key=lambda folder: (created(folder), folder.name))
+    waiting = []
+    for folder in root.iterdir():
+        try:  # a folder deleted meanwhile is simply not waiting
+            if not folder.name.startswith(".") and folder.is_dir() and \
+                    (read_status(folder)[0] or {}).get("status") == "queued":
+                waiting.append((created(folder), folder.name, folder))
+        except OSError:
+            continue
+    return [folder for *_, folder in sorted(waiting)]
 
 
 def cancel_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
