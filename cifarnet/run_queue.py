@@ -34,6 +34,7 @@ from cifarnet.slots import (RUN_LOCK, SLOTS_FOLDER, Claim, check_plain, is_shipp
 
 QUEUE_LOCK = ".queue.lock"
 QUEUE_LOG = ".queue.log"
+QUEUE_ENV = "CIFARNET_QUEUE_LOCK"  # the descriptor of the locked .queue.lock a worker is started with
 STAGING_PREFIX = ".new-"  # a batch being written; hidden, so no reader or worker sees half of one
 POLL_S = 0.5
 
@@ -211,20 +212,36 @@ def start_next(root: Path, slot: int, tried: set[str]) -> subprocess.Popen | Non
     return None
 
 
+def handed_lock(root: Path) -> int | None:
+    """The locked ``.queue.lock`` of ``root`` that :func:`ensure_worker` handed to this worker, if any."""
+    raw = os.environ.pop(QUEUE_ENV, "")
+    try:
+        fd = int(raw)
+        held, lock = os.fstat(fd), (root / QUEUE_LOCK).stat()
+    except (ValueError, OSError):
+        return None
+    if (held.st_dev, held.st_ino) != (lock.st_dev, lock.st_ino):
+        return None
+    os.set_inheritable(fd, False)  # kept by the worker, not by the trainers it starts
+    return fd
+
+
 def serve(runs_dir: str | os.PathLike | None = None) -> None:
     """The worker's loop: start queued runs as slots free, until none waits (returns at once if another serves).
 
-    After letting go of its lock it looks once more, so a run queued while it was leaving is never stranded.
+    It holds the queue lock from its birth when :func:`ensure_worker` handed it over. After letting go of it, it
+    looks once more, so a run queued while it was leaving is never stranded.
     """
     root = resolve_runs_dir(runs_dir)
     children: list[subprocess.Popen] = []
     tried: set[str] = set()
+    handed = handed_lock(root)
 
     def waiting() -> bool:
         return any(path.name not in tried for path in queued_runs(root))
 
     while waiting():
-        lock = try_lock(root / QUEUE_LOCK)
+        lock, handed = (handed if handed is not None else try_lock(root / QUEUE_LOCK)), None
         if lock is None:
             return
         try:
@@ -238,25 +255,33 @@ def serve(runs_dir: str | os.PathLike | None = None) -> None:
                     children.append(child)
         finally:
             os.close(lock)
+    if handed is not None:
+        os.close(handed)
 
 
 def ensure_worker(runs_dir: str | os.PathLike | None = None) -> bool:
     """Start the queue worker of the runs folder, detached, when a run waits and no worker serves it (none was
-    started yet, or it was killed); whether it started one. Cheap when a worker lives: one refused flock."""
+    started yet, or it was killed); whether it started one. Cheap when a worker lives: one refused flock.
+
+    The worker is started holding the queue lock (this call takes it and hands it over), so the seconds it takes
+    to load its libraries never look like a missing worker to the next caller: one worker, however often asked.
+    """
     root = resolve_runs_dir(runs_dir)
     if not root.is_dir():
         return False
-    probe = try_lock(root / QUEUE_LOCK)
-    if probe is None:
+    lock = try_lock(root / QUEUE_LOCK)
+    if lock is None:
         return False  # it serves the runs queued before this call (it looks again before it leaves)
-    os.close(probe)
-    if not queued_runs(root):
-        return False
-    log = open_plain(root / QUEUE_LOG, os.O_WRONLY | os.O_APPEND)
     try:
-        subprocess.Popen([sys.executable, "-m", "cifarnet", "queue", "--runs-dir", str(root)], stdout=log,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                         env=trainer_env())
+        if not queued_runs(root):
+            return False
+        log = open_plain(root / QUEUE_LOG, os.O_WRONLY | os.O_APPEND)
+        try:
+            subprocess.Popen([sys.executable, "-m", "cifarnet", "queue", "--runs-dir", str(root)], stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                             env={**trainer_env(), QUEUE_ENV: str(lock)}, pass_fds=(lock,))
+        finally:
+            os.close(log)
     finally:
-        os.close(log)
+        os.close(lock)  # the worker's copy holds it now
     return True

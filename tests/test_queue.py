@@ -182,6 +182,18 @@ def test_a_worker_killed_while_nothing_trains_is_replaced_by_the_next_command(ru
     wait_for(lambda: started(first), timeout=120)
 
 
+def test_asking_again_while_the_worker_loads_starts_no_second_one(runs_dir, data_dir, monkeypatch):
+    """``compare`` and the Train page ask for a worker twice a second; one that is still loading its libraries
+    already holds the queue lock, so no second one starts."""
+    monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
+    slot, _ = start_held(runs_dir, data_dir, "o", 1)  # its launcher started a worker
+    for _ in range(10):
+        assert ensure_worker(runs_dir) is False
+        time.sleep(0.05)
+    assert len(processes_of(runs_dir, b"queue")) == 1
+    os.close(slot)
+
+
 def test_a_full_disk_writing_a_pid_fails_that_run_and_the_worker_goes_on(runs_dir, data_dir, monkeypatch):
     """The worker (here in this process, so the disk can fill under it) records the run ``failed`` with the
     reason, even when the atomic status write fails too, and starts the next run."""
