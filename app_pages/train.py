@@ -15,7 +15,7 @@ from cifarnet.monitor import (LINKED_REASON, Choice, choose_run, clock, describe
                               is_pending, live_run_ids, progress_fraction, progress_text)
 from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
-from cifarnet.run_queue import cancel_run
+from cifarnet.run_queue import cancel_run, ensure_worker
 from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
 from cifarnet.ui import charts
 from cifarnet.ui.app import page_path
@@ -115,6 +115,10 @@ def experiment_table() -> None:
         return
     if pending(shown_experiment) != waiting:
         st.rerun(scope="app")
+    try:
+        ensure_worker(folder)  # a queue worker that died (kill -9) is replaced at the next refresh
+    except CifarnetError as exc:
+        st.warning(f"Queued runs cannot start: {literal(exc)}", icon=":material/warning:")
     rows = experiment_rows(shown_experiment)
     st.subheader(f"Experiment {literal(shown_experiment.name)}")
     st.dataframe(rows, hide_index=True, width="stretch", column_config={

@@ -27,7 +27,7 @@ from cifarnet.recipes import FIRST_RECIPE, RECIPES, recipe_config
 from cifarnet.records import load_run_config
 from cifarnet.experiments import (DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary,
                                   start_experiment)
-from cifarnet.run_queue import cancel_run, serve
+from cifarnet.run_queue import cancel_run, ensure_worker, serve
 from cifarnet.runs import PENDING, list_runs, read_run, request_stop
 from cifarnet.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
 from cifarnet.summary import format_summary, summarize
@@ -244,6 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         group.leave()
     if group.is_main:
+        keep_queue_moving(str(path.parent))  # its slot frees now: a queue whose worker died goes on
         if not args.quiet:
             sys.stderr.write("\n")
         info = read_run(path)
@@ -273,17 +274,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), at most "
           f"{max_live_runs()} at a time", file=sys.stderr)
     try:
-        return _follow(experiment)
+        return _follow(experiment, args.runs_dir)
     except KeyboardInterrupt:
         print("cifarnet: its runs go on in the background (`cifarnet runs`; `cancel ID` or `stop ID` to end one)",
               file=sys.stderr)
         return 130
 
 
-def _follow(experiment: Experiment) -> int:
-    """One line per run event (a status change, an evaluation) until every run has ended; 1 if any failed."""
+def keep_queue_moving(runs_dir: str | None, quiet: bool = False) -> None:
+    """Replace the queue worker if it died (``kill -9``) while runs wait; why it cannot is said on stderr (unless
+    ``quiet``), never fatal to the command that looked."""
+    try:
+        ensure_worker(runs_dir)
+    except CifarnetError as exc:
+        if not quiet:
+            print(f"cifarnet: queued runs cannot start: {exc}", file=sys.stderr)
+
+
+def _follow(experiment: Experiment, runs_dir: str | None) -> int:
+    """One line per run event (a status change, an evaluation) until every run has ended; 1 if any failed.
+    Each look also replaces a queue worker that died, so the experiment never stalls while it is followed."""
     seen: dict[str, tuple[str, int]] = {}
     while True:
+        keep_queue_moving(runs_dir, quiet=bool(seen))
         runs = experiment_runs(experiment)
         for label, info in runs:
             status, evals = seen.get(info.run_id, ("", 0))
@@ -361,6 +374,7 @@ def _fmt_pct(value: float | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
+    keep_queue_moving(args.runs_dir)
     runs = list_runs(args.runs_dir)
     rows = [{"id": r.run_id, "status": r.status, "arch": r.config.get("arch"), "norm": r.config.get("norm"),
              "params": r.config.get("params"), "epochs": r.config.get("epochs"), "best_acc": r.best_acc,

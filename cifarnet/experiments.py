@@ -5,8 +5,9 @@ page never mistakes it for a run); its runs stay ordinary run folders. The shipp
 seed, is an experiment too, built from the pretrained runs so the comparison works offline.
 
 Writing one (:func:`plan_experiment`, then :func:`launch_experiment`): every varied value is checked through the
-config's own declaration, and every run's whole config, name and folder, before anything is created; then its
-runs are queued (:mod:`cifarnet.run_queue`) and start as slots of the run limit free.
+config's own declaration, and every run's whole config, name and folder, and what its trainer would check at its
+start (run limit, device, data), before anything is created; then its runs are queued all together or not at all
+(:class:`cifarnet.run_queue.QueuedBatch`) and start as slots of the run limit free.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any
 
 from cifarnet.config import FIELDS, NAME_PATTERN, TrainConfig, make_config, parse_value
 from cifarnet.errors import CifarnetError, shown
+from cifarnet.launch import check_startable
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
-from cifarnet.run_queue import enqueue, ensure_worker
-from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
+from cifarnet.run_queue import QueuedBatch, check_queue_files, ensure_worker
+from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, is_run_id, read_run, resolve_runs_dir
+from cifarnet.slots import check_plain
 
 EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
@@ -69,9 +72,14 @@ def read_experiment(path: Path, runs_dir: str | os.PathLike | None = None) -> Ex
     root = resolve_runs_dir(runs_dir)
     if problem or not isinstance(record, dict):
         return Experiment(path.stem, {}, [], {}, damage=[problem or "experiment record is not an object"])
-    variants = {str(label): [root / str(run_id) for run_id in run_ids]
-                for label, run_ids in (record.get("variants") or {}).items() if isinstance(run_ids, list)}
-    return Experiment(path.stem, record.get("vary") or {}, record.get("seeds") or [0], variants)
+    variants, damage = {}, []
+    for label, run_ids in (record.get("variants") or {}).items():
+        if isinstance(run_ids, list):
+            variants[str(label)] = [root / run_id for run_id in run_ids if is_run_id(run_id)]
+            damage += [f"variant {shown(str(label))} names {shown(run_id)}, which is not a run id of the runs folder"
+                       for run_id in run_ids if not is_run_id(run_id)]
+    return Experiment(path.stem, record.get("vary") or {}, record.get("seeds") or [0], variants, damage=damage)
+
 
 
 def list_experiments(runs_dir: str | os.PathLike | None = None) -> list[Experiment]:
@@ -151,8 +159,10 @@ class Plan:
 
 
 def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
-                    name: str | None = None, runs_dir: str | os.PathLike | None = None) -> Plan:
-    """Every run of the experiment checked (settings, names, free folders) before anything is created.
+                    name: str | None = None, runs_dir: str | os.PathLike | None = None,
+                    data_dir: str | os.PathLike | None = None) -> Plan:
+    """Every run of the experiment checked (settings, names, free folders, then what its trainer would refuse:
+    run limit, device, data; and the runs folder's own files) before anything is created.
 
     ``vary`` defaults to the three norms, ``seeds`` to the base config's seed, ``name`` to a time stamp.
     """
@@ -176,19 +186,26 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
         if taken:
             raise CifarnetError(f"a run named {shown(taken[0])} already exists; choose another experiment name")
         runs[variant_label(values)] = configs
+    for configs in runs.values():
+        for cfg in configs:
+            check_startable(cfg, data_dir)
+    check_queue_files(root)
+    check_plain(experiments_dir(runs_dir), folder=True)
     return Plan(name, vary, seeds, runs)
 
 
 def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
                       data_dir: str | os.PathLike | None = None) -> Experiment:
-    """Queue the plan's runs, write its record, and make sure the queue worker starts them."""
-    variants = {label: [enqueue(cfg, runs_dir, data_dir) for cfg in configs] for label, configs in plan.runs.items()}
-    folder = experiments_dir(runs_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"{plan.name}.json", {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,
-                                              "variants": {label: [p.name for p in paths]
-                                                           for label, paths in variants.items()}})
-    ensure_worker(runs_dir)
+    """Queue the plan's runs with its record, all or nothing; start those that fit under the run limit now and
+    make sure the queue worker starts the others."""
+    root = resolve_runs_dir(runs_dir)
+    with QueuedBatch(root, data_dir) as batch:
+        variants = {label: [batch.add(cfg) for cfg in configs] for label, configs in plan.runs.items()}
+        record = batch.stage / f"{plan.name}.json"
+        write_json(record, {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,
+                            "variants": {label: [p.name for p in paths] for label, paths in variants.items()}})
+        batch.publish(record, experiments_dir(root) / record.name)
+    ensure_worker(root)
     return Experiment(plan.name, plan.vary, plan.seeds, variants)
 
 
@@ -196,7 +213,7 @@ def start_experiment(base: TrainConfig, vary: dict[str, list] | None = None, see
                      name: str | None = None, runs_dir: str | os.PathLike | None = None,
                      data_dir: str | os.PathLike | None = None) -> Experiment:
     """Plan (every check), then queue: what the CLI's ``compare`` and the Train page's buttons do."""
-    return launch_experiment(plan_experiment(base, vary, seeds, name, runs_dir), runs_dir, data_dir)
+    return launch_experiment(plan_experiment(base, vary, seeds, name, runs_dir, data_dir), runs_dir, data_dir)
 
 
 def pending(experiment: Experiment) -> bool:

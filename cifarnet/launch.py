@@ -10,15 +10,20 @@ trainer inherits both locks.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
-from cifarnet.errors import CifarnetError, shown
+from cifarnet.data import dataset_present, load_cifar10
+from cifarnet.devices import select_device
+from cifarnet.errors import CifarnetError, WriteError, shown
+from cifarnet.records import write_file, write_json
 from cifarnet.runs import LIVE, read_run, run_path
-from cifarnet.slots import Claim, claim, claim_new_run
+from cifarnet.slots import Claim, claim, claim_new_run, max_live_runs
 
 
 def trainer_env() -> dict[str, str]:
@@ -27,22 +32,57 @@ def trainer_env() -> dict[str, str]:
                                                                         os.environ.get("PYTHONPATH")]))}
 
 
+def check_startable(cfg: TrainConfig, data_dir: str | os.PathLike | None = None) -> None:
+    """What a trainer of ``cfg`` would refuse at its start, refused now, before any record exists: the run limit
+    of the environment, the device, and the data (present, or loaded here for the data's own reason; a queued
+    run never downloads it)."""
+    max_live_runs()
+    select_device(cfg.device)
+    if not dataset_present(data_dir):
+        load_cifar10(data_dir, allow_download=False)
+
+
+def record_failure(path: Path, reason: str) -> None:
+    """Mark the run in ``path`` ``failed`` with ``reason``. On a disk too full for the atomic replace the record is
+    written over the old one in place (it fits the space the old one had); when even that fails, the reason goes
+    to stderr (a log), never lost in a traceback."""
+    record = {"status": "failed", "pid": None, "updated": time.time(), "error": reason}
+    try:
+        write_json(path / "status.json", record)
+    except WriteError:
+        try:
+            (path / "status.json").write_text(json.dumps(record, indent=1))
+        except OSError as exc:
+            print(f"cifarnet: run {path.name} failed: {reason} (and its status.json could not be written: "
+                  f"{exc.strerror or exc})", file=sys.stderr)
+
+
 def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None) -> subprocess.Popen:
     """Run ``python -m cifarnet train --resume PATH`` detached, handing it the claim; returns its process.
 
-    This process's copies of the claim's locks are closed: from now on the trainer alone holds them.
+    This process's copies of the claim's locks are closed: from now on the trainer alone holds them. A trainer
+    that cannot be started, or whose pid cannot be recorded (a full disk: nobody could follow or stop it), is not
+    left training: the run is recorded ``failed`` with the reason, which is raised in one line.
     """
     command = [sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--quiet"]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
+    process = None
     try:
         with open(path / "log.txt", "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True, env={**trainer_env(), **held.env()},
                                        pass_fds=(held.slot, held.run))
+        write_file(path / "pid", str(process.pid).encode())
+    except (OSError, WriteError) as exc:
+        if process is not None:
+            process.kill()
+            process.wait()
+        reason = str(exc) if isinstance(exc, WriteError) else exc.strerror or str(exc)
+        record_failure(path, f"its trainer could not be started: {reason}")
+        raise CifarnetError(f"run {shown(path.name)} could not start: {reason}") from exc
     finally:
         held.release()
-    (path / "pid").write_text(str(process.pid))
     return process
 
 

@@ -13,7 +13,7 @@ A run folder holds (:mod:`cifarnet.records` reads and writes the record files):
     predictions.npz  test labels with the model's top-5 classes and probabilities
     log.txt          the trainer's own output
     pid              the trainer's process id, written by the launcher the moment it starts it
-    STOP             the pid of a trainer asked to stop; it ends after its current step
+    STOP             which trainer is asked to stop (:func:`trainer_identity`); it ends after its current step
     .trainer.lock    locked by the run's one trainer while it lives (:mod:`cifarnet.slots`)
 
 A run waiting for a slot under the run limit is ``queued`` (:mod:`cifarnet.run_queue`); one cancelled before it
@@ -84,6 +84,17 @@ def process_alive(pid: Any) -> bool:
     # An empty cmdline is a process inside exec (Popen has returned, the new program's
     # arguments are not mapped yet): a trainer being born, not a stranger reusing the pid.
     return state not in ("Z", "X") and (not cmdline or b"cifarnet" in cmdline)
+
+
+def trainer_identity(pid: int) -> str:
+    """The process ``pid`` named unambiguously: its pid and its start time (clock ticks after boot, from
+    ``/proc/PID/stat``), so a ``STOP`` left for a trainer that died is never obeyed by a later one that happens to
+    get the same pid. Just the pid where ``/proc`` is missing (macOS)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{pid} {fields[19]}"  # field 22 of stat, the 20th after the command name
+    except (OSError, IndexError):
+        return str(pid)
 
 
 def _launched_pid(path: Path) -> int | None:
@@ -238,10 +249,16 @@ def shipped_runs() -> list[RunInfo]:
     return [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
 
 
+def is_run_id(run_id: Any) -> bool:
+    """Whether ``run_id`` (from a user, a link or a record) can only name a folder inside the runs folder: not
+    ``../..``, not an absolute path."""
+    return isinstance(run_id, str) and bool(NAME_PATTERN.match(run_id)) and ".." not in run_id
+
+
 def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The folder of ``run_id``, refusing ids that could point outside the runs folder."""
     root = resolve_runs_dir(runs_dir)
-    if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
+    if not is_run_id(run_id):
         raise CifarnetError(f"run id {shown(run_id)} is not valid; ids use letters, digits, '_', '.', '-'")
     for base in (root, PRETRAINED_DIR):
         candidate = (base / run_id).resolve()
@@ -283,8 +300,8 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, stat
 def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     """Ask a live run to end after its current step (it saves ``last.pt`` and says ``stopped``).
 
-    An ended run is refused, and the request names the trainer it is for (its pid in ``STOP``): a later trainer
-    of the run does not obey a request that outlived the one it was made for.
+    An ended run is refused, and the request names the trainer it is for (:func:`trainer_identity`): a later
+    trainer of the run does not obey a request that outlived the one it was made for, even with the same pid.
     """
     path = run_path(run_id, runs_dir)
     if path.parent == PRETRAINED_DIR.resolve():
@@ -292,7 +309,7 @@ def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None
     info = read_run(path)
     if info.status not in LIVE:
         raise CifarnetError(f"run {shown(run_id)} is not running (it is {info.status}); nothing to stop")
-    write_file(path / "STOP", str(trainer_pid(path, info.status_record)).encode())
+    write_file(path / "STOP", trainer_identity(trainer_pid(path, info.status_record)).encode())
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:

@@ -14,8 +14,11 @@ its own copy.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from cifarnet.config import TrainConfig
 from cifarnet.runs import LIVE, PENDING, PRETRAINED_DIR, create_run, list_runs, read_run, resolve_runs_dir
 
 DEFAULT_MAX_LIVE = 2
+MOST_LIVE = 1000  # the largest run limit accepted (a slot is a file; more would be a typo, not a machine)
 SLOTS_FOLDER = ".slots"
 RUN_LOCK = ".trainer.lock"
 CLAIM_ENV = "CIFARNET_CLAIM"  # "SLOT_FD:RUN_FD", set only for a trainer a launcher started
@@ -34,23 +38,65 @@ EXIT_GRACE_S = 10.0  # how long a trainer that has recorded its end may take to 
 
 
 def max_live_runs() -> int:
-    """Simultaneous runs allowed (``$CIFARNET_MAX_RUNS``, default 2: one per core here)."""
-    raw = os.environ.get("CIFARNET_MAX_RUNS", str(DEFAULT_MAX_LIVE))
+    """Simultaneous runs allowed (``$CIFARNET_MAX_RUNS``, default 2: one per core here).
+
+    Plain ASCII digits only: ``int`` would also take ``1_0``, ``+3`` or `` 3`` and other scripts' digits, each a
+    likely typo read as a number. Unset or empty is the default.
+    """
+    raw = os.environ.get("CIFARNET_MAX_RUNS", "")
+    if raw == "":
+        return DEFAULT_MAX_LIVE
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is not a whole number; allowed: digits only, 1 to "
+                            f"{MOST_LIVE} (unset or empty: {DEFAULT_MAX_LIVE})")
+    digits = raw.lstrip("0")  # (a thousand-digit number is refused without converting it)
+    if len(digits) > len(str(MOST_LIVE)) or not 1 <= int(digits or "0") <= MOST_LIVE:
+        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is out of range; allowed: 1 to {MOST_LIVE}")
+    return int(digits)
+
+
+def _kind(mode: int) -> str:
+    """What a file system entry is, as a refusal says it."""
+    for test, kind in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a file")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def open_plain(path: Path, flags: int) -> int:
+    """``path`` opened with ``flags`` (created when missing) only if it is a plain file: a folder, a symbolic link
+    (even one pointing to a file) or a device in its place is refused in one line, so nothing is ever written
+    outside the runs folder through a link planted there."""
     try:
-        value = int(raw)
-    except ValueError:
-        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is not a whole number; allowed: 1 or more") from None
-    if value < 1:
-        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is too small; allowed: 1 or more")
-    return value
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR):
+            check_plain(path)  # says what is there
+        raise CifarnetError(f"cannot use {shown(path)}: {exc.strerror or exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise CifarnetError(f"{shown(path)} is {_kind(mode)}; it must be a plain file (remove it and try again)")
+    return fd
+
+
+def check_plain(path: Path, folder: bool = False) -> None:
+    """Refuse, before anything is created, a ``path`` that exists but is not a plain file (or, with ``folder``, a
+    plain folder): a link or the wrong kind where the runs folder keeps its own files."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CifarnetError(f"cannot use {shown(path)}: {exc.strerror or exc}") from exc
+    wanted, kind = (stat.S_ISDIR, "folder") if folder else (stat.S_ISREG, "file")
+    if not wanted(mode):
+        raise CifarnetError(f"{shown(path)} is {_kind(mode)}; it must be a plain {kind} (remove it and try again)")
 
 
 def try_lock(path: Path) -> int | None:
     """An open descriptor of ``path`` holding its exclusive flock, or None when another process holds it."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise CifarnetError(f"cannot use {path}: {exc.strerror or exc}") from exc
+    fd = open_plain(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -68,19 +114,24 @@ def _patiently(attempt: Callable[[], int | None], finishing: Callable[[], bool])
     return fd
 
 
-def take_slot(root: Path) -> int | None:
-    """A free slot of the runs folder ``root`` (its locked descriptor), or None when all are taken."""
+def take_slot(root: Path, patient: bool = True) -> int | None:
+    """A free slot of the runs folder ``root`` (its locked descriptor), or None when all are taken.
+
+    ``patient`` waits a little for a trainer that has ended but not yet exited (a start the user asked for);
+    the queue, which looks again twice a second anyway, does not.
+    """
     folder = root / SLOTS_FOLDER
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CifarnetError(f"cannot use the runs folder {root}: {exc.strerror or exc}") from exc
+    check_plain(folder, folder=True)
     limit = max_live_runs()
 
     def any_free() -> int | None:
         return next((fd for number in range(limit) if (fd := try_lock(folder / str(number))) is not None), None)
 
-    return _patiently(any_free, lambda: len(live_runs(root)) < limit)
+    return _patiently(any_free, lambda: len(live_runs(root)) < limit) if patient else any_free()
 
 
 def live_runs(root: Path) -> list[str]:

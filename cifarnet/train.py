@@ -51,6 +51,7 @@ from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
 from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
                               write_predictions)
+from cifarnet.runs import trainer_identity
 from cifarnet.schedule import freeze_norm_scales, lr_at, make_optimizer, set_lr
 from cifarnet.whitening import fit_whitening
 
@@ -349,6 +350,7 @@ class Run:
         self.path, self.trainer, self.cfg = path, trainer, trainer.cfg
         self.status, self.metrics, self.echo = status, metrics, echo
         self.stop_file = path / "STOP"
+        self.identity = trainer_identity(os.getpid())  # what a STOP for this trainer holds
         self.started = started
         self.elapsed_before = 0.0  # training time before a resume
         self.best_acc = -1.0
@@ -416,14 +418,14 @@ class Run:
         return self._finish()
 
     def stop_requested(self) -> bool:
-        """Whether ``STOP`` asks this trainer to stop: it holds the pid of the trainer it was made for. One left
+        """Whether ``STOP`` asks this trainer to stop: it names the trainer it was made for. One left
         for an earlier trainer of the run (which died before it could stop) is removed, not obeyed: otherwise a
         resume would end after its first step."""
         try:
             addressed = self.stop_file.read_text().strip()
         except FileNotFoundError:
             return False
-        if addressed == str(os.getpid()):
+        if addressed == self.identity:
             return True
         self.stop_file.unlink(missing_ok=True)
         return False
@@ -575,7 +577,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     stop_file = path / "STOP"
 
     def on_term(_signum, _frame) -> None:
-        stop_file.write_text(str(os.getpid()))  # a stop addressed to this trainer (see Run.stop_requested)
+        stop_file.write_text(trainer_identity(os.getpid()))  # a stop addressed to this trainer (Run.stop_requested)
 
     handler = on_terminate if group.parallel else on_term
     previous = signal.signal(signal.SIGTERM, handler) if threading.current_thread() is threading.main_thread() \
