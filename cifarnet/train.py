@@ -45,7 +45,7 @@ from cifarnet.config import TrainConfig
 from cifarnet.cpu_share import CpuShare
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
 from cifarnet.devices import resolve_precision, select_device
-from cifarnet.distributed import SINGLE, Group, on_terminate
+from cifarnet.distributed import SINGLE, Group, on_terminate, trainer_pid
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
 from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
@@ -243,11 +243,11 @@ class StatusFile:
     def __init__(self, folder: Path, rank: int = 0) -> None:
         self.path = folder / "status.json"
         self.rank = rank
-        self.record: dict = {"status": "starting", "pid": os.getpid()}
+        self.record: dict = {"status": "starting", "pid": trainer_pid()}
         self.last_write = 0.0
 
     def write(self, status: str, force: bool = False, **fields) -> None:
-        self.record.update(status=status, pid=os.getpid(), updated=time.time(), **fields)
+        self.record.update(status=status, pid=trainer_pid(), updated=time.time(), **fields)
         now = time.time()
         if self.rank:
             if fields.get("error"):
@@ -351,7 +351,7 @@ class Run:
             addressed = self.stop_file.read_text().strip()
         except FileNotFoundError:
             return False
-        if addressed == str(os.getpid()):
+        if addressed == str(trainer_pid()):
             return True
         self.stop_file.unlink(missing_ok=True)
         return False
@@ -505,7 +505,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     try:
         status.write("starting", force=True, error=None)
         if group.is_main:
-            record_world_size(path, group.world_size)
+            record_world_size(path, group.world_size, group.nodes)
         trainer = Trainer(cfg, data or load_cifar10(data_dir), group)
         with MetricsLog(path / "metrics.jsonl") if group.is_main else nullcontext() as metrics:
             return Run(path, trainer, status, metrics, started, echo).execute()
