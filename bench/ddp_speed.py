@@ -1,14 +1,15 @@
 """Data-parallel training speed on one machine: 1 process x T threads against T processes x 1 thread.
 
-    python bench/ddp_speed.py                      # s10 with BN, batch 128: median img/s of both, and their ratio
+    python bench/ddp_speed.py                      # s10 with BN, batch 128: median img/s of each layout, ratios
     python bench/ddp_speed.py --norm gn --json     # one JSON object
 
-Both layouts run the training engine's own step (``Trainer.batches`` and ``Trainer.step``) on the same global
-batch; the several-process layout is launched by ``torchrun`` (gloo on a CPU, DDP with synchronised BatchNorm,
-as ``cifarnet train`` under torchrun). Each measurement is a fresh launch that warms up, then times ``--steps``
-steps; the two layouts alternate ``--reps`` times and the medians (and the median of the per-repetition
-ratios) are reported: on a shared machine only numbers measured side by side compare. The report gives the
-load average, since other work on the machine weighs on both layouts, unequally.
+Every layout runs the training engine's own step (``Trainer.batches`` and ``Trainer.step``) on the same global
+batch; the several-process layouts are launched by ``torchrun`` (gloo on a CPU, DDP as ``cifarnet train`` under
+torchrun). With BN there are two of them: BatchNorm synchronised over the group (``sync_bn``) and per process.
+Each measurement is a fresh launch that warms up, then times ``--steps`` steps; the layouts take turns ``--reps``
+times and the medians (and the medians of the per-repetition ratios) are reported: on a shared machine only
+numbers measured side by side compare. The report gives the load average, since other work on the machine weighs
+on the layouts, unequally.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifarnet.data import Cifar10, dataset_present, load_cifar10, synthetic_dataset  # noqa: E402
+from cifarnet.distributed import exit_with  # noqa: E402
 
 
 def load_data(data_dir: str | None) -> Cifar10:
@@ -44,7 +46,7 @@ def worker(args: argparse.Namespace) -> None:
 
     group = join()
     cfg = make_config({"norm": args.norm, "batch_size": args.batch_size, "threads": args.threads,
-                       "epochs": 1, "precision": args.precision})
+                       "epochs": 1, "precision": args.precision, "sync_bn": args.sync_bn})
     trainer = Trainer(cfg, load_data(args.data_dir), group)
     batches = trainer.batches(0)
     for _ in range(args.warmup):
@@ -65,9 +67,10 @@ def worker(args: argparse.Namespace) -> None:
     group.leave()
 
 
-def measure(processes: int, threads: int, args: argparse.Namespace) -> float:
+def measure(processes: int, threads: int, args: argparse.Namespace, sync_bn: bool = True) -> float:
     """Global img/s of ``processes`` x ``threads``, one fresh launch."""
     options = ["--worker", "--norm", args.norm, "--batch-size", str(args.batch_size), "--threads", str(threads),
+               "--sync-bn" if sync_bn else "--no-sync-bn",
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision,
                *(["--data-dir", args.data_dir] if args.data_dir else [])]
     script = str(Path(__file__).resolve())
@@ -95,32 +98,42 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     load_before = os.getloadavg()
-    one, many = [], []
+    layouts = {"one_process": (1, args.cores, True), "processes": (args.cores, 1, True)}
+    if args.norm == "bn":  # BatchNorm per process: no collective inside the forward and backward passes
+        layouts["per_process_bn"] = (args.cores, 1, False)
+    speeds: dict[str, list[float]] = {name: [] for name in layouts}
     for rep in range(args.reps):
-        one.append(measure(1, args.cores, args))
-        many.append(measure(args.cores, 1, args))
-        print(f"repetition {rep + 1}/{args.reps}: {one[-1]:.0f} and {many[-1]:.0f} img/s", file=sys.stderr)
-    ratios = [m / o for o, m in zip(one, many)]
+        for name, (processes, threads, sync_bn) in layouts.items():
+            speeds[name].append(measure(processes, threads, args, sync_bn))
+        print(f"repetition {rep + 1}/{args.reps}: " + ", ".join(f"{name} {s[-1]:.0f}" for name, s in speeds.items())
+              + " img/s", file=sys.stderr)
     result = {"norm": args.norm, "batch_size": args.batch_size, "cores": args.cores, "steps": args.steps,
-              "reps": args.reps, "precision": args.precision,
-              "one_process_img_s": statistics.median(one), "processes_img_s": statistics.median(many),
-              "ratio": statistics.median(ratios), "per_rep_ratios": ratios,
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "date": time.strftime("%Y-%m-%d")}
+              "reps": args.reps, "precision": args.precision}
+    for name, values in speeds.items():
+        result[f"{name}_img_s"] = statistics.median(values)
+        if name != "one_process":
+            ratios = [m / o for o, m in zip(speeds["one_process"], values)]
+            prefix = "" if name == "processes" else f"{name}_"
+            result[f"{prefix}ratio"], result[f"{prefix}per_rep_ratios"] = statistics.median(ratios), ratios
+    result.update(load_average_before=load_before, load_average_after=os.getloadavg(), date=time.strftime("%Y-%m-%d"))
     if args.json:
         print(json.dumps(result))
         return
     print(f"s10 {args.norm}, batch {args.batch_size}, {args.precision}, median of {args.reps} x {args.steps} steps; "
           f"load average {load_before[0]:.1f} before, {result['load_average_after'][0]:.1f} after")
     print(f"  1 process x {args.cores} threads: {result['one_process_img_s']:.0f} img/s")
-    print(f"  {args.cores} processes x 1 thread: {result['processes_img_s']:.0f} img/s")
-    print(f"  ratio (processes / one process): {result['ratio']:.2f} (per repetition: "
-          + ", ".join(f"{r:.2f}" for r in ratios) + ")")
-
+    synced = " (BatchNorm synchronised)" if args.norm == "bn" else ""
+    print(f"  {args.cores} processes x 1 thread{synced}: {result['processes_img_s']:.0f} img/s, ratio "
+          f"{result['ratio']:.2f} (per repetition: " + ", ".join(f"{r:.2f}" for r in result["per_rep_ratios"]) + ")")
+    if "per_process_bn_img_s" in result:
+        print(f"  {args.cores} processes x 1 thread (BatchNorm per process): {result['per_process_bn_img_s']:.0f} "
+              f"img/s, ratio {result['per_process_bn_ratio']:.2f} (per repetition: "
+              + ", ".join(f"{r:.2f}" for r in result["per_process_bn_per_rep_ratios"]) + ")")
 
 if __name__ == "__main__":
-    main()
+    exit_with(main)  # a process of a torchrun launch ends as the trainer's do

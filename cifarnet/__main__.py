@@ -1,7 +1,6 @@
 """``python -m cifarnet``: see :mod:`cifarnet.cli`."""
 
-import sys
-
 from cifarnet.cli import main
+from cifarnet.distributed import exit_with
 
-sys.exit(main())
+exit_with(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 from cifarnet.checkpoint import load_model
 from cifarnet.config import AUTO, DEFAULTS, FIELDS, MODEL, TrainConfig, allowed, check_shares, make_config
 from cifarnet.data import load_cifar10
-from cifarnet.distributed import Group, end_process, is_main_process, join, launched, relaunch
+from cifarnet.distributed import Group, is_main_process, join, launched, relaunch, trainer_pid
 from cifarnet.errors import CifarnetError
 from cifarnet.models import build_model
 from cifarnet.monitor import throughput_text
@@ -32,7 +32,7 @@ from cifarnet.runs import PENDING, list_runs, read_run, request_stop
 from cifarnet.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
 from cifarnet.summary import format_summary, summarize
 from cifarnet.devices import select_device
-from cifarnet.train import confusion_matrix, evaluate, train_run
+from cifarnet.train import StatusFile, confusion_matrix, evaluate, train_run
 
 FOLLOW_S = 0.5  # how often `compare` looks at its runs
 MODEL_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.group == MODEL)
@@ -217,7 +217,7 @@ def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConf
     select_device(cfg.device)  # everything that can be refused is checked before a run folder exists
     load_cifar10(args.data_dir)  # (the decoded cache makes the trainer's second load cheap)
     check_shares(cfg.batch_size, group.world_size)
-    path, held = claim_new_run(cfg, args.runs_dir)
+    path, held = claim_new_run(cfg, args.runs_dir, trainer_pid())  # (this process may become torchrun)
     return path, cfg, held
 
 
@@ -236,6 +236,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             for fd in (held.slot, held.run):  # and keeps the locks for as long as it lives
                 os.set_inheritable(fd, True)
             os.environ[HELD_ENV] = "1"
+            # starting, with this process as its trainer: torchrun in a moment, the pid rank 0 records too
+            StatusFile(path).write("starting", force=True, error=None)
             relaunch(cfg.processes, _relaunch_args(args, path))
         if group.is_main and not args.quiet:
             print(f"run {path.name} -> {path}" + (f" ({group.world_size} processes)" if group.parallel else ""),
@@ -252,10 +254,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = info.final_acc
         print(f"{path.name}: {status}" + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
               + (f" ({error})" if error else ""))
-    code = 0 if status in ("finished", "stopped") else 1
-    if group.parallel:
-        end_process(code)
-    return code
+    return 0 if status in ("finished", "stopped") else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

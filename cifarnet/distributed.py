@@ -20,10 +20,13 @@ checkpoint) it hands to the others (:meth:`Group.from_main`), so machines need n
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,12 +47,47 @@ TIMEOUT_S = 300
 # Each process's own stream for dropout, seeded seed * RANK_SEED_STRIDE + rank: the processes must not draw
 # the same masks for different images.
 RANK_SEED_STRIDE = 1_000_003
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
 TERMINATING = threading.Event()  # set by SIGTERM under DDP: the group stops after the current step
+PARENT = os.getppid()  # as early as this process can know it: an orphan's parent changes
 
 
 def launched() -> bool:
     """Whether a launcher (``torchrun``) started this process as one of a group: it sets RANK and WORLD_SIZE."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun's agent is this process's parent: it sets ``TORCHELASTIC_RUN_ID`` for the processes it
+    starts, which are its children."""
+    return launched() and "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def trainer_pid() -> int:
+    """The process that stands for this run's trainer in its records (the status's pid, the one a ``STOP`` names).
+
+    Under torchrun, the agent on this machine: it is there from the launch (a ``train --processes N`` records
+    its pid before it becomes torchrun), it holds the run's locks, and its processes end with it
+    (:func:`end_with_parent`), so it is alive exactly while the run may train. Otherwise this process.
+    """
+    return os.getppid() if under_torchrun() else os.getpid()
+
+
+def end_with_parent() -> None:
+    """Have the kernel kill this process (SIGKILL) the moment its parent, torchrun's agent, ends however it ends.
+
+    torchrun starts its processes in sessions of their own and cannot stop them when it is killed itself (``kill
+    -9``): they would train on without the run's locks, which the agent held, beside a resumed trainer. Killed at
+    once, they record nothing more; the run reads as failed and resumes from its last checkpoint. Linux only
+    (``prctl``); elsewhere processes outlive a killed launcher as before.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != PARENT:  # the agent ended before the request was made: the kernel will not send it now
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -73,48 +111,72 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-class _SumOverGroup(torch.autograd.Function):
-    """A tensor summed over the process group, differentiably: the gradient of each process's part is the
-    group's summed gradient (what ``torch.distributed.nn`` did before PyTorch deprecated it)."""
+class _GroupBatchNorm(torch.autograd.Function):
+    """Batch norm over the whole group's batch for CPU tensors: one all-reduce forward, one backward.
+
+    ``torch.nn.SyncBatchNorm``'s scheme with PyTorch's fused CPU kernels: each process reduces its share to
+    per-channel moments (its mean and variance, combined over the group in float64, so the group's variance keeps
+    float precision); the normalisation is the fused inference kernel with the group's statistics. Backward, the
+    fused kernel's per-channel sums of the gradient (the bias and weight gradients) are what the input's gradient
+    needs from the whole group: one all-reduce of those, then two in-place passes. The weight and bias gradients
+    stay local: DistributedDataParallel averages them like any other.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        total = x.clone()
-        dist.all_reduce(total)
-        return total
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+        channels, count = x.shape[1], x.numel() // x.shape[1]
+        # this share's mean and variance from the fused training kernel: several times faster than var_mean
+        _, mean, invstd = torch.native_batch_norm(x, None, None, None, None, True, 0.0, 0.0)
+        mean64 = mean.double()
+        totals = torch.cat([mean64 * count, (invstd.double() ** -2 + mean64.square()) * count,
+                            torch.tensor([count], dtype=torch.float64)])
+        dist.all_reduce(totals)
+        n = totals[-1]
+        group_mean = totals[:channels] / n
+        group_var = (totals[channels:-1] / n - group_mean.square()).clamp_min(0)
+        mean32, var32 = group_mean.float(), group_var.float()
+        y = torch.batch_norm(x, weight, bias, mean32, var32, False, 0.0, eps, False)
+        ctx.save_for_backward(x, weight, mean32, var32)
+        ctx.eps, ctx.count = eps, n.item()
+        ctx.mark_non_differentiable(group_mean, group_var, n)
+        return y, group_mean, group_var, n
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, dy: torch.Tensor, *_unused: torch.Tensor):
+        x, weight, mean, var = ctx.saved_tensors
+        # with the statistics held fixed: dy * weight * invstd, and the per-channel sums of dy * xhat and dy
+        dx, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            dy, x, weight, mean, var, None, None, False, ctx.eps, [True, True, True])
+        sums = torch.cat([grad_bias, grad_weight])
+        dist.all_reduce(sums)
+        mean_dy, mean_dy_xhat = (sums / ctx.count).chunk(2)
+        # minus the statistics' part: weight * invstd * (mean_dy + xhat * mean_dy_xhat), per channel a * x + b
+        invstd = torch.rsqrt(var + ctx.eps)
+        a = weight * invstd.square() * mean_dy_xhat
+        b = weight * invstd * mean_dy - a * mean
+        dx.addcmul_(x, a.view(1, -1, 1, 1), value=-1).sub_(b.view(1, -1, 1, 1))
+        return dx, grad_weight, grad_bias, None
 
 
 class CpuSyncBatchNorm(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training statistics span the whole process group, for CPU tensors.
 
-    ``torch.nn.SyncBatchNorm`` does this on GPUs only. Two all-reduces a layer (the sum, then the squared
-    deviations from the global mean), accumulated in float64 so the figures match a single process's batch
-    norm over the whole batch to float precision; gradients flow back through both reductions. Its state
-    dict is a ``BatchNorm2d``'s, so checkpoints load into the plain model.
+    ``torch.nn.SyncBatchNorm`` does this on GPUs only. Two all-reduces a layer and step (:class:`_GroupBatchNorm`),
+    as many as ``SyncBatchNorm``; the figures match a single process's batch norm over the whole batch to float
+    precision. Its state dict is a ``BatchNorm2d``'s, so checkpoints load into the plain model.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        dims = (0, 2, 3)
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64)
-        totals = _SumOverGroup.apply(torch.cat([x.sum(dims, dtype=torch.float64), count]))
-        n = totals[-1]
-        mean = (totals[:-1] / n).to(x.dtype)
-        centred = x - mean.view(1, -1, 1, 1)
-        var = (_SumOverGroup.apply(centred.square().sum(dims, dtype=torch.float64)) / n).to(x.dtype)
+        y, mean, var, n = _GroupBatchNorm.apply(x, self.weight, self.bias, self.eps)
         with torch.no_grad():
             self.running_mean.lerp_(mean.float(), self.momentum)
             self.running_var.lerp_((var * (n / (n - 1))).float(), self.momentum)
             self.num_batches_tracked += 1
-        scale = torch.rsqrt(var + self.eps) * self.weight
-        return centred * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y
 
 
 def _sync_cpu_batchnorm(module: nn.Module) -> None:
@@ -136,6 +198,7 @@ class Group:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    nodes: int = 1  # machines (torchrun's node count)
 
     @property
     def is_main(self) -> bool:
@@ -247,9 +310,11 @@ def join() -> Group:
     if not launched():
         return SINGLE
     group = Group(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0),
-                  _env_int("LOCAL_WORLD_SIZE", _env_int("WORLD_SIZE", 1)))
+                  _env_int("LOCAL_WORLD_SIZE", _env_int("WORLD_SIZE", 1)), _env_int("GROUP_WORLD_SIZE", 1))
     if not group.parallel:
         return SINGLE
+    if under_torchrun():
+        end_with_parent()
     cuda = torch.cuda.is_available() and group.local_rank < torch.cuda.device_count()
     if cuda:
         torch.cuda.set_device(group.local_rank)
@@ -257,14 +322,27 @@ def join() -> Group:
     return group
 
 
-def end_process(code: int) -> NoReturn:
-    """End this process of a data-parallel group with ``code`` now, without the interpreter's teardown.
+def exit_with(main: Callable[[], int | None]) -> NoReturn:
+    """Run a program's ``main`` and exit with its code: the one way out of every program torchrun may start (the
+    trainer, the benches).
 
-    Under load, a process whose run had ended (recorded, files closed, process group destroyed) sometimes
-    aborted while Python tore down, in no Python frame ("terminate called without an active exception", from
-    C++ objects of the distributed backend destroyed in the wrong order), and torchrun then reported the whole
-    run as failed. Nothing is left to do by then but flush the output.
+    A process of a data-parallel group ends without the interpreter's teardown. Under load, one whose work had
+    ended (recorded, files closed, process group destroyed) sometimes aborted while Python tore down, in no Python
+    frame ("terminate called without an active exception": C++, a thread still joinable when destroyed, as
+    the distributed backend's objects are torn down), and torchrun then reported the whole run as failed. Nothing
+    is left to do by then but flush the output. A process alone exits as usual.
     """
+    if not launched():
+        sys.exit(main())
+    try:
+        code = main() or 0
+    except SystemExit as exc:  # argparse's refusals
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:  # noqa: BLE001 - a crash too ends without the teardown, its traceback printed
+        traceback.print_exc()
+        code = 1
+    if dist.is_initialized():
+        dist.destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -37,9 +37,9 @@ from cifarnet.config import FIELDS, TrainConfig, check_saved, make_config
 from cifarnet.errors import CifarnetError, WriteError, shown
 
 FORMAT = 2
-# What config.json holds besides the config's fields; "world_size" is how many processes trained the run last
-# (absent: one), written by the trainer at each start (a resume may use another number).
-RECORD_KEYS = ("format", "params", "created", "world_size")
+# What config.json holds besides the config's fields; "world_size" is how many processes trained the run last, on
+# "nodes" machines (absent: one), written by the trainer at each start (a resume may use other numbers).
+RECORD_KEYS = ("format", "params", "created", "world_size", "nodes")
 # The values format-1 records trained with where a field was missing: not today's defaults (an old LN run
 # resumed with ws=auto would rebuild a different model than its checkpoint holds).
 FORMAT1_MISSING = {"ws": "off", "precision": "fp32", "compile": False}
@@ -75,11 +75,12 @@ def config_record(cfg: TrainConfig, params: int) -> dict:
     return {"format": FORMAT, **cfg.to_dict(), "params": params, "created": time.time()}
 
 
-def record_world_size(folder: Path, world_size: int) -> None:
-    """Note in ``config.json`` how many processes train the run (rewritten only when that changes)."""
+def record_world_size(folder: Path, world_size: int, nodes: int = 1) -> None:
+    """Note in ``config.json`` how many processes train the run, on how many machines (rewritten only when that
+    changes)."""
     saved, problem = read_json(folder / "config.json")
-    if saved is not None and saved.get("world_size") != world_size:
-        write_json(folder / "config.json", {**saved, "world_size": world_size})
+    if saved is not None and (saved.get("world_size"), saved.get("nodes", 1)) != (world_size, nodes):
+        write_json(folder / "config.json", {**saved, "world_size": world_size, "nodes": nodes})
 
 
 def write_file(path: Path, content: bytes) -> None:
@@ -149,7 +150,8 @@ PROGRESS = {"step": whole(), "total_steps": whole(), "epoch": number(0.0), "epoc
             "test_acc": optional(SHARE), "elapsed_s": SECONDS}
 STATUS_SCHEMA = {"status": text, "pid": optional(whole(1, 2**31)), "updated": SECONDS, "finished": SECONDS,
                  "error": optional(text), "progress": dict_of(PROGRESS)}
-CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": SECONDS, "world_size": whole(1, 2**16)}
+CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": SECONDS, "world_size": whole(1, 2**16),
+                 "nodes": whole(1, 2**16)}
 CLASS_COUNT = 10
 RESULTS_SCHEMA = {
     "test_acc": SHARE, "test_loss": number(0.0), "tta_acc": optional(SHARE), "best_eval_acc": SHARE,

@@ -213,14 +213,16 @@ def inherited(path: Path) -> Claim | None:
     return Claim(slot, run)
 
 
-def claim_new_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None) -> tuple[Path, Claim]:
-    """A new run folder for ``cfg`` with both locks held; refused, with nothing created, over the limit."""
+def claim_new_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
+                  trainer: int | None = None) -> tuple[Path, Claim]:
+    """A new run folder for ``cfg`` with both locks held; refused, with nothing created, over the limit. Its
+    status names ``trainer``, the pid of the process that will train it, when that is this one (a CLI start)."""
     root = resolve_runs_dir(runs_dir)
     slot = take_slot(root)
     if slot is None:
         raise CifarnetError(limit_message(root))
     try:
-        path = create_run(cfg, root)
+        path = create_run(cfg, root, {"pid": trainer})
     except CifarnetError:
         os.close(slot)
         raise

@@ -46,7 +46,7 @@ from cifarnet.config import LOOKAHEAD_EVERY, TrainConfig
 from cifarnet.cpu_share import CpuShare
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
 from cifarnet.devices import resolve_precision, select_device
-from cifarnet.distributed import SINGLE, Group, on_terminate
+from cifarnet.distributed import SINGLE, Group, on_terminate, trainer_pid
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
 from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
@@ -312,11 +312,11 @@ class StatusFile:
     def __init__(self, folder: Path, rank: int = 0) -> None:
         self.path = folder / "status.json"
         self.rank = rank
-        self.record: dict = {"status": "starting", "pid": os.getpid()}
+        self.record: dict = {"status": "starting", "pid": trainer_pid()}
         self.last_write = 0.0
 
     def write(self, status: str, force: bool = False, **fields) -> None:
-        self.record.update(status=status, pid=os.getpid(), updated=time.time(), **fields)
+        self.record.update(status=status, pid=trainer_pid(), updated=time.time(), **fields)
         now = time.time()
         if self.rank:
             if fields.get("error"):
@@ -350,7 +350,7 @@ class Run:
         self.path, self.trainer, self.cfg = path, trainer, trainer.cfg
         self.status, self.metrics, self.echo = status, metrics, echo
         self.stop_file = path / "STOP"
-        self.identity = trainer_identity(os.getpid())  # what a STOP for this trainer holds
+        self.identity = trainer_identity(trainer_pid())  # what a STOP for this trainer holds
         self.started = started
         self.elapsed_before = 0.0  # training time before a resume
         self.best_acc = -1.0
@@ -577,7 +577,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     stop_file = path / "STOP"
 
     def on_term(_signum, _frame) -> None:
-        stop_file.write_text(trainer_identity(os.getpid()))  # a stop addressed to this trainer (Run.stop_requested)
+        stop_file.write_text(trainer_identity(trainer_pid()))  # a stop addressed to this trainer (Run.stop_requested)
 
     handler = on_terminate if group.parallel else on_term
     previous = signal.signal(signal.SIGTERM, handler) if threading.current_thread() is threading.main_thread() \
@@ -585,7 +585,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     try:
         status.write("starting", force=True, error=None)
         if group.is_main:
-            record_world_size(path, group.world_size)
+            record_world_size(path, group.world_size, group.nodes)
         trainer = Trainer(cfg, data or load_cifar10(data_dir), group)
         with MetricsLog(path / "metrics.jsonl") if group.is_main else nullcontext() as metrics:
             return Run(path, trainer, status, metrics, started, echo).execute()

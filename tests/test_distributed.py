@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,8 @@ from cifarnet.config import make_config
 from cifarnet.data import load_cifar10
 from cifarnet.records import read_metrics
 from cifarnet.launch import start_run
-from cifarnet.runs import create_run, process_alive, read_run, request_stop
+from cifarnet.runs import RunInfo, create_run, process_alive, read_run, request_stop
+from cifarnet.slots import claim
 from cifarnet.train import Trainer
 from conftest import ROOT, wait_for
 
@@ -174,3 +178,110 @@ def test_a_batch_that_does_not_split_between_the_processes_is_refused_in_one_lin
                                             r"a multiple of 3$"):
         make_config({"processes": 3, "batch_size": 128})
     assert make_config({"processes": 4, "batch_size": 128}).processes == 4
+
+
+def statuses_until_end(process: subprocess.Popen, path: Path, on_first: Callable[[RunInfo], None]) -> list[str]:
+    """Every status the run in ``path`` reads, from the moment its status file exists until ``process`` ends;
+    ``on_first`` is called with the first read."""
+    wait_for(lambda: (path / "status.json").exists() or process.poll() is not None, timeout=180, every=0.02)
+    seen: list[str] = []
+    while process.poll() is None:
+        info = read_run(path)
+        if not seen:
+            on_first(info)
+        if not seen or seen[-1] != info.status:
+            seen.append(info.status)
+        time.sleep(0.05)
+    return seen
+
+
+def test_a_starting_data_parallel_run_reads_starting_and_obeys_a_stop(runs_dir, data_dir):
+    """``train --processes 2``: from the moment its folder exists the run is ``starting`` (its launcher, torchrun
+    soon, is its trainer), never "failed" while its processes start, and a stop asked then is obeyed."""
+    values = {**TINY, "norm": "gn", "name": "starting", "epochs": 100, "processes": 2}
+    process = subprocess.Popen([sys.executable, "-m", "cifarnet", "train", *flags(values), "--data-dir",
+                                str(data_dir), "--quiet"], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    path = runs_dir / "starting"
+    try:
+        seen = statuses_until_end(process, path, lambda _info: request_stop("starting", runs_dir))
+        output = process.stdout.read()
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert seen[0] == "starting" and "failed" not in seen, seen
+    assert read_run(path).status == "stopped"
+
+
+def test_killing_the_launcher_ends_every_process_of_the_run(runs_dir, data_dir):
+    """``kill -9`` of a data-parallel run's launcher (torchrun, holding the run's locks): its processes end with
+    it, so nothing trains without the locks; the run reads failed and its locks are free for a resume."""
+    cfg = make_config({**TINY, "norm": "gn", "epochs": 100, "processes": 2, "name": "orphans"})  # minutes of work
+    path = runs_dir / start_run(cfg, runs_dir, data_dir)
+    launcher = int((path / "pid").read_text())
+    ranks: list[int | None] = []
+    try:
+        wait_for(lambda: records(path, "train"), timeout=180)
+        ranks = [_rank_pid(launcher, rank) for rank in (0, 1)]
+        assert None not in ranks
+        os.kill(launcher, signal.SIGKILL)
+        wait_for(lambda: not any(process_alive(pid) for pid in ranks), timeout=10, every=0.05)
+        assert read_run(path).status == "failed"
+        claim(path).release()  # the run's lock and a slot are free: nothing of the old trainer holds them
+    finally:
+        for pid in [launcher, *ranks]:
+            if pid and process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def two_nodes(runs: list[Path], *args: str) -> list[subprocess.Popen]:
+    """``torchrun --nnodes 2 --node-rank R --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT -m cifarnet ARGS``
+    twice, as on two machines: each "node" one process, its own runs folder, no file shared."""
+    port = free_port()
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                              "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                              f"127.0.0.1:{port}", "-m", "cifarnet", *args], cwd=ROOT,
+                             env={**env(), "CIFARNET_RUNS": str(runs[node])}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
+
+
+def stopped_nodes(nodes: list[subprocess.Popen], find: Callable[[], Path | None], after_step: int) -> tuple[Path, int]:
+    """Ask the run (in the folder ``find`` returns once it exists) to stop, as ``cifarnet stop`` does, once it has
+    logged a step past ``after_step``; both nodes must end cleanly. Returns its folder and its ``last.pt``'s step."""
+    try:
+        path = wait_for(find, timeout=240, every=0.05)
+        wait_for(lambda: any(m["step"] > after_step for m in records(path, "train")), timeout=240, every=0.05)
+        request_stop(path.name, path.parent)
+        outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert read_run(path).status == "stopped"
+    return path, int(torch.load(path / "last.pt", weights_only=True)["step"])
+
+
+def test_two_nodes_on_loopback_train_one_run_that_stops_and_resumes(tmp_path, data_dir):
+    """The multi-machine recipe of docs/DISTRIBUTED.md on one machine: global rank 0 alone writes the run, in its
+    own machine's runs folder; the world size and node count are recorded; a stop reaches both nodes; a resume on
+    both continues from the checkpoint."""
+    runs = [tmp_path / "machine0", tmp_path / "machine1"]
+    values = {**TINY, "norm": "bn", "name": "nodes", "epochs": 40}  # far more steps than a stop lets run
+    path, first = stopped_nodes(two_nodes(runs, "train", *flags(values), "--data-dir", str(data_dir), "--quiet"),
+                                lambda: next((r / "nodes" for r in runs if (r / "nodes" / "status.json").exists()),
+                                             None), 0)
+    assert [r for r in runs if r.exists() and any(r.iterdir())] == [path.parent]  # one folder, on one machine
+    saved = json.loads((path / "config.json").read_text())
+    assert (saved["world_size"], saved["nodes"]) == (2, 2)
+    assert [m["step"] for m in records(path, "train")] == list(range(1, first + 1))
+
+    resumed = two_nodes(runs, "train", "--resume", str(path), "--data-dir", str(data_dir), "--quiet")
+    _, second = stopped_nodes(resumed, lambda: path, first)
+    assert second > first
+    assert [m["step"] for m in records(path, "train")] == list(range(1, second + 1))
