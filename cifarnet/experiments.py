@@ -64,20 +64,50 @@ def experiments_dir(runs_dir: str | os.PathLike | None = None) -> Path:
 
 
 def read_experiment(path: Path, runs_dir: str | os.PathLike | None = None) -> Experiment:
-    """One experiment record; its run ids resolve inside the runs folder. A damaged record is named, not raised."""
+    """One experiment record; its run ids resolve inside the runs folder. A damaged record is named, not raised:
+    what does not read as the record :func:`launch_experiment` writes (variants that are not label -> run ids, a
+    run id outside the runs folder, a run named twice) is left out and said in ``damage``."""
     record, problem = read_json(path)
     root = resolve_runs_dir(runs_dir)
     if problem or not isinstance(record, dict):
         return Experiment(path.stem, {}, [], {}, damage=[problem or "experiment record is not an object"])
-    variants = {str(label): [root / str(run_id) for run_id in run_ids]
-                for label, run_ids in (record.get("variants") or {}).items() if isinstance(run_ids, list)}
-    return Experiment(path.stem, record.get("vary") or {}, record.get("seeds") or [0], variants)
+    listed = record.get("variants")
+    damage = [] if isinstance(listed, dict) else [
+        f"{path.name}: variants={shown(listed)} is not an object of variant -> run ids"]
+    variants: dict[str, list[Path]] = {}
+    seen: set[str] = set()
+    for label, run_ids in (listed if isinstance(listed, dict) else {}).items():
+        if not isinstance(run_ids, list):
+            damage.append(f"{path.name}: variant {shown(label)} lists {shown(run_ids)}, not a list of run ids")
+            continue
+        for run_id in run_ids:
+            if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
+                damage.append(f"{path.name}: variant {shown(label)} names {shown(run_id)}, not a run id")
+            elif run_id in seen:
+                damage.append(f"{path.name}: run {shown(run_id)} is listed twice; counted once")
+            else:
+                seen.add(run_id)
+                variants.setdefault(str(label), []).append(root / run_id)
+    vary, seeds = record.get("vary"), record.get("seeds")
+    return Experiment(path.stem, vary if isinstance(vary, dict) else {}, seeds if isinstance(seeds, list) else [0],
+                      variants, damage=damage)
+
+
+def _modified(path: Path) -> float:
+    """When a record changed (a dangling link: when the link did), for newest-first order; never raises."""
+    for follow in (True, False):
+        try:
+            return path.stat(follow_symlinks=follow).st_mtime
+        except OSError:
+            continue
+    return 0.0
 
 
 def list_experiments(runs_dir: str | os.PathLike | None = None) -> list[Experiment]:
-    """Every experiment in the runs folder, newest first, then the shipped one."""
+    """Every experiment in the runs folder, newest first, then the shipped one (a damaged record is listed with
+    its damage)."""
     folder = experiments_dir(runs_dir)
-    records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    records = sorted(folder.glob("*.json"), key=_modified, reverse=True) if folder.is_dir() else []
     return [read_experiment(p, runs_dir) for p in records] + [shipped_experiment()]
 
 
@@ -105,7 +135,7 @@ def parse_vary(specs: list[str]) -> dict[str, list]:
             values = [parse_value(name, text) for text in texts]
         except CifarnetError as exc:
             raise CifarnetError(f"--vary {shown(spec)}: {exc}") from None
-        if len(set(map(spelled, values))) < len(values):
+        if len(set(values)) < len(values):  # as the trainer uses them: 0.1 and 0.10 are one value, 0.1000001 another
             raise CifarnetError(f"--vary {shown(spec)} repeats a value; each value once")
         vary[name] = values
     return vary
@@ -125,7 +155,10 @@ def spelled(value: Any) -> str:
         return "on" if value else "off"
     if value is None:
         return "auto"
-    return format(value, "g") if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # short, unless that would read as another number (0.1000001 is not 0.1)
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def variant_label(values: dict[str, Any]) -> str:

@@ -330,6 +330,9 @@ def cut_metrics(path: Path, step: int) -> None:
 
 
 PREDICTION_KEYS = ("labels", "top_classes", "top_probs")
+# The largest array a predictions file may declare: the 10,000 test images' top-10 as float64 are 800 KB; a
+# hundred times that leaves room for larger test sets and still reads in a moment.
+PREDICTION_BYTES = 80_000_000
 
 
 def _predictions_fit(pack: dict[str, np.ndarray]) -> bool:
@@ -345,14 +348,29 @@ def _predictions_fit(pack: dict[str, np.ndarray]) -> bool:
             and bool(np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()))
 
 
+def _declared_bytes(pack: np.lib.npyio.NpzFile, key: str) -> int:
+    """How many bytes array ``key`` of an open ``.npz`` says it holds, read from its header alone: a crafted header
+    can declare 10^13 elements in a file of a few bytes, and numpy allocates what the header says before reading."""
+    with pack.zip.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)  # 1.0, else the 2.0 layout (a bad one raises ValueError)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(member)
+    return math.prod(shape) * dtype.itemsize
+
+
 def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
-    """Test labels with top-5 classes and probabilities (None if the run has none, or none that fit the schema)."""
+    """Test labels with top-5 classes and probabilities (None if the run has none, or none that fit the schema).
+
+    Each array's size is checked from its header before it is read (at most :data:`PREDICTION_BYTES`)."""
     file = folder / "predictions.npz"
     if not file.is_file():
         return None
     try:
         with np.load(file, allow_pickle=False) as pack:
-            arrays = {key: pack[key] for key in pack.files if key in PREDICTION_KEYS}
+            keys = [key for key in pack.files if key in PREDICTION_KEYS]
+            if any(_declared_bytes(pack, key) > PREDICTION_BYTES for key in keys):
+                return None
+            arrays = {key: pack[key] for key in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):  # a damaged file is "none", not a crash
         return None
     return arrays if _predictions_fit(arrays) else None
