@@ -11,6 +11,7 @@ two seeds are a sample of the seeds one could have drawn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,15 +224,16 @@ def _predictions(variant: Variant) -> tuple[list[dict[str, np.ndarray]], str | N
     return packs, None
 
 
-def _votes(packs: list[dict[str, np.ndarray]], classes: list[str], rows: np.ndarray) -> list[str]:
-    """Each image's top-1 class and confidence in every seed, ``dog 81% · cat 40%`` (the same class once)."""
-    texts = []
+def _votes(packs: list[dict[str, np.ndarray]], classes: list[str], rows: np.ndarray) -> list[list[tuple[str, float]]]:
+    """Each image's top-1 classes over the seeds with their mean confidence, ``[("dog", 0.81), ("cat", 0.4)]``
+    (the same class once)."""
+    votes = []
     for i in rows:
         seen: dict[int, list[float]] = {}
         for pack in packs:
             seen.setdefault(int(pack["top_classes"][i, 0]), []).append(float(pack["top_probs"][i, 0]))
-        texts.append(" · ".join(f"{classes[c]} {100 * np.mean(p):.0f}%" for c, p in seen.items()))
-    return texts
+        votes.append([(classes[c], float(np.mean(p))) for c, p in seen.items()])
+    return votes
 
 
 def disagreement(comparison: Comparison, a: str, b: str) -> Disagreement:
@@ -257,6 +259,12 @@ def disagreement(comparison: Comparison, a: str, b: str) -> Disagreement:
     return Disagreement(a, b, images, labels)
 
 
-def caption(row: pd.Series, a: str, b: str) -> str:
-    """Markdown title of a gallery tile: the true class, then each variant's prediction (right green, wrong red)."""
-    return f"**{row['true']}**  \n{a}: :green[{row['a']}]  \n{b}: :red[{row['b']}]"
+def caption(row: pd.Series, a: str, b: str, literal: Callable[[str], str]) -> str:
+    """Markdown title of a gallery tile: the true class, then each variant's prediction (right green, wrong red).
+
+    Variant and class names come from records: each goes through ``literal`` (the page's escaping)."""
+    def votes(column: str) -> str:
+        return " · ".join(f"{literal(name)} {100 * p:.0f}%" for name, p in row[column])
+
+    return (f"**{literal(row['true'])}**  \n{literal(a)}: :green[{votes('a')}]  \n"
+            f"{literal(b)}: :red[{votes('b')}]")

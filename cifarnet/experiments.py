@@ -25,7 +25,8 @@ from cifarnet.errors import CifarnetError, shown
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import enqueue, ensure_worker
-from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
+from cifarnet.runs import (PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, check_not_shipped, read_run,
+                           resolve_runs_dir)
 
 EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
@@ -198,6 +199,8 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
     if not NAME_PATTERN.match(name) or ".." in name or len(name) > 40:
         raise CifarnetError(f"experiment name {shown(name)} is not allowed; use 1-40 letters, digits, '_', '.' or "
                             "'-', starting with a letter or digit")
+    if name == SHIPPED_NAME:
+        raise CifarnetError(f"experiment name {shown(name)} is the shipped experiment's; choose another name")
     if (experiments_dir(runs_dir) / f"{name}.json").exists():
         raise CifarnetError(f"an experiment named {shown(name)} already exists; choose another name")
     root, runs = resolve_runs_dir(runs_dir), {}
@@ -205,6 +208,8 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
         values = dict(zip(vary, combination))
         configs = [make_config({**values, "seed": seed, "name": _run_id(name, values, seed, number)}, base)
                    for seed in seeds]
+        for cfg in configs:
+            check_not_shipped(cfg.name)
         taken = [cfg.name for cfg in configs if (root / cfg.name).exists()]
         if taken:
             raise CifarnetError(f"a run named {shown(taken[0])} already exists; choose another experiment name")

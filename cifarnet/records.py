@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cifarnet.config import FIELDS, TrainConfig, check_saved, make_config
-from cifarnet.errors import CifarnetError, WriteError, shown
+from cifarnet.errors import SHOWN_CHARS, CifarnetError, WriteError, shown
 
 FORMAT = 2
 # What config.json holds besides the config's fields; "world_size" is how many processes trained the run last
@@ -151,12 +151,21 @@ STATUS_SCHEMA = {"status": text, "pid": optional(whole(1, 2**31)), "updated": SE
                  "error": optional(text), "progress": dict_of(PROGRESS)}
 CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": SECONDS, "world_size": whole(1, 2**16)}
 CLASS_COUNT = 10
+
+
+def class_name(v: Any) -> bool:
+    """A short non-empty string: a class name is drawn in captions, ticks and menus, where 100 KB is damage."""
+    return isinstance(v, str) and 0 < len(v) <= SHOWN_CHARS
+
+
 RESULTS_SCHEMA = {
     "test_acc": SHARE, "test_loss": number(0.0), "tta_acc": optional(SHARE), "best_eval_acc": SHARE,
-    "per_class_acc": lambda v: isinstance(v, dict) and len(v) == CLASS_COUNT and all(map(SHARE, v.values())),
+    "per_class_acc": lambda v: isinstance(v, dict) and len(v) == CLASS_COUNT and all(map(SHARE, v.values()))
+    and all(map(class_name, v)),
     "confusion": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT and all(
         isinstance(row, list) and len(row) == CLASS_COUNT and all(map(whole(), row)) for row in v),
-    "classes": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT and all(map(text, v)),
+    "classes": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT == len(set(map(str, v)))
+    and all(map(class_name, v)),
     "steps": whole(), "epochs": number(0.0), "elapsed_s": SECONDS, "device": text, "precision": text,
 }
 METRICS_SCHEMA = {"kind": lambda v: v in ("train", "eval", "final"), "step": whole(), "epoch": number(0.0),

@@ -258,11 +258,20 @@ def new_run_id(cfg: TrainConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.arch}-{cfg.norm}-{secrets.token_hex(2)}"
 
 
+def check_not_shipped(name: str) -> None:
+    """Refuse a run name a shipped run goes by: links, the Inside page and ``run_path`` name runs by id, and one
+    of the two would silently stand in for the other."""
+    if (PRETRAINED_DIR / name).is_dir():
+        raise CifarnetError(f"run name {shown(name)} is a shipped run's; choose another name")
+
+
 def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, status: dict | None = None) -> Path:
-    """Make the run folder with its config and a ``starting`` status (or ``status``); refuse a taken name, or a
-    device this machine does not have (before any folder exists). A folder whose records cannot be written is
-    removed."""
+    """Make the run folder with its config and a ``starting`` status (or ``status``); refuse a taken name (also a
+    shipped run's), or a device this machine does not have (before any folder exists). A folder whose records
+    cannot be written is removed."""
     select_device(cfg.device)
+    if cfg.name:  # a generated id is a time stamp, never a shipped run's
+        check_not_shipped(cfg.name)
     root = resolve_runs_dir(runs_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
