@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cifarnet.curves import curves_frame
+from cifarnet.errors import shorten
 from cifarnet.experiments import Experiment
 from cifarnet.misclassified import RESULT_KEYS
 from cifarnet.records import read_predictions
@@ -94,7 +95,7 @@ def load_comparison(experiment: Experiment) -> Comparison:
             if problem is None:
                 variant.usable.append(info)
             else:
-                notes.append(f"{label}, run {info.run_id}: {problem}")
+                notes.append(f"{shorten(label)}, run {info.run_id}: {problem}")
         variants.append(variant)
     return Comparison(experiment, variants, notes)
 

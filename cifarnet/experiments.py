@@ -25,8 +25,8 @@ from cifarnet.errors import CifarnetError, shown
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import enqueue, ensure_worker
-from cifarnet.runs import (PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, check_not_shipped, read_run,
-                           resolve_runs_dir)
+from cifarnet.runs import (PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, check_not_shipped, is_run_id,
+                           read_run, resolve_runs_dir)
 
 EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
@@ -82,7 +82,7 @@ def read_experiment(path: Path, runs_dir: str | os.PathLike | None = None) -> Ex
             damage.append(f"{path.name}: variant {shown(label)} lists {shown(run_ids)}, not a list of run ids")
             continue
         for run_id in run_ids:
-            if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
+            if not is_run_id(run_id):
                 damage.append(f"{path.name}: variant {shown(label)} names {shown(run_id)}, not a run id")
             elif run_id in seen:
                 damage.append(f"{path.name}: run {shown(run_id)} is listed twice; counted once")

@@ -239,10 +239,16 @@ def shipped_runs() -> list[RunInfo]:
     return [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
 
 
+def is_run_id(name: Any) -> bool:
+    """Whether ``name`` can name a run: the run-name alphabet, nothing that could point outside the runs folder.
+    (A folder made by hand under another name is listed on the Runs page, but no link or command can name it.)"""
+    return isinstance(name, str) and NAME_PATTERN.match(name) is not None and ".." not in name
+
+
 def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The folder of ``run_id``, refusing ids that could point outside the runs folder."""
     root = resolve_runs_dir(runs_dir)
-    if not isinstance(run_id, str) or not NAME_PATTERN.match(run_id) or ".." in run_id:
+    if not is_run_id(run_id):
         raise CifarnetError(f"run id {shown(run_id)} is not valid; ids use letters, digits, '_', '.', '-'")
     for base in (root, PRETRAINED_DIR):
         candidate = (base / run_id).resolve()

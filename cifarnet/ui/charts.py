@@ -194,7 +194,7 @@ def relu_stats_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
     fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in panels], horizontal_spacing=0.07)
     for model, part in frame.groupby("model", sort=False):
         for col, (column, _) in enumerate(panels, 1):
-            fig.add_trace(go.Scatter(x=part["#"], y=part[column], name=label(model), legendgroup=str(model),
+            fig.add_trace(go.Scatter(x=part["#"], y=part[column], name=label(model), legendgroup=label(model),
                                      showlegend=col == 1, mode="lines+markers", marker={"size": 5},
                                      line={"width": 2, "color": colors.get(model)}, customdata=part[["layer"]],
                                      hovertemplate="%{customdata[0]}: %{y:.3f}<extra>%{fullData.name}</extra>"),
@@ -220,7 +220,7 @@ def norm_spread_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure
         for col, (stat, _) in enumerate(panels, 1):
             for when, dash in (("before", "dot"), ("after", "solid")):
                 fig.add_trace(go.Scatter(
-                    x=part["#"], y=part[f"{stat}_{when}"], name=label(model), legendgroup=str(model),
+                    x=part["#"], y=part[f"{stat}_{when}"], name=label(model), legendgroup=label(model),
                     showlegend=col == 1 and when == "after", mode="lines+markers", marker={"size": 5},
                     line={"width": 2, "dash": dash, "color": colors.get(model)}, customdata=part[["layer"]],
                     hovertemplate=f"%{{customdata[0]}} {when}: %{{y:.3f}}<extra>%{{fullData.name}}</extra>"),
