@@ -7,12 +7,12 @@ import streamlit as st
 from cifarnet.comparison import (CURVE_METRICS, SPREAD, Comparison, caption, confusion_difference, disagreement,
                                  load_comparison, per_class_table, spread_curves, summary_table)
 from cifarnet.curves import METRICS
-from cifarnet.errors import shown
-from cifarnet.experiments import list_experiments, shipped_experiment
+from cifarnet.errors import shorten, shown
+from cifarnet.experiments import SHIPPED_NAME, list_experiments, shipped_experiment
 from cifarnet.misclassified import labels_match, page_count, page_of, tiles
 from cifarnet.query import EXPERIMENT_PARAM
 from cifarnet.ui import charts
-from cifarnet.ui.common import PARAMS_COLUMN, data_panel, dataset, header, literal, runs_dir
+from cifarnet.ui.common import PARAMS_COLUMN, data_panel, dataset, header, literal, message, runs_dir
 
 REFRESH_S = 3
 COLUMNS, ROWS, SCALE = 8, 3, 3  # 96-pixel tiles, as on the Misclassified page
@@ -23,8 +23,12 @@ header("Compare", "An experiment: the same network trained several times, changi
        "curves, classes and images behind it.")
 
 folder = runs_dir()
-experiments = {e.name: e for e in list_experiments(folder)} if folder else {}
-experiments.setdefault(shipped_experiment().name, shipped_experiment())
+yours = [e for e in list_experiments(folder) if not e.shipped] if folder else []
+experiments = {e.name: e for e in yours if e.name != SHIPPED_NAME}
+experiments[SHIPPED_NAME] = shipped_experiment()
+if len(experiments) <= len(yours):  # a record made by hand with the shipped one's name (new ones are refused it)
+    st.warning(f"Your experiment record {SHIPPED_NAME}.json has the shipped experiment's name, so it is not listed "
+               "here: rename the file (its runs are on the Runs page).", icon=":material/warning:")
 names = list(experiments)
 linked = st.query_params.get(EXPERIMENT_PARAM)
 name = st.selectbox("Experiment", names, index=names.index(linked) if linked in names else 0,
@@ -92,8 +96,8 @@ def pair(comparison: Comparison) -> tuple[str, str] | None:
         st.info("This experiment has one variant: there is nothing to set it against.", icon=":material/info:")
         return None
     left, right = st.columns(2)
-    a = left.selectbox("Variant A", labels, index=0, key=f"compare_a_{name}")
-    b = right.selectbox("Variant B", labels, index=1, key=f"compare_b_{name}")
+    a = left.selectbox("Variant A", labels, index=0, key=f"compare_a_{name}", format_func=shorten)
+    b = right.selectbox("Variant B", labels, index=1, key=f"compare_b_{name}", format_func=shorten)
     if a == b:
         st.info("Choose two different variants.", icon=":material/touch_app:")
         return None
@@ -115,7 +119,7 @@ def gallery(comparison: Comparison, a: str, b: str) -> None:
     """The test images A gets right and B gets wrong, enlarged, with both predictions."""
     found = disagreement(comparison, a, b)
     if found.problem:
-        st.info(f"No disagreement gallery: {literal(found.problem)}.", icon=":material/hourglass_empty:")
+        st.info(f"No disagreement gallery: {message(found.problem)}.", icon=":material/hourglass_empty:")
         return
     images = found.images
     st.caption(f"{len(images):,} test images that {literal(a)} gets right in every seed and {literal(b)} gets wrong "
@@ -141,7 +145,7 @@ def gallery(comparison: Comparison, a: str, b: str) -> None:
         for column, picture, (_, row) in zip(st.columns(COLUMNS), pictures[start:start + COLUMNS],
                                              part.iloc[start:start + COLUMNS].iterrows()):
             column.image(picture, width=32 * SCALE)
-            column.caption(caption(row, literal(a), literal(b)))
+            column.caption(caption(row, a, b, literal))
 
 
 # Streamlit's pattern for a streaming fragment (as on the Runs page): it reruns on a timer only while a run of the
@@ -154,7 +158,7 @@ def comparison_view() -> None:
     if comparison.notes:
         with st.expander(f"{len(comparison.notes)} run(s) not in the figures", expanded=True,
                          icon=":material/warning:"):
-            st.markdown("\n".join(f"- {literal(note)}" for note in comparison.notes))
+            st.markdown("\n".join(f"- {message(note)}" for note in comparison.notes))
     if not comparison.variants:
         st.error(f"Experiment {literal(experiment.name)} names no runs.", icon=":material/warning:")
         return

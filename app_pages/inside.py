@@ -11,7 +11,7 @@ from cifarnet.layers import default_layer, layers
 from cifarnet.predict import top_k
 from cifarnet.runs import SHIPPED_TRIO
 from cifarnet.ui import charts
-from cifarnet.ui.common import header, runs
+from cifarnet.ui.common import header, literal, runs
 from cifarnet.ui.inside import (keep_in_link, model_of, norm_stats, pick_image, pick_run, runs_with_models,
                                 stats_images)
 
@@ -55,7 +55,7 @@ with one:
         picture, bars, cam_pred, cam_other = st.columns([1, 1.4, 1, 1], gap="medium")
         with picture:
             truth = "" if picked.label is None else f", a **{CLASSES[picked.label]}**"
-            st.markdown(f"**{picked.name}**{truth}")
+            st.markdown(f"**{literal(picked.name)}**{truth}")
             st.image(enlarge(picked.image, SCALE))
         with bars:
             st.plotly_chart(charts.topk_figure(ranked), width="stretch", key="inside_topk")
@@ -100,14 +100,15 @@ with norms:
     if picked is None:
         st.info("Pick a picture above to see it through each model.", icon=":material/image:")
     elif compared:
-        st.markdown(f"**{picked.name}**" + ("" if picked.label is None else f", a **{CLASSES[picked.label]}**"))
+        truth = "" if picked.label is None else f", a **{CLASSES[picked.label]}**"
+        st.markdown(f"**{literal(picked.name)}**{truth}")
         for column, run_id in zip(st.columns(len(compared), gap="medium"), compared):
             other_model = model_of(available[run_id])
             cam = grad_cam(other_model, picked.image, default_layer(other_model), explain_as)
             probs = cam.probs[0]
             best = int(probs.argmax())
             with column:
-                column.markdown(f"#### {run_label(available[run_id])}")
+                column.markdown(f"#### {literal(run_label(available[run_id]))}")
                 st.metric("prediction", CLASSES[best], f"{100 * float(probs[best]):.1f}% probability",
                           delta_color="off", delta_arrow="off", border=True)
                 st.image(overlay(picked.image, cam.heatmaps[0].numpy(), SCALE))

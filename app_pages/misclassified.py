@@ -80,5 +80,5 @@ pictures = gallery_overlays(info, data, part, classes, SCALE) if cam else tiles(
 for start in range(0, len(part), COLUMNS):  # one row of columns per grid row: a wrapped caption moves only its row
     for column, picture, (_, row) in zip(st.columns(COLUMNS), pictures[start:start + COLUMNS],
                                          part.iloc[start:start + COLUMNS].iterrows()):
-        column.image(picture, width=32 * SCALE, link=inside_link(info.run_id, int(row["index"])))
-        column.caption(caption(row))
+        column.image(picture, width=32 * SCALE, link=inside_link(info, int(row["index"])))
+        column.caption(caption(row, literal))

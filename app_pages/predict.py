@@ -10,7 +10,7 @@ from cifarnet.images import enlarge, enlarge_to, png_bytes, to_hwc
 from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
 from cifarnet.ui import charts
 from cifarnet.runs import SHIPPED_TRIO
-from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal, runs
+from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal, message, runs
 
 SAMPLE_KEY = "predict_sample"
 PREVIEW_PX = 256
@@ -52,7 +52,7 @@ try:
     picture = prepare(content)
     model = checkpoint(models[label])
 except CifarnetError as exc:
-    st.error(f"**{literal(name)}:** {literal(exc)}", icon=":material/block:")
+    st.error(f"**{literal(name)}:** {message(exc)}", icon=":material/block:")
     st.stop()
 
 ranked = top_k(model, picture.view, k)

@@ -7,7 +7,7 @@ from cifarnet.errors import CifarnetError
 from cifarnet.run_queue import cancel_run
 from cifarnet.runs import LIVE, PENDING, SHIPPED_TRIO, delete_run
 from cifarnet.ui import charts
-from cifarnet.ui.common import PARAMS_COLUMN, header, literal, runs
+from cifarnet.ui.common import PARAMS_COLUMN, header, literal, message, runs
 
 header("Runs", "Every training run: the shipped networks (s10 with BatchNorm, LayerNorm and GroupNorm, two seeds "
        "each, and s9 with each norm, every norm on one recipe and budget per network) and the runs you launched. "
@@ -66,7 +66,7 @@ def table_and_curves() -> None:
         with st.expander(f"{len(troubled)} run(s) with errors or damaged files", expanded=True,
                          icon=":material/warning:"):
             for _, row in troubled.iterrows():
-                st.markdown(f"**{literal(row['run'])}** ({row['status']}): {literal(row['notes'])}")
+                st.markdown(f"**{literal(row['run'])}** ({row['status']}): {message(row['notes'])}")
 
     st.subheader("Compare learning curves")
     shipped = [label for label, info in labels.items() if info.pretrained and info.run_id in SHIPPED_TRIO]
@@ -125,7 +125,7 @@ if own:
         try:
             delete_run(by_label[victim].run_id)
         except CifarnetError as exc:
-            st.error(literal(exc), icon=":material/warning:")
+            st.error(message(exc), icon=":material/warning:")
         else:
             st.toast(f"Deleted {literal(victim)}", icon=":material/delete:")
             st.rerun()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
-from cifarnet.errors import CifarnetError, shown
+from cifarnet.errors import CifarnetError, shorten, shown
 from cifarnet.images import one_per_class
 from cifarnet.experiments import (VARIABLE, experiment_rows, load_experiment, newest_pending, parse_seeds,
                                   parse_vary, pending, start_experiment)
@@ -20,7 +20,7 @@ from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_pa
 from cifarnet.ui import charts
 from cifarnet.ui.app import page_path
 from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal,
-                                 runs_dir)
+                                 message, runs_dir)
 from cifarnet.ui.sidebar import current_config
 
 OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked
@@ -36,7 +36,7 @@ header("Train", "Launch a run with the sidebar's settings, or an experiment: the
 cfg, error = current_config()
 folder = runs_dir()  # None while the runs folder cannot be used (a notice above the page says why)
 if cfg is None:
-    st.error(f"Fix the sidebar setting before launching: {literal(error)}", icon=":material/warning:")
+    st.error(f"Fix the sidebar setting before launching: {message(error)}", icon=":material/warning:")
 else:
     st.markdown(f"**Launch will train:** {describe(cfg)}")
 ready = data_ready()
@@ -50,7 +50,7 @@ def queue_experiment(vary: dict | None, seeds: list[int] | None = None) -> None:
     try:
         experiment = start_experiment(cfg, vary, seeds, cfg.name or None, folder, data_dir())
     except CifarnetError as exc:
-        st.error(literal(exc), icon=":material/warning:")
+        st.error(message(exc), icon=":material/warning:")
         return
     st.session_state[EXPERIMENT_KEY] = experiment.name
     st.session_state[OWN_KEY] = (next(iter(experiment.variants.values()))[0].name, "launched")
@@ -63,7 +63,7 @@ if launch_col.button("Launch run", type="primary", icon=":material/rocket_launch
     try:
         launched = start_run(cfg, folder, data_dir())
     except CifarnetError as exc:
-        st.error(literal(exc), icon=":material/warning:")
+        st.error(message(exc), icon=":material/warning:")
     else:
         st.session_state[OWN_KEY] = (launched, "launched")
         st.toast(f"Started run {literal(launched)}", icon=":material/rocket_launch:")
@@ -79,7 +79,7 @@ with vary_col.popover("Vary a setting", icon=":material/tune:", disabled=blocked
         try:
             vary, seed_list = parse_vary([f"{field}={values}"]), parse_seeds(seeds.split()) if seeds.strip() else None
         except CifarnetError as exc:
-            st.error(literal(exc), icon=":material/warning:")
+            st.error(message(exc), icon=":material/warning:")
         else:
             queue_experiment(vary, seed_list)
 
@@ -91,7 +91,7 @@ def cancel(run_id: str) -> None:
     except CifarnetError as exc:  # started or deleted meanwhile
         st.session_state[NOTICE_KEY] = str(exc)
     else:
-        st.session_state[NOTICE_KEY] = f"Cancelled {literal(run_id)}: it will not start."
+        st.session_state[NOTICE_KEY] = f"Cancelled {shorten(run_id)}: it will not start."
 
 
 def own_experiment():
@@ -127,8 +127,8 @@ def experiment_table() -> None:
     if queued:
         st.caption("Queued runs start by themselves as running ones end, with or without this page open.")
         for column, run_id in zip(st.columns(min(len(queued), 4)) * 8, queued):
-            column.button(f"Cancel {run_id}", key=f"cancel-{run_id}", icon=":material/cancel:", on_click=cancel,
-                          args=(run_id,), width="stretch")
+            column.button(f"Cancel {literal(run_id)}", key=f"cancel-{run_id}", icon=":material/cancel:",
+                          on_click=cancel, args=(run_id,), width="stretch")
 
 
 experiment_table()
@@ -157,7 +157,8 @@ def stop(run_id: str) -> None:
     except CifarnetError as exc:  # deleted meanwhile
         st.session_state[NOTICE_KEY] = str(exc)
     else:
-        st.session_state[NOTICE_KEY] = f"Stop requested for {literal(run_id)}: it ends after its step and keeps a checkpoint."
+        st.session_state[NOTICE_KEY] = (f"Stop requested for {shorten(run_id)}: it ends after its step and keeps a "
+                                         "checkpoint.")
 
 
 polling = (followed := chosen().run_id) is not None and is_pending(followed, folder)
@@ -188,7 +189,7 @@ def followed_run() -> None:
         st.query_params[RUN_PARAM] = info.run_id
         st.session_state[ADDRESSED_KEY] = (info.run_id, choice.why)
     if NOTICE_KEY in st.session_state:
-        st.toast(st.session_state.pop(NOTICE_KEY), icon=":material/stop_circle:")
+        st.toast(message(st.session_state.pop(NOTICE_KEY)), icon=":material/stop_circle:")
     _title(info, choice)
     others = [run_id for run_id in live_run_ids(folder) if run_id != info.run_id]
     for other in others:
@@ -233,7 +234,7 @@ def _title(info: RunInfo, choice: Choice) -> None:
         try:
             resume_run(info.run_id, folder, data_dir())
         except CifarnetError as exc:
-            st.error(literal(exc), icon=":material/warning:")
+            st.error(message(exc), icon=":material/warning:")
         else:
             follow(info.run_id, "resumed")
             st.toast(f"Resuming {literal(info.run_id)} from its last checkpoint", icon=":material/play_circle:")
@@ -261,9 +262,9 @@ def _status_note(info) -> None:
     elif info.status == "cancelled":
         st.info("Cancelled before it started.", icon=":material/cancel:")
     elif info.status in ("failed", "diverged"):
-        st.error(f"The run {info.status}: {literal(error or 'no reason recorded')}", icon=":material/error:")
+        st.error(f"The run {info.status}: {message(error or 'no reason recorded')}", icon=":material/error:")
     if info.damage:
-        st.warning(f"Damaged records: {literal('; '.join(info.damage))}", icon=":material/warning:")
+        st.warning(f"Damaged records: {message('; '.join(info.damage))}", icon=":material/warning:")
 
 
 followed_run()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarnet.errors import CheckpointError, CifarnetError
+from cifarnet.errors import CheckpointError, CifarnetError, shown
 from cifarnet.models import CifarNet, build_model
 from cifarnet.records import upgrade_model, write_file
 
@@ -80,6 +80,18 @@ def model_from_checkpoint(payload: dict, source: str) -> CifarNet:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """The saved model, in eval mode, ready for RGB [0, 1] input."""
-    model = model_from_checkpoint(read_checkpoint(path, device), str(path))
-    return model.to(device).eval()
+    """The saved model, in eval mode, ready for RGB [0, 1] input; refused when a weight is NaN or infinite.
+
+    Such a model predicts NaN for every picture: its "explanations", top classes and accuracy would be noise
+    drawn as if they meant something. (Resuming reads ``last.pt`` through :func:`model_from_checkpoint`, which
+    does not ask this: a diverged run is told apart by its trainer.)
+    """
+    payload = read_checkpoint(path, device)
+    weights = payload["state_dict"] if isinstance(payload["state_dict"], dict) else {}  # else refused below
+    broken = [name for name, tensor in weights.items()
+              if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights (in {len(broken)} tensor(s), first "
+                              f"{shown(broken[0])}): its training diverged or the file was altered; it cannot be "
+                              "used to predict")
+    return model_from_checkpoint(payload, str(path)).to(device).eval()

@@ -11,6 +11,7 @@ two seeds are a sample of the seeds one could have drawn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cifarnet.curves import curves_frame
+from cifarnet.errors import shorten
 from cifarnet.experiments import Experiment
 from cifarnet.misclassified import RESULT_KEYS
 from cifarnet.records import read_predictions
@@ -93,7 +95,7 @@ def load_comparison(experiment: Experiment) -> Comparison:
             if problem is None:
                 variant.usable.append(info)
             else:
-                notes.append(f"{label}, run {info.run_id}: {problem}")
+                notes.append(f"{shorten(label)}, run {info.run_id}: {problem}")
         variants.append(variant)
     return Comparison(experiment, variants, notes)
 
@@ -223,16 +225,17 @@ def _predictions(variant: Variant) -> tuple[list[dict[str, np.ndarray]], str | N
     return packs, None
 
 
-def _votes(packs: list[dict[str, np.ndarray]], classes: list[str], rows: np.ndarray) -> list[str]:
-    """Each image's top-1 class and the variant's own confidence in it over its seeds, ``dog (81% sure) · cat (40%
-    sure)`` (the same class once): a confidence per model, so two variants' figures need not sum to 100%."""
-    texts = []
+def _votes(packs: list[dict[str, np.ndarray]], classes: list[str], rows: np.ndarray) -> list[list[tuple[str, float]]]:
+    """Each image's top-1 classes over the seeds with the variant's own mean confidence in each,
+    ``[("dog", 0.81), ("cat", 0.4)]`` (the same class once): a confidence per model, so two variants' figures
+    need not sum to 100%."""
+    votes = []
     for i in rows:
         seen: dict[int, list[float]] = {}
         for pack in packs:
             seen.setdefault(int(pack["top_classes"][i, 0]), []).append(float(pack["top_probs"][i, 0]))
-        texts.append(" · ".join(f"{classes[c]} ({100 * np.mean(p):.0f}% sure)" for c, p in seen.items()))
-    return texts
+        votes.append([(classes[c], float(np.mean(p))) for c, p in seen.items()])
+    return votes
 
 
 def disagreement(comparison: Comparison, a: str, b: str) -> Disagreement:
@@ -258,6 +261,11 @@ def disagreement(comparison: Comparison, a: str, b: str) -> Disagreement:
     return Disagreement(a, b, images, labels)
 
 
-def caption(row: pd.Series, a: str, b: str) -> str:
-    """Markdown title of a gallery tile: the true class, then each variant's prediction (right green, wrong red)."""
-    return f"**{row['true']}**  \n{a} says :green[{row['a']}]  \n{b} says :red[{row['b']}]"
+def caption(row: pd.Series, a: str, b: str, literal: Callable[[str], str]) -> str:
+    """Markdown title of a gallery tile: the true class, then what each variant says, with its own confidence
+    (right green, wrong red). Variant and class names come from records: each goes through ``literal``."""
+    def votes(column: str) -> str:
+        return " · ".join(f"{literal(name)} ({100 * p:.0f}% sure)" for name, p in row[column])
+
+    return (f"**{literal(row['true'])}**  \n{literal(a)} says :green[{votes('a')}]  \n"
+            f"{literal(b)} says :red[{votes('b')}]")

@@ -27,7 +27,8 @@ from cifarnet.launch import check_startable
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import QueuedBatch, check_queue_files, ensure_worker
-from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, is_run_id, read_run, resolve_runs_dir
+from cifarnet.runs import (PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, check_not_shipped, is_run_id, read_run,
+                           resolve_runs_dir)
 from cifarnet.slots import check_plain
 
 EXPERIMENTS_FOLDER = ".experiments"
@@ -67,25 +68,50 @@ def experiments_dir(runs_dir: str | os.PathLike | None = None) -> Path:
 
 
 def read_experiment(path: Path, runs_dir: str | os.PathLike | None = None) -> Experiment:
-    """One experiment record; its run ids resolve inside the runs folder. A damaged record is named, not raised."""
+    """One experiment record; its run ids resolve inside the runs folder. A damaged record is named, not raised:
+    what does not read as the record :func:`launch_experiment` writes (variants that are not label -> run ids, a
+    run id outside the runs folder, a run named twice) is left out and said in ``damage``."""
     record, problem = read_json(path)
     root = resolve_runs_dir(runs_dir)
     if problem or not isinstance(record, dict):
         return Experiment(path.stem, {}, [], {}, damage=[problem or "experiment record is not an object"])
-    variants, damage = {}, []
-    for label, run_ids in (record.get("variants") or {}).items():
-        if isinstance(run_ids, list):
-            variants[str(label)] = [root / run_id for run_id in run_ids if is_run_id(run_id)]
-            damage += [f"variant {shown(str(label))} names {shown(run_id)}, which is not a run id of the runs folder"
-                       for run_id in run_ids if not is_run_id(run_id)]
-    return Experiment(path.stem, record.get("vary") or {}, record.get("seeds") or [0], variants, damage=damage)
+    listed = record.get("variants")
+    damage = [] if isinstance(listed, dict) else [
+        f"{path.name}: variants={shown(listed)} is not an object of variant -> run ids"]
+    variants: dict[str, list[Path]] = {}
+    seen: set[str] = set()
+    for label, run_ids in (listed if isinstance(listed, dict) else {}).items():
+        if not isinstance(run_ids, list):
+            damage.append(f"{path.name}: variant {shown(label)} lists {shown(run_ids)}, not a list of run ids")
+            continue
+        for run_id in run_ids:
+            if not is_run_id(run_id):
+                damage.append(f"{path.name}: variant {shown(label)} names {shown(run_id)}, not a run id")
+            elif run_id in seen:
+                damage.append(f"{path.name}: run {shown(run_id)} is listed twice; counted once")
+            else:
+                seen.add(run_id)
+                variants.setdefault(str(label), []).append(root / run_id)
+    vary, seeds = record.get("vary"), record.get("seeds")
+    return Experiment(path.stem, vary if isinstance(vary, dict) else {}, seeds if isinstance(seeds, list) else [0],
+                      variants, damage=damage)
 
+
+def _modified(path: Path) -> float:
+    """When a record changed (a dangling link: when the link did), for newest-first order; never raises."""
+    for follow in (True, False):
+        try:
+            return path.stat(follow_symlinks=follow).st_mtime
+        except OSError:
+            continue
+    return 0.0
 
 
 def list_experiments(runs_dir: str | os.PathLike | None = None) -> list[Experiment]:
-    """Every experiment in the runs folder, newest first, then the shipped one."""
+    """Every experiment in the runs folder, newest first, then the shipped one (a damaged record is listed with
+    its damage)."""
     folder = experiments_dir(runs_dir)
-    records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    records = sorted(folder.glob("*.json"), key=_modified, reverse=True) if folder.is_dir() else []
     return [read_experiment(p, runs_dir) for p in records] + [shipped_experiment()]
 
 
@@ -113,7 +139,7 @@ def parse_vary(specs: list[str]) -> dict[str, list]:
             values = [parse_value(name, text) for text in texts]
         except CifarnetError as exc:
             raise CifarnetError(f"--vary {shown(spec)}: {exc}") from None
-        if len(set(map(spelled, values))) < len(values):
+        if len(set(values)) < len(values):  # as the trainer uses them: 0.1 and 0.10 are one value, 0.1000001 another
             raise CifarnetError(f"--vary {shown(spec)} repeats a value; each value once")
         vary[name] = values
     return vary
@@ -133,7 +159,10 @@ def spelled(value: Any) -> str:
         return "on" if value else "off"
     if value is None:
         return "auto"
-    return format(value, "g") if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # short, unless that would read as another number (0.1000001 is not 0.1)
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def variant_label(values: dict[str, Any]) -> str:
@@ -175,6 +204,8 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
     if not NAME_PATTERN.match(name) or ".." in name or len(name) > 40:
         raise CifarnetError(f"experiment name {shown(name)} is not allowed; use 1-40 letters, digits, '_', '.' or "
                             "'-', starting with a letter or digit")
+    if name == SHIPPED_NAME:
+        raise CifarnetError(f"experiment name {shown(name)} is the shipped experiment's; choose another name")
     if (experiments_dir(runs_dir) / f"{name}.json").exists():
         raise CifarnetError(f"an experiment named {shown(name)} already exists; choose another name")
     root, runs = resolve_runs_dir(runs_dir), {}
@@ -182,6 +213,8 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
         values = dict(zip(vary, combination))
         configs = [make_config({**values, "seed": seed, "name": _run_id(name, values, seed, number)}, base)
                    for seed in seeds]
+        for cfg in configs:
+            check_not_shipped(cfg.name)
         taken = [cfg.name for cfg in configs if (root / cfg.name).exists()]
         if taken:
             raise CifarnetError(f"a run named {shown(taken[0])} already exists; choose another experiment name")

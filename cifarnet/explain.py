@@ -9,6 +9,7 @@ Predict page.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.gradcam import grad_cam, overlay
 from cifarnet.images import enlarge
 from cifarnet.predict import prepare
@@ -30,6 +31,7 @@ COLUMNS = 4
 FONT_PX = 13
 LINE_PX = 17
 PAD_PX = 10
+DIGITS = re.compile(r"[0-9]+")  # a class or image number as typed: ASCII digits only
 WRONG, RIGHT, INK = (200, 30, 30), (20, 130, 50), (30, 30, 30)
 
 
@@ -49,10 +51,9 @@ class Explained:
 def parse_indices(text: str, count: int) -> range:
     """``N`` or ``A:B`` (B excluded, like a Python slice) as test-set indices, or a refusal saying why."""
     parts = text.split(":")
-    try:
-        numbers = [int(part) for part in parts]
-    except ValueError:
-        raise CifarnetError(f"--index {text!r} is not a number N or a range A:B") from None
+    if not all(map(DIGITS.fullmatch, parts)):  # plain digits: int() would also take "²"-like, "1_0" and " 3"
+        raise CifarnetError(f"--index {shown(text)} is not a number N or a range A:B")
+    numbers = [int(part) for part in parts]
     if len(numbers) == 1:
         numbers.append(numbers[0] + 1)
     if len(numbers) != 2:
@@ -73,9 +74,10 @@ def parse_target(text: str | None, classes: Sequence[str]) -> int | None:
         return None
     if text in classes:
         return classes.index(text)
-    if text.isdigit() and int(text) < len(classes):
+    if DIGITS.fullmatch(text) and int(text) < len(classes):  # str.isdigit() also passes "²", which int() refuses
         return int(text)
-    raise CifarnetError(f"--target {text!r} is not a class; allowed: {', '.join(classes)} or 0 to {len(classes) - 1}")
+    raise CifarnetError(f"--target {shown(text)} is not a class; allowed: {', '.join(classes)} or 0 to "
+                        f"{len(classes) - 1}")
 
 
 def read_picture(path: str | Path) -> torch.Tensor:

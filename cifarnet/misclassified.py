@@ -7,7 +7,7 @@ confusion matrix and per-class accuracy need no data set; only the pictures do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ def mistakes(predictions: dict[str, np.ndarray], classes: Sequence[str]) -> pd.D
         "true": [classes[i] for i in labels[wrong]],
         "predicted": [classes[i] for i in top[wrong, 0]],
         "confidence": probs[wrong, 0],
-        "top3": [" · ".join(f"{classes[c]} {100 * p:.0f}%" for c, p in zip(top[i, :3], probs[i, :3])) for i in wrong],
+        "top3": [[(classes[c], float(p)) for c, p in zip(top[i, :3], probs[i, :3])] for i in wrong],
     })
     return frame.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -71,9 +71,11 @@ def tiles(images: torch.Tensor, frame: pd.DataFrame, scale: int = 4) -> list[np.
     return [enlarge(to_hwc(images[int(i)]), scale) for i in frame["index"]]
 
 
-def caption(row: pd.Series) -> str:
-    """Markdown title of a tile: predicted (red) / actual (green), then the top-3 probabilities."""
-    return f":red[**{row['predicted']}**] / :green[**{row['true']}**]  \n{row['top3']}"
+def caption(row: pd.Series, literal: Callable[[str], str]) -> str:
+    """Markdown title of a tile: predicted (red) / actual (green), then the top-3 probabilities. Class names come
+    from the run's ``results.json``: each goes through ``literal`` (the page's escaping) before it is placed."""
+    top3 = " · ".join(f"{literal(name)} {100 * p:.0f}%" for name, p in row["top3"])
+    return f":red[**{literal(row['predicted'])}**] / :green[**{literal(row['true'])}**]  \n{top3}"
 
 
 RESULT_KEYS = ("classes", "confusion", "per_class_acc")
@@ -103,10 +105,14 @@ def per_class_frame(results: dict) -> pd.DataFrame:
 
 
 def cell_from_selection(selection: dict, classes: Sequence[str]) -> tuple[str, str] | None:
-    """(true, predicted) of the confusion-matrix cell a user clicked, from Plotly's event."""
+    """(true, predicted) of the confusion-matrix cell a user clicked, from Plotly's event.
+
+    The figure places the classes at positions 0..9 and draws their (escaped) names as tick text, so the event
+    holds positions: a class name from a record never has to be matched against the way it was drawn."""
     points = (selection or {}).get("selection", {}).get("points") or []
     for point in points:
         true, predicted = point.get("y"), point.get("x")
-        if true in classes and predicted in classes:
-            return true, predicted
+        if all(isinstance(i, (int, float)) and float(i).is_integer() and 0 <= i < len(classes)
+               for i in (true, predicted)):
+            return classes[int(true)], classes[int(predicted)]
     return None

@@ -17,7 +17,7 @@ from pathlib import Path
 from cifarnet.config import TrainConfig
 from cifarnet.errors import CifarnetError
 from cifarnet.records import read_config, read_status
-from cifarnet.runs import LIVE, RunInfo, resolve_runs_dir, run_path, trainer_alive
+from cifarnet.runs import LIVE, RunInfo, is_run_id, resolve_runs_dir, run_path, trainer_alive
 from cifarnet.wording import plural
 
 
@@ -25,7 +25,9 @@ def _folders(runs_dir: str | os.PathLike | None) -> list[Path]:
     root = resolve_runs_dir(runs_dir)
     if not root.is_dir():
         return []
-    return [folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith(".")]
+    # Only folders a run id can name: the Train page follows a run by its id (run_path), and a folder it cannot
+    # name would be chosen, refused and chosen again.
+    return [folder for folder in root.iterdir() if folder.is_dir() and is_run_id(folder.name)]
 
 
 def live_run_ids(runs_dir: str | os.PathLike | None = None) -> list[str]:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cifarnet.config import FIELDS, TrainConfig, check_saved, make_config
-from cifarnet.errors import CifarnetError, WriteError, shown
+from cifarnet.errors import SHOWN_CHARS, CifarnetError, WriteError, shown
 
 FORMAT = 2
 # What config.json holds besides the config's fields; "world_size" is how many processes trained the run last, on
@@ -153,12 +153,21 @@ STATUS_SCHEMA = {"status": text, "pid": optional(whole(1, 2**31)), "updated": SE
 CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": SECONDS, "world_size": whole(1, 2**16),
                  "nodes": whole(1, 2**16)}
 CLASS_COUNT = 10
+
+
+def class_name(v: Any) -> bool:
+    """A short non-empty string: a class name is drawn in captions, ticks and menus, where 100 KB is damage."""
+    return isinstance(v, str) and 0 < len(v) <= SHOWN_CHARS
+
+
 RESULTS_SCHEMA = {
     "test_acc": SHARE, "test_loss": number(0.0), "tta_acc": optional(SHARE), "best_eval_acc": SHARE,
-    "per_class_acc": lambda v: isinstance(v, dict) and len(v) == CLASS_COUNT and all(map(SHARE, v.values())),
+    "per_class_acc": lambda v: isinstance(v, dict) and len(v) == CLASS_COUNT and all(map(SHARE, v.values()))
+    and all(map(class_name, v)),
     "confusion": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT and all(
         isinstance(row, list) and len(row) == CLASS_COUNT and all(map(whole(), row)) for row in v),
-    "classes": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT and all(map(text, v)),
+    "classes": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT == len(set(map(str, v)))
+    and all(map(class_name, v)),
     "steps": whole(), "epochs": number(0.0), "elapsed_s": SECONDS, "device": text, "precision": text,
 }
 METRICS_SCHEMA = {"kind": lambda v: v in ("train", "eval", "final"), "step": whole(), "epoch": number(0.0),
@@ -332,6 +341,9 @@ def cut_metrics(path: Path, step: int) -> None:
 
 
 PREDICTION_KEYS = ("labels", "top_classes", "top_probs")
+# The largest array a predictions file may declare: the 10,000 test images' top-10 as float64 are 800 KB; a
+# hundred times that leaves room for larger test sets and still reads in a moment.
+PREDICTION_BYTES = 80_000_000
 
 
 def _predictions_fit(pack: dict[str, np.ndarray]) -> bool:
@@ -347,14 +359,29 @@ def _predictions_fit(pack: dict[str, np.ndarray]) -> bool:
             and bool(np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()))
 
 
+def _declared_bytes(pack: np.lib.npyio.NpzFile, key: str) -> int:
+    """How many bytes array ``key`` of an open ``.npz`` says it holds, read from its header alone: a crafted header
+    can declare 10^13 elements in a file of a few bytes, and numpy allocates what the header says before reading."""
+    with pack.zip.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)  # 1.0, else the 2.0 layout (a bad one raises ValueError)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(member)
+    return math.prod(shape) * dtype.itemsize
+
+
 def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
-    """Test labels with top-5 classes and probabilities (None if the run has none, or none that fit the schema)."""
+    """Test labels with top-5 classes and probabilities (None if the run has none, or none that fit the schema).
+
+    Each array's size is checked from its header before it is read (at most :data:`PREDICTION_BYTES`)."""
     file = folder / "predictions.npz"
     if not file.is_file():
         return None
     try:
         with np.load(file, allow_pickle=False) as pack:
-            arrays = {key: pack[key] for key in pack.files if key in PREDICTION_KEYS}
+            keys = [key for key in pack.files if key in PREDICTION_KEYS]
+            if any(_declared_bytes(pack, key) > PREDICTION_BYTES for key in keys):
+                return None
+            arrays = {key: pack[key] for key in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):  # a damaged file is "none", not a crash
         return None
     return arrays if _predictions_fit(arrays) else None

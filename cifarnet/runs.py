@@ -249,10 +249,10 @@ def shipped_runs() -> list[RunInfo]:
     return [read_run_cached(p, pretrained=True) for p in sorted(PRETRAINED_DIR.iterdir()) if p.is_dir()]
 
 
-def is_run_id(run_id: Any) -> bool:
-    """Whether ``run_id`` (from a user, a link or a record) can only name a folder inside the runs folder: not
-    ``../..``, not an absolute path."""
-    return isinstance(run_id, str) and bool(NAME_PATTERN.match(run_id)) and ".." not in run_id
+def is_run_id(name: Any) -> bool:
+    """Whether ``name`` can name a run: the run-name alphabet, nothing that could point outside the runs folder.
+    (A folder made by hand under another name is listed on the Runs page, but no link or command can name it.)"""
+    return isinstance(name, str) and NAME_PATTERN.match(name) is not None and ".." not in name
 
 
 def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
@@ -274,11 +274,20 @@ def new_run_id(cfg: TrainConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.arch}-{cfg.norm}-{secrets.token_hex(2)}"
 
 
+def check_not_shipped(name: str) -> None:
+    """Refuse a run name a shipped run goes by: links, the Inside page and ``run_path`` name runs by id, and one
+    of the two would silently stand in for the other."""
+    if (PRETRAINED_DIR / name).is_dir():
+        raise CifarnetError(f"run name {shown(name)} is a shipped run's; choose another name")
+
+
 def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, status: dict | None = None) -> Path:
-    """Make the run folder with its config and a ``starting`` status (or ``status``); refuse a taken name, or a
-    device this machine does not have (before any folder exists). A folder whose records cannot be written is
-    removed."""
+    """Make the run folder with its config and a ``starting`` status (or ``status``); refuse a taken name (also a
+    shipped run's), or a device this machine does not have (before any folder exists). A folder whose records
+    cannot be written is removed."""
     select_device(cfg.device)
+    if cfg.name:  # a generated id is a time stamp, never a shipped run's
+        check_not_shipped(cfg.name)
     root = resolve_runs_dir(runs_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -567,7 +567,7 @@ def test_mistakes_sorted_and_filtered():
     predictions = {"labels": labels, "top_classes": np.array([[0, 1, 2], [2, 1, 0], [2, 0, 1], [5, 3, 1]]),
                    "top_probs": np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1]])}
     frame = mistakes(predictions, CLASSES)
-    assert list(frame["index"]) == [3, 1] and frame["top3"].iloc[0] == "dog 70% · cat 20% · automobile 10%"
+    assert list(frame["index"]) == [3, 1] and frame["top3"].iloc[0] == [("dog", 0.7), ("cat", 0.2), ("automobile", 0.1)]
     assert list(filter_mistakes(frame, true="automobile")["predicted"]) == ["bird"]
     assert filter_mistakes(frame, true="cat", predicted="bird").empty
 

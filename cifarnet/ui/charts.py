@@ -1,12 +1,13 @@
 """Plotly figures for the dashboard, all in one visual style.
 
 Every chart goes through :func:`styled`, so fonts, margins, legend placement and
-colours match from page to page and a run keeps its colour across charts.
+colours match from page to page and a run keeps its colour across charts. Plotly draws a
+subset of HTML in every title, legend, tick and hover label (``<a href>`` makes a link), so
+each name from a record (run, variant, class) goes through :func:`label` first.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,11 +17,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cifarnet.curves import METRICS, X_AXES
+from cifarnet.ui.common import literal
 
 PALETTE = px.colors.qualitative.D3
 ACCENT = PALETTE[0]
 HEIGHT = 340
 LEGEND_ROW = 20  # pixels a figure grows for each line beyond two that are overlaid (their legend needs room)
+
+
+def label(text: object) -> str:
+    """A name from a record as Plotly text: cut and HTML-escaped (:func:`cifarnet.ui.common.literal`)."""
+    return literal(text, html=True)
 
 
 def styled(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = HEIGHT) -> go.Figure:
@@ -55,9 +62,10 @@ def curve_figure(frame: pd.DataFrame, x: str, by: str, title: str, y_title: str,
     fig = go.Figure()
     for name, part in frame.groupby(by, sort=False):
         sparse = set(part["metric"]) <= {m for m, (_, kind) in METRICS.items() if kind == "eval"}
-        label = METRICS[name][0] if by == "metric" else str(name)
+        name_shown = METRICS[name][0] if by == "metric" else label(name)
         markers = sparse or len(part) == 1  # a lone point has no line to draw: without a marker, bare axes
-        fig.add_trace(go.Scatter(x=part[x], y=part["value"], name=label, mode="lines+markers" if markers else "lines",
+        fig.add_trace(go.Scatter(x=part[x], y=part["value"], name=name_shown,
+                                 mode="lines+markers" if markers else "lines",
                                  marker={"size": 6}, line={"width": 2, "color": (colors or {}).get(name)}))
     fig = styled(fig, title, X_AXES[x], y_title, height + LEGEND_ROW * max(0, len(fig.data) - 2))
     if log_y:
@@ -127,19 +135,24 @@ def confusion_figure(frame: pd.DataFrame) -> go.Figure:
     """
     counts = frame.to_numpy()
     off_diagonal = counts[~np.eye(len(counts), dtype=bool)]
-    predicted, true = np.meshgrid(list(frame.columns), list(frame.index))
+    positions = list(range(len(counts)))  # a click reports positions (cifarnet.misclassified.cell_from_selection)
+    names = [label(name) for name in frame.columns]
+    predicted, true = np.meshgrid(positions, positions)
     fig = go.Figure([
-        go.Heatmap(z=counts, x=list(frame.columns), y=list(frame.index), colorscale="Blues", zmin=0,
+        go.Heatmap(z=counts, x=positions, y=positions, colorscale="Blues", zmin=0,
                    zmax=max(int(off_diagonal.max(initial=0)), 1), text=counts, texttemplate="%{text}",
                    textfont={"size": 10}, showscale=False, hoverinfo="skip"),
-        go.Scatter(x=predicted.ravel(), y=true.ravel(), mode="markers", customdata=counts.ravel(),
+        go.Scatter(x=predicted.ravel(), y=true.ravel(), mode="markers",
+                   customdata=np.stack([counts.ravel(), np.array(names)[true.ravel()],
+                                        np.array(names)[predicted.ravel()]], 1),
                    marker={"symbol": "square", "size": 34, "color": "rgba(0,0,0,0)"},
                    selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}}, showlegend=False,
-                   hovertemplate="true %{y}, predicted %{x}: %{customdata} images<extra></extra>"),
+                   hovertemplate="true %{customdata[1]}, predicted %{customdata[2]}: %{customdata[0]} images"
+                                 "<extra></extra>"),
     ])
     fig = styled(fig, "Confusion matrix (click a cell to see its images)", "predicted class", "true class", 460)
-    fig.update_yaxes(autorange="reversed", showgrid=False)
-    fig.update_xaxes(showgrid=False, tickangle=-40)
+    fig.update_yaxes(autorange="reversed", showgrid=False, tickvals=positions, ticktext=names)
+    fig.update_xaxes(showgrid=False, tickangle=-40, tickvals=positions, ticktext=names)
     fig.update_layout(hovermode="closest", clickmode="event+select", dragmode=False)
     return fig
 
@@ -147,7 +160,8 @@ def confusion_figure(frame: pd.DataFrame) -> go.Figure:
 def per_class_figure(frame: pd.DataFrame) -> go.Figure:
     """Accuracy of each class as a bar, sorted so the hardest classes stand out."""
     data = frame.sort_values("accuracy")
-    fig = go.Figure(go.Bar(x=data["accuracy"], y=data["class"], orientation="h", marker_color=ACCENT,
+    fig = go.Figure(go.Bar(x=data["accuracy"], y=[label(name) for name in data["class"]], orientation="h",
+                           marker_color=ACCENT,
                            text=[f"{v:.1f}%" for v in data["accuracy"]], textposition="auto"))
     fig = styled(fig, "Per-class accuracy", "accuracy (%)", "", 460)
     fig.update_xaxes(range=[0, 100])
@@ -157,7 +171,7 @@ def per_class_figure(frame: pd.DataFrame) -> go.Figure:
 
 def topk_figure(pairs: Sequence[tuple[str, float]]) -> go.Figure:
     """The model's most probable classes as horizontal bars, the top one on top."""
-    names = [name for name, _ in pairs][::-1]
+    names = [label(name) for name, _ in pairs][::-1]
     values = [100 * p for _, p in pairs][::-1]
     fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=ACCENT,
                            text=[f"{v:.1f}%" for v in values], textposition="auto"))
@@ -183,7 +197,7 @@ def relu_stats_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
     fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in panels], horizontal_spacing=0.07)
     for model, part in frame.groupby("model", sort=False):
         for col, (column, _) in enumerate(panels, 1):
-            fig.add_trace(go.Scatter(x=part["#"], y=part[column], name=str(model), legendgroup=str(model),
+            fig.add_trace(go.Scatter(x=part["#"], y=part[column], name=label(model), legendgroup=label(model),
                                      showlegend=col == 1, mode="lines+markers", marker={"size": 5},
                                      line={"width": 2, "color": colors.get(model)}, customdata=part[["layer"]],
                                      hovertemplate="%{customdata[0]}: %{y:.3f}<extra>%{fullData.name}</extra>"),
@@ -210,10 +224,11 @@ def norm_spread_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Figure
         for col, (stat, _) in enumerate(panels, 1):
             for when, dash in (("before", "dot"), ("after", "solid")):
                 fig.add_trace(go.Scatter(
-                    x=part["#"], y=part[f"{stat}_{when}"], name=str(model), legendgroup=str(model),
+                    x=part["#"], y=part[f"{stat}_{when}"], name=label(model), legendgroup=label(model),
                     showlegend=col == 1 and when == "after", mode="lines+markers", marker={"size": 5},
                     line={"width": 2, "dash": dash, "color": colors.get(model)}, customdata=part[["layer"]],
-                    hovertemplate=f"%{{customdata[0]}} {when}: %{{y:.3f}}<extra>{model}</extra>"), row=1, col=col)
+                    hovertemplate=f"%{{customdata[0]}} {when}: %{{y:.3f}}<extra>%{{fullData.name}}</extra>"),
+                    row=1, col=col)
     fig = styled(fig, "Around each norm: its input (dotted) and its normalised output (solid), in units of their "
                       "standard deviation", "", "", height=390)
     fig.update_xaxes(title="norm layer (in order of computation)", dtick=1 if frame["#"].max() <= 12 else 4)
@@ -235,7 +250,7 @@ def spread_figure(frame: pd.DataFrame, x: str, title: str, y_title: str, colors:
     fig = go.Figure()
     sparse = set(frame["metric"]) <= {m for m, (_, kind) in METRICS.items() if kind == "eval"}
     for variant, part in frame.groupby("variant", sort=False):
-        color, name = colors.get(variant, ACCENT), html.escape(str(variant))
+        color, name = colors.get(variant, ACCENT), label(variant)
         if (part["seeds"] > 1).any():
             fig.add_trace(go.Scatter(x=pd.concat([part[x], part[x][::-1]]), y=pd.concat([part["high"],
                                      part["low"][::-1]]), fill="toself", fillcolor=_faded(color), mode="none",
@@ -253,7 +268,7 @@ def per_class_bars_figure(frame: pd.DataFrame, colors: dict[str, str]) -> go.Fig
     """Each class's accuracy as a group of bars, one per variant, with its seeds' standard deviation as a whisker."""
     fig = go.Figure()
     for variant, part in frame.groupby("variant", sort=False):
-        fig.add_trace(go.Bar(x=part["class"], y=part["mean"], name=html.escape(str(variant)),
+        fig.add_trace(go.Bar(x=[label(name) for name in part["class"]], y=part["mean"], name=label(variant),
                              marker_color=colors.get(variant),
                              error_y={"type": "data", "array": part["std"].fillna(0), "thickness": 1.2, "width": 3},
                              hovertemplate="%{x}: %{y:.1f}%<extra>%{fullData.name}</extra>"))
@@ -270,17 +285,18 @@ def confusion_difference_figure(frame: pd.DataFrame, a: str, b: str) -> go.Figur
     On the diagonal blue is good for ``a`` (more right); off it, blue means ``a`` makes that mistake more often.
     The colour scale is symmetric around zero and, as in :func:`confusion_figure`, tops out at the largest
     difference off the diagonal: the diagonal (each row's differences summed) saturates, the mistakes spread over
-    the scale. Variant labels come from an experiment record, so they are escaped: Plotly draws a subset of HTML.
+    the scale. Variant and class names come from records, so they are escaped (:func:`label`).
     """
     values = frame.to_numpy()
     off_diagonal = np.abs(values[~np.eye(len(values), dtype=bool)])
     reach = max(float(off_diagonal.max(initial=0)), 1.0)
     text = [[format(round(v, 1) + 0.0, "g") for v in row] for row in values]  # 16.5, -0.5, 3 (never -0)
-    fig = go.Figure(go.Heatmap(z=values, x=list(frame.columns), y=list(frame.index), colorscale="RdBu", zmid=0,
+    names = [label(name) for name in frame.columns]
+    fig = go.Figure(go.Heatmap(z=values, x=names, y=[label(name) for name in frame.index], colorscale="RdBu", zmid=0,
                                zmin=-reach, zmax=reach, text=text, texttemplate="%{text}", textfont={"size": 10},
                                colorbar={"thickness": 12},
                                hovertemplate="true %{y}, predicted %{x}: %{z:+.1f} images<extra></extra>"))
-    fig = styled(fig, f"Confusion difference: {html.escape(a)} minus {html.escape(b)} (images, mean over seeds)",
+    fig = styled(fig, f"Confusion difference: {label(a)} minus {label(b)} (images, mean over seeds)",
                  "predicted class", "true class", 460)
     fig.update_yaxes(autorange="reversed", showgrid=False)
     fig.update_xaxes(showgrid=False, tickangle=-40)

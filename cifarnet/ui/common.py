@@ -8,6 +8,7 @@ click reruns the page.
 from __future__ import annotations
 
 import re
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch import nn
 
 from cifarnet.checkpoint import load_model
 from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, resolve_data_dir, synthetic_dataset
-from cifarnet.errors import CifarnetError, shown
+from cifarnet.errors import SHOWN_CHARS, CifarnetError, shorten, shown
 from cifarnet.images import to_hwc
 from cifarnet.models import build_model
 from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir, shipped_runs
@@ -31,18 +32,33 @@ UNLINK = re.compile(r"\\[:@]|www(?=\\\.)", re.IGNORECASE)
 WORD_JOINER = "\u2060"
 
 
-def literal(text: object) -> str:
-    """``text`` as Markdown that shows exactly its characters, however it came to hold Markdown.
+MESSAGE_CHARS = 400  # a whole message: the outside values in it are cut already (shown()); this bounds the rest
 
-    Streamlit draws every message as Markdown (links, images, colours, icons, maths), so a value from a shared
-    link, a file name or a folder name would otherwise draw a working link in the app's own message, or make the
-    visitor's browser fetch an address. CommonMark allows a backslash before any ASCII punctuation mark and then
-    shows the mark itself, so escaping them all leaves nothing to interpret but bare addresses (see ``UNLINK``).
-    Every message that can hold an outside value goes through here; the values in it are already shortened
-    (:func:`cifarnet.errors.shown`).
+
+def literal(text: object, limit: int = SHOWN_CHARS, html: bool = False) -> str:
+    """``text`` cut to ``limit`` characters and escaped so that it shows exactly its characters, however it came
+    to hold Markdown or HTML: every text from a record, a link, an upload or the environment reaches a page
+    through here.
+
+    Streamlit draws every message, caption, title and widget label as Markdown (links, images, colours, icons,
+    maths), so a value from a shared link, a file name or a folder name would otherwise draw a working link in the
+    app's own message, or make the visitor's browser fetch an address. CommonMark allows a backslash before any
+    ASCII punctuation mark and then shows the mark itself, so escaping them all leaves nothing to interpret but
+    bare addresses (see ``UNLINK``). Plotly draws a subset of HTML instead (``<a href>``, ``<b>``, ``<br>``) in
+    titles, legends, ticks and hover text: with ``html`` the text is escaped for that (``&lt;`` shows as ``<``).
+    A value is cut to :data:`~cifarnet.errors.SHOWN_CHARS`; a whole message (whose values are cut already) to
+    :data:`MESSAGE_CHARS`.
     """
-    escaped = PUNCTUATION.sub(r"\\\1", str(text))
+    cut = shorten(str(text), limit)
+    if html:
+        return html_escape(cut, quote=False)  # Plotly decodes &lt; &gt; &amp; (not &quot;; quotes draw nothing)
+    escaped = PUNCTUATION.sub(r"\\\1", cut)
     return UNLINK.sub(lambda match: match.group() + WORD_JOINER, escaped)
+
+
+def message(text: object) -> str:
+    """A whole message (a refusal, a damage note) as literal Markdown, cut to :data:`MESSAGE_CHARS`."""
+    return literal(text, MESSAGE_CHARS)
 
 
 # Parameter counts in every table: 189,920 reads at a glance where 189920 does not.
@@ -109,7 +125,7 @@ def runs_notice() -> None:
     """One message above every page when the runs folder cannot be used; the pages go on without it."""
     problem = _runs_folder()[1]
     if problem:
-        st.error(f"**Your runs are unavailable.** {literal(problem)}. Until then only the shipped runs are shown "
+        st.error(f"**Your runs are unavailable.** {message(problem)}. Until then only the shipped runs are shown "
                  "and no run can be started.", icon=":material/folder_off:")
 
 
@@ -142,10 +158,10 @@ def data_panel(problem: str | None = None) -> None:
     folder = data_dir()
     with st.container(border=True):
         st.markdown("##### The CIFAR-10 data set is needed here")
-        st.markdown(literal(problem or f"No CIFAR-10 data set in {shown(folder)}."))
+        st.markdown(message(problem or f"No CIFAR-10 data set in {shown(folder)}."))
         st.markdown(
             "Provide it in one of two ways:\n"
-            f"1. **Download** the official archive (170 MB) into {literal(shown(folder))} with the button below, or\n"
+            f"1. **Download** the official archive (170 MB) into {message(shown(folder))} with the button below, or\n"
             "2. **Point to a folder** that already holds `cifar-10-batches-py` (or its parent) in the box "
             "below, or start the app with `CIFARNET_DATA=/path/to/folder`.")
         typed = st.text_input("Data folder", value=str(folder), key="data_dir_input")
@@ -157,7 +173,7 @@ def data_panel(problem: str | None = None) -> None:
                 try:
                     download(folder)
                 except CifarnetError as exc:
-                    st.error(literal(exc))
+                    st.error(message(exc))
                 else:
                     st.rerun()
 

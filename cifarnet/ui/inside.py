@@ -21,7 +21,7 @@ from torch import nn
 from cifarnet.activation_stats import ActivationStats, compare
 from cifarnet.curves import run_label
 from cifarnet.data import Cifar10
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.gradcam import overlays
 from cifarnet.images import to_hwc
 from cifarnet.layers import default_layer
@@ -29,8 +29,8 @@ from cifarnet.misclassified import labels_match, mistakes, tiles
 from cifarnet.predict import FORMATS, MAX_PIXELS, prepare
 from cifarnet.query import PAGE_PARAMS
 from cifarnet.records import read_predictions
-from cifarnet.runs import SHIPPED_TRIO, RunInfo
-from cifarnet.ui.common import cached_synthetic, checkpoint, data_ready, dataset
+from cifarnet.runs import PRETRAINED_DIR, SHIPPED_TRIO, RunInfo
+from cifarnet.ui.common import cached_synthetic, checkpoint, data_ready, dataset, literal, message
 from cifarnet.wording import with_article
 
 PAGE = "inside"
@@ -52,9 +52,16 @@ class Picked:
     index: int | None = None  # test-set index (then it goes into the URL)
 
 
+def run_key(info: RunInfo) -> str:
+    """How this page and its links name a run: its id, except a run of yours in a folder named like a shipped run
+    (made by hand; such names are refused at launch), which is told apart rather than hidden by the shipped one."""
+    clash = not info.pretrained and (PRETRAINED_DIR / info.run_id).is_dir()
+    return f"{info.run_id} (yours)" if clash else info.run_id
+
+
 def runs_with_models(all_runs: Sequence[RunInfo]) -> dict[str, RunInfo]:
-    """Run id -> run, for the runs with final weights (shipped ones included)."""
-    return {info.run_id: info for info in all_runs if (info.path / "model.pt").is_file()}
+    """:func:`run_key` -> run, for the runs with final weights (shipped ones included)."""
+    return {run_key(info): info for info in all_runs if (info.path / "model.pt").is_file()}
 
 
 def model_of(info: RunInfo) -> nn.Module:
@@ -62,7 +69,7 @@ def model_of(info: RunInfo) -> nn.Module:
     try:
         return checkpoint(info.path / "model.pt")
     except CifarnetError as exc:
-        st.error(f"**{run_label(info)}:** {exc}", icon=":material/block:")
+        st.error(f"**{literal(run_label(info))}:** {message(exc)}", icon=":material/block:")
         st.stop()
 
 
@@ -93,7 +100,7 @@ def pick_run(available: dict[str, RunInfo], default: str = SHIPPED_TRIO[0]) -> R
     wanted = st.session_state.get(RUN_KEY)
     if wanted not in available:
         if wanted is not None:
-            st.warning(f"The link asks for run {wanted!r}, which is not here (or has no final model); "
+            st.warning(f"The link asks for run {literal(shown(wanted))}, which is not here (or has no final model); "
                        f"showing another run instead.", icon=":material/link_off:")
         st.session_state[RUN_KEY] = default if default in available else next(iter(available))
     run_id = st.selectbox("Run", list(available), key=RUN_KEY, format_func=lambda r: run_label(available[r]),
@@ -127,7 +134,7 @@ def _number(column, kind: str, count: int) -> int:
         try:
             st.session_state[NUMBER_KEY] = _index_in_range(raw, count)
         except CifarnetError as exc:
-            st.error(f"{exc}. Showing the first one.", icon=":material/link_off:")
+            st.error(f"{message(exc)}. Showing the first one.", icon=":material/link_off:")
             st.session_state[NUMBER_KEY] = 0
     st.session_state[NUMBER_KEY] = min(max(int(st.session_state.get(NUMBER_KEY, 0)), 0), count - 1)
     label = "Test image (index)" if kind == ANY_CLASS else f"Which {kind} (0 to {count - 1})"
@@ -139,7 +146,7 @@ def _index_in_range(raw: str, count: int) -> int:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise CifarnetError(f"The link's test image {raw!r} is not a number") from None
+        raise CifarnetError(f"The link's test image {shown(raw)} is not a number") from None
     if not 0 <= value < count:
         raise CifarnetError(f"The link's test image {value} does not exist: the test set has {count:,} images "
                             f"(0 to {count - 1})")
@@ -149,12 +156,12 @@ def _index_in_range(raw: str, count: int) -> int:
 def _mistake(info: RunInfo, data, classes: Sequence[str]) -> Picked | None:
     predictions = read_predictions(info.path)
     if predictions is None:
-        st.info(f"{run_label(info)} has no readable test-set predictions, so its mistakes are unknown.",
+        st.info(f"{literal(run_label(info))} has no readable test-set predictions, so its mistakes are unknown.",
                 icon=":material/hourglass_empty:")
         return None
     if not labels_match(predictions, data.test_y):
-        st.warning(f"The test set in `{data.source}` is not the one {run_label(info)} was evaluated on, so its "
-                   "mistakes cannot be shown.", icon=":material/warning:")
+        st.warning(f"The test set in {message(shown(Path(data.source)))} is not the one {literal(run_label(info))} "
+                   "was evaluated on, so its mistakes cannot be shown.", icon=":material/warning:")
         return None
     wrong = mistakes(predictions, classes)
     options = {int(row["index"]): f"#{row['index']}: {with_article(row['true'])} taken for "
@@ -178,13 +185,13 @@ def _upload() -> Picked | None:
     try:
         return Picked(upload.name, prepare(upload.getvalue()).view)
     except CifarnetError as exc:
-        st.error(f"**{upload.name}:** {exc}", icon=":material/block:")
+        st.error(f"**{literal(upload.name)}:** {message(exc)}", icon=":material/block:")
         return None
 
 
 def keep_in_link(info: RunInfo, picked: Picked | None) -> None:
     """Write the run and test image into the URL (an upload cannot travel in a link)."""
-    st.query_params["run"] = info.run_id
+    st.query_params["run"] = run_key(info)
     if picked is not None and picked.index is not None:
         st.query_params["index"] = str(picked.index)
     elif "index" in st.query_params:
@@ -192,10 +199,10 @@ def keep_in_link(info: RunInfo, picked: Picked | None) -> None:
     st.session_state[LINK_KEY] = (st.query_params.get("run"), st.query_params.get("index"))
 
 
-def inside_link(run_id: str, index: int) -> str:
+def inside_link(info: RunInfo, index: int) -> str:
     """A relative link to the Inside page for one test image of one run, keeping the sidebar's settings."""
     settings = {k: v for k, v in st.query_params.to_dict().items() if k not in PAGE_PARAMS}
-    return f"{PAGE}?{urlencode({**settings, 'run': run_id, 'index': index})}"
+    return f"{PAGE}?{urlencode({**settings, 'run': run_key(info), 'index': index})}"
 
 
 @st.cache_data(show_spinner="Computing Grad-CAM for this page...", max_entries=32)
@@ -219,7 +226,7 @@ def gallery_overlays(info: RunInfo, data: Cifar10, rows: pd.DataFrame, classes: 
         return _gallery_overlays(str(path), path.stat().st_mtime, data.source, indices, targets, scale,
                                  data.test_x[list(indices)])
     except CifarnetError as exc:
-        st.warning(f"No Grad-CAM for {run_label(info)}: {exc}", icon=":material/warning:")
+        st.warning(f"No Grad-CAM for {literal(run_label(info))}: {message(exc)}", icon=":material/warning:")
         return tiles(data.test_x, rows, scale=scale)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from cifarnet.config import FIELDS, GROUPS, Field, TrainConfig, allowed, make_config
 from cifarnet.errors import CifarnetError
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
-from cifarnet.ui.common import cached_model, literal
+from cifarnet.ui.common import cached_model, message
 
 EXPANDED = GROUPS[:2]  # the sections open at first: the model and the training budget
 CONFIG_KEY, ERROR_KEY, PROBLEMS_KEY, SEEDED_KEY = "cfg", "cfg_error", "cfg_link_problems", "cfg_seeded"
@@ -117,7 +117,7 @@ def render() -> TrainConfig | None:
     with st.sidebar:
         st.header("Settings")
         for problem in st.session_state.get(PROBLEMS_KEY, []):
-            st.warning(literal(problem), icon=":material/link:")
+            st.warning(message(problem), icon=":material/link:")
         error_slot = st.empty()
         for group in GROUPS:
             with st.expander(group, expanded=group in EXPANDED):
@@ -130,7 +130,7 @@ def render() -> TrainConfig | None:
         error = None
     except CifarnetError as exc:
         cfg, error = None, str(exc)
-        error_slot.error(f"**Invalid setting.** {literal(error)}", icon=":material/warning:")
+        error_slot.error(f"**Invalid setting.** {message(error)}", icon=":material/warning:")
     st.session_state[CONFIG_KEY], st.session_state[ERROR_KEY] = cfg, error
     _write_link(values)
     return cfg
@@ -156,6 +156,6 @@ def configured_model() -> tuple[TrainConfig, nn.Module]:
     """
     cfg, error = current_config()
     if cfg is None:
-        st.error(f"Fix the sidebar setting first: {literal(error)}", icon=":material/warning:")
+        st.error(f"Fix the sidebar setting first: {message(error)}", icon=":material/warning:")
         st.stop()
     return cfg, cached_model(**cfg.model_args)
