@@ -5,7 +5,7 @@ import streamlit as st
 from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
 from cifarnet.errors import CifarnetError
 from cifarnet.runs import LIVE, SHIPPED_TRIO, delete_run
-from cifarnet.ui import charts
+from cifarnet.ui import access, charts
 from cifarnet.ui.common import PARAMS_COLUMN, header, literal, runs
 
 header("Runs", "Every training run: the shipped networks (s10 with BatchNorm, LayerNorm and GroupNorm, two seeds "
@@ -101,13 +101,14 @@ def table_and_curves() -> None:
 table_and_curves()
 
 own = [label for label, info in by_label.items() if not info.pretrained]
-if own:
+if own and access.allowed():  # else the notice above the page says why
     st.subheader("Delete a run")
     col_pick, col_confirm, col_button = st.columns([3, 2, 1], vertical_alignment="bottom")
     victim = col_pick.selectbox("Your run", own)
     sure = col_confirm.checkbox("Yes, delete its folder")
     if col_button.button("Delete", icon=":material/delete:", disabled=not sure, width="stretch"):
         try:
+            access.require()
             delete_run(by_label[victim].run_id)
         except CifarnetError as exc:
             st.error(literal(exc), icon=":material/warning:")
