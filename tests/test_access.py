@@ -26,8 +26,8 @@ from streamlit.testing.v1 import AppTest
 
 from cifarnet.config import make_config
 from cifarnet.experiments import experiment_runs, load_experiment, pending, start_experiment
-from cifarnet.run_queue import QUEUE_LOCK
-from cifarnet.runs import create_run, list_runs, process_alive, read_run, trainer_pid
+from cifarnet.run_queue import QUEUE_LOCK, cancel_run
+from cifarnet.runs import LIVE, create_run, list_runs, process_alive, read_run, request_stop, trainer_pid
 from cifarnet.slots import try_lock
 from cifarnet.ui import access
 from cifarnet.ui.app import PAGES
@@ -344,22 +344,30 @@ def queue_workers(runs: Path) -> list[int]:
 
 
 def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir):
-    """An experiment's worker and its trainers, looked at while they live: not one TCP or UDP socket."""
+    """An experiment's worker and its trainers, looked at while they live: not one TCP or UDP socket. The runs
+    are stopped once a trainer has been seen training for a while (the test needs no finished run)."""
     experiment = start_experiment(make_config(TINY), {"norm": ["bn", "gn"]}, None, "ports", runs_dir, data_dir)
     seen: dict[str, set[int]] = {"worker": set(), "trainer": set()}
-    exposed = []
-    deadline = time.time() + 300
-    while pending(load_experiment(experiment.name, runs_dir)):
-        assert time.time() < deadline, "the experiment did not finish"
-        pids = {("worker", pid) for pid in queue_workers(runs_dir)}
+    exposed, training_looks = [], 0
+    deadline = time.time() + 600  # a trainer's start takes minutes when the machine is busy
+    try:
+        while not (seen["worker"] and training_looks >= 20):
+            assert time.time() < deadline and pending(load_experiment(experiment.name, runs_dir)), seen
+            pids = {("worker", pid) for pid in queue_workers(runs_dir)}
+            for _, info in experiment_runs(experiment):
+                pid = trainer_pid(info.path, info.status_record)
+                if info.status == "running" and process_alive(pid):
+                    pids.add(("trainer", pid))
+            training_looks += any(kind == "trainer" for kind, _ in pids)
+            for kind, pid in pids:
+                seen[kind].add(pid)
+                exposed += [(kind, pid, socket) for socket in sockets_of(pid)]
+            time.sleep(0.1)
+    finally:
         for _, info in experiment_runs(experiment):
-            pid = trainer_pid(info.path, info.status_record)
-            if info.status == "running" and process_alive(pid):
-                pids.add(("trainer", pid))
-        for kind, pid in pids:
-            seen[kind].add(pid)
-            exposed += [(kind, pid, socket) for socket in sockets_of(pid)]
-        time.sleep(0.1)
-    assert seen["worker"] and seen["trainer"], seen
+            if info.status == "queued":
+                cancel_run(info.run_id, runs_dir)
+            elif info.status in LIVE:
+                request_stop(info.run_id, runs_dir)
     assert not exposed, exposed
-    wait_for(lambda: not queue_workers(runs_dir), timeout=30)
+    wait_for(lambda: not queue_workers(runs_dir), timeout=120)
