@@ -6,7 +6,7 @@ from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label
 from cifarnet.errors import CifarnetError
 from cifarnet.run_queue import cancel_run
 from cifarnet.runs import LIVE, PENDING, SHIPPED_TRIO, delete_run
-from cifarnet.ui import charts
+from cifarnet.ui import access, charts
 from cifarnet.ui.common import PARAMS_COLUMN, header, literal, message, runs
 
 header("Runs", "Every training run: the shipped networks (s10 with BatchNorm, LayerNorm and GroupNorm, two seeds "
@@ -102,12 +102,13 @@ def table_and_curves() -> None:
 table_and_curves()
 
 queued = [label for label, info in by_label.items() if info.status == "queued"]
-if queued:
+if queued and access.allowed():
     st.subheader("Cancel a queued run")
     col_pick, col_button = st.columns([5, 1], vertical_alignment="bottom")
     waiting = col_pick.selectbox("Queued run", queued)
     if col_button.button("Cancel run", icon=":material/cancel:", width="stretch"):
         try:
+            access.require()
             cancel_run(by_label[waiting].run_id)
         except CifarnetError as exc:  # started or deleted meanwhile
             st.error(literal(exc), icon=":material/warning:")
@@ -116,13 +117,14 @@ if queued:
             st.rerun()
 
 own = [label for label, info in by_label.items() if not info.pretrained and info.status not in PENDING]
-if own:
+if own and access.allowed():  # else the notice above the page says why
     st.subheader("Delete a run")
     col_pick, col_confirm, col_button = st.columns([3, 2, 1], vertical_alignment="bottom")
     victim = col_pick.selectbox("Your run", own)
     sure = col_confirm.checkbox("Yes, delete its folder")
     if col_button.button("Delete", icon=":material/delete:", disabled=not sure, width="stretch"):
         try:
+            access.require()
             delete_run(by_label[victim].run_id)
         except CifarnetError as exc:
             st.error(message(exc), icon=":material/warning:")

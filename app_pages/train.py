@@ -17,7 +17,7 @@ from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
 from cifarnet.run_queue import cancel_run, ensure_worker
 from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
-from cifarnet.ui import charts
+from cifarnet.ui import access, charts
 from cifarnet.ui.app import page_path
 from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal,
                                  message, runs_dir)
@@ -43,11 +43,13 @@ ready = data_ready()
 if not ready:
     data_panel(f"Training needs the CIFAR-10 data set, and it is not in the data folder {shown(data_dir())}.")
 blocked = cfg is None or not ready or folder is None
+offered = access.allowed()  # else the notice above the page says why no control is here
 
 
 def queue_experiment(vary: dict | None, seeds: list[int] | None = None) -> None:
     """Queue an experiment of the sidebar's settings; this tab then follows its first run and its table."""
     try:
+        access.require()
         experiment = start_experiment(cfg, vary, seeds, cfg.name or None, folder, data_dir())
     except CifarnetError as exc:
         st.error(message(exc), icon=":material/warning:")
@@ -57,36 +59,40 @@ def queue_experiment(vary: dict | None, seeds: list[int] | None = None) -> None:
     st.toast(f"Queued experiment {literal(experiment.name)}", icon=":material/science:")
 
 
-launch_col, compare_col, vary_col = st.columns(3)
-if launch_col.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=blocked,
-                     width="stretch"):
-    try:
-        launched = start_run(cfg, folder, data_dir())
-    except CifarnetError as exc:
-        st.error(message(exc), icon=":material/warning:")
-    else:
-        st.session_state[OWN_KEY] = (launched, "launched")
-        st.toast(f"Started run {literal(launched)}", icon=":material/rocket_launch:")
-if compare_col.button("Compare norms", icon=":material/science:", disabled=blocked, width="stretch",
-                      help="These settings with BN, LN and GN: an experiment of three runs, queued under the "
-                           "limit of simultaneous runs"):
-    queue_experiment(None)
-with vary_col.popover("Vary a setting", icon=":material/tune:", disabled=blocked, width="stretch"):
-    field = st.selectbox("Setting", VARIABLE, index=VARIABLE.index("norm"))
-    values = st.text_input("Values, comma-separated", placeholder="e.g. bn,ln,gn or 0.05,0.1")
-    seeds = st.text_input("Seeds, space-separated", placeholder=f"{cfg.seed if cfg else 0}")
-    if st.button("Launch experiment", type="primary", icon=":material/science:"):
+if offered:
+    launch_col, compare_col, vary_col = st.columns(3)
+    if launch_col.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=blocked,
+                         width="stretch"):
         try:
-            vary, seed_list = parse_vary([f"{field}={values}"]), parse_seeds(seeds.split()) if seeds.strip() else None
+            access.require()
+            launched = start_run(cfg, folder, data_dir())
         except CifarnetError as exc:
             st.error(message(exc), icon=":material/warning:")
         else:
-            queue_experiment(vary, seed_list)
+            st.session_state[OWN_KEY] = (launched, "launched")
+            st.toast(f"Started run {literal(launched)}", icon=":material/rocket_launch:")
+    if compare_col.button("Compare norms", icon=":material/science:", disabled=blocked, width="stretch",
+                          help="These settings with BN, LN and GN: an experiment of three runs, queued under the "
+                               "limit of simultaneous runs"):
+        queue_experiment(None)
+    with vary_col.popover("Vary a setting", icon=":material/tune:", disabled=blocked, width="stretch"):
+        field = st.selectbox("Setting", VARIABLE, index=VARIABLE.index("norm"))
+        values = st.text_input("Values, comma-separated", placeholder="e.g. bn,ln,gn or 0.05,0.1")
+        seeds = st.text_input("Seeds, space-separated", placeholder=f"{cfg.seed if cfg else 0}")
+        if st.button("Launch experiment", type="primary", icon=":material/science:"):
+            try:
+                vary = parse_vary([f"{field}={values}"])
+                seed_list = parse_seeds(seeds.split()) if seeds.strip() else None
+            except CifarnetError as exc:
+                st.error(message(exc), icon=":material/warning:")
+            else:
+                queue_experiment(vary, seed_list)
 
 
 def cancel(run_id: str) -> None:
     """Button callback: the queued run ``run_id`` never starts."""
     try:
+        access.require()
         cancel_run(run_id, folder)
     except CifarnetError as exc:  # started or deleted meanwhile
         st.session_state[NOTICE_KEY] = str(exc)
@@ -126,6 +132,7 @@ def experiment_table() -> None:
     queued = [row["run"] for row in rows if row["status"] == "queued"]
     if queued:
         st.caption("Queued runs start by themselves as running ones end, with or without this page open.")
+    if queued and offered:
         for column, run_id in zip(st.columns(min(len(queued), 4)) * 8, queued):
             column.button(f"Cancel {literal(run_id)}", key=f"cancel-{run_id}", icon=":material/cancel:",
                           on_click=cancel, args=(run_id,), width="stretch")
@@ -153,6 +160,7 @@ def follow(run_id: str, how: str) -> None:
 def stop(run_id: str) -> None:
     """Button callback, bound to the run on screen when the button was drawn: never another one."""
     try:
+        access.require()
         request_stop(run_id, folder)
     except CifarnetError as exc:  # deleted meanwhile
         st.session_state[NOTICE_KEY] = str(exc)
@@ -226,12 +234,13 @@ def _title(info: RunInfo, choice: Choice) -> None:
     title, action = st.columns([4, 1], vertical_alignment="center")
     processes = f" · {info.world_size} processes" if info.world_size > 1 else ""
     title.subheader(f"Run {literal(info.run_id)} · {info.status}{processes}")
-    if info.status in LIVE:
+    if info.status in LIVE and offered:
         action.button("Stop run", icon=":material/stop_circle:", width="stretch", key=f"stop-{info.run_id}",
                       on_click=stop, args=(info.run_id,))
-    elif info.status in ("stopped", "failed") and not info.pretrained and action.button(
+    elif info.status in ("stopped", "failed") and not info.pretrained and offered and action.button(
             "Resume run", icon=":material/play_circle:", width="stretch", key=f"resume-{info.run_id}"):
         try:
+            access.require()
             resume_run(info.run_id, folder, data_dir())
         except CifarnetError as exc:
             st.error(message(exc), icon=":material/warning:")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from cifarnet.ui import sidebar
+from cifarnet.ui import access, sidebar
 from cifarnet.ui.common import runs_notice
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "app_pages"
@@ -43,4 +43,5 @@ def main() -> None:
     page = st.navigation(pages, position="top")
     sidebar.render()
     runs_notice()
+    access.notice()
     page.run()

@@ -21,6 +21,7 @@ from cifarnet.errors import SHOWN_CHARS, CifarnetError, shorten, shown
 from cifarnet.images import to_hwc
 from cifarnet.models import build_model
 from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir, shipped_runs
+from cifarnet.ui import access
 
 DATA_KEY = "data_dir"
 PREVIEW_INDEX = 3  # a test airplane: an object with a clear outline
@@ -156,21 +157,24 @@ def data_panel(problem: str | None = None) -> None:
     ``problem`` is plain text (it often quotes a folder the user typed): it is shown literally.
     """
     folder = data_dir()
+    offered = access.allowed()  # else the notice above the page says why there is no download button
+    how = "with the button below" if offered else "with `python -m cifarnet data --download` on the dashboard's machine"
     with st.container(border=True):
         st.markdown("##### The CIFAR-10 data set is needed here")
         st.markdown(message(problem or f"No CIFAR-10 data set in {shown(folder)}."))
         st.markdown(
             "Provide it in one of two ways:\n"
-            f"1. **Download** the official archive (170 MB) into {message(shown(folder))} with the button below, or\n"
+            f"1. **Download** the official archive (170 MB) into {message(shown(folder))} {how}, or\n"
             "2. **Point to a folder** that already holds `cifar-10-batches-py` (or its parent) in the box "
             "below, or start the app with `CIFARNET_DATA=/path/to/folder`.")
         typed = st.text_input("Data folder", value=str(folder), key="data_dir_input")
         if typed and Path(typed) != folder:  # as paths: "/data/" is "/data", or this would rerun forever
             st.session_state[DATA_KEY] = typed
             st.rerun()
-        if st.button("Download CIFAR-10", icon=":material/download:"):
+        if offered and st.button("Download CIFAR-10", icon=":material/download:"):
             with st.spinner("Downloading and unpacking CIFAR-10..."):
                 try:
+                    access.require()
                     download(folder)
                 except CifarnetError as exc:
                     st.error(message(exc))

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,17 +33,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, timeout: float = 60) -> Iterator[str]:
-    """Yield the URL of a running dashboard; on exit stop its live runs (if any) and the server."""
+def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, timeout: float = 60,
+                     options: Sequence[str] = (), env_extra: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Yield the URL of a running dashboard; on exit stop its live runs (if any) and the server.
+
+    ``options`` go to ``streamlit run`` after ours (e.g. ``--server.address 0.0.0.0``), ``env_extra`` into its
+    environment. The URL is always the loopback one: a check never sends traffic to another address.
+    """
     port = free_port()
-    env = {**os.environ, "CIFARNET_RUNS": str(runs_dir), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "CIFARNET_RUNS": str(runs_dir), "PYTHONPATH": str(ROOT), **(env_extra or {})}
     if data_dir is not None:
         env["CIFARNET_DATA"] = str(data_dir)
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+             "--server.port", str(port), "--browser.gatherUsageStats", "false", *options],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_healthy(url, process, timeout, log_path)
