@@ -12,7 +12,6 @@ runs are queued (:mod:`cifarnet.run_queue`) and start as slots of the run limit 
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 import time
@@ -25,7 +24,14 @@ from cifarnet.errors import CifarnetError, shown
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import enqueue, ensure_worker
-from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
+from cifarnet.runs import (
+    PENDING,
+    PRETRAINED_DIR,
+    SHIPPED_TRIO,
+    RunInfo,
+    read_run,
+    resolve_runs_dir,
+)
 
 EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
@@ -148,19 +154,40 @@ class Plan:
     vary: dict[str, list]
     seeds: list[int]
     runs: dict[str, list[TrainConfig]]
+    extra: dict[str, Any] = field(default_factory=dict)  # more of the record: a sweep's spec, its stopping rule
+
+
+def grid_points(vary: dict[str, list]) -> list[dict[str, Any]]:
+    """Every combination of the varied values, the first setting's values changing slowest."""
+    return [dict(zip(vary, combination)) for combination in itertools.product(*vary.values())]
+
+
+def varied_values(points: list[dict[str, Any]]) -> dict[str, list]:
+    """Each setting the points vary, with its distinct values in the order they first come."""
+    vary: dict[str, list] = {}
+    for point in points:
+        for name, value in point.items():
+            if value not in vary.setdefault(name, []):
+                vary[name].append(value)
+    return vary
 
 
 def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
-                    name: str | None = None, runs_dir: str | os.PathLike | None = None) -> Plan:
+                    name: str | None = None, runs_dir: str | os.PathLike | None = None,
+                    points: list[dict[str, Any]] | None = None, max_runs: int = MAX_RUNS,
+                    extra: dict[str, Any] | None = None) -> Plan:
     """Every run of the experiment checked (settings, names, free folders) before anything is created.
 
-    ``vary`` defaults to the three norms, ``seeds`` to the base config's seed, ``name`` to a time stamp.
+    The variants are ``points`` (a sweep's, :mod:`cifarnet.sweep`), else every combination of ``vary``, which
+    defaults to the three norms; ``seeds`` defaults to the base config's seed, ``name`` to a time stamp. More
+    than ``max_runs`` runs are refused: a cap the user raises deliberately (``--max-runs``), not by accident.
     """
-    vary, seeds = vary or DEFAULT_VARY, seeds or [base.seed]
-    count = math.prod(len(values) for values in vary.values()) * len(seeds)
-    if count > MAX_RUNS:
-        raise CifarnetError(f"the experiment would train {count} runs; allowed: at most {MAX_RUNS} "
-                            "(fewer values or seeds)")
+    points = points or grid_points(vary or DEFAULT_VARY)
+    vary, seeds = varied_values(points), seeds or [base.seed]
+    count = len(points) * len(seeds)
+    if count > max_runs:
+        raise CifarnetError(f"the experiment would train {count} runs; allowed: at most {max_runs} "
+                            "(fewer values or seeds, or raise the cap with --max-runs)")
     name = name or time.strftime("%Y%m%d-%H%M%S")
     if not NAME_PATTERN.match(name) or ".." in name or len(name) > 40:
         raise CifarnetError(f"experiment name {shown(name)} is not allowed; use 1-40 letters, digits, '_', '.' or "
@@ -168,15 +195,14 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
     if (experiments_dir(runs_dir) / f"{name}.json").exists():
         raise CifarnetError(f"an experiment named {shown(name)} already exists; choose another name")
     root, runs = resolve_runs_dir(runs_dir), {}
-    for number, combination in enumerate(itertools.product(*vary.values())):
-        values = dict(zip(vary, combination))
+    for number, values in enumerate(points):
         configs = [make_config({**values, "seed": seed, "name": _run_id(name, values, seed, number)}, base)
                    for seed in seeds]
         taken = [cfg.name for cfg in configs if (root / cfg.name).exists()]
         if taken:
             raise CifarnetError(f"a run named {shown(taken[0])} already exists; choose another experiment name")
         runs[variant_label(values)] = configs
-    return Plan(name, vary, seeds, runs)
+    return Plan(name, vary, seeds, runs, dict(extra or {}))
 
 
 def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
@@ -187,7 +213,7 @@ def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / f"{plan.name}.json", {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,
                                               "variants": {label: [p.name for p in paths]
-                                                           for label, paths in variants.items()}})
+                                                           for label, paths in variants.items()}, **plan.extra})
     ensure_worker(runs_dir)
     return Experiment(plan.name, plan.vary, plan.seeds, variants)
 
