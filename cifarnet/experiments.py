@@ -24,14 +24,7 @@ from cifarnet.errors import CifarnetError, shown
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import enqueue, ensure_worker
-from cifarnet.runs import (
-    PENDING,
-    PRETRAINED_DIR,
-    SHIPPED_TRIO,
-    RunInfo,
-    read_run,
-    resolve_runs_dir,
-)
+from cifarnet.runs import PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, read_run, resolve_runs_dir
 
 EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
