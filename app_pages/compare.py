@@ -12,6 +12,7 @@ from cifarnet.experiments import list_experiments, shipped_experiment
 from cifarnet.misclassified import labels_match, page_count, page_of, tiles
 from cifarnet.query import EXPERIMENT_PARAM
 from cifarnet.ui import charts
+from cifarnet.ui.sweep_panel import runs_view
 from cifarnet.ui.common import PARAMS_COLUMN, data_panel, dataset, header, literal, runs_dir
 
 REFRESH_S = 3
@@ -159,6 +160,8 @@ def comparison_view() -> None:
         st.error(f"Experiment {literal(experiment.name)} names no runs.", icon=":material/warning:")
         return
     table(comparison)
+    st.subheader("Run by run")
+    runs_view(comparison, f"runs_{name}")
     if comparison.pending:
         st.caption(f"A run of this experiment is training or queued: this page refreshes every {REFRESH_S} seconds.")
     st.subheader("Learning curves")
