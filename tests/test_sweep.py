@@ -11,8 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from conftest import ROOT, wait_for
 from streamlit.testing.v1 import AppTest
+from test_experiments import TINY, TINY_FLAGS, live_records, trainer_processes
 
 from cifarnet import CifarnetError
 from cifarnet.cli import main
@@ -24,9 +27,15 @@ from cifarnet.records import write_json
 from cifarnet.run_queue import enqueue, ensure_worker
 from cifarnet.runs import create_run, read_run
 from cifarnet.sweep import parse_random, plan_sweep
-from cifarnet.sweep_view import BEST, BEST_STEP, FINAL, Filter, best_eval, differing, run_table
-from conftest import ROOT, wait_for
-from test_experiments import TINY, TINY_FLAGS, live_records, trainer_processes
+from cifarnet.sweep_view import (
+    BEST,
+    BEST_STEP,
+    FINAL,
+    Filter,
+    best_eval,
+    differing,
+    run_table,
+)
 
 APP = ROOT / "dashboard.py"
 
@@ -56,8 +65,8 @@ def test_a_sweep_is_grid_times_draws_times_seeds_and_reproducible(runs_dir):
     (["--random", "four", "lr=log:0.01:1"], "give the number of draws first"),
     (["--random", "4", "lr=log:0.5:0.1"], "the low bound must be below the high one"),
     (["--grid", "norm=bn,ln,gn", "--grid", "lr=0.01,0.02,0.05,0.1", "--seeds", "0", "1", "2"],
-     "the experiment would train 36 runs; allowed: at most 32 (fewer values or seeds, or raise the cap with "
-     "--max-runs)"),
+     ("the experiment would train 36 runs; allowed: at most 32 (fewer values or seeds, or raise the cap with "
+      "--max-runs)")),
     (["--grid", "norm=bn,ln", "--max-runs", "0"], "--max-runs '0' is not allowed; allowed: a whole number from 1"),
     (["--grid", "norm=bn,xn"], "norm='xn' is not known"),
 ])
@@ -163,38 +172,41 @@ def test_a_two_setting_sweep_runs_one_trainer_at_a_time_and_finishes(runs_dir, d
 
 # -- the Compare page's run-by-run views -----------------------------------------------------------
 
-@pytest.fixture
-def sweep_runs(runs_dir):
-    """A hand-made sweep: lr x norm, one run stopped early; its best test accuracy comes before its last."""
-    runs = {"a": ("bn", 0.05, {10: 0.50, 20: 0.70, 30: 0.65}), "b": ("bn", 0.5, {10: 0.30, 20: 0.40, 30: 0.45}),
-            "c": ("gn", 0.05, {10: 0.55, 20: 0.60, 30: 0.62}), "d": ("gn", 0.5, {10: 0.10})}
+HAND_MADE = {"bn-slow": ("bn", 0.05, {10: 0.50, 20: 0.70, 30: 0.65}), "bn-fast": ("bn", 0.6, {10: 0.30, 20: 0.40}),
+             "gn-slow": ("gn", 0.05, {10: 0.55, 20: 0.60, 30: 0.62}), "gn-fast": ("gn", 0.6, {10: 0.10})}
+
+
+def hand_made_sweep(runs_dir: Path) -> None:
+    """A sweep ``sw`` of lr x norm: its best test accuracy comes before its last, and one run was stopped early."""
     variants = {}
-    for name, (norm, lr, accuracies) in runs.items():
+    for name, (norm, lr, accuracies) in HAND_MADE.items():
         path = hand_made_run(runs_dir, name, accuracies)
         config = json.loads((path / "config.json").read_text())
         write_json(path / "config.json", {**config, "norm": norm, "lr": lr})
         variants[f"norm={norm} lr={lr:g}"] = [name]
-    write_json(runs_dir / "d" / "status.json", {"status": STOPPED_EARLY, "pid": None, "reason": "median rule: x"})
+    write_json(runs_dir / "gn-fast" / "status.json", {"status": STOPPED_EARLY, "pid": None,
+                                                      "reason": "median rule: x"})
     folder = runs_dir / EXPERIMENTS_FOLDER
     folder.mkdir()
-    write_json(folder / "sw.json", {"name": "sw", "vary": {"norm": ["bn", "gn"], "lr": [0.05, 0.5]}, "seeds": [0],
+    write_json(folder / "sw.json", {"name": "sw", "vary": {"norm": ["bn", "gn"], "lr": [0.05, 0.6]}, "seeds": [0],
                                     "variants": variants})
+
+
+@pytest.fixture
+def sweep_runs(runs_dir):
+    hand_made_sweep(runs_dir)
     return load_experiment("sw", runs_dir)
 
 
 def test_the_run_table_has_the_best_value_and_its_step(sweep_runs):
     table = run_table(load_comparison(sweep_runs)).set_index("run")
-    assert table.loc["a", BEST] == 70.0 and table.loc["a", BEST_STEP] == 20  # best at 20, not the last (65 at 30)
-    assert table.loc["d", "status"] == STOPPED_EARLY and table.loc["d", "why"] == "median rule: x"
-    assert table.loc["d", BEST] == 10.0 and pd_isna(table.loc["d", FINAL])
+    assert table.loc["bn-slow", BEST] == 70.0 and table.loc["bn-slow", BEST_STEP] == 20  # not the last (65 at 30)
+    assert table.loc["gn-fast", "status"] == STOPPED_EARLY and table.loc["gn-fast", "why"] == "median rule: x"
+    assert table.loc["gn-fast", BEST] == 10.0 and pd.isna(table.loc["gn-fast", FINAL])
     assert differing(table.reset_index()) == ["norm", "lr"]
     kept = Filter({"lr": (0.01, 0.1)}, {"norm": ["gn"]}).keep(table.reset_index())
-    assert table.reset_index()[kept]["run"].tolist() == ["c"]
+    assert table.reset_index()[kept]["run"].tolist() == ["gn-slow"]
     assert best_eval(read_run(sweep_runs.variants["norm=bn lr=0.05"][0])) == (0.70, 20)
-
-
-def pd_isna(value) -> bool:
-    return value is None or value != value
 
 
 def test_compare_page_filters_the_runs_and_opens_one(sweep_runs, runs_dir, data_dir, monkeypatch):
@@ -205,10 +217,10 @@ def test_compare_page_filters_the_runs_and_opens_one(sweep_runs, runs_dir, data_
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
     runs = next(frame for frame in at.dataframe if "best at step" in frame.value.columns)
-    assert sorted(runs.value["run"]) == ["a", "b", "c", "d"] and list(runs.value.columns[3:5]) == ["norm", "lr"]
+    assert sorted(runs.value["run"]) == sorted(HAND_MADE) and list(runs.value.columns[3:5]) == ["norm", "lr"]
     next(s for s in at.multiselect if s.label == "norm").set_value(["bn"]).run()
     runs = next(frame for frame in at.dataframe if "best at step" in frame.value.columns)
-    assert sorted(runs.value["run"]) == ["a", "b"]
+    assert sorted(runs.value["run"]) == ["bn-fast", "bn-slow"]
     next(t for t in at.toggle if t.label == "Only settings that differ").set_value(False).run()
     runs = next(frame for frame in at.dataframe if "best at step" in frame.value.columns)
     assert "weight_decay" in runs.value.columns
