@@ -225,3 +225,18 @@ def test_compare_page_filters_the_runs_and_opens_one(sweep_runs, runs_dir, data_
     runs = next(frame for frame in at.dataframe if "best at step" in frame.value.columns)
     assert "weight_decay" in runs.value.columns
     assert not at.exception
+
+
+def test_train_page_varies_a_second_setting_and_refuses_its_bad_value(runs_dir, data_dir, monkeypatch):
+    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"subset": "20", "epochs": "1", "batch_size": "50"})
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    next(box for box in at.selectbox if box.label == "Setting").set_value("lr")
+    next(box for box in at.text_input if box.label == "Values, comma-separated").set_value("0.05,0.1")
+    next(box for box in at.selectbox if box.label == "Second setting").set_value("norm").run()
+    next(box for box in at.text_input if box.label == "Its values").set_value("bn,xn")
+    next(b for b in at.button if b.label == "Launch experiment").click().run()
+    assert not at.exception and "--vary 'norm=bn,xn': norm='xn' is not known" in "".join(e.value for e in at.error)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
