@@ -13,6 +13,7 @@ from cifarnet.misclassified import labels_match, page_count, page_of, tiles
 from cifarnet.query import EXPERIMENT_PARAM
 from cifarnet.ui import charts
 from cifarnet.ui.common import PARAMS_COLUMN, data_panel, dataset, header, literal, message, runs_dir
+from cifarnet.ui.sweep_panel import runs_view
 
 REFRESH_S = 3
 COLUMNS, ROWS, SCALE = 8, 3, 3  # 96-pixel tiles, as on the Misclassified page
@@ -163,6 +164,8 @@ def comparison_view() -> None:
         st.error(f"Experiment {literal(experiment.name)} names no runs.", icon=":material/warning:")
         return
     table(comparison)
+    st.subheader("Run by run")
+    runs_view(comparison, f"runs_{name}")
     if comparison.pending:
         st.caption(f"A run of this experiment is training or queued: this page refreshes every {REFRESH_S} seconds.")
     st.subheader("Learning curves")

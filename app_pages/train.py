@@ -8,14 +8,16 @@ from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
 from cifarnet.errors import CifarnetError, shorten, shown
 from cifarnet.images import one_per_class
+from cifarnet.early_stop import RULES
 from cifarnet.experiments import (VARIABLE, experiment_rows, load_experiment, newest_pending, parse_seeds,
-                                  parse_vary, pending, start_experiment)
+                                  parse_vary, pending)
 from cifarnet.launch import resume_run, start_run
 from cifarnet.monitor import (LINKED_REASON, Choice, choose_run, clock, describe, elapsed_now, ended_text,
                               is_pending, live_run_ids, progress_fraction, progress_text)
 from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
 from cifarnet.run_queue import cancel_run, ensure_worker
+from cifarnet.sweep import start_sweep
 from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
 from cifarnet.ui import access, charts
 from cifarnet.ui.app import page_path
@@ -28,6 +30,9 @@ EXPERIMENT_KEY = "train_experiment"  # the experiment this tab launched (its nam
 NOTICE_KEY = "train_notice"  # a toast a button callback leaves for the next run (callbacks draw nothing)
 ADDRESSED_KEY = "train_addressed"  # (run id, why): a run this tab put in its own address, and why it showed it
 REFRESH_S = 1.5
+NO_SETTING = "—"  # a second or third setting left out
+VARY_ROWS = (("Setting", "Values, comma-separated"), ("Second setting", "Its values"),
+             ("Third setting", "Their values"))
 
 header("Train", "Launch a run with the sidebar's settings, or an experiment: the same settings with the norm (or "
        "another setting) varied, its runs queued. Each run trains in its own process: switch pages or reload, "
@@ -46,11 +51,12 @@ blocked = cfg is None or not ready or folder is None
 offered = access.allowed()  # else the notice above the page says why no control is here
 
 
-def queue_experiment(vary: dict | None, seeds: list[int] | None = None) -> None:
+def queue_experiment(vary: dict | None, seeds: list[int] | None = None, rule: str = "off") -> None:
     """Queue an experiment of the sidebar's settings; this tab then follows its first run and its table."""
     try:
         access.require()
-        experiment = start_experiment(cfg, vary, seeds, cfg.name or None, folder, data_dir())
+        experiment = start_sweep(cfg, vary, seeds=seeds, name=cfg.name or None, runs_dir=folder,
+                                 data_dir=data_dir(), early_stop=rule)
     except CifarnetError as exc:
         st.error(message(exc), icon=":material/warning:")
         return
@@ -76,17 +82,25 @@ if offered:
                                "limit of simultaneous runs"):
         queue_experiment(None)
     with vary_col.popover("Vary a setting", icon=":material/tune:", disabled=blocked, width="stretch"):
-        field = st.selectbox("Setting", VARIABLE, index=VARIABLE.index("norm"))
-        values = st.text_input("Values, comma-separated", placeholder="e.g. bn,ln,gn or 0.05,0.1")
+        specs = []
+        for number, (label, values_label) in enumerate(VARY_ROWS):  # a second and third setting make a grid
+            left, right = st.columns([2, 3])
+            options = VARIABLE if number == 0 else (NO_SETTING, *VARIABLE)
+            field = left.selectbox(label, options, index=options.index("norm") if number == 0 else 0,
+                                   key=f"vary_field_{number}")
+            values = right.text_input(values_label, placeholder="e.g. bn,ln,gn or 0.05,0.1",
+                                      key=f"vary_values_{number}", disabled=field == NO_SETTING)
+            specs += [] if field == NO_SETTING else [f"{field}={values}"]
         seeds = st.text_input("Seeds, space-separated", placeholder=f"{cfg.seed if cfg else 0}")
+        rule = st.selectbox("Early stopping", RULES, help="Stop runs clearly behind the others at the same step: "
+                            "median = the median stopping rule, asha = successive halving")
         if st.button("Launch experiment", type="primary", icon=":material/science:"):
             try:
-                vary = parse_vary([f"{field}={values}"])
-                seed_list = parse_seeds(seeds.split()) if seeds.strip() else None
+                vary, seed_list = parse_vary(specs), parse_seeds(seeds.split()) if seeds.strip() else None
             except CifarnetError as exc:
                 st.error(message(exc), icon=":material/warning:")
             else:
-                queue_experiment(vary, seed_list)
+                queue_experiment(vary, seed_list, rule)
 
 
 def cancel(run_id: str) -> None:

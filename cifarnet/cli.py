@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifarnet {summary,rf,train,compare,cancel,queue,evaluate,explain,runs,stop,data}``.
+"""Command line: ``python -m cifarnet {summary,rf,train,compare,sweep,cancel,queue,evaluate,explain,runs,stop,data}``.
 
 Every user error is one line on stderr and a non-zero exit, never a traceback.
 ``train`` has a flag for every config field, and ``summary`` / ``rf`` one for every model field,
@@ -25,9 +25,10 @@ from cifarnet.monitor import throughput_text
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.recipes import FIRST_RECIPE, RECIPES, recipe_config
 from cifarnet.records import load_run_config
-from cifarnet.experiments import (DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary,
-                                  start_experiment)
+from cifarnet.early_stop import RULES
+from cifarnet.experiments import DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary
 from cifarnet.run_queue import cancel_run, ensure_worker, serve
+from cifarnet.sweep import MAX_CAP, SCALES, check_cap, parse_random, start_sweep
 from cifarnet.runs import PENDING, list_runs, read_run, request_stop
 from cifarnet.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
 from cifarnet.summary import format_summary, summarize
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _compare_flags(sub.add_parser("compare", help="an experiment: runs that differ in the varied settings, queued "
                                   "under the run limit, followed live"))
+    _sweep_flags(sub.add_parser("sweep", help="an experiment over several settings: a grid, random draws and seeds, "
+                                "with optional early stopping; queued and followed like compare"))
     cancel = sub.add_parser("cancel", help="cancel a queued run: it never starts")
     cancel.add_argument("run_id")
     cancel.add_argument("--runs-dir")
@@ -131,17 +134,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _compare_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vary", action="append", metavar="FIELD=V1,V2,...",
+def _compare_flags(parser: argparse.ArgumentParser, *vary: str) -> None:
+    parser.add_argument(*(vary or ("--vary",)), dest="vary", action="append", metavar="FIELD=V1,V2,...",
                         help=f"a setting and its values, one run each (repeat for a grid); default norm=bn,ln,gn; "
-                        f"at most {MAX_RUNS} runs in all")
+                        f"at most {MAX_RUNS} runs in all unless --max-runs raises the cap")
     parser.add_argument("--seeds", nargs="+", metavar="SEED", help="train every variant with each seed")
+    parser.add_argument("--max-runs", default=str(MAX_RUNS),
+                        help=f"the cap on the experiment's runs, variants x seeds (default {MAX_RUNS}, at most "
+                        f"{MAX_CAP}): raise it deliberately for a big sweep")
     parser.add_argument("--recipe", choices=RECIPES, default=FIRST_RECIPE,
                         help=f"start from a named recipe (default {FIRST_RECIPE}: minutes a run on a CPU); other "
                         "flags override it")
     _field_flags(parser, FIELDS, recipe_config(FIRST_RECIPE))
     parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default $CIFARNET_DATA or ./data)")
     parser.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
+
+
+def _sweep_flags(parser: argparse.ArgumentParser) -> None:
+    """``compare``'s flags (``--grid`` is its ``--vary``), with random draws, the run cap and early stopping."""
+    _compare_flags(parser, "--grid", "--vary")
+    parser.add_argument("--random", nargs="+", metavar="N FIELD=SCALE:LOW:HIGH",
+                        help=f"N random draws of each listed setting, scale {' or '.join(SCALES)} (e.g. --random 8 "
+                        "lr=log:0.01:0.5); every draw is combined with every grid point")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the random draws (default 0)")
+    parser.add_argument("--early-stop", choices=RULES, default="off",
+                        help="stop runs clearly behind the others at the same step: median = the median stopping "
+                        "rule, asha = successive halving (default off)")
 
 
 def _explain_flags(parser: argparse.ArgumentParser) -> None:
@@ -262,14 +280,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     values = _given(args, FIELDS)
     name = values.pop("name", None)  # --name names the experiment; its runs are named after it
     vary = parse_vary(args.vary) if args.vary else None
-    clash = sorted(set(vary or DEFAULT_VARY) & set(values))
+    clash = sorted(set(vary or ({} if getattr(args, "random", None) else DEFAULT_VARY)) & set(values))
     if clash:
         raise CifarnetError(f"{clash[0]} is both set (--{clash[0].replace('_', '-')}) and varied; give it one way")
     if args.seeds and "seed" in values:
         raise CifarnetError("give --seeds or --seed, not both")
+    count, ranges = parse_random(getattr(args, "random", None))
+    clash = sorted({r.name for r in ranges} & set(values))
+    if clash:
+        raise CifarnetError(f"{clash[0]} is both set (--{clash[0].replace('_', '-')}) and drawn; give it one way")
     base = make_config({**RECIPES[args.recipe].overrides, **values})
     seeds = parse_seeds(args.seeds) if args.seeds else None
-    experiment = start_experiment(base, vary, seeds, name, args.runs_dir, args.data_dir)
+    cap = check_cap(args.max_runs)
+    experiment = start_sweep(base, vary, ranges, count, seeds, name, args.runs_dir, args.data_dir, cap,
+                             getattr(args, "sample_seed", 0), getattr(args, "early_stop", "off"))
     print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), at most "
           f"{max_live_runs()} at a time", file=sys.stderr)
     try:
@@ -302,7 +326,8 @@ def _follow(experiment: Experiment, runs_dir: str | None) -> int:
             for record in info.evals[evals:]:
                 print(f"{info.run_id}: epoch {record.get('epoch', 0):.2f} test {_fmt_pct(record.get('test_acc'))}")
             if info.status != status:
-                error = info.status_record.get("error") if info.status in ("failed", "diverged") else None
+                error = info.status_record.get("error") if info.status in ("failed", "diverged") else \
+                    info.status_record.get("reason")
                 final = f", test accuracy {_fmt_pct(info.final_acc)}" if info.status == "finished" else ""
                 print(f"{info.run_id} ({label}): {info.status}{final}" + (f" ({error})" if error else ""))
             seen[info.run_id] = (info.status, len(info.evals))
@@ -405,7 +430,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 COMMANDS = {"summary": cmd_summary, "rf": cmd_rf, "train": cmd_train, "evaluate": cmd_evaluate,
             "explain": cmd_explain, "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data, "compare": cmd_compare,
-            "cancel": cmd_cancel, "queue": cmd_queue}
+            "sweep": cmd_compare, "cancel": cmd_cancel, "queue": cmd_queue}
 
 
 def main(argv: list[str] | None = None) -> int:

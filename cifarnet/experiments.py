@@ -13,7 +13,6 @@ start (run limit, device, data), before anything is created; then its runs are q
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 import time
@@ -185,21 +184,41 @@ class Plan:
     vary: dict[str, list]
     seeds: list[int]
     runs: dict[str, list[TrainConfig]]
+    extra: dict[str, Any] = field(default_factory=dict)  # more of the record: a sweep's spec, its stopping rule
+
+
+def grid_points(vary: dict[str, list]) -> list[dict[str, Any]]:
+    """Every combination of the varied values, the first setting's values changing slowest."""
+    return [dict(zip(vary, combination)) for combination in itertools.product(*vary.values())]
+
+
+def varied_values(points: list[dict[str, Any]]) -> dict[str, list]:
+    """Each setting the points vary, with its distinct values in the order they first come."""
+    vary: dict[str, list] = {}
+    for point in points:
+        for name, value in point.items():
+            if value not in vary.setdefault(name, []):
+                vary[name].append(value)
+    return vary
 
 
 def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
                     name: str | None = None, runs_dir: str | os.PathLike | None = None,
-                    data_dir: str | os.PathLike | None = None) -> Plan:
+                    data_dir: str | os.PathLike | None = None, points: list[dict[str, Any]] | None = None,
+                    max_runs: int = MAX_RUNS, extra: dict[str, Any] | None = None) -> Plan:
     """Every run of the experiment checked (settings, names, free folders, then what its trainer would refuse:
     run limit, device, data; and the runs folder's own files) before anything is created.
 
-    ``vary`` defaults to the three norms, ``seeds`` to the base config's seed, ``name`` to a time stamp.
+    The variants are ``points`` (a sweep's, :mod:`cifarnet.sweep`), else every combination of ``vary``, which
+    defaults to the three norms; ``seeds`` defaults to the base config's seed, ``name`` to a time stamp. More
+    than ``max_runs`` runs are refused: a cap the user raises deliberately (``--max-runs``), not by accident.
     """
-    vary, seeds = vary or DEFAULT_VARY, seeds or [base.seed]
-    count = math.prod(len(values) for values in vary.values()) * len(seeds)
-    if count > MAX_RUNS:
-        raise CifarnetError(f"the experiment would train {count} runs; allowed: at most {MAX_RUNS} "
-                            "(fewer values or seeds)")
+    points = points or grid_points(vary or DEFAULT_VARY)
+    vary, seeds = varied_values(points), seeds or [base.seed]
+    count = len(points) * len(seeds)
+    if count > max_runs:
+        raise CifarnetError(f"the experiment would train {count} runs; allowed: at most {max_runs} "
+                            "(fewer values or seeds, or raise the cap with --max-runs)")
     name = name or time.strftime("%Y%m%d-%H%M%S")
     if not NAME_PATTERN.match(name) or ".." in name or len(name) > 40:
         raise CifarnetError(f"experiment name {shown(name)} is not allowed; use 1-40 letters, digits, '_', '.' or "
@@ -209,8 +228,7 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
     if (experiments_dir(runs_dir) / f"{name}.json").exists():
         raise CifarnetError(f"an experiment named {shown(name)} already exists; choose another name")
     root, runs = resolve_runs_dir(runs_dir), {}
-    for number, combination in enumerate(itertools.product(*vary.values())):
-        values = dict(zip(vary, combination))
+    for number, values in enumerate(points):
         configs = [make_config({**values, "seed": seed, "name": _run_id(name, values, seed, number)}, base)
                    for seed in seeds]
         for cfg in configs:
@@ -224,7 +242,7 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
             check_startable(cfg, data_dir)
     check_queue_files(root)
     check_plain(experiments_dir(runs_dir), folder=True)
-    return Plan(name, vary, seeds, runs)
+    return Plan(name, vary, seeds, runs, dict(extra or {}))
 
 
 def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
@@ -236,7 +254,8 @@ def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
         variants = {label: [batch.add(cfg) for cfg in configs] for label, configs in plan.runs.items()}
         record = batch.stage / f"{plan.name}.json"
         write_json(record, {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,
-                            "variants": {label: [p.name for p in paths] for label, paths in variants.items()}})
+                            "variants": {label: [p.name for p in paths] for label, paths in variants.items()},
+                            **plan.extra})
         batch.publish(record, experiments_dir(root) / record.name)
     ensure_worker(root)
     return Experiment(plan.name, plan.vary, plan.seeds, variants)

@@ -41,7 +41,8 @@ from cifarnet.models import build_model, count_params
 from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_file, write_json
 from cifarnet.devices import select_device
 
-STATUSES = ("queued", "starting", "running", "finished", "stopped", "failed", "diverged", "cancelled")
+STATUSES = ("queued", "starting", "running", "finished", "stopped", "stopped early", "failed", "diverged",
+            "cancelled")  # "stopped early": by a sweep's rule (cifarnet.early_stop), its reason recorded
 LIVE = ("starting", "running")  # a trainer process exists (or is being born); a queued run has none yet
 PENDING = ("queued", *LIVE)  # not ended yet: pages showing such a run keep refreshing
 DEFAULT_RUNS_DIR = "./runs"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -47,6 +46,7 @@ from cifarnet.cpu_share import CpuShare
 from cifarnet.data import Cifar10, load_cifar10, stratified_subset
 from cifarnet.devices import resolve_precision, select_device
 from cifarnet.distributed import SINGLE, Group, on_terminate, trainer_pid
+from cifarnet.early_stop import STOPPED_EARLY, stop_if_behind, stop_reason
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
 from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
@@ -422,7 +422,7 @@ class Run:
         for an earlier trainer of the run (which died before it could stop) is removed, not obeyed: otherwise a
         resume would end after its first step."""
         try:
-            addressed = self.stop_file.read_text().strip()
+            addressed = (self.stop_file.read_text().splitlines() or [""])[0].strip()  # line 2: a rule's reason
         except FileNotFoundError:
             return False
         if addressed == self.identity:
@@ -467,6 +467,9 @@ class Run:
                 save_checkpoint(self.path / "best.pt", self.trainer.final_model, step=self.trainer.steps_done,
                             test_acc=result.acc)
         self._progress(record, force=True)
+        if self.main and self.trainer.steps_done < self.cfg.total_steps:
+            # a sweep's early-stopping rule, if it has one
+            stop_if_behind(self.path, self.trainer.steps_done, self.identity)
 
     def _progress(self, record: dict, force: bool = False) -> None:
         cfg, step = self.cfg, self.trainer.steps_done
@@ -483,9 +486,10 @@ class Run:
 
     def _stopped(self) -> str:
         self._save_last()
+        reason = stop_reason(self.stop_file) if self.main else None
         if self.main:
             self.stop_file.unlink(missing_ok=True)
-        return self.status.end("stopped")
+        return self.status.end(STOPPED_EARLY, reason=reason) if reason else self.status.end("stopped")
 
     def _finish(self) -> str:
         """Final full-test evaluation; rank 0 writes ``model.pt``, the predictions for the browser and the results."""

@@ -30,7 +30,8 @@ from cifarnet.config import make_config  # noqa: E402
 from cifarnet.data import CLASSES, FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
 from cifarnet.experiments import EXPERIMENTS_FOLDER  # noqa: E402
 from cifarnet.records import write_json  # noqa: E402
-from cifarnet.runs import create_run, read_run  # noqa: E402
+from cifarnet.early_stop import STOPPED_EARLY  # noqa: E402
+from cifarnet.runs import LIVE, create_run, read_run, trainer_alive  # noqa: E402
 from cifarnet.train import confusion_matrix, train_run  # noqa: E402
 from cifarnet.ui.server import CHROMIUM_ARGS  # noqa: E402
 
@@ -319,3 +320,59 @@ def write_experiment(runs: Path, name: str, variants: dict[str, list[str]]) -> P
               "variants": variants}
     write_json(folder / f"{name}.json", record)
     return folder / f"{name}.json"
+
+
+# Tiny budgets for real trainers: a run in seconds on synthetic or real data.
+TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
+TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]
+
+
+def trainer_processes(runs_dir: Path) -> list[int]:
+    """Pids of live trainer processes of ``runs_dir``, from /proc (not from any record)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and b"--resume" in cmdline and any(str(runs_dir).encode() in arg for arg in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def live_records(runs_dir: Path) -> list[str]:
+    """Runs whose record says a trainer is alive."""
+    return [p.name for p in runs_dir.iterdir() if not p.name.startswith(".")
+            and (info := read_run(p)).status in LIVE and trainer_alive(p, info.status_record)]
+
+
+def hand_made_run(runs: Path, name: str, accuracies: dict[int, float]) -> Path:
+    """A finished run folder whose evaluations logged ``accuracies`` (step -> test accuracy)."""
+    path = create_run(make_config({**TINY, "name": name}), runs)
+    records = [{"kind": "eval", "step": step, "epoch": step / 4, "time": float(step), "lr": 0.05, "train_loss": 1.0,
+                "train_acc": 0.5, "test_loss": 1.0, "test_acc": acc, "img_s": 100.0}
+               for step, acc in sorted(accuracies.items())]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json(path / "status.json", {"status": "finished", "pid": None})
+    return path
+
+
+HAND_MADE = {"bn-slow": ("bn", 0.05, {10: 0.50, 20: 0.70, 30: 0.65}), "bn-fast": ("bn", 0.6, {10: 0.30, 20: 0.40}),
+             "gn-slow": ("gn", 0.05, {10: 0.55, 20: 0.60, 30: 0.62}), "gn-fast": ("gn", 0.6, {10: 0.10})}
+
+
+def hand_made_sweep(runs_dir: Path) -> None:
+    """A sweep ``sw`` of lr x norm: its best test accuracy comes before its last, and one run was stopped early."""
+    variants = {}
+    for name, (norm, lr, accuracies) in HAND_MADE.items():
+        path = hand_made_run(runs_dir, name, accuracies)
+        config = json.loads((path / "config.json").read_text())
+        write_json(path / "config.json", {**config, "norm": norm, "lr": lr})
+        variants[f"norm={norm} lr={lr:g}"] = [name]
+    write_json(runs_dir / "gn-fast" / "status.json", {"status": STOPPED_EARLY, "pid": None,
+                                                      "reason": "median rule: x"})
+    folder = runs_dir / EXPERIMENTS_FOLDER
+    folder.mkdir()
+    write_json(folder / "sw.json", {"name": "sw", "vary": {"norm": ["bn", "gn"], "lr": [0.05, 0.6]}, "seeds": [0],
+                                    "variants": variants})

@@ -14,9 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 from PIL import Image
-from test_dashboard import app, fake_finished_run  # noqa: F401 - the AppTest fixture
+from conftest import fake_finished_run, run_cli
 
 from cifarnet.checkpoint import load_model, save_checkpoint
 from cifarnet.comparison import load_comparison

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,31 +17,9 @@ from cifarnet.config import make_config
 from cifarnet.experiments import list_experiments, parse_vary, plan_experiment, start_experiment
 from cifarnet.recipes import FIRST_RECIPE, recipe_config
 from cifarnet.run_queue import cancel_run
-from cifarnet.runs import LIVE, read_run, trainer_alive
-from conftest import ROOT, run_cli, wait_for
+from cifarnet.runs import read_run
+from conftest import ROOT, TINY, TINY_FLAGS, live_records, run_cli, trainer_processes, wait_for
 
-TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
-TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]
-
-
-def trainer_processes(runs_dir: Path) -> list[int]:
-    """Pids of live trainer processes of ``runs_dir``, from /proc (not from any record)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and b"--resume" in cmdline and any(str(runs_dir).encode() in arg for arg in cmdline):
-            pids.append(int(entry.name))
-    return pids
-
-
-def live_records(runs_dir: Path) -> list[str]:
-    """Runs whose record says a trainer is alive."""
-    return [p.name for p in runs_dir.iterdir() if not p.name.startswith(".")
-            and (info := read_run(p)).status in LIVE and trainer_alive(p, info.status_record)]
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from cifarnet.runs import PRETRAINED_DIR, create_run
 from cifarnet.ui import charts
 from cifarnet.ui.server import dashboard_server
 from conftest import CHROMIUM, settle, shot
-from test_dashboard import fake_finished_run, png
+from conftest import fake_finished_run, image_bytes
 
 SENTINEL = re.compile(r"pwn[a-z]\d")
 BIG = "x" * 100_000  # a value: shown cut to 60 characters
@@ -142,7 +142,7 @@ def test_no_page_renders_what_it_did_not_write(tmp_path, data_dir, browser):
     tab.set_default_timeout(SLOW)
     tab.route("**/*", lambda route: stay_local(route, foreign_requests))
     upload = {"name": "![pwnu1](http:127.0.0.2) __pwnu6__ <b id=pwnu5>pwnu5.png", "mimeType": "image/png",
-              "buffer": png(Image.new("RGB", (40, 40), (200, 40, 40)))}
+              "buffer": image_bytes(Image.new("RGB", (40, 40), (200, 40, 40)))}
 
     def visit(page: str, query: dict[str, str], wait_for: str, name: str) -> None:
         tab.goto(f"{url}/{page}?{urlencode(query)}")

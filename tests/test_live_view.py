@@ -21,7 +21,6 @@ from cifarnet.train import RECORD_EVERY_S
 from cifarnet.ui import charts
 from cifarnet.wording import plural, with_article
 from conftest import ROOT, run_cli, texts
-from test_dashboard import app  # noqa: F401, F811 (the fixture that opens a page in AppTest)
 
 # 500 images in batches of 25: 20 steps, a record by steps every 4 of them
 STEADY = ["--subset", "50", "--epochs", "1", "--batch-size", "25", "--eval-subset", "10", "--no-tta", "--quiet"]
