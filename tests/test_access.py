@@ -28,7 +28,7 @@ from cifarnet.config import make_config
 from cifarnet.experiments import experiment_runs, load_experiment, pending, start_experiment
 from cifarnet.run_queue import QUEUE_LOCK, cancel_run
 from cifarnet.runs import LIVE, create_run, list_runs, process_alive, read_run, request_stop, trainer_pid
-from cifarnet.slots import try_lock
+from cifarnet.slots import max_live_runs, take_slot, try_lock
 from cifarnet.ui import access
 from cifarnet.ui.app import PAGES
 from cifarnet.ui.server import dashboard_server
@@ -138,9 +138,11 @@ def lab(runs_dir, data_dir, monkeypatch):
 @contextmanager
 def busy(lab: Lab) -> Iterator[Lab]:
     """``lab`` with a run "training" (a live stand-in process) and an experiment whose two runs wait as queued
-    (this test holds the queue's lock, so no worker starts them)."""
+    (this test holds the queue's lock and every slot, so neither the worker nor the experiment's own start runs
+    them)."""
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "cifarnet"])
     lock = try_lock(lab.runs / QUEUE_LOCK)
+    slots = [take_slot(lab.runs, patient=False) for _ in range(max_live_runs())]
     try:
         live = user_run(lab.runs, "live", status="running", pid=trainer.pid)
         experiment = start_experiment(make_config(TINY), {"norm": ["bn", "gn"]}, None, "waiting", lab.runs, lab.data)
@@ -148,7 +150,8 @@ def busy(lab: Lab) -> Iterator[Lab]:
     finally:
         trainer.kill()
         trainer.wait()
-        os.close(lock)
+        for held in [lock, *slots]:
+            os.close(held)
 
 
 def status(lab: Lab, run_id: str) -> str:
