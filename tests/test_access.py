@@ -310,7 +310,7 @@ def test_shared_with_a_token_asks_once_and_never_shows_it(lab, browser, tmp_path
         page = new_tab(browser)
         page.set_default_timeout(90_000)
         page.goto(f"{url}/train?run={lab.stopped}")
-        field = page.get_by_label("Access token")
+        field = page.get_by_label("Access token", exact=True)
         field.wait_for()
         assert not CONTROL.search(buttons(page))
 
@@ -328,7 +328,7 @@ def test_shared_with_a_token_asks_once_and_never_shows_it(lab, browser, tmp_path
         page.get_by_role("link", name="Runs").first.click()  # the same session: no second prompt
         page.get_by_role("button", name="Delete").wait_for()
         assert TOKEN not in page.content() and TOKEN not in page.url
-        assert page.get_by_label("Access token").count() == 0
+        assert page.get_by_label("Access token", exact=True).count() == 0
 
 
 # ---- the other processes: no port at all ---------------------------------------------------------------------------
@@ -346,9 +346,11 @@ def queue_workers(runs: Path) -> list[int]:
     return found
 
 
-def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir):
+def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir, monkeypatch):
     """An experiment's worker and its trainers, looked at while they live: not one TCP or UDP socket. The runs
-    are stopped once a trainer has been seen training for a while (the test needs no finished run)."""
+    are stopped once a trainer has been seen training for a while (the test needs no finished run). One run at a
+    time, so the second waits for the queue worker (the first starts at once, without one)."""
+    monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     experiment = start_experiment(make_config(TINY), {"norm": ["bn", "gn"]}, None, "ports", runs_dir, data_dir)
     seen: dict[str, set[int]] = {"worker": set(), "trainer": set()}
     exposed, training_looks = [], 0

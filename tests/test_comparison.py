@@ -188,7 +188,8 @@ def test_page_on_the_shipped_experiment(compare_page):
     assert table["variant"].tolist() == ["norm=bn", "norm=ln", "norm=gn"] and table["best"].tolist()[0]
     assert table.loc[0, "test_acc_text"] == "88.20 ± 0.14 %"  # README's results table says the same
     assert "Best: **norm=bn** at 88.20 ± 0.14 % test accuracy." in texts(at.caption)
-    assert len(at.get("plotly_chart")) == 5  # three curves, per-class bars, confusion difference
+    # the runs' parallel coordinates and curves, three curves, per-class bars, confusion difference
+    assert len(at.get("plotly_chart")) == 7
     assert "110 test images that norm=bn gets right in every seed and norm=ln gets wrong" in texts(at.caption)
     if real_data_present():
         assert len(at.get("image")) == 24
@@ -200,7 +201,7 @@ def test_page_on_the_shipped_experiment(compare_page):
 def test_page_without_a_data_set_shows_all_but_the_pictures(compare_page, monkeypatch, tmp_path):
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "no-data"))
     at = compare_page()
-    assert len(at.dataframe) == 1 and len(at.get("plotly_chart")) == 5 and not at.get("image")
+    assert len(at.dataframe) == 2 and len(at.get("plotly_chart")) == 7 and not at.get("image")  # + the runs views
     assert "The CIFAR-10 data set is needed here" in texts(at.markdown)
     assert "The table, curves and classes above need no data set; only these pictures do." in texts(at.caption)
 

@@ -90,9 +90,9 @@ def test_compare_and_train_pages_show_a_hand_edited_experiment_as_damage(app, ru
 
 # -- --vary compares values as the trainer uses them ---------------------------------------------------------------
 
-def test_vary_values_are_compared_as_the_trainer_uses_them(runs_dir):
+def test_vary_values_are_compared_as_the_trainer_uses_them(runs_dir, data_dir):
     plan = plan_experiment(make_config({"subset": 20, "epochs": 1, "batch_size": 16}),
-                           parse_vary(["lr=0.1,0.1000001"]), None, "close", runs_dir)
+                           parse_vary(["lr=0.1,0.1000001"]), None, "close", runs_dir, data_dir)
     assert list(plan.runs) == ["lr=0.1", "lr=0.1000001"]
     assert [cfg.lr for configs in plan.runs.values() for cfg in configs] == [0.1, 0.1000001]
     assert len({cfg.name for configs in plan.runs.values() for cfg in configs}) == 2

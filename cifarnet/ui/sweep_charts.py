@@ -42,7 +42,7 @@ def _dimension(table: pd.DataFrame, name: str, chosen: Filter) -> dict:
         if low is not None:
             dimension["constraintrange"] = [low, high]
         return dimension
-    texts = table[name].astype(str)
+    texts = table[name].map(str)  # NaN (a setting a run lacks) as text too
     kinds = sorted(texts.unique())
     codes = texts.map({text: i for i, text in enumerate(kinds)})
     dimension = {"label": name, "values": codes, "tickvals": list(range(len(kinds))),

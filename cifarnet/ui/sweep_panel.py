@@ -45,7 +45,7 @@ def _filters(table, settings: list[str], key: str) -> Filter:
                                              key=f"{key}_range_{name}")
             ranges[name] = (low, high)
         else:
-            kinds = sorted(table[name].astype(str).unique())
+            kinds = sorted({str(value) for value in table[name]})  # NaN (a setting a run lacks) too
             allowed[name] = column.multiselect(name, kinds, default=kinds, key=f"{key}_values_{name}")
     return Filter(ranges, allowed)
 
