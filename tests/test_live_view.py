@@ -139,6 +139,6 @@ def test_activation_statistics_name_each_model_in_a_legend_inside_the_figure():
 
 
 def test_gallery_captions_say_whose_confidence_each_is():
-    row = pd.Series({"true": "cat", "a": "cat (93% sure)", "b": "dog (80% sure)"})
-    text = caption(row, "BN", "LN")
+    row = pd.Series({"true": "cat", "a": [("cat", 0.93)], "b": [("dog", 0.80)]})
+    text = caption(row, "BN", "LN", str)
     assert "BN says :green[cat (93% sure)]" in text and "LN says :red[dog (80% sure)]" in text
