@@ -40,15 +40,17 @@ APP = ROOT / "dashboard.py"
 
 # -- plans and refusals ---------------------------------------------------------------------------
 
-def test_a_sweep_is_grid_times_draws_times_seeds_and_reproducible(runs_dir):
+def test_a_sweep_is_grid_times_draws_times_seeds_and_reproducible(runs_dir, data_dir):
     count, ranges = parse_random(["3", "weight_decay=log:1e-5:1e-3"])
     base = make_config(TINY)
-    plan = plan_sweep(base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s", runs_dir)
+    plan = plan_sweep(base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s", runs_dir,
+                      data_dir=data_dir)
     assert len(plan.runs) == 2 * 2 * 3 and all(len(configs) == 2 for configs in plan.runs.values())
     decays = plan.vary["weight_decay"]
     assert len(decays) == 3 and all(1e-5 <= d <= 1e-3 for d in decays)
     assert plan.extra["sweep"]["random"] == {"weight_decay": "log:1e-05:0.001"}
-    again = plan_sweep(base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s2", runs_dir)
+    again = plan_sweep(base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s2", runs_dir,
+                       data_dir=data_dir)
     assert again.vary == plan.vary  # the draws are seeded: the same plan twice
     first = next(iter(plan.runs.values()))[0]
     assert (first.norm, first.lr, first.seed) == ("bn", 0.05, 0) and first.name.startswith("s-norm-bn-lr-0.05-")
@@ -75,11 +77,12 @@ def test_bad_sweep_specs_are_refused_in_one_line_before_anything_starts(args, me
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
-def test_the_cap_is_raised_deliberately(runs_dir):
+def test_the_cap_is_raised_deliberately(runs_dir, data_dir):
     grid = {"norm": ["bn", "ln", "gn"], "lr": [0.01, 0.02, 0.05, 0.1]}
     with pytest.raises(CifarnetError, match="at most 32"):
-        plan_sweep(make_config(TINY), grid, seeds=[0, 1, 2], name="big", runs_dir=runs_dir)
-    plan = plan_sweep(make_config(TINY), grid, seeds=[0, 1, 2], name="big", runs_dir=runs_dir, max_runs=36)
+        plan_sweep(make_config(TINY), grid, seeds=[0, 1, 2], name="big", runs_dir=runs_dir, data_dir=data_dir)
+    plan = plan_sweep(make_config(TINY), grid, seeds=[0, 1, 2], name="big", runs_dir=runs_dir, max_runs=36,
+                      data_dir=data_dir)
     assert sum(map(len, plan.runs.values())) == 36
 
 
