@@ -4,8 +4,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from cifarnet.comparison import (CURVE_METRICS, SPREAD, Comparison, caption, confusion_difference, disagreement,
-                                 load_comparison, per_class_table, spread_curves, summary_table)
+from cifarnet.comparison import (
+    CURVE_METRICS,
+    SPREAD,
+    Comparison,
+    caption,
+    confusion_difference,
+    disagreement,
+    load_comparison,
+    per_class_table,
+    spread_curves,
+    summary_table,
+)
 from cifarnet.curves import METRICS
 from cifarnet.errors import shorten, shown
 from cifarnet.experiments import SHIPPED_NAME, list_experiments, shipped_experiment

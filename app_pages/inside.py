@@ -12,8 +12,7 @@ from cifarnet.predict import top_k
 from cifarnet.runs import SHIPPED_TRIO
 from cifarnet.ui import charts
 from cifarnet.ui.common import header, literal, runs
-from cifarnet.ui.inside import (keep_in_link, model_of, norm_stats, pick_image, pick_run, runs_with_models,
-                                stats_images)
+from cifarnet.ui.inside import keep_in_link, model_of, norm_stats, pick_image, pick_run, runs_with_models, stats_images
 
 SCALE = 6  # 32 px -> 192 px
 

@@ -6,9 +6,19 @@ import streamlit as st
 
 from cifarnet.curves import run_label
 from cifarnet.errors import shown
-from cifarnet.misclassified import (caption, cell_from_selection, confusion_frame, filter_mistakes,
-                                    labels_match, mistakes, page_count, page_of, per_class_frame,
-                                    runs_with_predictions, tiles)
+from cifarnet.misclassified import (
+    caption,
+    cell_from_selection,
+    confusion_frame,
+    filter_mistakes,
+    labels_match,
+    mistakes,
+    page_count,
+    page_of,
+    per_class_frame,
+    runs_with_predictions,
+    tiles,
+)
 from cifarnet.records import read_predictions
 from cifarnet.ui import charts
 from cifarnet.ui.common import data_panel, dataset, header, literal, runs

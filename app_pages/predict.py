@@ -4,12 +4,12 @@ import random
 
 import streamlit as st
 
-from cifarnet.errors import CifarnetError, shorten
 from cifarnet.data import IMAGES_PER_FILE
+from cifarnet.errors import CifarnetError, shorten
 from cifarnet.images import enlarge, enlarge_to, png_bytes, to_hwc
 from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
-from cifarnet.ui import charts
 from cifarnet.runs import SHIPPED_TRIO
+from cifarnet.ui import charts
 from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal, message, runs
 
 SAMPLE_KEY = "predict_sample"

@@ -6,23 +6,50 @@ import streamlit as st
 
 from cifarnet.augment import preview_grid
 from cifarnet.curves import curves_frame, lr_schedule
-from cifarnet.errors import CifarnetError, shorten, shown
-from cifarnet.images import one_per_class
 from cifarnet.early_stop import RULES
-from cifarnet.experiments import (VARIABLE, experiment_rows, load_experiment, newest_pending, parse_seeds,
-                                  parse_vary, pending)
+from cifarnet.errors import CifarnetError, shorten, shown
+from cifarnet.experiments import (
+    VARIABLE,
+    experiment_rows,
+    load_experiment,
+    newest_pending,
+    parse_seeds,
+    parse_vary,
+    pending,
+)
+from cifarnet.images import one_per_class
 from cifarnet.launch import resume_run, start_run
-from cifarnet.monitor import (LINKED_REASON, Choice, choose_run, clock, describe, elapsed_now, ended_text,
-                              is_pending, live_run_ids, progress_fraction, progress_text)
+from cifarnet.monitor import (
+    LINKED_REASON,
+    Choice,
+    choose_run,
+    clock,
+    describe,
+    elapsed_now,
+    ended_text,
+    is_pending,
+    live_run_ids,
+    progress_fraction,
+    progress_text,
+)
 from cifarnet.query import RUN_PARAM
 from cifarnet.records import load_run_config
 from cifarnet.run_queue import cancel_run, ensure_worker
-from cifarnet.sweep import start_sweep
 from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
+from cifarnet.sweep import start_sweep
 from cifarnet.ui import access, charts
 from cifarnet.ui.app import page_path
-from cifarnet.ui.common import (cached_synthetic, data_dir, data_panel, data_ready, dataset, header, literal,
-                                 message, runs_dir)
+from cifarnet.ui.common import (
+    cached_synthetic,
+    data_dir,
+    data_panel,
+    data_ready,
+    dataset,
+    header,
+    literal,
+    message,
+    runs_dir,
+)
 from cifarnet.ui.sidebar import current_config
 
 OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked

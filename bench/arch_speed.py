@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.augment import to_float  # noqa: E402
-from cifarnet.config import make_config  # noqa: E402
-from cifarnet.data import CLASSES, Cifar10  # noqa: E402
-from cifarnet.models import ARCHS, build_model, count_params  # noqa: E402
-from cifarnet.train import Trainer  # noqa: E402
+from cifarnet.augment import to_float
+from cifarnet.config import make_config
+from cifarnet.data import CLASSES, Cifar10
+from cifarnet.models import ARCHS, build_model, count_params
+from cifarnet.train import Trainer
 
 
 def step_seconds(arch: str, norm: str, batch: int, reps: int) -> list[float]:

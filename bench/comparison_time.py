@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.records import read_metrics, read_results  # noqa: E402
-from cifarnet.runs import list_runs  # noqa: E402
+from cifarnet.records import read_metrics, read_results
+from cifarnet.runs import list_runs
 
 DEFAULT_FLAGS = ["--recipe", "short"]
 

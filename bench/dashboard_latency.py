@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
-from cifarnet.ui.server import CHROMIUM_ARGS, dashboard_server  # noqa: E402
+from cifarnet.ui.server import CHROMIUM_ARGS, dashboard_server
 
 MARK = "<!-- dashboard-latency -->"
 

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.models import build_model  # noqa: E402
-from cifarnet.train import evaluate  # noqa: E402
+from cifarnet.models import build_model
+from cifarnet.train import evaluate
 
 
 def measure(norm: str, batches: list[int], reps: int) -> dict[int, float]:

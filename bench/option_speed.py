@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import cifarnet_step, images_per_second, load_data  # noqa: E402
+from throughput import cifarnet_step, images_per_second, load_data
 
-from cifarnet.config import make_config  # noqa: E402
+from cifarnet.config import make_config
 
 # the config value of each option when off and when on
 OPTIONS = {"compile": (False, True), "precision": ("fp32", "bf16")}

@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.launch import spawn  # noqa: E402
-from cifarnet.query import DASHBOARD_DEFAULTS  # noqa: E402
-from cifarnet.records import read_status  # noqa: E402
-from cifarnet.runs import create_run  # noqa: E402
-from cifarnet.slots import claim  # noqa: E402
+from cifarnet.launch import spawn
+from cifarnet.query import DASHBOARD_DEFAULTS
+from cifarnet.records import read_status
+from cifarnet.runs import create_run, request_stop
+from cifarnet.slots import claim
 
 POLL_S = 0.01
 
@@ -58,7 +58,7 @@ def trainer_s(runs: Path, data_dir: Path | None, timeout: float = 300) -> dict:
                 marks.setdefault("running_s", marks["first_record_s"])
             time.sleep(POLL_S)
     finally:
-        (path / "STOP").write_text(str(pid))  # a stop addressed to this trainer
+        request_stop(path.name, runs)  # the dashboard's Stop: a request addressed to this trainer
         _wait_exit(pid)
     return marks
 

@@ -18,21 +18,21 @@ from pathlib import Path
 from cifarnet.checkpoint import load_model
 from cifarnet.config import AUTO, DEFAULTS, FIELDS, MODEL, TrainConfig, allowed, check_shares, make_config
 from cifarnet.data import load_cifar10
+from cifarnet.devices import select_device
 from cifarnet.distributed import Group, is_main_process, join, launched, relaunch, trainer_pid
+from cifarnet.early_stop import RULES
 from cifarnet.errors import CifarnetError
+from cifarnet.experiments import DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary
 from cifarnet.models import build_model
 from cifarnet.monitor import throughput_text
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.recipes import FIRST_RECIPE, RECIPES, recipe_config
 from cifarnet.records import load_run_config
-from cifarnet.early_stop import RULES
-from cifarnet.experiments import DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary
 from cifarnet.run_queue import cancel_run, ensure_worker, serve
-from cifarnet.sweep import MAX_CAP, SCALES, check_cap, parse_random, start_sweep
 from cifarnet.runs import PENDING, list_runs, read_run, request_stop
 from cifarnet.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
 from cifarnet.summary import format_summary, summarize
-from cifarnet.devices import select_device
+from cifarnet.sweep import MAX_CAP, SCALES, check_cap, parse_random, start_sweep
 from cifarnet.train import StatusFile, confusion_matrix, evaluate, train_run
 
 FOLLOW_S = 0.5  # how often `compare` looks at its runs

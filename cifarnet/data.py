@@ -75,7 +75,7 @@ class Cifar10:
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild numpy arrays and nothing else (no code execution)."""
 
-    def find_class(self, module: str, name: str):  # noqa: D102 - see class docstring
+    def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")

@@ -338,7 +338,7 @@ def exit_with(main: Callable[[], int | None]) -> NoReturn:
         code = main() or 0
     except SystemExit as exc:  # argparse's refusals
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    except BaseException:  # noqa: BLE001 - a crash too ends without the teardown, its traceback printed
+    except BaseException:
         traceback.print_exc()
         code = 1
     if dist.is_initialized():

@@ -26,8 +26,16 @@ from cifarnet.launch import check_startable
 from cifarnet.monitor import progress_fraction
 from cifarnet.records import read_json, write_json
 from cifarnet.run_queue import QueuedBatch, check_queue_files, ensure_worker
-from cifarnet.runs import (PENDING, PRETRAINED_DIR, SHIPPED_TRIO, RunInfo, check_not_shipped, is_run_id, read_run,
-                           resolve_runs_dir)
+from cifarnet.runs import (
+    PENDING,
+    PRETRAINED_DIR,
+    SHIPPED_TRIO,
+    RunInfo,
+    check_not_shipped,
+    is_run_id,
+    read_run,
+    resolve_runs_dir,
+)
 from cifarnet.slots import check_plain
 
 EXPERIMENTS_FOLDER = ".experiments"

@@ -29,8 +29,17 @@ from cifarnet.launch import record_failure, spawn, trainer_env
 from cifarnet.monitor import created
 from cifarnet.records import read_status, write_json
 from cifarnet.runs import create_run, resolve_runs_dir, run_path
-from cifarnet.slots import (RUN_LOCK, SLOTS_FOLDER, Claim, check_plain, is_shipped, lock_run, open_plain, take_slot,
-                            try_lock)
+from cifarnet.slots import (
+    RUN_LOCK,
+    SLOTS_FOLDER,
+    Claim,
+    check_plain,
+    is_shipped,
+    lock_run,
+    open_plain,
+    take_slot,
+    try_lock,
+)
 
 QUEUE_LOCK = ".queue.lock"
 QUEUE_LOG = ".queue.log"

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from cifarnet.config import NAME_PATTERN, TrainConfig, resolve_ws
+from cifarnet.devices import select_device
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import build_model, count_params
 from cifarnet.records import config_record, read_config, read_metrics, read_results, read_status, write_file, write_json
-from cifarnet.devices import select_device
 
 STATUSES = ("queued", "starting", "running", "finished", "stopped", "stopped early", "failed", "diverged",
             "cancelled")  # "stopped early": by a sweep's rule (cifarnet.early_stop), its reason recorded

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifarnet.errors import CifarnetError, shown
 from cifarnet.config import TrainConfig
+from cifarnet.errors import CifarnetError, shown
 from cifarnet.runs import LIVE, PENDING, PRETRAINED_DIR, create_run, list_runs, read_run, resolve_runs_dir
 
 DEFAULT_MAX_LIVE = 2

@@ -49,8 +49,15 @@ from cifarnet.distributed import SINGLE, Group, on_terminate, trainer_pid
 from cifarnet.early_stop import STOPPED_EARLY, stop_if_behind, stop_reason
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.models import CifarNet, build_model
-from cifarnet.records import (MetricsLog, cut_metrics, load_run_config, read_status, record_world_size, write_json,
-                              write_predictions)
+from cifarnet.records import (
+    MetricsLog,
+    cut_metrics,
+    load_run_config,
+    read_status,
+    record_world_size,
+    write_json,
+    write_predictions,
+)
 from cifarnet.runs import trainer_identity
 from cifarnet.schedule import freeze_norm_scales, lr_at, make_optimizer, set_lr
 from cifarnet.whitening import fit_whitening

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from cifarnet.config import make_config  # noqa: E402
 from cifarnet.data import CLASSES, FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
+from cifarnet.early_stop import STOPPED_EARLY  # noqa: E402
 from cifarnet.experiments import EXPERIMENTS_FOLDER  # noqa: E402
 from cifarnet.records import write_json  # noqa: E402
-from cifarnet.early_stop import STOPPED_EARLY  # noqa: E402
 from cifarnet.runs import LIVE, create_run, read_run, trainer_alive  # noqa: E402
 from cifarnet.train import confusion_matrix, train_run  # noqa: E402
 from cifarnet.ui.server import CHROMIUM_ARGS  # noqa: E402

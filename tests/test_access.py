@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import CHROMIUM, ROOT, new_tab, settle, texts, wait_for
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
@@ -32,7 +33,6 @@ from cifarnet.slots import max_live_runs, take_slot, try_lock
 from cifarnet.ui import access
 from cifarnet.ui.app import PAGES
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, ROOT, new_tab, settle, texts, wait_for
 
 APP = ROOT / "dashboard.py"
 TOKEN = "a-long-random-token-0123456789"  # what `secrets.token_urlsafe` gives, in spirit
@@ -282,6 +282,7 @@ def buttons(page) -> str:
     return "\n".join(page.get_by_role("button").all_inner_texts())
 
 
+@pytest.mark.browser
 @browser_only
 def test_shared_without_a_token_no_page_offers_a_control(lab, browser, tmp_path):
     with dashboard_server(lab.runs, lab.data, tmp_path / "server.log", options=SHARED,
@@ -303,6 +304,7 @@ def test_shared_without_a_token_no_page_offers_a_control(lab, browser, tmp_path)
             assert not CONTROL.search(offered), offered
 
 
+@pytest.mark.browser
 @browser_only
 def test_shared_with_a_token_asks_once_and_never_shows_it(lab, browser, tmp_path):
     with dashboard_server(lab.runs, lab.data, tmp_path / "server.log", options=SHARED,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM, fixture_run, settle, shot, write_experiment
 
 from cifarnet.data import load_cifar10
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, fixture_run, settle, shot, write_experiment
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
@@ -32,7 +32,7 @@ def test_compare_page_shows_table_curves_and_gallery(tmp_path, data_dir, page):
         page.goto(f"{url}/compare")
         page.get_by_text("1 run(s) not in the figures").wait_for()
         assert "experiment=norms" in page.url  # the newest experiment, kept in the link
-        grid = page.get_by_test_id("stDataFrame")
+        grid = page.get_by_test_id("stDataFrame").first  # the variants' table; the runs' table follows it
         grid.wait_for()
         for text in ("85.00 ± 1.41 %", "80.00 %", "norm=ln"):  # bn: 86 and 84 -> sample std 1.414
             grid.get_by_text(text, exact=True).first.wait_for(state="attached")

@@ -14,17 +14,25 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import APP, LABELS, TIMEOUT, fixture_run, real_data_present, texts, write_experiment
 from streamlit.testing.v1 import AppTest
 
-from cifarnet.comparison import (caption, confusion_difference, disagreement, load_comparison, per_class_table,
-                                 spread_curves, summary_table)
+from cifarnet.comparison import (
+    caption,
+    confusion_difference,
+    disagreement,
+    load_comparison,
+    per_class_table,
+    spread_curves,
+    summary_table,
+)
 from cifarnet.config import make_config
 from cifarnet.data import CLASSES, load_cifar10
 from cifarnet.experiments import EXPERIMENTS_FOLDER, list_experiments, shipped_experiment
 from cifarnet.models import build_model, count_params
 from cifarnet.records import write_json
 from cifarnet.report import mean_text
-from conftest import APP, LABELS, TIMEOUT, fixture_run, real_data_present, texts, write_experiment
+
 
 @pytest.fixture
 def norms_experiment(runs_dir):

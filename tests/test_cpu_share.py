@@ -11,12 +11,12 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 
 from cifarnet import cpu_share
 from cifarnet.cpu_share import CpuShare, CpuTimes, free_cores, held_slots, share
 from cifarnet.records import read_metrics
 from cifarnet.slots import take_slot
-from conftest import ROOT, run_cli
 
 HOLDER = ("import sys, time; from pathlib import Path; from cifarnet.slots import take_slot; "
           "assert take_slot(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)")

@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from conftest import fake_finished_run, run_cli
+from PIL import Image
 
 from cifarnet.checkpoint import load_model, save_checkpoint
 from cifarnet.comparison import load_comparison
@@ -79,7 +79,7 @@ def test_hand_edited_experiment_records_are_listed_with_their_damage(runs_dir):
 
 
 @pytest.mark.parametrize("name", ["as-list", "dangling", "twice"])
-def test_compare_and_train_pages_show_a_hand_edited_experiment_as_damage(app, runs_dir, name):  # noqa: F811
+def test_compare_and_train_pages_show_a_hand_edited_experiment_as_damage(app, runs_dir, name):
     hand_edited_experiments(runs_dir)
     at = app("compare", **{EXPERIMENT_PARAM: name})
     notes = "\n".join(str(e.value) for e in at.markdown)
@@ -121,7 +121,7 @@ def test_a_predictions_header_declaring_ten_trillion_elements_is_refused_from_it
     assert time.perf_counter() - started < 1
 
 
-def test_pages_show_a_bomb_predictions_file_as_unreadable(app, runs_dir):  # noqa: F811
+def test_pages_show_a_bomb_predictions_file_as_unreadable(app, runs_dir):
     path = fake_finished_run(runs_dir, np.arange(10_000) % 10, name="bomb")
     with zipfile.ZipFile(path / "predictions.npz", "w") as pack:
         pack.writestr("labels.npy", declaring((10**13,)))
@@ -152,7 +152,7 @@ def test_a_checkpoint_with_nan_weights_is_refused_in_one_line(nan_checkpoint, da
         one_line_refusal(run_cli(*command), "NaN or infinite weights", "nan.pt")
 
 
-def test_inside_names_a_run_whose_model_has_nan_weights(app, runs_dir, nan_checkpoint):  # noqa: F811
+def test_inside_names_a_run_whose_model_has_nan_weights(app, runs_dir, nan_checkpoint):
     path = fake_finished_run(runs_dir, np.arange(10_000) % 10, name="diverged")
     (path / "model.pt").write_bytes(nan_checkpoint.read_bytes())
     at = app("inside", run="diverged")

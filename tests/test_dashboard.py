@@ -17,6 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (
+    CRAFTED_IMAGES,
+    PUNCTUATION,
+    crafted_images,
+    data_with_labels,
+    fake_finished_run,
+    image_bytes,
+    texts,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -33,10 +42,9 @@ from cifarnet.predict import prepare
 from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.records import write_json
 from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
-from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
 from cifarnet.ui.app import PAGES
-from conftest import (CRAFTED_IMAGES, PUNCTUATION, crafted_images, data_with_labels, fake_finished_run, image_bytes,
-                      texts)
+from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
+
 
 def widget(at: AppTest, name: str):
     """The sidebar widget of config field ``name`` (for a field that may be None, its number box)."""
@@ -542,7 +550,7 @@ def test_prepare_turns_every_crafted_file_into_an_image_or_one_message():
             assert "\n" not in str(exc)
             if name in CRAFTED_IMAGES:
                 assert str(exc).startswith("the file is not an image this app can read"), name
-        except Exception as exc:  # noqa: BLE001 - name the file that got through
+        except Exception as exc:
             pytest.fail(f"{name}: {type(exc).__name__}: {exc}")
         else:
             assert upload.view.shape == (32, 32, 3) and upload.view.dtype == np.uint8, name

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli, texts
 from streamlit.testing.v1 import AppTest
 
 from cifarnet import CifarnetError
@@ -23,7 +24,6 @@ from cifarnet.recipes import RECIPES, recipe_config
 from cifarnet.records import FORMAT, load_run_config, read_config, upgrade_config
 from cifarnet.runs import PRETRAINED_DIR, create_run, read_run
 from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
-from conftest import run_cli, texts
 
 APP = Path(__file__).resolve().parents[1] / "dashboard.py"
 
@@ -121,7 +121,7 @@ def test_recipes_are_overrides_of_the_defaults_and_the_cli_takes_them(runs_dir, 
         cfg = recipe_config(name)
         assert {k: v for k, v in cfg.to_dict().items() if v != getattr(DEFAULTS, k)} == recipe.overrides, name
         assert recipe.why
-    assert DASHBOARD_DEFAULTS == recipe_config("short")
+    assert recipe_config("short") == DASHBOARD_DEFAULTS
     assert recipe_config("fast85", {"seed": 1}).seed == 1
     with pytest.raises(CifarnetError, match="unknown recipe 'best'; allowed: shipped, s9, short, fast85"):
         recipe_config("best")

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.data import load_cifar10
-from cifarnet.records import read_metrics
 from cifarnet.launch import start_run
+from cifarnet.records import read_metrics
 from cifarnet.runs import RunInfo, create_run, process_alive, read_run, request_stop
 from cifarnet.slots import claim
 from cifarnet.train import Trainer
-from conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.ddp  # torchrun process groups: their own tier
 

@@ -13,8 +13,17 @@ from cifarnet.cli import build_parser
 from cifarnet.config import FIELDS, make_config
 from cifarnet.recipes import recipe_config
 from cifarnet.records import load_run_config
-from cifarnet.report import (EXECUTION_FIELDS, TABLES, mark, marked_block, mean_text, percent, replace_block,
-                             seed_groups, train_command)
+from cifarnet.report import (
+    EXECUTION_FIELDS,
+    TABLES,
+    mark,
+    marked_block,
+    mean_text,
+    percent,
+    replace_block,
+    seed_groups,
+    train_command,
+)
 from cifarnet.runs import SHIPPED_TRIO, shipped_runs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,14 +15,23 @@ from urllib.parse import urlencode, urlparse
 
 import pandas as pd
 import pytest
+from conftest import (
+    CHROMIUM,
+    CRAFTED_IMAGES,
+    crafted_images,
+    fake_finished_run,
+    new_tab,
+    selected,
+    settle,
+    shot,
+    wait_for,
+)
 
 from cifarnet.curves import curves_frame
 from cifarnet.experiments import list_experiments
 from cifarnet.monitor import live_run_ids, newest_live_run
 from cifarnet.runs import read_run
 from cifarnet.ui.server import dashboard_server
-from conftest import (CHROMIUM, CRAFTED_IMAGES, crafted_images, fake_finished_run, new_tab, selected, settle, shot,
-                      wait_for)
 
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT, TINY, TINY_FLAGS, live_records, run_cli, trainer_processes, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -18,8 +19,6 @@ from cifarnet.experiments import list_experiments, parse_vary, plan_experiment, 
 from cifarnet.recipes import FIRST_RECIPE, recipe_config
 from cifarnet.run_queue import cancel_run
 from cifarnet.runs import read_run
-from conftest import ROOT, TINY, TINY_FLAGS, live_records, run_cli, trainer_processes, wait_for
-
 
 
 @pytest.mark.slow

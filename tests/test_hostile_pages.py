@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlparse
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CHROMIUM, fake_finished_run, image_bytes, settle, shot
 from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 
@@ -30,13 +31,11 @@ from cifarnet.records import read_results, write_json
 from cifarnet.runs import PRETRAINED_DIR, create_run
 from cifarnet.ui import charts
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, settle, shot
-from conftest import fake_finished_run, image_bytes
 
 SENTINEL = re.compile(r"pwn[a-z]\d")
 BIG = "x" * 100_000  # a value: shown cut to 60 characters
 LONG_MESSAGE = "y" * 100_000  # in a message (a run's error): shown cut to 400
-SLOW = 240_000  # one page, on a machine shared with several other test runs
+SLOW = 60_000  # one page
 
 
 def payloads(where: str) -> list[str]:
@@ -135,8 +134,6 @@ def link_query(where: str) -> dict[str, str]:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
-@pytest.mark.xfail(reason="never seen passing: times out on the Predict page's Upload button (issue 25 section 3, "
-                          "open)", strict=False)
 def test_no_page_renders_what_it_did_not_write(tmp_path, data_dir, browser):
     runs_dir = tmp_path / "runs"
     hostile_runs(runs_dir, load_cifar10(data_dir, allow_download=False).test_y.numpy())
@@ -164,12 +161,14 @@ def test_no_page_renders_what_it_did_not_write(tmp_path, data_dir, browser):
         visit("runs", {}, "run(s) with errors or damaged files", "runs")
         tab.get_by_text("pwnf2", exact=False).first.wait_for()  # the hostile folder and its error, as text
         visit("compare", {"experiment": EXPERIMENT}, "Where they disagree", "compare")
-        tab.get_by_text("![pwnv1](http://127.0.0.2/pwnv1.png)", exact=False).first.wait_for()
+        # as written, but for the invisible word joiner that keeps a bare address from becoming a link
+        tab.get_by_text(re.compile(r"!\[pwnv1\]\(http:\u2060?//127\.0\.0\.2/pwnv1\.png\)")).first.wait_for(
+            state="attached")  # the first is the table's cell, drawn on a canvas
         visit("misclassified", {}, "Misclassified test images", "misclassified")
         tab.get_by_text("__pwnc6__", exact=False).first.wait_for()  # class names in the captions, as text
         visit("inside", link_query("l"), "The link asks for run", "inside-link")
         visit("inside", {"run": HOSTILE_FOLDERS[0], "index": "3"}, "Feature maps", "inside-run")
-        tab.get_by_role("button", name="Upload", exact=True).click()
+        tab.get_by_text("Upload", exact=True).click()  # the picture source, a segmented control
         tab.locator("input[type=file]").set_input_files(files=[upload])
         tab.get_by_text("__pwnu6__", exact=False).first.wait_for()
         settle(tab, SLOW)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from conftest import APP, ROOT, TIMEOUT, fake_finished_run, image_bytes, run_cli, texts
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 from torch import nn
@@ -36,7 +37,6 @@ from cifarnet.models import build_model
 from cifarnet.query import parse_query
 from cifarnet.receptive_field import receptive_field
 from cifarnet.runs import PRETRAINED_DIR
-from conftest import APP, ROOT, TIMEOUT, fake_finished_run, image_bytes, run_cli, texts
 
 SHIPPED_BN = PRETRAINED_DIR / "s9-bn" / "model.pt"
 PATCH = 6
@@ -95,7 +95,7 @@ def test_grad_cam_works_at_every_layer_and_a_batch_equals_single_images(arch, no
     for name in layer_names(model):
         cam = grad_cam(model, pictures, name, 4)
         assert cam.heatmaps.shape == (3, 32, 32) and cam.targets.tolist() == [4, 4, 4]
-        assert 0 <= float(cam.heatmaps.min()) and float(cam.heatmaps.max()) <= 1 + 1e-6
+        assert float(cam.heatmaps.min()) >= 0 and float(cam.heatmaps.max()) <= 1 + 1e-6
     together = grad_cam(model, pictures, default_layer(model))
     for i in range(3):
         alone = grad_cam(model, pictures[i:i + 1], default_layer(model))
@@ -277,7 +277,7 @@ def test_explain_needs_exactly_one_picture_source(capsys):
         main(["explain", "--checkpoint", str(SHIPPED_BN), "--out", "x.png"])
     assert stop.value.code == 2
     assert "one of the arguments --index --image is required" in capsys.readouterr().err
-    assert parse_indices("0:256", 10_000) == range(0, 256)
+    assert parse_indices("0:256", 10_000) == range(256)
     with pytest.raises(CifarnetError, match=f"at most {MAX_IMAGES} at a time"):
         parse_indices("0:257", 10_000)
 

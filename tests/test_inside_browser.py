@@ -13,13 +13,13 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import torch
+from conftest import CHROMIUM, fake_finished_run, image_bytes, selected, settle, shot
 from PIL import Image
 
 from cifarnet.checkpoint import load_model
 from cifarnet.data import load_cifar10
 from cifarnet.runs import PRETRAINED_DIR
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, fake_finished_run, image_bytes, selected, settle, shot
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from conftest import ROOT, run_cli, texts
 
 from cifarnet.comparison import caption
 from cifarnet.config import make_config
@@ -20,7 +21,6 @@ from cifarnet.runs import create_run, read_run
 from cifarnet.train import RECORD_EVERY_S
 from cifarnet.ui import charts
 from cifarnet.wording import plural, with_article
-from conftest import ROOT, run_cli, texts
 
 # 500 images in batches of 25: 20 steps, a record by steps every 4 of them
 STEADY = ["--subset", "50", "--epochs", "1", "--batch-size", "25", "--eval-subset", "10", "--no-tta", "--quiet"]

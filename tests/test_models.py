@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from torch import nn
 
 from cifarnet import CifarnetError, build_model, count_params
@@ -18,7 +19,6 @@ from cifarnet.norms import NORMS
 from cifarnet.receptive_field import format_rf, receptive_field
 from cifarnet.rules import check_rules
 from cifarnet.summary import format_summary, summarize
-from conftest import run_cli
 
 WRITEUP = Path(__file__).parent / "fixtures" / "seed_summary_writeup.txt"
 ROW = re.compile(r"^\s*(\w+)-(\d+)\s+\[-1, ([\d, ]+)\]\s+([\d,]+)$")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet import experiments as experiments_mod
@@ -31,7 +32,6 @@ from cifarnet.launch import start_run
 from cifarnet.run_queue import QUEUE_LOCK, QUEUE_LOG, ensure_worker, serve
 from cifarnet.runs import read_run, request_stop, trainer_alive, trainer_identity
 from cifarnet.slots import max_live_runs, take_slot
-from conftest import run_cli, wait_for
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CHROMIUM, ROOT, copy_run, fake_finished_run, run_cli, shot, texts, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.checkpoint import read_checkpoint
@@ -27,7 +28,6 @@ from cifarnet.records import cut_metrics, read_metrics, read_predictions, write_
 from cifarnet.runs import create_run, list_runs, read_run, request_stop
 from cifarnet.train import train_run
 from cifarnet.ui.server import dashboard_server
-from conftest import CHROMIUM, ROOT, copy_run, fake_finished_run, run_cli, shot, texts, wait_for
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
@@ -239,7 +239,7 @@ def test_the_misclassified_page_survives_malformed_results_and_predictions(app, 
     np.savez(wrong_predictions / "predictions.npz", labels=labels, top_classes=np.full((len(labels), 5), 12),
              top_probs=np.zeros((len(labels), 5)))
     _edit(fake_finished_run(runs_dir, labels, name="per-class-text") / "results.json",
-          per_class_acc={name: "good" for name in range(10)})
+          per_class_acc=dict.fromkeys(range(10), "good"))
     at = app("misclassified")
     choices = at.selectbox[0]
     assert "results-wrong" not in choices.options and "per-class-text" not in choices.options  # nothing to draw

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import copy_run, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -16,7 +17,6 @@ from cifarnet.launch import start_run
 from cifarnet.records import MetricsLog, load_run_config, write_json
 from cifarnet.runs import create_run, delete_run, list_runs, read_run, request_stop, run_path
 from cifarnet.train import train_run
-from conftest import copy_run, run_cli, wait_for
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 

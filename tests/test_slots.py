@@ -11,13 +11,13 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.launch import resume_run
 from cifarnet.records import read_metrics
 from cifarnet.runs import PRETRAINED_DIR, create_run, read_run
-from conftest import ROOT, run_cli, wait_for
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 LONG = {**TINY, "epochs": 200}  # still training when the test looks, then killed

@@ -5,28 +5,26 @@ value is right on a hand-made run."""
 from __future__ import annotations
 
 import pytest
-from conftest import CHROMIUM, settle, shot
-from conftest import hand_made_sweep
+from conftest import CHROMIUM, hand_made_sweep, settle, shot
 
 from cifarnet.ui.server import dashboard_server
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
 CURVES = "el => el._fullData.map(t => ({name: t.name, y: Array.from(t.y || [])}))"
 
 
-@pytest.mark.xfail(reason="unverified: timed out waiting for reruns on the overloaded shared machine, issue 27",
-                   strict=False)
 def test_filters_brush_the_parallel_coordinates_and_filter_table_and_curves(tmp_path, data_dir, page):
     runs = tmp_path / "runs"
     runs.mkdir()
     hand_made_sweep(runs)
-    page.set_default_timeout(180_000)  # this machine is shared: a loaded one answers slowly
-    with dashboard_server(runs, data_dir, tmp_path / "server.log", timeout=300) as url:
+    page.set_default_timeout(60_000)
+    with dashboard_server(runs, data_dir, tmp_path / "server.log") as url:
         page.goto(f"{url}/compare?experiment=sw")
         page.get_by_text("Run by run").wait_for()
         settle(page)
         grid = page.get_by_test_id("stDataFrame").filter(has_text="best at step")
-        for text in ("bn-slow", "gn-slow", "70.00 %", "median rule: x"):
+        for text in ("bn-slow", "gn-slow", "70", "median rule: x"):  # cells as the grid keeps them, unformatted
             grid.get_by_text(text, exact=True).first.wait_for(state="attached")
         parallel = page.locator(".js-plotly-plot").filter(has=page.locator(".parcoords"))
         assert parallel.evaluate("el => el._fullData[0].dimensions.map(d => d.label)") == [

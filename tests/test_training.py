@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REAL_DATA, real_data_present, run_cli, wait_for
 
-from cifarnet import CifarnetError
+from cifarnet import CifarnetError, devices
 from cifarnet.config import make_config
 from cifarnet.launch import resume_run, start_run
 from cifarnet.records import read_metrics
 from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
-from cifarnet import devices
 from cifarnet.train import train_run
-from conftest import REAL_DATA, real_data_present, run_cli, wait_for
 
 TINY = {"subset": 40, "epochs": 3, "batch_size": 50, "lr": 0.05, "eval_subset": 20, "tta": False}
 
