@@ -56,8 +56,9 @@ def measure_norm(norm: str, args: argparse.Namespace, data) -> dict:
 def describe(row: dict) -> str:
     """One norm's figures on one line."""
     per_rep = " ".join(f"{r:.2f}" for r in row["per_rep_ratios"])
-    return (f"{row['norm']:<3} first two steps {row['first_steps_s']:5.1f} s  {row['off']} {row['off_img_s']:6.0f} img/s"
-            f"  {row['on']} {row['on_img_s']:6.0f} img/s  ratio {row['ratio']:.2f}x  (per rep {per_rep})")
+    return (f"{row['norm']:<3} first two steps {row['first_steps_s']:5.1f} s  "
+            f"{row['off']} {row['off_img_s']:6.0f} img/s  {row['on']} {row['on_img_s']:6.0f} img/s  "
+            f"ratio {row['ratio']:.2f}x  (per rep {per_rep})")
 
 
 def main() -> None:

@@ -37,7 +37,8 @@ NORMS = (nn.BatchNorm2d, nn.GroupNorm)
 def relu_stats(values: torch.Tensor) -> dict[str, float]:
     """Mean, standard deviation (of all values) and fraction of exact zeros."""
     var, mean = torch.var_mean(values.float(), correction=0)
-    return {"mean": float(mean), "std": float(var.sqrt()), "zeros": 1 - int(torch.count_nonzero(values)) / values.numel()}
+    zeros = 1 - int(torch.count_nonzero(values)) / values.numel()
+    return {"mean": float(mean), "std": float(var.sqrt()), "zeros": zeros}
 
 
 def moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -84,8 +84,9 @@ class TrainConfig:
         + ", ".join(f"{arch} {rate:g}" for arch, rate in DEFAULT_DROPOUT.items()) + ")", MODEL, "Dropout",
         low=0.0, high=0.9, auto="architecture default", step=0.05, fmt="%.2f")
     ws: str = option("auto", "weight standardisation: convs that feed a norm use zero-mean, unit-variance filters; "
-                     "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 and s10 with LN or "
-                     "GN, off with BN and for seed (the write-up's network)", MODEL, "Weight standardisation",
+                     "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 and s10 "
+                     "with LN or GN, off with BN and for seed (the write-up's network)", MODEL,
+                     "Weight standardisation",
                      choices=(AUTO, *WS_MODES), choice_labels={"except-depthwise": "all except depthwise"})
     whiten: str = option("off", "patch-whitening stem: the first conv starts as the whitening transform of 3x3 patches "
                          "of 5,000 training images (the covariance's top eigenvectors, each sign, scaled to unit "

@@ -15,6 +15,7 @@ Cancelling takes the run's lock too, so a run is either cancelled or started, ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -190,10 +191,8 @@ def start_queued(path: Path, held: Claim, data_dir: str | None) -> subprocess.Po
         record_failure(path, f"its trainer could not be started: {type(exc).__name__}: {exc}")
         return None
     if (read_status(path)[0] or {}).get("status") == "queued":  # the trainer writes its own within seconds
-        try:
+        with contextlib.suppress(WriteError):  # the trainer says it itself (or why it could not)
             write_json(path / "status.json", {"status": "starting", "pid": process.pid, "updated": time.time()})
-        except WriteError:
-            pass  # the trainer says it itself (or why it could not)
     return process
 
 

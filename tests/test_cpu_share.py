@@ -94,7 +94,8 @@ def test_a_lock_on_a_same_numbered_file_elsewhere_is_not_a_trainer(tmp_path, mon
     try:
         inode = os.fstat(mine).st_ino
         (line,) = [line for line in cpu_share.LOCK_TABLE.read_text().splitlines()
-                   if line.split()[4:6] and line.split()[4] == str(os.getpid()) and line.split()[5].endswith(f":{inode}")]
+                   if line.split()[4:6] and line.split()[4] == str(os.getpid())
+                   and line.split()[5].endswith(f":{inode}")]
         device = line.split()[5].rsplit(":", 1)[0]
         elsewhere = line.replace(f"{device}:{inode}", f"{'ff:ff' if device != 'ff:ff' else 'fe:fe'}:{inode}")
         table = tmp_path / "locks"

@@ -109,7 +109,8 @@ def test_dropout_is_the_architecture_default_or_an_explicit_rate():
     assert (make_config({"arch": "seed"}).model_dropout, make_config({}).model_dropout) == (0.05, 0.0)
     assert make_config({"arch": "seed", "dropout": "0.15"}).model_args["dropout"] == 0.15
     assert to_query(make_config({"dropout": 0.15}, base=DASHBOARD_DEFAULTS)) == {"dropout": "0.15"}
-    assert to_query(DASHBOARD_DEFAULTS, base=make_config({"dropout": 0.15}, base=DASHBOARD_DEFAULTS)) == {"dropout": AUTO}
+    dropped = make_config({"dropout": 0.15}, base=DASHBOARD_DEFAULTS)
+    assert to_query(DASHBOARD_DEFAULTS, base=dropped) == {"dropout": AUTO}
     with pytest.raises(CifarnetError, match=r"dropout=-1.0 is out of range; allowed: a number from 0 to 0.9, or auto "
                                             r"\(architecture default\)"):
         make_config({"dropout": -1})
@@ -135,7 +136,8 @@ def test_recipes_are_overrides_of_the_defaults_and_the_cli_takes_them(runs_dir, 
 
 
 SHIPPED = {"s10-bn": ("shipped", "bn", 0), "s10-ln": ("shipped", "ln", 0), "s10-gn": ("shipped", "gn", 0),
-           "s10-bn-seed1": ("shipped", "bn", 1), "s10-ln-seed1": ("shipped", "ln", 1), "s10-gn-seed1": ("shipped", "gn", 1),
+           "s10-bn-seed1": ("shipped", "bn", 1), "s10-ln-seed1": ("shipped", "ln", 1),
+           "s10-gn-seed1": ("shipped", "gn", 1),
            "s9-bn": ("s9", "bn", 0), "s9-ln": ("s9", "ln", 0), "s9-gn": ("s9", "gn", 0)}
 
 

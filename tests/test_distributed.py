@@ -59,7 +59,8 @@ def stopped_while_training(command: list[str], path: Path) -> int:
     """Run ``command`` (a trainer of the run in ``path``), ask it to stop the way ``cifarnet stop`` does once its
     trainer reports, and return the step its ``last.pt`` holds."""
     before = read_run(path).status_record.get("pid")
-    process = subprocess.Popen(command, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     try:
         wait_for(lambda: (info := read_run(path)).status == "running" and info.status_record.get("pid") != before,
                  timeout=180, every=0.05)

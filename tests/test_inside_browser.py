@@ -60,7 +60,8 @@ def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
         relu.first.wait_for(timeout=SLOW)
         norm_points = charts.first.evaluate(
             "el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)")
-        norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in load_model(PRETRAINED_DIR / "s10-bn" / "model.pt").modules())
+        shipped = load_model(PRETRAINED_DIR / "s10-bn" / "model.pt")
+        norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in shipped.modules())
         assert norms == 11 and norm_points == 3 * 2 * 2 * norms  # 3 models x 2 panels x before/after x each norm layer
         shot(page, "23-inside-statistics")
 

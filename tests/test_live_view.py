@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import ROOT, run_cli, texts
 
 from cifarnet.comparison import caption
@@ -26,6 +27,7 @@ from cifarnet.wording import plural, with_article
 STEADY = ["--subset", "50", "--epochs", "1", "--batch-size", "25", "--eval-subset", "10", "--no-tta", "--quiet"]
 
 
+@pytest.mark.slow
 def test_a_trainer_records_after_its_first_step_and_then_by_time(tmp_path, data_dir):
     runs = tmp_path / "runs"
     done = run_cli("train", *STEADY, "--runs-dir", str(runs), "--data-dir", str(data_dir), timeout=900)

@@ -29,7 +29,8 @@ def writeup_rows() -> list[tuple[str, list[int], int]]:
     for line in WRITEUP.read_text().splitlines():
         match = ROW.match(line)
         if match:
-            rows.append((f"{match[1]}-{match[2]}", [int(v) for v in match[3].split(",")], int(match[4].replace(",", ""))))
+            shape = [int(v) for v in match[3].split(",")]
+            rows.append((f"{match[1]}-{match[2]}", shape, int(match[4].replace(",", ""))))
     return rows
 
 
@@ -67,7 +68,8 @@ def test_rules_catch_a_model_that_breaks_them():
         conv.dilation, conv.padding = (1, 1), tuple(min(p, 1) for p in conv.padding)
     model.body.head = nn.Sequential(nn.Conv2d(128, 10, 1, bias=False), nn.AdaptiveAvgPool2d(1))
     failed = {r.name for r in check_rules(model) if not r.passed}
-    assert failed == {"no max-pooling", "a dilated convolution", "global average pooling, then a 1x1 conv to 10 classes"}
+    assert failed == {"no max-pooling", "a dilated convolution",
+                      "global average pooling, then a 1x1 conv to 10 classes"}
 
 
 @pytest.mark.parametrize("arch, params, rf", [("seed", 192_672, 97), ("s9", 189_920, 59), ("s10", 184_544, 71)])
@@ -216,7 +218,8 @@ def test_cli_summary_and_rf_json():
     assert rf.returncode == 0, rf.stderr
     rf_data = json.loads(rf.stdout)
     assert rf_data["rf"] > 44
-    assert set(rf_data["layers"][0]) == {"name", "type", "kernel", "stride", "dilation", "padding", "size", "jump", "rf"}
+    assert set(rf_data["layers"][0]) == {"name", "type", "kernel", "stride", "dilation", "padding", "size", "jump",
+                                         "rf"}
     human = run_cli("rf", "--arch", "s9")
     assert "receptive field before global pooling" in human.stdout
 

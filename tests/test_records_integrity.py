@@ -140,6 +140,7 @@ def test_an_incomplete_data_set_is_refused_before_a_run_folder_exists(runs_dir, 
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
+@pytest.mark.slow
 def test_stop_of_an_ended_run_is_refused_and_a_stale_stop_does_not_end_the_next_trainer(runs_dir, data_dir):
     path = create_run(make_config({**TINY, "epochs": 2}), runs_dir)  # never started: its trainer is not alive
     with pytest.raises(CifarnetError, match=rf"run '{path.name}' is not running \(it is failed\); nothing to stop"):

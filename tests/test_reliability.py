@@ -21,6 +21,7 @@ from cifarnet.train import train_run
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 
 
+@pytest.mark.slow
 def test_damaged_metrics_line_and_status_are_reported_not_fatal(runs_dir, data_dir):
     path = create_run(make_config(TINY), runs_dir)
     train_run(path, str(data_dir))
@@ -126,6 +127,7 @@ def test_status_written_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temp file left behind
 
 
+@pytest.mark.slow
 def test_a_run_recorded_before_weight_standardisation_resumes_with_plain_convs(runs_dir, data_dir):
     """An old run's config.json (format 1: no "format") has no "ws", "precision" or "compile" and says dropout -1:
     resuming it must rebuild the plain model it trained, not today's default (weight-standardised for LN), or its

@@ -46,6 +46,7 @@ def _kill_trainers(runs_dir) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_simultaneous_starts_from_tabs_and_the_cli_respect_the_limit(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "2")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -68,6 +69,7 @@ def test_simultaneous_starts_from_tabs_and_the_cli_respect_the_limit(runs_dir, d
         _kill_trainers(runs_dir)
 
 
+@pytest.mark.slow
 def test_two_resumes_of_one_run_start_one_trainer(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "4")
     path = create_run(make_config(TINY), runs_dir)

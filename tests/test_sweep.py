@@ -145,6 +145,7 @@ def test_a_real_trainer_behind_its_peers_ends_stopped_early_with_the_reason(runs
     assert table.set_index("run").loc["behind", "why"] == info.status_record["reason"]
 
 
+@pytest.mark.slow
 def test_a_two_setting_sweep_runs_one_trainer_at_a_time_and_finishes(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

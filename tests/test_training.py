@@ -32,7 +32,8 @@ def test_training_lowers_loss_and_beats_chance(tiny_run):
     assert len(results["confusion"]) == 10 and sum(map(sum, results["confusion"])) == 10_000
     assert set(results["per_class_acc"]) == set(results["classes"])
     for record in info.evals:
-        assert {"epoch", "step", "time", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "img_s"} <= set(record)
+        assert {"epoch", "step", "time", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                "img_s"} <= set(record)
 
 
 def test_flip_tta_reported_separately(tiny_run):
@@ -46,7 +47,8 @@ def test_flip_tta_reported_separately(tiny_run):
 def test_compiled_training_follows_the_eager_run(runs_dir, data_dir):
     runs = {}
     for compiled in (False, True):
-        path = create_run(make_config({**TINY, "epochs": 1, "compile": compiled, "precision": "fp32",  # bf16 rounds more
+        path = create_run(make_config({**TINY, "epochs": 1, "compile": compiled,
+                                       "precision": "fp32",  # bf16 rounds more
                                        "name": f"c{int(compiled)}"}), runs_dir)
         assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
         runs[compiled] = read_run(path)
@@ -56,6 +58,7 @@ def test_compiled_training_follows_the_eager_run(runs_dir, data_dir):
     # and the differences grow over the steps (up to 0.3 % by step 8 on a 2-core CPU)
 
 
+@pytest.mark.slow
 def test_bf16_training_on_the_cpu_is_really_bf16_and_follows_fp32(runs_dir, data_dir):
     runs = {}
     for precision in ("fp32", "bf16"):
@@ -92,6 +95,7 @@ def test_unknown_precision_is_refused_in_one_line(runs_dir):
     assert not runs_dir.exists()  # refused before a run folder was made
 
 
+@pytest.mark.slow
 def test_compile_without_a_compiler_is_one_clear_line(runs_dir, data_dir):
     args = ["train", "--compile", "--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10",
             "--runs-dir", str(runs_dir), "--data-dir", str(data_dir), "--name", "nocxx", "--quiet"]
@@ -206,6 +210,7 @@ def test_runs_listing_includes_shipped_runs(runs_dir):
     assert "s9-bn (shipped)" in listing.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not real_data_present(), reason="needs the CIFAR-10 test set")
 @pytest.mark.parametrize("norm", ["bn", "ln", "gn"])
 def test_evaluate_reproduces_shipped_accuracy(norm):
