@@ -282,6 +282,7 @@ def buttons(page) -> str:
     return "\n".join(page.get_by_role("button").all_inner_texts())
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @browser_only
 def test_shared_without_a_token_no_page_offers_a_control(lab, browser, tmp_path):

@@ -274,6 +274,7 @@ def test_misclassified_survives_damaged_run_files(app, runs_dir):
     assert not at.exception and "predictions file of torn is unreadable" in texts(at.warning)
 
 
+@pytest.mark.slow
 def test_without_data_pages_say_how_to_provide_it(app, monkeypatch, tmp_path):
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "nowhere"))
     at = app("misclassified")

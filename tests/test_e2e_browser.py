@@ -116,6 +116,7 @@ def heading(page) -> str:
     return page.get_by_role("heading", name="Run").first.inner_text()
 
 
+@pytest.mark.slow
 def test_two_tabs_each_follow_and_stop_their_own_run(server, browser):
     """Tab A launches a BN run, tab B a GN run: each shows its own, and A's Stop stops A's run only."""
     url, runs = server
@@ -282,6 +283,7 @@ def test_hostile_link_and_uploads_show_as_plain_messages(server, page):
     assert not [address for address in requested if urlparse(address).port == 9], requested
 
 
+@pytest.mark.slow
 def test_compare_norms_queues_three_runs_from_the_train_page(tmp_path, data_dir, page, monkeypatch):
     """Compare norms with a one-run limit: the table shows one run training and two queued; Cancel ends one."""
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")

@@ -325,6 +325,7 @@ def test_inside_reports_bad_link_values(inside):
     assert at.selectbox(key="inside_run").value == "s10-bn" and "**test image #0**" in markdown(at)
 
 
+@pytest.mark.slow
 def test_inside_without_data_takes_an_upload_and_shows_the_statistics(inside, monkeypatch, tmp_path):
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "empty"))
     at = inside()

@@ -66,6 +66,7 @@ def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
         shot(page, "23-inside-statistics")
 
 
+@pytest.mark.slow
 def test_misclassified_gradcam_switch_links_to_inside(tmp_path, data_dir, page):
     runs = tmp_path / "runs"
     labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
