@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from cifarnet.comparison import (
+from cifarnet.analysis.comparison import (
     CURVE_METRICS,
     SPREAD,
     Comparison,
@@ -16,13 +16,13 @@ from cifarnet.comparison import (
     spread_curves,
     summary_table,
 )
-from cifarnet.curves import METRICS
+from cifarnet.analysis.curves import METRICS
+from cifarnet.analysis.misclassified import labels_match, page_count, page_of, tiles
 from cifarnet.errors import shorten, shown
-from cifarnet.experiments import SHIPPED_NAME, list_experiments, shipped_experiment
-from cifarnet.misclassified import labels_match, page_count, page_of, tiles
-from cifarnet.query import EXPERIMENT_PARAM
+from cifarnet.runs.experiments import SHIPPED_NAME, list_experiments, shipped_experiment
 from cifarnet.ui import charts
 from cifarnet.ui.common import PARAMS_COLUMN, data_panel, dataset, header, literal, message, runs_dir
+from cifarnet.ui.query import EXPERIMENT_PARAM
 from cifarnet.ui.sweep_panel import runs_view
 
 REFRESH_S = 3

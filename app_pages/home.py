@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from cifarnet.monitor import NORM_NAMES, ws_note
-from cifarnet.report import percent
-from cifarnet.runs import SHIPPED_TRIO
+from cifarnet.analysis.report import percent
+from cifarnet.runs.folders import SHIPPED_TRIO
+from cifarnet.runs.monitor import NORM_NAMES, ws_note
 from cifarnet.ui.app import PAGES, page_path
 from cifarnet.ui.common import header, runs
 

@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from cifarnet.curves import run_label
-from cifarnet.data import CLASSES
-from cifarnet.feature_maps import feature_grid, feature_maps
-from cifarnet.gradcam import grad_cam, overlay
-from cifarnet.images import enlarge
-from cifarnet.layers import default_layer, layers
-from cifarnet.predict import top_k
-from cifarnet.runs import SHIPPED_TRIO
+from cifarnet.analysis.curves import run_label
+from cifarnet.analysis.feature_maps import feature_grid, feature_maps
+from cifarnet.analysis.gradcam import grad_cam, overlay
+from cifarnet.analysis.predict import top_k
+from cifarnet.data.cifar10 import CLASSES
+from cifarnet.data.images import enlarge
+from cifarnet.nets.layers import default_layer, layers
+from cifarnet.runs.folders import SHIPPED_TRIO
 from cifarnet.ui import charts
 from cifarnet.ui.common import header, literal, runs
 from cifarnet.ui.inside import keep_in_link, model_of, norm_stats, pick_image, pick_run, runs_with_models, stats_images

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from cifarnet.curves import run_label
-from cifarnet.errors import shown
-from cifarnet.misclassified import (
+from cifarnet.analysis.curves import run_label
+from cifarnet.analysis.misclassified import (
     caption,
     cell_from_selection,
     confusion_frame,
@@ -19,7 +18,8 @@ from cifarnet.misclassified import (
     runs_with_predictions,
     tiles,
 )
-from cifarnet.records import read_predictions
+from cifarnet.errors import shown
+from cifarnet.runs.records import read_predictions
 from cifarnet.ui import charts
 from cifarnet.ui.common import data_panel, dataset, header, literal, runs
 from cifarnet.ui.inside import gallery_overlays, inside_link

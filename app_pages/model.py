@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from cifarnet.monitor import WS_WORDS
-from cifarnet.rules import check_rules
-from cifarnet.summary import summarize
-from cifarnet.tables import params_by_block, params_by_type, rules_frame, summary_frame
+from cifarnet.nets.rules import check_rules
+from cifarnet.nets.summary import summarize
+from cifarnet.nets.tables import params_by_block, params_by_type, rules_frame, summary_frame
+from cifarnet.runs.monitor import WS_WORDS
 from cifarnet.ui import charts
 from cifarnet.ui.common import PARAMS_COLUMN, header
 from cifarnet.ui.sidebar import configured_model

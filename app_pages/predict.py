@@ -4,11 +4,11 @@ import random
 
 import streamlit as st
 
-from cifarnet.data import IMAGES_PER_FILE
+from cifarnet.analysis.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
+from cifarnet.data.cifar10 import IMAGES_PER_FILE
+from cifarnet.data.images import enlarge, enlarge_to, png_bytes, to_hwc
 from cifarnet.errors import CifarnetError, shorten
-from cifarnet.images import enlarge, enlarge_to, png_bytes, to_hwc
-from cifarnet.predict import FORMATS, MAX_PIXELS, available_models, prepare, top_k
-from cifarnet.runs import SHIPPED_TRIO
+from cifarnet.runs.folders import SHIPPED_TRIO
 from cifarnet.ui import charts
 from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal, message, runs
 

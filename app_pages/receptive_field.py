@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from cifarnet.models import ARCHS
-from cifarnet.receptive_field import receptive_field
-from cifarnet.tables import IMAGE_SIZE, rf_comparison, rf_exceeds_image, rf_frame
+from cifarnet.nets.models import ARCHS
+from cifarnet.nets.receptive_field import receptive_field
+from cifarnet.nets.tables import IMAGE_SIZE, rf_comparison, rf_exceeds_image, rf_frame
 from cifarnet.ui import charts
 from cifarnet.ui.common import PARAMS_COLUMN, header, preview_image
 from cifarnet.ui.sidebar import configured_model

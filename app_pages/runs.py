@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from cifarnet.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
+from cifarnet.analysis.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
 from cifarnet.errors import CifarnetError
-from cifarnet.run_queue import cancel_run
-from cifarnet.runs import LIVE, PENDING, SHIPPED_TRIO, delete_run
+from cifarnet.runs.folders import LIVE, PENDING, SHIPPED_TRIO, delete_run
+from cifarnet.runs.queue import cancel_run
 from cifarnet.ui import access, charts
 from cifarnet.ui.common import PARAMS_COLUMN, header, literal, message, runs
 

@@ -4,11 +4,12 @@ import time
 
 import streamlit as st
 
-from cifarnet.augment import preview_grid
-from cifarnet.curves import curves_frame, lr_schedule
-from cifarnet.early_stop import RULES
+from cifarnet.analysis.curves import curves_frame, lr_schedule
+from cifarnet.data.augment import preview_grid
+from cifarnet.data.images import one_per_class
 from cifarnet.errors import CifarnetError, shorten, shown
-from cifarnet.experiments import (
+from cifarnet.runs.early_stop import RULES
+from cifarnet.runs.experiments import (
     VARIABLE,
     experiment_rows,
     load_experiment,
@@ -17,9 +18,9 @@ from cifarnet.experiments import (
     parse_vary,
     pending,
 )
-from cifarnet.images import one_per_class
-from cifarnet.launch import resume_run, start_run
-from cifarnet.monitor import (
+from cifarnet.runs.folders import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
+from cifarnet.runs.launch import resume_run, start_run
+from cifarnet.runs.monitor import (
     LINKED_REASON,
     Choice,
     choose_run,
@@ -32,11 +33,9 @@ from cifarnet.monitor import (
     progress_fraction,
     progress_text,
 )
-from cifarnet.query import RUN_PARAM
-from cifarnet.records import load_run_config
-from cifarnet.run_queue import cancel_run, ensure_worker
-from cifarnet.runs import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
-from cifarnet.sweep import start_sweep
+from cifarnet.runs.queue import cancel_run, ensure_worker
+from cifarnet.runs.records import load_run_config
+from cifarnet.runs.sweep import start_sweep
 from cifarnet.ui import access, charts
 from cifarnet.ui.app import page_path
 from cifarnet.ui.common import (
@@ -50,6 +49,7 @@ from cifarnet.ui.common import (
     message,
     runs_dir,
 )
+from cifarnet.ui.query import RUN_PARAM
 from cifarnet.ui.sidebar import current_config
 
 OWN_KEY = "train_own_run"  # (run id, how): the run this tab launched, resumed or picked

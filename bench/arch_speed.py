@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.augment import to_float
 from cifarnet.config import make_config
-from cifarnet.data import CLASSES, Cifar10
-from cifarnet.models import ARCHS, build_model, count_params
-from cifarnet.train import Trainer
+from cifarnet.data.augment import to_float
+from cifarnet.data.cifar10 import CLASSES, Cifar10
+from cifarnet.nets.models import ARCHS, build_model, count_params
+from cifarnet.training.engine import Trainer
 
 
 def step_seconds(arch: str, norm: str, batch: int, reps: int) -> list[float]:

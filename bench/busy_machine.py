@@ -6,7 +6,7 @@ our own trainers (the rule before).
 Each repetition starts ``--hogs`` busy programs (``while True: pass``, each ending by itself after 30 minutes at
 most), then trains the same short run twice in its own runs folder, once under each rule, in alternating order,
 and stops the busy programs. The rule before is the same code with the machine's figures hidden from
-:mod:`cifarnet.cpu_share` (so it divides the default threads by our trainers alone). Reported per rule: the
+:mod:`cifarnet.training.cpu_share` (so it divides the default threads by our trainers alone). Reported per rule: the
 medians over the repetitions of the wall time (command to exit) and of each run's median train img/s, the threads
 its train records carry, and the 1-minute load average when it started (the machine is shared: other work shows
 there too).
@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cifarnet.records import read_metrics  # noqa: E402
-from cifarnet.runs import list_runs  # noqa: E402
+from cifarnet.runs.folders import list_runs  # noqa: E402
+from cifarnet.runs.records import read_metrics  # noqa: E402
 
 HOG = "import time\nend = time.monotonic() + 1800\nwhile time.monotonic() < end: pass"
 DEFAULT_FLAGS = ["--subset", "30", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]

@@ -6,7 +6,7 @@ Each repetition runs ``python -m cifarnet compare`` (default: ``--recipe short``
 default run limit, as a newcomer's first comparison) into a new runs folder and times it from the command to its
 exit, when every run has ended. Per run it reports the test accuracy and, from its train records, the median
 img/s and the thread counts it trained on: while two trainers share the CPU each trains on its share
-(:mod:`cifarnet.cpu_share`), so ``-- --threads N`` measures the same comparison with every trainer on N threads
+(:mod:`cifarnet.training.cpu_share`), so ``-- --threads N`` measures the same comparison with every trainer on N threads
 whatever else runs.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.records import read_metrics, read_results
-from cifarnet.runs import list_runs
+from cifarnet.runs.folders import list_runs
+from cifarnet.runs.records import read_metrics, read_results
 
 DEFAULT_FLAGS = ["--recipe", "short"]
 

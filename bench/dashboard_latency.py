@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the dashboard harness
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from cifarnet.ui.server import CHROMIUM_ARGS, dashboard_server
+from harness import CHROMIUM_ARGS, dashboard_server
 
 MARK = "<!-- dashboard-latency -->"
 

@@ -7,7 +7,7 @@ Each launch is ``torchrun --standalone --nproc_per_node 2`` of one entry point o
 train`` (8 images a class, one epoch, batch 20) or ``bench/ddp_speed.py``'s worker (2 steps). A launch is clean
 when torchrun exits 0 and no process says it aborted ("terminate called", SIGABRT): under load a process used to
 abort in the interpreter's teardown after its work was done, and torchrun then failed the whole launch
-(:func:`cifarnet.distributed.exit_with` is the way out of every entry point now). The report gives the load
+(:func:`cifarnet.training.distributed.exit_with` is the way out of every entry point now). The report gives the load
 average: how busy the machine was says how hard the launches were pressed.
 """
 

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cifarnet.data import Cifar10, dataset_present, load_cifar10, synthetic_dataset  # noqa: E402
-from cifarnet.distributed import exit_with  # noqa: E402
+from cifarnet.data.cifar10 import Cifar10, dataset_present, load_cifar10, synthetic_dataset  # noqa: E402
+from cifarnet.training.distributed import exit_with  # noqa: E402
 
 
 def load_data(data_dir: str | None) -> Cifar10:
@@ -41,8 +41,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from cifarnet.config import make_config
-    from cifarnet.distributed import join
-    from cifarnet.train import Trainer
+    from cifarnet.training.distributed import join
+    from cifarnet.training.engine import Trainer
 
     group = join()
     cfg = make_config({"norm": args.norm, "batch_size": args.batch_size, "threads": args.threads,

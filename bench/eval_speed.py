@@ -1,4 +1,4 @@
-"""Seconds to evaluate the 10,000 test images with ``cifarnet.train.evaluate`` at several batch sizes.
+"""Seconds to evaluate the 10,000 test images with ``cifarnet.training.engine.evaluate`` at several batch sizes.
 
     python bench/eval_speed.py [--norms bn,ln,gn] [--batches 64,128,256,1000] [--reps 5] [--threads 2] [--json]
 
@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.models import build_model
-from cifarnet.train import evaluate
+from cifarnet.nets.models import build_model
+from cifarnet.training.engine import evaluate
 
 
 def measure(norm: str, batches: list[int], reps: int) -> dict[int, float]:

@@ -3,10 +3,10 @@
     python bench/explain_speed.py [--models s9-bn,s9-ln,s9-gn,seed-bn] [--reps 7] [--threads 2]
                                   [--images 256] [--data-dir DIR] [--cli] [--json]
 
-Grad-CAM: ``cifarnet.gradcam.grad_cam`` of one test image at the model's last block
+Grad-CAM: ``cifarnet.analysis.gradcam.grad_cam`` of one test image at the model's last block
 (forward pass, one ``autograd.grad``, the map upsampled to 32x32), the model already
 loaded and its layers already found (a warm-up call does both). Statistics:
-``cifarnet.activation_stats.activation_stats`` over ``--images`` test images (every ReLU
+``cifarnet.analysis.activation_stats.activation_stats`` over ``--images`` test images (every ReLU
 and norm, one forward pass). ``s9-*`` are the shipped checkpoints; ``seed-*`` is built
 untrained (no ``seed`` model ships; speed does not depend on the weights). The pictures are
 the first test images when CIFAR-10 is found, else random ones. Models are interleaved
@@ -32,14 +32,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cifarnet.activation_stats import activation_stats  # noqa: E402
-from cifarnet.checkpoint import load_model  # noqa: E402
-from cifarnet.data import load_cifar10  # noqa: E402
+from cifarnet.analysis.activation_stats import activation_stats  # noqa: E402
+from cifarnet.analysis.gradcam import grad_cam  # noqa: E402
+from cifarnet.data.cifar10 import load_cifar10  # noqa: E402
 from cifarnet.errors import CifarnetError  # noqa: E402
-from cifarnet.gradcam import grad_cam  # noqa: E402
-from cifarnet.layers import default_layer  # noqa: E402
-from cifarnet.models import build_model  # noqa: E402
-from cifarnet.runs import PRETRAINED_DIR  # noqa: E402
+from cifarnet.nets.layers import default_layer  # noqa: E402
+from cifarnet.nets.models import build_model  # noqa: E402
+from cifarnet.runs.folders import PRETRAINED_DIR  # noqa: E402
+from cifarnet.training.checkpoint import load_model  # noqa: E402
 
 GRADCAM_TARGET_S, STATS_TARGET_S = 0.3, 3.0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.data import load_jpeg_npz, write_dataset
+from cifarnet.data.cifar10 import load_jpeg_npz, write_dataset
 
 if __name__ == "__main__":
     started = time.time()

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifarnet.cli import as_flags  # noqa: E402
-from cifarnet.runs import first_reaching, read_run  # noqa: E402
+from cifarnet.runs.folders import first_reaching, read_run  # noqa: E402
 
 # Settings not named here are the TrainConfig defaults. Rows built on a named recipe follow it when it changes;
 # a figure in docs/ was measured with the recipe of its date.

@@ -2,7 +2,7 @@
 
     python bench/screenshot.py --runs-dir DIR --run RUN_ID [--data-dir DIR] [--out docs/dashboard.png]
 
-Starts the real dashboard on the runs folder ``DIR`` (:mod:`cifarnet.ui.server`), opens the Train page on the run
+Starts the real dashboard on the runs folder ``DIR`` (:mod:`harness`), opens the Train page on the run
 in headless Chromium (Playwright, Debian's ``/usr/bin/chromium``) and, once its curves are drawn, saves the top of
 the page at 1400x1000.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the dashboard harness
 
-from cifarnet.ui.server import CHROMIUM_ARGS, dashboard_server  # noqa: E402
+from harness import CHROMIUM_ARGS, dashboard_server  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 

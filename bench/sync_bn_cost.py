@@ -26,8 +26,8 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cifarnet.distributed import _sync_cpu_batchnorm  # noqa: E402
-from cifarnet.models import build_model  # noqa: E402
+from cifarnet.nets.models import build_model  # noqa: E402
+from cifarnet.training.distributed import sync_cpu_batchnorm  # noqa: E402
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
         for name in ("batchnorm", "sync"):
             torch.manual_seed(0)
             models[name] = build_model("s10", "bn").to(memory_format=torch.channels_last)
-        _sync_cpu_batchnorm(models["sync"])
+        sync_cpu_batchnorm(models["sync"])
         optimizers = {name: torch.optim.SGD(m.parameters(), lr=0.01) for name, m in models.items()}
         x = torch.rand(args.batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (args.batch_size,))

@@ -10,7 +10,7 @@ size, optimizer, learning-rate schedule and torch threads; only the way a batch 
 differs:
 
 - cifarnet: the data set sits in memory as uint8 tensors; each step gathers a batch by
-  index and augments it whole (:mod:`cifarnet.augment`). The step is the training
+  index and augments it whole (:mod:`cifarnet.data.augment`). The step is the training
   engine's own (``Trainer.step`` on ``Trainer.batches``), not a copy of it.
 - conventional: what a typical user writes with ``torchvision.datasets.CIFAR10``: a
   ``Dataset`` that returns one PIL image at a time, per-image ``RandomCrop(32, padding=4,
@@ -51,10 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifarnet.config import PRECISIONS, TrainConfig, make_config  # noqa: E402
-from cifarnet.data import Cifar10, dataset_present, load_cifar10, synthetic_dataset  # noqa: E402
-from cifarnet.models import build_model  # noqa: E402
-from cifarnet.schedule import lr_at, make_optimizer, set_lr  # noqa: E402
-from cifarnet.train import Trainer  # noqa: E402
+from cifarnet.data.cifar10 import Cifar10, dataset_present, load_cifar10, synthetic_dataset  # noqa: E402
+from cifarnet.nets.models import build_model  # noqa: E402
+from cifarnet.training.engine import Trainer  # noqa: E402
+from cifarnet.training.schedule import lr_at, make_optimizer, set_lr  # noqa: E402
 
 # Two full-width FMA units per core: AMD Zen 5 (this machine: cpu family 26) and Intel Xeon Gold/Platinum.
 # Zen 4 splits AVX-512 over two 256-bit halves, so there the peak printed here is twice the real one.

@@ -2,7 +2,7 @@
 
     python bench/trainer_start.py [--reps 5] [--data-dir DIR] [--json]
 
-Each repetition starts a real trainer the way the dashboard does (``cifarnet.launch.spawn`` on a new run folder
+Each repetition starts a real trainer the way the dashboard does (``cifarnet.runs.launch.spawn`` on a new run folder
 with the dashboard's short-run settings, 20 epochs so it is still training when the first record appears) and
 polls its folder every 10 ms: the time to its ``running`` status (data loaded, model and optimizer built) and to
 its first ``metrics.jsonl`` record (the first point of the live curves). Interleaved with it, ``python -c
@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifarnet.launch import spawn
-from cifarnet.query import DASHBOARD_DEFAULTS
-from cifarnet.records import read_status
-from cifarnet.runs import create_run, request_stop
-from cifarnet.slots import claim
+from cifarnet.runs.folders import create_run, request_stop
+from cifarnet.runs.launch import spawn
+from cifarnet.runs.records import read_status
+from cifarnet.runs.slots import claim
+from cifarnet.ui.query import DASHBOARD_DEFAULTS
 
 POLL_S = 0.01
 

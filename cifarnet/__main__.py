@@ -1,6 +1,6 @@
 """``python -m cifarnet``: see :mod:`cifarnet.cli`."""
 
 from cifarnet.cli import main
-from cifarnet.distributed import exit_with
+from cifarnet.training.distributed import exit_with
 
 exit_with(main)

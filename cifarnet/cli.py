@@ -15,25 +15,25 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from cifarnet.checkpoint import load_model
 from cifarnet.config import AUTO, DEFAULTS, FIELDS, MODEL, TrainConfig, allowed, check_shares, make_config
-from cifarnet.data import load_cifar10
+from cifarnet.data.cifar10 import load_cifar10
 from cifarnet.devices import select_device
-from cifarnet.distributed import Group, is_main_process, join, launched, relaunch, trainer_pid
-from cifarnet.early_stop import RULES
 from cifarnet.errors import CifarnetError
-from cifarnet.experiments import DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary
-from cifarnet.models import build_model
-from cifarnet.monitor import throughput_text
-from cifarnet.receptive_field import format_rf, receptive_field
+from cifarnet.nets.models import build_model
+from cifarnet.nets.receptive_field import format_rf, receptive_field
+from cifarnet.nets.summary import format_summary, summarize
 from cifarnet.recipes import FIRST_RECIPE, RECIPES, recipe_config
-from cifarnet.records import load_run_config
-from cifarnet.run_queue import cancel_run, ensure_worker, serve
-from cifarnet.runs import PENDING, list_runs, read_run, request_stop
-from cifarnet.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
-from cifarnet.summary import format_summary, summarize
-from cifarnet.sweep import MAX_CAP, SCALES, check_cap, parse_random, start_sweep
-from cifarnet.train import StatusFile, confusion_matrix, evaluate, train_run
+from cifarnet.runs.early_stop import RULES
+from cifarnet.runs.experiments import DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary
+from cifarnet.runs.folders import PENDING, list_runs, read_run, request_stop
+from cifarnet.runs.monitor import throughput_text
+from cifarnet.runs.queue import cancel_run, ensure_worker, serve
+from cifarnet.runs.records import load_run_config
+from cifarnet.runs.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
+from cifarnet.runs.sweep import MAX_CAP, SCALES, check_cap, parse_random, start_sweep
+from cifarnet.training.checkpoint import load_model
+from cifarnet.training.distributed import Group, is_main_process, join, launched, relaunch, trainer_pid
+from cifarnet.training.engine import StatusFile, confusion_matrix, evaluate, train_run
 
 FOLLOW_S = 0.5  # how often `compare` looks at its runs
 MODEL_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.group == MODEL)
@@ -205,7 +205,7 @@ def _bar(progress: dict) -> None:
 
 def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConfig, Claim | None]:
     """The run to train, its config and the locks that let it train (a slot under the run limit and the run's
-    own lock, :mod:`cifarnet.slots`): ``--resume``'s folder, or a new one from the flags (rank 0 only).
+    own lock, :mod:`cifarnet.runs.slots`): ``--resume``'s folder, or a new one from the flags (rank 0 only).
 
     ``processes`` is how many processes a start without torchrun launches (``--resume`` takes it too: a run may
     continue with another world size); under torchrun, torchrun has chosen, and ``config.json``'s
@@ -363,10 +363,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
-    from cifarnet.checkpoint import load_model
-    from cifarnet.data import CLASSES, load_cifar10
-    from cifarnet.explain import explain, parse_indices, parse_target, read_picture, save_png, sheet, to_json
-    from cifarnet.layers import default_layer, find_layer
+    from cifarnet.analysis.explain import explain, parse_indices, parse_target, read_picture, save_png, sheet, to_json
+    from cifarnet.data.cifar10 import CLASSES, load_cifar10
+    from cifarnet.nets.layers import default_layer, find_layer
+    from cifarnet.training.checkpoint import load_model
 
     model = load_model(args.checkpoint)
     layer = find_layer(model, args.layer).name if args.layer else default_layer(model)

@@ -8,7 +8,7 @@ format, and the switch it depends on. Everything else derives from that one decl
   ``config.json``) goes through :func:`make_config`, which refuses a bad value with one line naming the
   field, the value and what is allowed, before any work starts;
 - the CLI flags (:mod:`cifarnet.cli`), the sidebar widgets (:mod:`cifarnet.ui.sidebar`), URL parsing and
-  writing (:mod:`cifarnet.query`) and the augmentation switches (:mod:`cifarnet.augment` reads the config).
+  writing (:mod:`cifarnet.ui.query`) and the augmentation switches (:mod:`cifarnet.data.augment` reads the config).
 
 Adding a field means adding one :func:`option` line here (and using the value where it matters).
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cifarnet.errors import CifarnetError, shown
-from cifarnet.models import ARCHS, DEFAULT_DROPOUT, WHITEN_MODES, WS_MODES, build_model, default_ws
-from cifarnet.norms import DEFAULT_GN_GROUPS, NORMS
+from cifarnet.nets.models import ARCHS, DEFAULT_DROPOUT, WHITEN_MODES, WS_MODES, build_model, default_ws
+from cifarnet.nets.norms import DEFAULT_GN_GROUPS, NORMS
 
 OPTIMIZERS = ("nesterov", "sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -189,7 +189,7 @@ class TrainConfig:
 
     @property
     def model_args(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`cifarnet.models.build_model` for this run's network."""
+        """The keyword arguments of :func:`cifarnet.nets.models.build_model` for this run's network."""
         args = {"arch": self.arch, "norm": self.norm, "gn_groups": self.gn_groups, "dropout": self.model_dropout,
                 "ws": resolve_ws(self.arch, self.norm, self.ws)}
         return args if self.whiten == "off" else {**args, "whiten": self.whiten}  # as build_model records it

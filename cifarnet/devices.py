@@ -1,7 +1,7 @@
 """Where a run computes: the device it asks for, and the precision that suits it.
 
 Apart from the training engine: the device is also checked before a run folder exists
-(:func:`cifarnet.runs.create_run`), and the run folders cannot import the engine, which imports them (through
+(:func:`cifarnet.runs.folders.create_run`), and the run folders cannot import the engine, which imports them (through
 the run limit that sets its CPU share).
 """
 

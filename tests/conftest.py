@@ -27,13 +27,13 @@ REAL_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from cifarnet.config import make_config  # noqa: E402
-from cifarnet.data import CLASSES, FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
-from cifarnet.early_stop import STOPPED_EARLY  # noqa: E402
-from cifarnet.experiments import EXPERIMENTS_FOLDER  # noqa: E402
-from cifarnet.records import write_json  # noqa: E402
-from cifarnet.runs import LIVE, create_run, read_run, trainer_alive  # noqa: E402
-from cifarnet.train import confusion_matrix, train_run  # noqa: E402
-from cifarnet.ui.server import CHROMIUM_ARGS  # noqa: E402
+from cifarnet.data.cifar10 import CLASSES, FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
+from cifarnet.runs.early_stop import STOPPED_EARLY  # noqa: E402
+from cifarnet.runs.experiments import EXPERIMENTS_FOLDER  # noqa: E402
+from cifarnet.runs.folders import LIVE, create_run, read_run, trainer_alive  # noqa: E402
+from cifarnet.runs.records import write_json  # noqa: E402
+from cifarnet.training.engine import confusion_matrix, train_run  # noqa: E402
+from harness import CHROMIUM_ARGS  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's Chromium, driven by Playwright (its own browser download fails here)
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots from the browser tests, for a person to look at

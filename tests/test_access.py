@@ -26,13 +26,13 @@ from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from cifarnet.config import make_config
-from cifarnet.experiments import experiment_runs, load_experiment, pending, start_experiment
-from cifarnet.run_queue import QUEUE_LOCK, cancel_run
-from cifarnet.runs import LIVE, create_run, list_runs, process_alive, read_run, request_stop, trainer_pid
-from cifarnet.slots import max_live_runs, take_slot, try_lock
+from cifarnet.runs.experiments import experiment_runs, load_experiment, pending, start_experiment
+from cifarnet.runs.folders import LIVE, create_run, list_runs, process_alive, read_run, request_stop, trainer_pid
+from cifarnet.runs.queue import QUEUE_LOCK, cancel_run
+from cifarnet.runs.slots import max_live_runs, take_slot, try_lock
 from cifarnet.ui import access
 from cifarnet.ui.app import PAGES
-from cifarnet.ui.server import dashboard_server
+from harness import dashboard_server
 
 APP = ROOT / "dashboard.py"
 TOKEN = "a-long-random-token-0123456789"  # what `secrets.token_urlsafe` gives, in spirit

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cifarnet import CheckpointError, build_model, load_model
-from cifarnet.checkpoint import save_checkpoint
-from cifarnet.runs import PRETRAINED_DIR
+from cifarnet.runs.folders import PRETRAINED_DIR
+from cifarnet.training.checkpoint import save_checkpoint
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import CHROMIUM, fixture_run, settle, shot, write_experiment
 
-from cifarnet.data import load_cifar10
-from cifarnet.ui.server import dashboard_server
+from cifarnet.data.cifar10 import load_cifar10
+from harness import dashboard_server
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]

@@ -1,7 +1,7 @@
-"""The comparison of an experiment's variants (``cifarnet.comparison``) and the Compare page.
+"""The comparison of an experiment's variants (``cifarnet.analysis.comparison``) and the Compare page.
 
 Fixture runs are real run folders in a temporary runs folder, in the current record format (``config.json``
-through :func:`cifarnet.runs.create_run`, ``metrics.jsonl``, ``results.json``, ``predictions.npz``,
+through :func:`cifarnet.runs.folders.create_run`, ``metrics.jsonl``, ``results.json``, ``predictions.npz``,
 ``status.json``), grouped by a real experiment record; the figures they should give are worked out by hand in the
 tests. The page is driven through ``AppTest`` on the shipped experiment and on such a fixture experiment with a
 failed, a damaged and a missing run.
@@ -17,7 +17,7 @@ import pytest
 from conftest import APP, LABELS, TIMEOUT, fixture_run, real_data_present, texts, write_experiment
 from streamlit.testing.v1 import AppTest
 
-from cifarnet.comparison import (
+from cifarnet.analysis.comparison import (
     caption,
     confusion_difference,
     disagreement,
@@ -26,12 +26,12 @@ from cifarnet.comparison import (
     spread_curves,
     summary_table,
 )
+from cifarnet.analysis.report import mean_text
 from cifarnet.config import make_config
-from cifarnet.data import CLASSES, load_cifar10
-from cifarnet.experiments import EXPERIMENTS_FOLDER, list_experiments, shipped_experiment
-from cifarnet.models import build_model, count_params
-from cifarnet.records import write_json
-from cifarnet.report import mean_text
+from cifarnet.data.cifar10 import CLASSES, load_cifar10
+from cifarnet.nets.models import build_model, count_params
+from cifarnet.runs.experiments import EXPERIMENTS_FOLDER, list_experiments, shipped_experiment
+from cifarnet.runs.records import write_json
 
 
 @pytest.fixture

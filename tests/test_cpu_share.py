@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import ROOT, run_cli
 
-from cifarnet import cpu_share
-from cifarnet.cpu_share import CpuShare, CpuTimes, free_cores, held_slots, share
-from cifarnet.records import read_metrics
-from cifarnet.slots import take_slot
+from cifarnet.runs.records import read_metrics
+from cifarnet.runs.slots import take_slot
+from cifarnet.training import cpu_share
+from cifarnet.training.cpu_share import CpuShare, CpuTimes, free_cores, held_slots, share
 
-HOLDER = ("import sys, time; from pathlib import Path; from cifarnet.slots import take_slot; "
+HOLDER = ("import sys, time; from pathlib import Path; from cifarnet.runs.slots import take_slot; "
           "assert take_slot(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)")
 HOG = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"  # a busy program, bounded
 TINY = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]

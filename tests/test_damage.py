@@ -17,17 +17,17 @@ import torch
 from conftest import fake_finished_run, run_cli
 from PIL import Image
 
-from cifarnet.checkpoint import load_model, save_checkpoint
-from cifarnet.comparison import load_comparison
+from cifarnet.analysis.comparison import load_comparison
+from cifarnet.analysis.explain import parse_indices, parse_target
 from cifarnet.config import make_config
-from cifarnet.data import CLASSES
+from cifarnet.data.cifar10 import CLASSES
 from cifarnet.errors import CifarnetError
-from cifarnet.experiments import list_experiments, parse_vary, plan_experiment
-from cifarnet.explain import parse_indices, parse_target
-from cifarnet.models import build_model
-from cifarnet.query import EXPERIMENT_PARAM
-from cifarnet.records import read_predictions, write_json
-from cifarnet.runs import PRETRAINED_DIR
+from cifarnet.nets.models import build_model
+from cifarnet.runs.experiments import list_experiments, parse_vary, plan_experiment
+from cifarnet.runs.folders import PRETRAINED_DIR
+from cifarnet.runs.records import read_predictions, write_json
+from cifarnet.training.checkpoint import load_model, save_checkpoint
+from cifarnet.ui.query import EXPERIMENT_PARAM
 
 SHIPPED_MODEL = PRETRAINED_DIR / "s10-bn" / "model.pt"
 

@@ -3,7 +3,7 @@
 Each test drives the real ``dashboard.py`` (navigation, shared sidebar, page) with a
 temporary runs folder; the data folder is the real CIFAR-10 copy when present, else
 synthetic files (the ``data_dir`` fixture). The pure helpers behind the pages
-(``cifarnet.query``, ``curves``, ``predict``, ``misclassified``, ``tables``) are tested
+(``cifarnet.ui.query``, ``curves``, ``predict``, ``misclassified``, ``tables``) are tested
 directly at the end.
 """
 
@@ -29,20 +29,20 @@ from conftest import (
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from cifarnet.checkpoint import save_checkpoint
+from cifarnet.analysis.curves import curves_frame, runs_table, smooth
+from cifarnet.analysis.misclassified import filter_mistakes, mistakes
+from cifarnet.analysis.predict import prepare
 from cifarnet.config import FIELDS, make_config
-from cifarnet.curves import curves_frame, runs_table, smooth
-from cifarnet.data import CLASSES, FOLDER, load_cifar10
+from cifarnet.data.cifar10 import CLASSES, FOLDER, load_cifar10
+from cifarnet.data.images import enlarge_to
 from cifarnet.errors import CifarnetError
-from cifarnet.images import enlarge_to
-from cifarnet.misclassified import filter_mistakes, mistakes
-from cifarnet.models import build_model, count_params
-from cifarnet.monitor import clock, describe, progress_fraction, progress_text, ws_note
-from cifarnet.predict import prepare
-from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
-from cifarnet.records import write_json
-from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
+from cifarnet.nets.models import build_model, count_params
+from cifarnet.runs.folders import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
+from cifarnet.runs.monitor import clock, describe, progress_fraction, progress_text, ws_note
+from cifarnet.runs.records import write_json
+from cifarnet.training.checkpoint import save_checkpoint
 from cifarnet.ui.app import PAGES
+from cifarnet.ui.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
 
 

@@ -13,10 +13,10 @@ import torch
 from conftest import REAL_DATA, data_with_labels, real_data_present, run_cli
 
 from cifarnet import DataError
-from cifarnet import data as data_mod
-from cifarnet.augment import augment_batch, preview_grid, random_crop, random_cutout, to_float
 from cifarnet.config import make_config
-from cifarnet.data import FOLDER, load_cifar10, stratified_subset, write_batch_file
+from cifarnet.data import cifar10 as data_mod
+from cifarnet.data.augment import augment_batch, preview_grid, random_crop, random_cutout, to_float
+from cifarnet.data.cifar10 import FOLDER, load_cifar10, stratified_subset, write_batch_file
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from streamlit.testing.v1 import AppTest
 from cifarnet import CifarnetError
 from cifarnet.cli import as_flags, build_parser
 from cifarnet.config import AUTO, DEFAULTS, FIELDS, GROUPS, allowed, make_config
-from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.recipes import RECIPES, recipe_config
-from cifarnet.records import FORMAT, load_run_config, read_config, upgrade_config
-from cifarnet.runs import PRETRAINED_DIR, create_run, read_run
+from cifarnet.runs.folders import PRETRAINED_DIR, create_run, read_run
+from cifarnet.runs.records import FORMAT, load_run_config, read_config, upgrade_config
+from cifarnet.ui.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.ui.sidebar import auto_key, widget_key, widget_kind
 
 APP = Path(__file__).resolve().parents[1] / "dashboard.py"

@@ -1,7 +1,7 @@
 """Data-parallel training through ``torchrun``: 2 CPU processes (gloo) in real subprocesses.
 
 Each test launches ``python -m torch.distributed.run`` exactly as a user would, one thread per process, on a
-tiny subset; the single-process reference is the same config's :class:`~cifarnet.train.Trainer` stepping in
+tiny subset; the single-process reference is the same config's :class:`~cifarnet.training.engine.Trainer` stepping in
 this process, so every figure compared comes from the real code paths.
 """
 
@@ -23,12 +23,12 @@ from conftest import ROOT, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
-from cifarnet.data import load_cifar10
-from cifarnet.launch import start_run
-from cifarnet.records import read_metrics
-from cifarnet.runs import RunInfo, create_run, process_alive, read_run, request_stop
-from cifarnet.slots import claim
-from cifarnet.train import Trainer
+from cifarnet.data.cifar10 import load_cifar10
+from cifarnet.runs.folders import RunInfo, create_run, process_alive, read_run, request_stop
+from cifarnet.runs.launch import start_run
+from cifarnet.runs.records import read_metrics
+from cifarnet.runs.slots import claim
+from cifarnet.training.engine import Trainer
 
 pytestmark = pytest.mark.ddp  # torchrun process groups: their own tier
 

@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifarnet.cli import build_parser
-from cifarnet.config import FIELDS, make_config
-from cifarnet.recipes import recipe_config
-from cifarnet.records import load_run_config
-from cifarnet.report import (
+from cifarnet.analysis.report import (
     EXECUTION_FIELDS,
     TABLES,
     mark,
@@ -24,7 +20,11 @@ from cifarnet.report import (
     seed_groups,
     train_command,
 )
-from cifarnet.runs import SHIPPED_TRIO, shipped_runs
+from cifarnet.cli import build_parser
+from cifarnet.config import FIELDS, make_config
+from cifarnet.recipes import recipe_config
+from cifarnet.runs.folders import SHIPPED_TRIO, shipped_runs
+from cifarnet.runs.records import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -38,7 +38,7 @@ def words(path: Path) -> int:
 @pytest.mark.parametrize("path, name", [(path, name) for path, names in TABLE_FILES.items() for name in names],
                          ids=lambda v: v if isinstance(v, str) else v.name)
 def test_results_tables_are_the_shipped_records(path, name):
-    """Regenerate with ``python -m cifarnet.report --write README.md docs/RESULTS.md`` after retraining."""
+    """Regenerate with ``python -m cifarnet.analysis.report --write README.md docs/RESULTS.md`` after retraining."""
     assert marked_block(path.read_text(), name) == TABLES[name](shipped_runs())
 
 

@@ -27,11 +27,11 @@ from conftest import (
     wait_for,
 )
 
-from cifarnet.curves import curves_frame
-from cifarnet.experiments import list_experiments
-from cifarnet.monitor import live_run_ids, newest_live_run
-from cifarnet.runs import read_run
-from cifarnet.ui.server import dashboard_server
+from cifarnet.analysis.curves import curves_frame
+from cifarnet.runs.experiments import list_experiments
+from cifarnet.runs.folders import read_run
+from cifarnet.runs.monitor import live_run_ids, newest_live_run
+from harness import dashboard_server
 
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
@@ -194,7 +194,7 @@ def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser)
     """With only finished runs: the Train page shows the newest without polling, the Runs page's legend stays clear
     of its chart titles, and the Misclassified grid shows its tiles at the stated size in aligned rows."""
 
-    from cifarnet.data import load_cifar10
+    from cifarnet.data.cifar10 import load_cifar10
 
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -15,10 +15,10 @@ from conftest import ROOT, TINY, TINY_FLAGS, live_records, run_cli, trainer_proc
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
-from cifarnet.experiments import list_experiments, parse_vary, plan_experiment, start_experiment
 from cifarnet.recipes import FIRST_RECIPE, recipe_config
-from cifarnet.run_queue import cancel_run
-from cifarnet.runs import read_run
+from cifarnet.runs.experiments import list_experiments, parse_vary, plan_experiment, start_experiment
+from cifarnet.runs.folders import read_run
+from cifarnet.runs.queue import cancel_run
 
 
 @pytest.mark.slow

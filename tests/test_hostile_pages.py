@@ -24,13 +24,13 @@ from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 
 from cifarnet.config import make_config
-from cifarnet.data import load_cifar10
+from cifarnet.data.cifar10 import load_cifar10
 from cifarnet.errors import CifarnetError
-from cifarnet.experiments import plan_experiment
-from cifarnet.records import read_results, write_json
-from cifarnet.runs import PRETRAINED_DIR, create_run
+from cifarnet.runs.experiments import plan_experiment
+from cifarnet.runs.folders import PRETRAINED_DIR, create_run
+from cifarnet.runs.records import read_results, write_json
 from cifarnet.ui import charts
-from cifarnet.ui.server import dashboard_server
+from harness import dashboard_server
 
 SENTINEL = re.compile(r"pwn[a-z]\d")
 BIG = "x" * 100_000  # a value: shown cut to 60 characters

@@ -24,19 +24,19 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from cifarnet.activation_stats import activation_stats, moments, normalised, relu_stats, spreads
-from cifarnet.checkpoint import save_checkpoint
+from cifarnet.analysis.activation_stats import activation_stats, moments, normalised, relu_stats, spreads
+from cifarnet.analysis.explain import MAX_IMAGES, parse_indices
+from cifarnet.analysis.feature_maps import feature_grid, feature_maps
+from cifarnet.analysis.gradcam import colorize, grad_cam, overlay
 from cifarnet.cli import main
-from cifarnet.data import CLASSES, load_cifar10
+from cifarnet.data.cifar10 import CLASSES, load_cifar10
 from cifarnet.errors import CifarnetError
-from cifarnet.explain import MAX_IMAGES, parse_indices
-from cifarnet.feature_maps import feature_grid, feature_maps
-from cifarnet.gradcam import colorize, grad_cam, overlay
-from cifarnet.layers import capture, default_layer, find_layer, layer_names, layers
-from cifarnet.models import build_model
-from cifarnet.query import parse_query
-from cifarnet.receptive_field import receptive_field
-from cifarnet.runs import PRETRAINED_DIR
+from cifarnet.nets.layers import capture, default_layer, find_layer, layer_names, layers
+from cifarnet.nets.models import build_model
+from cifarnet.nets.receptive_field import receptive_field
+from cifarnet.runs.folders import PRETRAINED_DIR
+from cifarnet.training.checkpoint import save_checkpoint
+from cifarnet.ui.query import parse_query
 
 SHIPPED_BN = PRETRAINED_DIR / "s9-bn" / "model.pt"
 PATCH = 6

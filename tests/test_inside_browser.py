@@ -16,10 +16,10 @@ import torch
 from conftest import CHROMIUM, fake_finished_run, image_bytes, selected, settle, shot
 from PIL import Image
 
-from cifarnet.checkpoint import load_model
-from cifarnet.data import load_cifar10
-from cifarnet.runs import PRETRAINED_DIR
-from cifarnet.ui.server import dashboard_server
+from cifarnet.data.cifar10 import load_cifar10
+from cifarnet.runs.folders import PRETRAINED_DIR
+from cifarnet.training.checkpoint import load_model
+from harness import dashboard_server
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_cli, texts
 
-from cifarnet.comparison import caption
+from cifarnet.analysis.comparison import caption
 from cifarnet.config import make_config
-from cifarnet.experiments import list_experiments, newest_pending
-from cifarnet.monitor import clock, describe, elapsed_now, ended_text
-from cifarnet.records import read_metrics, write_json
-from cifarnet.runs import create_run, read_run
-from cifarnet.train import RECORD_EVERY_S
+from cifarnet.runs.experiments import list_experiments, newest_pending
+from cifarnet.runs.folders import create_run, read_run
+from cifarnet.runs.monitor import clock, describe, elapsed_now, ended_text
+from cifarnet.runs.records import read_metrics, write_json
+from cifarnet.training.engine import RECORD_EVERY_S
 from cifarnet.ui import charts
 from cifarnet.wording import plural, with_article
 

@@ -12,13 +12,13 @@ from conftest import run_cli
 from torch import nn
 
 from cifarnet import CifarnetError, build_model, count_params
-from cifarnet.checkpoint import load_model, save_checkpoint
 from cifarnet.config import make_config
-from cifarnet.models import ARCHS, Parallel, Residual, StdConv2d
-from cifarnet.norms import NORMS
-from cifarnet.receptive_field import format_rf, receptive_field
-from cifarnet.rules import check_rules
-from cifarnet.summary import format_summary, summarize
+from cifarnet.nets.models import ARCHS, Parallel, Residual, StdConv2d
+from cifarnet.nets.norms import NORMS
+from cifarnet.nets.receptive_field import format_rf, receptive_field
+from cifarnet.nets.rules import check_rules
+from cifarnet.nets.summary import format_summary, summarize
+from cifarnet.training.checkpoint import load_model, save_checkpoint
 
 WRITEUP = Path(__file__).parent / "fixtures" / "seed_summary_writeup.txt"
 ROW = re.compile(r"^\s*(\w+)-(\d+)\s+\[-1, ([\d, ]+)\]\s+([\d,]+)$")
@@ -147,7 +147,7 @@ def test_weight_standardisation_defaults_and_old_checkpoints_stay_as_trained(tmp
     assert make_config({"norm": "gn"}).model_args["ws"] == "except-depthwise"
     assert make_config({"norm": "gn", "ws": "off"}).model_args["ws"] == "off"
     assert make_config({"norm": "bn", "ws": "all"}).model_args["ws"] == "all"
-    for old in ("on", "true", True, False):  # the switch's spellings live only in old records (cifarnet.records)
+    for old in ("on", "true", True, False):  # the switch's spellings live only in old records (cifarnet.runs.records)
         with pytest.raises(CifarnetError, match=r"ws=.* is not known; allowed: auto, off, all, except-depthwise"):
             make_config({"ws": old})
     with pytest.raises(CifarnetError, match=r"unknown ws 'some'; allowed: off, all, except-depthwise"):

@@ -22,16 +22,16 @@ import torch
 from conftest import run_cli, wait_for
 
 from cifarnet import CifarnetError
-from cifarnet import experiments as experiments_mod
-from cifarnet import launch as launch_mod
-from cifarnet import runs as runs_mod
 from cifarnet.config import make_config
 from cifarnet.errors import WriteError
-from cifarnet.experiments import launch_experiment, list_experiments, parse_vary, plan_experiment, start_experiment
-from cifarnet.launch import start_run
-from cifarnet.run_queue import QUEUE_LOCK, QUEUE_LOG, ensure_worker, serve
-from cifarnet.runs import read_run, request_stop, trainer_alive, trainer_identity
-from cifarnet.slots import max_live_runs, take_slot
+from cifarnet.runs import experiments as experiments_mod
+from cifarnet.runs import folders as runs_mod
+from cifarnet.runs import launch as launch_mod
+from cifarnet.runs.experiments import launch_experiment, list_experiments, parse_vary, plan_experiment, start_experiment
+from cifarnet.runs.folders import read_run, request_stop, trainer_alive, trainer_identity
+from cifarnet.runs.launch import start_run
+from cifarnet.runs.queue import QUEUE_LOCK, QUEUE_LOG, ensure_worker, serve
+from cifarnet.runs.slots import max_live_runs, take_slot
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]

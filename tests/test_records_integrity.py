@@ -18,16 +18,16 @@ import torch
 from conftest import CHROMIUM, ROOT, copy_run, fake_finished_run, run_cli, shot, texts, wait_for
 
 from cifarnet import CifarnetError
-from cifarnet.checkpoint import read_checkpoint
+from cifarnet.analysis.curves import curves_frame, runs_table
 from cifarnet.config import make_config
-from cifarnet.curves import curves_frame, runs_table
-from cifarnet.data import FOLDER, load_cifar10
+from cifarnet.data.cifar10 import FOLDER, load_cifar10
 from cifarnet.errors import WriteError
-from cifarnet.launch import resume_run, start_run
-from cifarnet.records import cut_metrics, read_metrics, read_predictions, write_json
-from cifarnet.runs import create_run, list_runs, read_run, request_stop
-from cifarnet.train import train_run
-from cifarnet.ui.server import dashboard_server
+from cifarnet.runs.folders import create_run, list_runs, read_run, request_stop
+from cifarnet.runs.launch import resume_run, start_run
+from cifarnet.runs.records import cut_metrics, read_metrics, read_predictions, write_json
+from cifarnet.training.checkpoint import read_checkpoint
+from cifarnet.training.engine import train_run
+from harness import dashboard_server
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]

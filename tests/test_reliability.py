@@ -13,10 +13,10 @@ from conftest import copy_run, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
-from cifarnet.launch import start_run
-from cifarnet.records import MetricsLog, load_run_config, write_json
-from cifarnet.runs import create_run, delete_run, list_runs, read_run, request_stop, run_path
-from cifarnet.train import train_run
+from cifarnet.runs.folders import create_run, delete_run, list_runs, read_run, request_stop, run_path
+from cifarnet.runs.launch import start_run
+from cifarnet.runs.records import MetricsLog, load_run_config, write_json
+from cifarnet.training.engine import train_run
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 
@@ -73,7 +73,7 @@ def test_disk_full_during_training_ends_failed_with_reason(runs_dir, data_dir, m
 
 
 def test_out_of_memory_ends_failed_with_advice(runs_dir, data_dir, monkeypatch):
-    import cifarnet.train as train_mod
+    import cifarnet.training.engine as train_mod
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -15,9 +15,9 @@ from conftest import ROOT, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
-from cifarnet.launch import resume_run
-from cifarnet.records import read_metrics
-from cifarnet.runs import PRETRAINED_DIR, create_run, read_run
+from cifarnet.runs.folders import PRETRAINED_DIR, create_run, read_run
+from cifarnet.runs.launch import resume_run
+from cifarnet.runs.records import read_metrics
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 LONG = {**TINY, "epochs": 200}  # still training when the test looks, then killed
@@ -27,7 +27,7 @@ STARTER = """
 import sys, time
 from cifarnet.config import make_config
 from cifarnet.errors import CifarnetError
-from cifarnet.launch import start_run
+from cifarnet.runs.launch import start_run
 cfg = make_config({settings!r})
 time.sleep(max(0.0, {at!r} - time.time()))
 try:

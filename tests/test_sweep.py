@@ -27,24 +27,16 @@ from conftest import (
 from streamlit.testing.v1 import AppTest
 
 from cifarnet import CifarnetError
+from cifarnet.analysis.comparison import load_comparison
+from cifarnet.analysis.sweep_view import BEST, BEST_STEP, FINAL, Filter, best_eval, differing, run_table
 from cifarnet.cli import main
-from cifarnet.comparison import load_comparison
 from cifarnet.config import make_config
-from cifarnet.early_stop import STOPPED_EARLY, asha_reason, judge, median_reason
-from cifarnet.experiments import EXPERIMENTS_FOLDER, load_experiment
-from cifarnet.records import write_json
-from cifarnet.run_queue import enqueue, ensure_worker
-from cifarnet.runs import read_run
-from cifarnet.sweep import parse_random, plan_sweep
-from cifarnet.sweep_view import (
-    BEST,
-    BEST_STEP,
-    FINAL,
-    Filter,
-    best_eval,
-    differing,
-    run_table,
-)
+from cifarnet.runs.early_stop import STOPPED_EARLY, asha_reason, judge, median_reason
+from cifarnet.runs.experiments import EXPERIMENTS_FOLDER, load_experiment
+from cifarnet.runs.folders import read_run
+from cifarnet.runs.queue import enqueue, ensure_worker
+from cifarnet.runs.records import write_json
+from cifarnet.runs.sweep import parse_random, plan_sweep
 
 APP = ROOT / "dashboard.py"
 

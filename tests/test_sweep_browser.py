@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import CHROMIUM, hand_made_sweep, settle, shot
 
-from cifarnet.ui.server import dashboard_server
+from harness import dashboard_server
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]

@@ -13,10 +13,10 @@ from conftest import REAL_DATA, real_data_present, run_cli, wait_for
 
 from cifarnet import CifarnetError, devices
 from cifarnet.config import make_config
-from cifarnet.launch import resume_run, start_run
-from cifarnet.records import read_metrics
-from cifarnet.runs import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
-from cifarnet.train import train_run
+from cifarnet.runs.folders import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
+from cifarnet.runs.launch import resume_run, start_run
+from cifarnet.runs.records import read_metrics
+from cifarnet.training.engine import train_run
 
 TINY = {"subset": 40, "epochs": 3, "batch_size": 50, "lr": 0.05, "eval_subset": 20, "tta": False}
 
@@ -106,7 +106,7 @@ def test_compile_without_a_compiler_is_one_clear_line(runs_dir, data_dir):
 
 
 def test_divergence_ends_with_clear_status(runs_dir, data_dir, monkeypatch):
-    import cifarnet.train as train_mod
+    import cifarnet.training.engine as train_mod
 
     real = train_mod.F.cross_entropy
     monkeypatch.setattr(train_mod.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))

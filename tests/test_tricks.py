@@ -10,18 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarnet.augment import mix_batch, soft_targets, to_float
-from cifarnet.averaging import decay_at
-from cifarnet.checkpoint import load_model, read_checkpoint, save_checkpoint
 from cifarnet.config import make_config
-from cifarnet.data import CLASSES, Cifar10
-from cifarnet.models import ARCHS, build_model, count_params, stem_conv
-from cifarnet.norms import norm_layers
-from cifarnet.rules import check_rules
-from cifarnet.runs import create_run
-from cifarnet.schedule import lr_at
-from cifarnet.train import Trainer, evaluate, logits_of, train_run
-from cifarnet.whitening import fit_whitening, patches, sample_index, whitening_filters
+from cifarnet.data.augment import mix_batch, soft_targets, to_float
+from cifarnet.data.cifar10 import CLASSES, Cifar10
+from cifarnet.nets.models import ARCHS, build_model, count_params, stem_conv
+from cifarnet.nets.norms import norm_layers
+from cifarnet.nets.rules import check_rules
+from cifarnet.runs.folders import create_run
+from cifarnet.training.averaging import decay_at
+from cifarnet.training.checkpoint import load_model, read_checkpoint, save_checkpoint
+from cifarnet.training.engine import Trainer, evaluate, logits_of, train_run
+from cifarnet.training.schedule import lr_at
+from cifarnet.training.whitening import fit_whitening, patches, sample_index, whitening_filters
 
 TRAIN, TEST = 40, 20  # images: four of each class, two of each class
 BASE = {"arch": "s9", "subset": TRAIN // 10, "batch_size": 10, "epochs": 1, "eval_subset": 0, "lr": 0.05,

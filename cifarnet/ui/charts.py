@@ -16,7 +16,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cifarnet.curves import METRICS, X_AXES
+from cifarnet.analysis.curves import METRICS, X_AXES
 from cifarnet.ui.common import literal
 
 PALETTE = px.colors.qualitative.D3
@@ -135,7 +135,8 @@ def confusion_figure(frame: pd.DataFrame) -> go.Figure:
     """
     counts = frame.to_numpy()
     off_diagonal = counts[~np.eye(len(counts), dtype=bool)]
-    positions = list(range(len(counts)))  # a click reports positions (cifarnet.misclassified.cell_from_selection)
+    # a click reports positions (cifarnet.analysis.misclassified.cell_from_selection)
+    positions = list(range(len(counts)))
     names = [label(name) for name in frame.columns]
     predicted, true = np.meshgrid(positions, positions)
     fig = go.Figure([
@@ -244,7 +245,7 @@ def _faded(color: str, alpha: float = 0.18) -> str:
 def spread_figure(frame: pd.DataFrame, x: str, title: str, y_title: str, colors: dict[str, str]) -> go.Figure:
     """One line per variant (the mean over its seeds) over a band from its lowest to its highest seed.
 
-    ``frame`` is one metric of :func:`cifarnet.comparison.spread_curves`. The band is drawn as one closed shape
+    ``frame`` is one metric of :func:`cifarnet.analysis.comparison.spread_curves`. The band is drawn as one closed shape
     (upper edge forwards, lower edge back), which Plotly fills without a second trace to pair with.
     """
     fig = go.Figure()

@@ -15,12 +15,12 @@ import numpy as np
 import streamlit as st
 from torch import nn
 
-from cifarnet.checkpoint import load_model
-from cifarnet.data import Cifar10, dataset_present, download, load_cifar10, resolve_data_dir, synthetic_dataset
+from cifarnet.data.cifar10 import Cifar10, dataset_present, download, load_cifar10, resolve_data_dir, synthetic_dataset
+from cifarnet.data.images import to_hwc
 from cifarnet.errors import SHOWN_CHARS, CifarnetError, shorten, shown
-from cifarnet.images import to_hwc
-from cifarnet.models import build_model
-from cifarnet.runs import RunInfo, list_runs, resolve_runs_dir, shipped_runs
+from cifarnet.nets.models import build_model
+from cifarnet.runs.folders import RunInfo, list_runs, resolve_runs_dir, shipped_runs
+from cifarnet.training.checkpoint import load_model
 from cifarnet.ui import access
 
 DATA_KEY = "data_dir"

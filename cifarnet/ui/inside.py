@@ -18,19 +18,19 @@ import streamlit as st
 import torch
 from torch import nn
 
-from cifarnet.activation_stats import ActivationStats, compare
-from cifarnet.curves import run_label
-from cifarnet.data import Cifar10
+from cifarnet.analysis.activation_stats import ActivationStats, compare
+from cifarnet.analysis.curves import run_label
+from cifarnet.analysis.gradcam import overlays
+from cifarnet.analysis.misclassified import labels_match, mistakes, tiles
+from cifarnet.analysis.predict import FORMATS, MAX_PIXELS, prepare
+from cifarnet.data.cifar10 import Cifar10
+from cifarnet.data.images import to_hwc
 from cifarnet.errors import CifarnetError, shown
-from cifarnet.gradcam import overlays
-from cifarnet.images import to_hwc
-from cifarnet.layers import default_layer
-from cifarnet.misclassified import labels_match, mistakes, tiles
-from cifarnet.predict import FORMATS, MAX_PIXELS, prepare
-from cifarnet.query import PAGE_PARAMS
-from cifarnet.records import read_predictions
-from cifarnet.runs import PRETRAINED_DIR, SHIPPED_TRIO, RunInfo
+from cifarnet.nets.layers import default_layer
+from cifarnet.runs.folders import PRETRAINED_DIR, SHIPPED_TRIO, RunInfo
+from cifarnet.runs.records import read_predictions
 from cifarnet.ui.common import cached_synthetic, checkpoint, data_ready, dataset, literal, message
+from cifarnet.ui.query import PAGE_PARAMS
 from cifarnet.wording import with_article
 
 PAGE = "inside"

@@ -19,8 +19,8 @@ from torch import nn
 
 from cifarnet.config import FIELDS, GROUPS, Field, TrainConfig, allowed, make_config
 from cifarnet.errors import CifarnetError
-from cifarnet.query import DASHBOARD_DEFAULTS, parse_query, to_query
 from cifarnet.ui.common import cached_model, message
+from cifarnet.ui.query import DASHBOARD_DEFAULTS, parse_query, to_query
 
 EXPANDED = GROUPS[:2]  # the sections open at first: the model and the training budget
 CONFIG_KEY, ERROR_KEY, PROBLEMS_KEY, SEEDED_KEY = "cfg", "cfg_error", "cfg_link_problems", "cfg_seeded"

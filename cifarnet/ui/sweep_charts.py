@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from cifarnet.curves import X_AXES
-from cifarnet.sweep_view import BEST, FINAL, Filter, numeric
+from cifarnet.analysis.curves import X_AXES
+from cifarnet.analysis.sweep_view import BEST, FINAL, Filter, numeric
 from cifarnet.ui.charts import HEIGHT, LEGEND_ROW, _faded, run_colors, styled
 
 SHADOW_ALPHA = 0.25  # the raw curve under its smoothed line

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cifarnet.comparison import Comparison
-from cifarnet.curves import METRICS, smooth
-from cifarnet.experiments import spelled
-from cifarnet.query import RUN_PARAM
-from cifarnet.sweep_view import (
+from cifarnet.analysis.comparison import Comparison
+from cifarnet.analysis.curves import METRICS, smooth
+from cifarnet.analysis.sweep_view import (
     BEST,
     BEST_STEP,
     FINAL,
@@ -28,7 +26,9 @@ from cifarnet.sweep_view import (
     run_curves,
     run_table,
 )
+from cifarnet.runs.experiments import spelled
 from cifarnet.ui.app import page_path
+from cifarnet.ui.query import RUN_PARAM
 from cifarnet.ui.sweep_charts import parallel_figure, shadowed_curves_figure
 
 CURVE_CHOICES = ("test_acc", "train_loss", "test_loss", "train_acc")
