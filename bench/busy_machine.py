@@ -32,7 +32,7 @@ from cifarnet.runs.records import read_metrics  # noqa: E402
 HOG = "import time\nend = time.monotonic() + 1800\nwhile time.monotonic() < end: pass"
 DEFAULT_FLAGS = ["--subset", "30", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
 # The rule before: the trainer sees nothing of the machine, only its runs folder's trainers.
-TRAINERS_ONLY = ("import sys; from cifarnet import cpu_share; "
+TRAINERS_ONLY = ("import sys; from cifarnet.training import cpu_share; "
                  "cpu_share.free_cores = cpu_share.free_cores_by_load = lambda *_: None; "
                  "from cifarnet.cli import main; sys.exit(main())")
 RULES = {"whole machine (now)": ["-m", "cifarnet"], "our trainers only (before)": ["-c", TRAINERS_ONLY]}
