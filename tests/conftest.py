@@ -327,18 +327,24 @@ TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]
 
 
-def trainer_processes(runs_dir: Path) -> list[int]:
-    """Pids of live trainer processes of ``runs_dir``, from /proc (not from any record)."""
-    pids = []
+def processes_of(runs_dir: Path, word: bytes) -> list[int]:
+    """Pids of live processes with the argument ``word`` working on ``runs_dir`` (``--resume``: its trainers,
+    ``queue``: its queue worker), from /proc (not from any record)."""
+    found = []
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and b"--resume" in cmdline and any(str(runs_dir).encode() in arg for arg in cmdline):
-            pids.append(int(entry.name))
-    return pids
+        if state != "Z" and word in cmdline and any(str(runs_dir).encode() in arg for arg in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+def trainer_processes(runs_dir: Path) -> list[int]:
+    """Pids of live trainer processes of ``runs_dir``."""
+    return processes_of(runs_dir, b"--resume")
 
 
 def live_records(runs_dir: Path) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import CHROMIUM, ROOT, new_tab, settle, texts, wait_for
+from conftest import CHROMIUM, ROOT, new_tab, processes_of, settle, texts, wait_for
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
@@ -336,19 +336,6 @@ def test_shared_with_a_token_asks_once_and_never_shows_it(lab, browser, tmp_path
 
 # ---- the other processes: no port at all ---------------------------------------------------------------------------
 
-def queue_workers(runs: Path) -> list[int]:
-    """The pids of the queue worker of ``runs`` (``python -m cifarnet queue --runs-dir RUNS``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"queue" in command and str(runs).encode() in command and b"cifarnet" in command:
-            found.append(int(entry.name))
-    return found
-
-
 def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir, monkeypatch):
     """An experiment's worker and its trainers, looked at while they live: not one TCP or UDP socket. The runs
     are stopped once a trainer has been seen training for a while (the test needs no finished run). One run at a
@@ -361,7 +348,7 @@ def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir, mo
     try:
         while not (seen["worker"] and training_looks >= 20):
             assert time.time() < deadline and pending(load_experiment(experiment.name, runs_dir)), seen
-            pids = {("worker", pid) for pid in queue_workers(runs_dir)}
+            pids = {("worker", pid) for pid in processes_of(runs_dir, b"queue")}
             for _, info in experiment_runs(experiment):
                 pid = trainer_pid(info.path, info.status_record)
                 if info.status == "running" and process_alive(pid):
@@ -378,4 +365,4 @@ def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir, mo
             elif info.status in LIVE:
                 request_stop(info.run_id, runs_dir)
     assert not exposed, exposed
-    wait_for(lambda: not queue_workers(runs_dir), timeout=120)
+    wait_for(lambda: not processes_of(runs_dir, b"queue"), timeout=120)

@@ -63,6 +63,7 @@ def click_cell(page, true_row: int, predicted_col: int, classes: int = 10) -> No
                      box["y"] + box["height"] * (true_row + 0.5) / classes)
 
 
+@pytest.mark.slow
 def test_train_gn_live_stop_then_inspect(server, page):
     url, runs = server
     page.goto(f"{url}/train?{TINY_RUN}")
@@ -190,6 +191,7 @@ def boxes_overlap(a: dict, b: dict) -> bool:
         a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
 
 
+@pytest.mark.slow
 def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser):
     """With only finished runs: the Train page shows the newest without polling, the Runs page's legend stays clear
     of its chart titles, and the Misclassified grid shows its tiles at the stated size in aligned rows."""
@@ -239,7 +241,8 @@ def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser)
         page.get_by_role("link", name="Misclassified").click()
         page.get_by_text("Pixels are enlarged 3x (96x96)").wait_for()
         page.get_by_text("mistakes on 10,000 test images").wait_for()
-        page.wait_for_timeout(1500)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+                               ".filter(e => e.naturalWidth === 96).length >= 32")  # every tile loaded
         tiles = [box for box in page.locator("[data-testid=stImage] img").evaluate_all(
             "els => els.map(e => [e.naturalWidth, e.getBoundingClientRect().width, e.getBoundingClientRect().top])")
                  if box[0] == 96]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, wait_for
+from conftest import processes_of, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -35,20 +35,6 @@ from cifarnet.runs.slots import max_live_runs, take_slot
 
 TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]
-
-
-def processes_of(runs_dir: Path, word: bytes) -> list[int]:
-    """Pids of live ``cifarnet WORD`` processes working on ``runs_dir``, from /proc (not from any record)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and word in cmdline and any(str(runs_dir).encode() in arg for arg in cmdline):
-            found.append(int(entry.name))
-    return found
 
 
 def visible(runs_dir: Path) -> list[str]:
