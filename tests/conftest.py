@@ -4,6 +4,7 @@ never from each other."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -77,11 +78,20 @@ TINY_RUN = {"name": "tiny", "subset": 40, "epochs": 3, "batch_size": 50, "lr": 0
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, data_dir) -> Path:
-    """A real run trained to the end, once per test session (its final evaluation of 10,000 images is the cost).
-    Read it, never change it: a test that changes a finished run takes its own copy (:func:`copy_run`)."""
-    path = create_run(make_config(TINY_RUN), tmp_path_factory.mktemp("tiny") / "runs")
-    assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
+def tiny_run(tmp_path_factory, worker_id, data_dir) -> Path:
+    """A real run trained to the end, once per test session (its final evaluation of 10,000 images is the cost):
+    the first of the parallel workers trains it, the others wait for it and read the same folder. Read it, never
+    change it: a test that changes a finished run takes its own copy (:func:`copy_run`)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # pytest-xdist: the workers' common folder
+    runs = shared / "tiny-run"
+    with open(shared / "tiny-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not runs.is_dir():
+            path = create_run(make_config(TINY_RUN), runs)
+            assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
+    (path,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    assert read_run(path).status == "finished", read_run(path).status_record
     return path
 
 
@@ -229,7 +239,7 @@ def settle(tab, timeout_ms: float = 30_000) -> None:
 # -- runs and pages shared by the AppTest, comparison and browser tests ----------------------------------------
 
 APP = Path(__file__).resolve().parents[1] / "dashboard.py"
-TIMEOUT = 90
+TIMEOUT = 180  # a page run; CI runs four test workers on two cores
 
 
 @pytest.fixture
