@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import CHROMIUM, ROOT, new_tab, processes_of, settle, texts, wait_for
+from conftest import CHROMIUM, ROOT, TINY, new_tab, processes_of, settle, texts, wait_for
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
@@ -36,7 +36,6 @@ from harness import dashboard_server
 
 APP = ROOT / "dashboard.py"
 TOKEN = "a-long-random-token-0123456789"  # what `secrets.token_urlsafe` gives, in spirit
-TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 # every control that changes something, as its button reads (icons are ligature text, so match the words)
 CONTROL = re.compile(r"Launch run|Compare norms|Vary a setting|Launch experiment|Stop run|Resume run|Cancel \S|"
                      r"\bDelete\b|Download CIFAR-10")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import processes_of, run_cli, wait_for
+from conftest import TINY, TINY_FLAGS, processes_of, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -32,9 +32,6 @@ from cifarnet.runs.folders import read_run, request_stop, trainer_alive, trainer
 from cifarnet.runs.launch import start_run
 from cifarnet.runs.queue import QUEUE_LOCK, QUEUE_LOG, ensure_worker, serve
 from cifarnet.runs.slots import max_live_runs, take_slot
-
-TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
-TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta"]
 
 
 def visible(runs_dir: Path) -> list[str]:

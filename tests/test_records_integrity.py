@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, ROOT, copy_run, fake_finished_run, run_cli, shot, texts, wait_for
+from conftest import CHROMIUM, ROOT, TINY, copy_run, fake_finished_run, run_cli, shot, texts, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.analysis.curves import curves_frame, runs_table
@@ -29,7 +29,6 @@ from cifarnet.training.checkpoint import read_checkpoint
 from cifarnet.training.engine import train_run
 from harness import dashboard_server
 
-TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
 
 

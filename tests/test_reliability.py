@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import copy_run, run_cli, wait_for
+from conftest import TINY, copy_run, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -17,8 +17,6 @@ from cifarnet.runs.folders import create_run, delete_run, list_runs, read_run, r
 from cifarnet.runs.launch import start_run
 from cifarnet.runs.records import MetricsLog, load_run_config, write_json
 from cifarnet.training.engine import train_run
-
-TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, run_cli, wait_for
+from conftest import ROOT, TINY, run_cli, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -19,7 +19,6 @@ from cifarnet.runs.folders import PRETRAINED_DIR, create_run, read_run
 from cifarnet.runs.launch import resume_run
 from cifarnet.runs.records import read_metrics
 
-TINY = {"subset": 20, "epochs": 1, "batch_size": 50, "lr": 0.05, "eval_subset": 10, "tta": False}
 LONG = {**TINY, "epochs": 200}  # still training when the test looks, then killed
 
 # Each starter process waits for the same instant, then calls start_run: the dashboard's launch from several tabs.
