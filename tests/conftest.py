@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import ipaddress
 import json
 import os
 import pickle
@@ -350,6 +351,38 @@ def processes_of(runs_dir: Path, word: bytes) -> list[int]:
         if state != "Z" and word in cmdline and any(str(runs_dir).encode() in arg for arg in cmdline):
             found.append(int(entry.name))
     return found
+
+
+def proc_address(field: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """``0100007F:1F90`` (or its 32-digit IPv6 form) from ``/proc/net/tcp*``: host-order 32-bit words, hex."""
+    host, port = field.split(":")
+    raw = bytes.fromhex(host)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words), int(port, 16)
+
+
+def inet_sockets() -> dict[int, tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int, str]]:
+    """Every TCP and UDP socket of this network namespace by inode: (table, local address, port, state)."""
+    sockets = {}
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port = proc_address(fields[1])
+            sockets[int(fields[9])] = (table, address, port, fields[3])
+    return sockets
+
+
+def sockets_of(pid: int) -> list[tuple]:
+    """The TCP and UDP sockets process ``pid`` holds (Unix sockets and pipes do not reach a network)."""
+    table, inodes = inet_sockets(), []
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            match = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+            if match:
+                inodes.append(int(match.group(1)))
+    except OSError:  # it ended meanwhile
+        return []
+    return [table[inode] for inode in inodes if inode in table]
 
 
 def trainer_processes(runs_dir: Path) -> list[int]:

@@ -21,7 +21,19 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import CHROMIUM, ROOT, TINY, new_tab, processes_of, settle, texts, wait_for
+from conftest import (
+    CHROMIUM,
+    ROOT,
+    TINY,
+    inet_sockets,
+    new_tab,
+    proc_address,
+    processes_of,
+    settle,
+    sockets_of,
+    texts,
+    wait_for,
+)
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
@@ -46,47 +58,15 @@ browser_only = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not
 
 # ---- sockets, as the kernel lists them -------------------------------------------------------------------------
 
-def _address(field: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    """``0100007F:1F90`` (or its 32-digit IPv6 form) from ``/proc/net/tcp*``: host-order 32-bit words, hex."""
-    host, port = field.split(":")
-    raw = bytes.fromhex(host)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return ipaddress.ip_address(words), int(port, 16)
-
-
-def inet_sockets() -> dict[int, tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int, str]]:
-    """Every TCP and UDP socket of this network namespace by inode: (table, local address, port, state)."""
-    sockets = {}
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port = _address(fields[1])
-            sockets[int(fields[9])] = (table, address, port, fields[3])
-    return sockets
-
-
 def listening(port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The local addresses a TCP socket listens on at ``port`` (state 0A is LISTEN)."""
     return {address for table, address, bound, state in inet_sockets().values()
             if table.startswith("tcp") and bound == port and state == "0A"}
 
 
-def sockets_of(pid: int) -> list[tuple]:
-    """The TCP and UDP sockets process ``pid`` holds (Unix sockets and pipes do not reach a network)."""
-    table, inodes = inet_sockets(), []
-    try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            match = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
-            if match:
-                inodes.append(int(match.group(1)))
-    except OSError:  # it ended meanwhile
-        return []
-    return [table[inode] for inode in inodes if inode in table]
-
-
 def test_proc_addresses_are_read_in_network_order():
-    assert _address("0100007F:1F90") == (ipaddress.ip_address("127.0.0.1"), 8080)
-    assert _address("00000000000000000000000001000000:0050") == (ipaddress.ip_address("::1"), 80)
+    assert proc_address("0100007F:1F90") == (ipaddress.ip_address("127.0.0.1"), 8080)
+    assert proc_address("00000000000000000000000001000000:0050") == (ipaddress.ip_address("::1"), 80)
 
 
 # ---- the rule ---------------------------------------------------------------------------------------------------

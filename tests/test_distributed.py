@@ -7,6 +7,7 @@ this process, so every figure compared comes from the real code paths.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, wait_for
+from conftest import ROOT, TINY_FLAGS, processes_of, sockets_of, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -214,9 +215,10 @@ def test_a_starting_data_parallel_run_reads_starting_and_obeys_a_stop(runs_dir, 
     assert read_run(path).status == "stopped"
 
 
-def test_killing_the_launcher_ends_every_process_of_the_run(runs_dir, data_dir):
+def test_killing_the_launcher_ends_every_process_of_the_run(runs_dir, data_dir, tmp_path, monkeypatch):
     """``kill -9`` of a data-parallel run's launcher (torchrun, holding the run's locks): its processes end with
     it, so nothing trains without the locks; the run reads failed and its locks are free for a resume."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the killed launcher's rendezvous folder stays: not in /tmp
     cfg = make_config({**TINY, "norm": "gn", "epochs": 100, "processes": 2, "name": "orphans"})  # minutes of work
     path = runs_dir / start_run(cfg, runs_dir, data_dir)
     launcher = int((path / "pid").read_text())
@@ -233,6 +235,40 @@ def test_killing_the_launcher_ends_every_process_of_the_run(runs_dir, data_dir):
         for pid in [launcher, *ranks]:
             if pid and process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+
+
+def listening_addresses(pids: list[int]) -> set[tuple]:
+    """(address, port) of every TCP socket that processes ``pids`` listen on (state 0A is LISTEN)."""
+    return {(address, port) for pid in pids for table, address, port, state in sockets_of(pid)
+            if table.startswith("tcp") and state == "0A"}
+
+
+def test_a_data_parallel_run_listens_on_loopback_only(runs_dir, data_dir, tmp_path):
+    """Local by default (issue 28): every socket that ``train --processes 2`` listens on, in torchrun's agent and
+    in both processes, read while they train, is bound to 127.0.0.1 or ::1; torchrun's files go when it ends."""
+    temp = tmp_path / "temp"  # where the launch's rendezvous files go (TMPDIR), to see them removed
+    temp.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "cifarnet", "train", *TINY_FLAGS, "--epochs", "100", "--norm",
+                                "gn", "--processes", "2", "--name", "local", "--data-dir", str(data_dir), "--quiet"],
+                               cwd=ROOT, env={**env(), "TMPDIR": str(temp)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    path = runs_dir / "local"
+    try:
+        wait_for(lambda: records(path, "train"), timeout=180)  # the process group is up: both processes train
+        pids = processes_of(runs_dir, b"--resume")  # torchrun's agent (the launcher it became) and the processes
+        bound = listening_addresses(pids)
+        request_stop("local", runs_dir)
+        output, _ = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    assert len(pids) == 3, pids
+    assert bound, "no listening socket seen: nothing was checked"
+    assert {address for address, _ in bound} <= LOOPBACK, bound
+    assert process.returncode == 0, output
+    assert not list(temp.glob("cifarnet-ddp-*"))
 
 
 def free_port() -> int:

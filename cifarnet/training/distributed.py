@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -50,6 +51,13 @@ RANK_SEED_STRIDE = 1_000_003
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
 TERMINATING = threading.Event()  # set by SIGTERM under DDP: the group stops after the current step
 PARENT = os.getppid()  # as early as this process can know it: an orphan's parent changes
+GROUP_STORE_ENV = "CIFARNET_GROUP_STORE"  # the file in which the processes of a relaunch meet (see torchrun_locally)
+LOOPBACK = "lo0" if sys.platform == "darwin" else "lo"  # the loopback interface's name
+LOCAL_ONLY_ENV = {
+    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",  # torchrun hosts no TCPStore for its processes' process group
+    "GLOO_SOCKET_IFNAME": LOOPBACK,  # else gloo listens on the address the host name resolves to
+    "NCCL_SOCKET_IFNAME": LOOPBACK,  # else NCCL's bootstrap listens on the first interface that is not loopback
+}
 
 
 def launched() -> bool:
@@ -318,8 +326,19 @@ def join() -> Group:
     cuda = torch.cuda.is_available() and group.local_rank < torch.cuda.device_count()
     if cuda:
         torch.cuda.set_device(group.local_rank)
-    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT_S))
+    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT_S),
+                            **_meeting_place(group))
     return group
+
+
+def _meeting_place(group: Group) -> dict[str, object]:
+    """Where the processes meet to form the process group: under :func:`torchrun_locally`, its file; else where the
+    launcher's environment says (``MASTER_ADDR``, ``MASTER_PORT``). Read once: nothing this process starts inherits
+    it."""
+    path = os.environ.pop(GROUP_STORE_ENV, None)
+    if path is None:
+        return {}
+    return {"store": dist.FileStore(path, group.world_size), "rank": group.rank, "world_size": group.world_size}
 
 
 def exit_with(main: Callable[[], int | None]) -> NoReturn:
@@ -354,7 +373,8 @@ def on_terminate(_signum: int, _frame: object) -> None:
 
 
 def relaunch(processes: int, args: list[str]) -> None:
-    """Become ``torchrun`` starting ``processes`` copies of ``python -m cifarnet ARGS`` on this machine.
+    """Become ``torchrun`` starting ``processes`` copies of ``python -m cifarnet ARGS`` on this machine
+    (:func:`torchrun_locally`).
 
     ``exec``, not a child: the process id stays the one the dashboard recorded, and the run ends when
     torchrun does. Each process gets an equal share of the cores (torchrun would give each one thread).
@@ -362,8 +382,30 @@ def relaunch(processes: int, args: list[str]) -> None:
     package_parent = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, _cpus() // processes)),
            "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "cifarnet", *args]
+    command = [sys.executable, "-c", "import sys; from cifarnet.training.distributed import torchrun_locally; "
+               "torchrun_locally(sys.argv[1:])", "--nproc_per_node", str(processes), "-m", "cifarnet", *args]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, command, env)
+
+
+def torchrun_locally(argv: list[str]) -> None:
+    """``torchrun ARGV`` for processes on this machine alone, none of which listens beyond loopback.
+
+    Local by default: no door of cifarnet is open to the network unless the user opens it. ``torchrun
+    --standalone`` would open two: its rendezvous and the process group's store are TCPStores, and a TCPStore
+    server listens on every interface (``::``, else ``0.0.0.0``) whatever host it is given (both of PyTorch's
+    backends, libuv's and the classic one). So nothing here is a TCPStore: torchrun's rendezvous is a file
+    (``c10d`` with ``store_type=file``), torchrun hosts no store for the process group
+    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE``), and the processes meet in a file of their own (:func:`join`). Both
+    files lie in a folder only this user can open, removed when torchrun ends (a ``kill -9`` leaves it behind in
+    the temporary folder). What still listens, gloo's and NCCL's sockets, listens on the loopback interface
+    (``GLOO_SOCKET_IFNAME``, ``NCCL_SOCKET_IFNAME``; gloo would take the host name's address). A torchrun the user
+    starts (several machines) is left as its flags make it.
+    """
+    from torch.distributed.run import main  # torchrun itself: only this process, torchrun's agent, needs it
+
+    with tempfile.TemporaryDirectory(prefix="cifarnet-ddp-") as folder:
+        os.environ.update({**LOCAL_ONLY_ENV, GROUP_STORE_ENV: os.path.join(folder, "group")})
+        main(["--rdzv-backend", "c10d", "--rdzv-endpoint", os.path.join(folder, "rendezvous"), "--rdzv-conf",
+              "store_type=file", *argv])
