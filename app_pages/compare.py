@@ -1,5 +1,6 @@
 """Compare: an experiment's variants side by side, the table of the course write-up and what lies behind it."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
@@ -48,7 +49,19 @@ name = st.selectbox("Experiment", names, index=names.index(linked) if linked in 
 if st.query_params.get(EXPERIMENT_PARAM) != name:
     st.query_params[EXPERIMENT_PARAM] = name
 experiment = experiments[name]
-pending = load_comparison(experiment).pending
+
+
+def readings(first: Comparison) -> Iterator[Comparison]:
+    """This script run's comparison first (its ``pending`` sets the fragment's timer below), then a fresh one for
+    each rerun of the fragment alone (its timer, its widgets): the experiment is read once per refresh, not twice."""
+    yield first
+    while True:
+        yield load_comparison(experiment)
+
+
+first = load_comparison(experiment)
+pending = first.pending
+comparisons = readings(first)
 
 
 def table(comparison: Comparison) -> None:
@@ -163,7 +176,7 @@ def gallery(comparison: Comparison, a: str, b: str) -> None:
 # experiment trains or waits; when the last one ends, a full rerun declares it again without the timer.
 @st.fragment(run_every=REFRESH_S if pending else None)
 def comparison_view() -> None:
-    comparison = load_comparison(experiment)
+    comparison = next(comparisons)
     if pending and not comparison.pending:
         st.rerun(scope="app")
     if comparison.notes:

@@ -12,6 +12,7 @@ from cifarnet.runs.early_stop import RULES
 from cifarnet.runs.experiments import (
     VARIABLE,
     experiment_rows,
+    experiment_runs,
     load_experiment,
     newest_pending,
     parse_seeds,
@@ -151,7 +152,7 @@ def own_experiment():
         return None
 
 
-waiting = (experiment := own_experiment()) is not None and pending(experiment)
+waiting = (experiment := own_experiment()) is not None and pending(experiment_runs(experiment))
 
 
 @st.fragment(run_every=REFRESH_S if waiting else None)
@@ -160,13 +161,14 @@ def experiment_table() -> None:
     shown_experiment = own_experiment()
     if shown_experiment is None:
         return
-    if pending(shown_experiment) != waiting:
+    runs = experiment_runs(shown_experiment)  # read once: both the pending check and the table use it
+    if pending(runs) != waiting:
         st.rerun(scope="app")
     try:
         ensure_worker(folder)  # a queue worker that died (kill -9) is replaced at the next refresh
     except CifarnetError as exc:
         st.warning(f"Queued runs cannot start: {literal(exc)}", icon=":material/warning:")
-    rows = experiment_rows(shown_experiment)
+    rows = experiment_rows(runs)
     st.subheader(f"Experiment {literal(shown_experiment.name)}")
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})

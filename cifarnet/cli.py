@@ -24,8 +24,17 @@ from cifarnet.nets.receptive_field import format_rf, receptive_field
 from cifarnet.nets.summary import format_summary, summarize
 from cifarnet.recipes import FIRST_RECIPE, RECIPES, recipe_config
 from cifarnet.runs.early_stop import RULES
-from cifarnet.runs.experiments import DEFAULT_VARY, MAX_RUNS, Experiment, experiment_runs, parse_seeds, parse_vary
-from cifarnet.runs.folders import PENDING, list_runs, read_run, request_stop
+from cifarnet.runs.experiments import (
+    DEFAULT_VARY,
+    MAX_RUNS,
+    MISSING,
+    Experiment,
+    experiment_runs,
+    parse_seeds,
+    parse_vary,
+    pending,
+)
+from cifarnet.runs.folders import list_runs, read_run, request_stop
 from cifarnet.runs.monitor import throughput_text
 from cifarnet.runs.queue import cancel_run, ensure_worker, serve
 from cifarnet.runs.records import load_run_config
@@ -315,8 +324,9 @@ def keep_queue_moving(runs_dir: str | None, quiet: bool = False) -> None:
 
 
 def _follow(experiment: Experiment, runs_dir: str | None) -> int:
-    """One line per run event (a status change, an evaluation) until every run has ended; 1 if any failed.
-    Each look also replaces a queue worker that died, so the experiment never stalls while it is followed."""
+    """One line per run event (a status change, an evaluation) until every run has ended (a run whose folder is
+    gone says ``missing`` once and counts as ended); 1 if any failed. Each look also replaces a queue worker that
+    died, so the experiment never stalls while it is followed."""
     seen: dict[str, tuple[str, int]] = {}
     while True:
         keep_queue_moving(runs_dir, quiet=bool(seen))
@@ -326,12 +336,12 @@ def _follow(experiment: Experiment, runs_dir: str | None) -> int:
             for record in info.evals[evals:]:
                 print(f"{info.run_id}: epoch {record.get('epoch', 0):.2f} test {_fmt_pct(record.get('test_acc'))}")
             if info.status != status:
-                error = info.status_record.get("error") if info.status in ("failed", "diverged") else \
+                error = info.status_record.get("error") if info.status in ("failed", "diverged", MISSING) else \
                     info.status_record.get("reason")
                 final = f", test accuracy {_fmt_pct(info.final_acc)}" if info.status == "finished" else ""
                 print(f"{info.run_id} ({label}): {info.status}{final}" + (f" ({error})" if error else ""))
             seen[info.run_id] = (info.status, len(info.evals))
-        if all(info.status not in PENDING for _, info in runs):
+        if not pending(runs):
             return 1 if any(info.status in ("failed", "diverged") for _, info in runs) else 0
         time.sleep(FOLLOW_S)
 

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +23,6 @@ from urllib.parse import urlparse
 import pytest
 from conftest import (
     CHROMIUM,
-    ROOT,
     TINY,
     inet_sockets,
     new_tab,
@@ -46,7 +45,6 @@ from cifarnet.ui import access
 from cifarnet.ui.app import PAGES
 from harness import dashboard_server
 
-APP = ROOT / "dashboard.py"
 TOKEN = "a-long-random-token-0123456789"  # what `secrets.token_urlsafe` gives, in spirit
 # every control that changes something, as its button reads (icons are ligature text, so match the words)
 CONTROL = re.compile(r"Launch run|Compare norms|Vary a setting|Launch experiment|Stop run|Resume run|Cancel \S|"
@@ -147,15 +145,6 @@ def address():
     streamlit_config.set_option("server.address", before)
 
 
-def open_page(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    at.query_params.update(query)
-    at.run()
-    at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def labels(at: AppTest) -> str:
     return "\n".join(button.label for button in at.button)
 
@@ -176,11 +165,11 @@ def by_label(label: str):
     return lambda at: next(button for button in at.button if button.label == label)
 
 
-def test_shared_without_a_token_a_crafted_click_changes_nothing(lab, address, monkeypatch):
+def test_shared_without_a_token_a_crafted_click_changes_nothing(lab, app, address, monkeypatch):
     monkeypatch.delenv(access.TOKEN_ENV, raising=False)
     with busy(lab) as training:
-        crafted_stop_and_cancel(training, address)
-    at = open_page("train", run=lab.stopped)
+        crafted_stop_and_cancel(training, app, address)
+    at = app("train", run=lab.stopped)
     crafted_click(at, address, lambda at: at.button(key=f"resume-{lab.stopped}"))
     assert status(lab, lab.stopped) == "stopped" and not (lab.runs / lab.stopped / "pid").exists()
     before = {info.run_id for info in list_runs(lab.runs)}
@@ -188,7 +177,7 @@ def test_shared_without_a_token_a_crafted_click_changes_nothing(lab, address, mo
     crafted_click(at, address, by_label("Compare norms"))
     assert {info.run_id for info in list_runs(lab.runs)} == before
 
-    at = open_page("runs")
+    at = app("runs")
     address("localhost")
     at.run()
     victim = next(box for box in at.selectbox if box.label == "Your run")
@@ -198,8 +187,8 @@ def test_shared_without_a_token_a_crafted_click_changes_nothing(lab, address, mo
     assert (lab.runs / lab.finished).is_dir()
 
 
-def crafted_stop_and_cancel(lab: Lab, address) -> None:
-    at = open_page("train", run=lab.live)
+def crafted_stop_and_cancel(lab: Lab, app: Callable[..., AppTest], address) -> None:
+    at = app("train", run=lab.live)
     assert CONTROL.search(labels(at))  # on this machine: offered
     address("0.0.0.0")
     at.run()
@@ -212,15 +201,15 @@ def crafted_stop_and_cancel(lab: Lab, address) -> None:
     assert status(lab, lab.queued[0]) == "queued"
 
 
-def test_a_token_unlocks_one_session_and_a_forged_session_stays_locked(lab, address, monkeypatch):
+def test_a_token_unlocks_one_session_and_a_forged_session_stays_locked(lab, app, address, monkeypatch):
     monkeypatch.setenv(access.TOKEN_ENV, TOKEN)
     address("0.0.0.0")
     with busy(lab) as training:
-        unlock_then_forge(training)
+        unlock_then_forge(training, app)
 
 
-def unlock_then_forge(lab: Lab) -> None:
-    at = open_page("train", run=lab.live)
+def unlock_then_forge(lab: Lab, app: Callable[..., AppTest]) -> None:
+    at = app("train", run=lab.live)
     assert not CONTROL.search(labels(at))
     box = at.text_input(key=access.INPUT_KEY)
     box.input("not-the-token-but-long-enough").run()
@@ -242,11 +231,10 @@ def unlock_then_forge(lab: Lab) -> None:
     assert not CONTROL.search(labels(at))
 
 
-def test_a_short_token_is_refused_in_one_line(address, monkeypatch, runs_dir, data_dir):
+def test_a_short_token_is_refused_in_one_line(app, address, monkeypatch):
     monkeypatch.setenv(access.TOKEN_ENV, "letmein")
-    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
     address("0.0.0.0")
-    at = open_page("train")
+    at = app("train")
     assert "CIFARNET_TOKEN is too short (7 characters; at least 16)" in texts(at.warning)
     assert not [box for box in at.text_input if box.key == access.INPUT_KEY]
     assert not CONTROL.search(labels(at))
@@ -326,7 +314,7 @@ def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir, mo
     deadline = time.time() + 600  # a trainer's start takes minutes when the machine is busy
     try:
         while not (seen["worker"] and training_looks >= 20):
-            assert time.time() < deadline and pending(load_experiment(experiment.name, runs_dir)), seen
+            assert time.time() < deadline and pending(experiment_runs(load_experiment(experiment.name, runs_dir))), seen
             pids = {("worker", pid) for pid in processes_of(runs_dir, b"queue")}
             for _, info in experiment_runs(experiment):
                 pid = trainer_pid(info.path, info.status_record)

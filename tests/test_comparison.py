@@ -4,18 +4,18 @@ Fixture runs are real run folders in a temporary runs folder, in the current rec
 through :func:`cifarnet.runs.folders.create_run`, ``metrics.jsonl``, ``results.json``, ``predictions.npz``,
 ``status.json``), grouped by a real experiment record; the figures they should give are worked out by hand in the
 tests. The page is driven through ``AppTest`` on the shipped experiment and on such a fixture experiment with a
-failed, a damaged and a missing run.
+failed, a damaged and a missing run, and reads an experiment once per refresh.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import APP, LABELS, TIMEOUT, fixture_run, real_data_present, texts, write_experiment
-from streamlit.testing.v1 import AppTest
+from conftest import LABELS, fixture_run, real_data_present, texts, write_experiment
 
 from cifarnet.analysis.comparison import (
     caption,
@@ -30,7 +30,15 @@ from cifarnet.analysis.report import mean_text
 from cifarnet.config import make_config
 from cifarnet.data.cifar10 import CLASSES, load_cifar10
 from cifarnet.nets.models import build_model, count_params
-from cifarnet.runs.experiments import EXPERIMENTS_FOLDER, list_experiments, shipped_experiment
+from cifarnet.runs import experiments
+from cifarnet.runs.experiments import (
+    EXPERIMENTS_FOLDER,
+    MISSING,
+    experiment_runs,
+    list_experiments,
+    load_experiment,
+    shipped_experiment,
+)
 from cifarnet.runs.records import write_json
 
 
@@ -82,11 +90,15 @@ def test_table_means_and_sample_std_by_hand(norms_experiment):
 
 
 def test_unusable_runs_are_named_not_averaged(norms_experiment):
-    notes = load_comparison(norms_experiment).notes
-    assert notes == ["norm=gn, run gn1: failed; out of memory",
+    comparison = load_comparison(norms_experiment)
+    assert comparison.notes == ["norm=gn, run gn1: failed; out of memory",
                      "norm=gn, run gn2: finished, but its results.json is missing or incomplete; "
                      "results.json is damaged (JSONDecodeError)",
                      "norm=gn, run gn-gone: missing; its run folder is missing"]
+    # the comparison is the one reader's runs, the missing one kept as missing, and it waits for none of them
+    assert comparison.runs == experiment_runs(norms_experiment) and not comparison.pending
+    assert [info.run_id for info in comparison.variant("norm=gn").runs] == ["gn0", "gn1", "gn2", "gn-gone"]
+    assert comparison.variant("norm=gn").runs[-1].status == MISSING
 
 
 def test_live_run_is_drawn_and_pending_but_not_averaged(norms_experiment, runs_dir):
@@ -174,19 +186,9 @@ def test_shipped_experiment_table_is_the_records(monkeypatch, tmp_path):
 # -- the page --------------------------------------------------------------------------------------
 
 @pytest.fixture
-def compare_page(runs_dir, data_dir, monkeypatch):
+def compare_page(app):
     """The Compare page in a fresh AppTest session (a query string picks the experiment)."""
-    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
-
-    def open_page(**query: str) -> AppTest:
-        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-        at.query_params.update(query)
-        at.run()
-        at.switch_page("app_pages/compare.py").run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-
-    return open_page
+    return lambda **query: app("compare", **query)
 
 
 def test_page_on_the_shipped_experiment(compare_page):
@@ -246,3 +248,25 @@ def test_page_refuses_an_experiment_record_that_is_damaged(compare_page, runs_di
     at = compare_page(experiment="broken")
     assert "broken.json is damaged (JSONDecodeError)" in texts(at.markdown)
     assert "Experiment broken names no runs." in texts(at.error)
+
+
+def test_page_reads_the_experiment_once_per_refresh(compare_page, norms_experiment, runs_dir, monkeypatch):
+    """Each run of the experiment shown, the missing one included, is read once per run of the page (it was read
+    twice: once to decide the refresh timer, once to draw), and a queued run keeps the page refreshing."""
+    fixture_run(runs_dir, "bn-q", "bn", 3, test=0.1, train=0.1, tta=0.1, wall=1.0, status="queued")
+    record = load_experiment("norms", runs_dir)
+    write_experiment(runs_dir, "norms", {label: [p.name for p in paths] + ["bn-q"] * (label == "norm=bn")
+                                         for label, paths in record.variants.items()})
+    reads = Counter()
+    cached, missing = experiments.read_run_cached, experiments.missing_run
+    monkeypatch.setattr(experiments, "read_run_cached", lambda path, pretrained=False: reads.update([path.name])
+                        or cached(path, pretrained))
+    monkeypatch.setattr(experiments, "missing_run", lambda path: reads.update([path.name]) or missing(path))
+    names = {"bn0", "bn1", "bn-q", "ln0", "ln1", "ln2", "gn0", "gn1", "gn2", "gn-gone"}
+    at = compare_page(experiment="norms")
+    assert {name: reads[name] for name in names} == dict.fromkeys(names, 1)
+    assert "refreshes every" in texts(at.caption)  # the queued run: pending, the page keeps refreshing
+    runs = next(frame for frame in at.dataframe if "best at step" in frame.value.columns).value.set_index("run")
+    assert runs.loc["gn-gone", "status"] == MISSING and runs.loc["bn-q", "status"] == "queued"
+    at.run()
+    assert {name: reads[name] for name in names} == dict.fromkeys(names, 2)

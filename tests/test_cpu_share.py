@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, TINY_QUIET_FLAGS, run_cli
 
 from cifarnet.runs.records import read_metrics
 from cifarnet.runs.slots import take_slot
@@ -21,7 +21,6 @@ from cifarnet.training.cpu_share import CpuShare, CpuTimes, free_cores, held_slo
 HOLDER = ("import sys, time; from pathlib import Path; from cifarnet.runs.slots import take_slot; "
           "assert take_slot(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)")
 HOG = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"  # a busy program, bounded
-TINY = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
 
 
 def _holder(root) -> subprocess.Popen:
@@ -150,14 +149,15 @@ def _threads_recorded(runs_dir) -> set[int]:
 def test_a_trainer_beside_another_trains_on_its_share(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "2")
     alone, beside = tmp_path / "alone", tmp_path / "beside"
-    assert run_cli("train", *TINY, "--runs-dir", str(alone), "--data-dir", str(data_dir)).returncode == 0
+    assert run_cli("train", *TINY_QUIET_FLAGS, "--runs-dir", str(alone), "--data-dir", str(data_dir)).returncode == 0
     assert _threads_recorded(alone) <= set(range(1, os.cpu_count() + 1))  # its share of a machine busy or not
     holder = _holder(beside)
     try:
-        assert run_cli("train", *TINY, "--runs-dir", str(beside), "--data-dir", str(data_dir)).returncode == 0
+        beside_run = run_cli("train", *TINY_QUIET_FLAGS, "--runs-dir", str(beside), "--data-dir", str(data_dir))
+        assert beside_run.returncode == 0
     finally:
         holder.kill()
     assert max(_threads_recorded(beside)) <= max(1, os.cpu_count() // 2)
-    asked = run_cli("train", *TINY, "--threads", "1", "--runs-dir", str(tmp_path / "asked"),
+    asked = run_cli("train", *TINY_QUIET_FLAGS, "--threads", "1", "--runs-dir", str(tmp_path / "asked"),
                     "--data-dir", str(data_dir))
     assert asked.returncode == 0 and _threads_recorded(tmp_path / "asked") == {1}

@@ -9,16 +9,39 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT, TINY, TINY_FLAGS, live_records, run_cli, trainer_processes, wait_for
+from conftest import (
+    ROOT,
+    TINY,
+    TINY_FLAGS,
+    fixture_run,
+    live_records,
+    run_cli,
+    trainer_processes,
+    wait_for,
+    write_experiment,
+)
 
-from cifarnet import CifarnetError
+from cifarnet import CifarnetError, cli
 from cifarnet.config import make_config
 from cifarnet.recipes import FIRST_RECIPE, recipe_config
-from cifarnet.runs.experiments import list_experiments, parse_vary, plan_experiment, start_experiment
+from cifarnet.runs.experiments import (
+    MISSING,
+    experiment_rows,
+    experiment_runs,
+    list_experiments,
+    load_experiment,
+    newest_pending,
+    parse_vary,
+    pending,
+    plan_experiment,
+    start_experiment,
+)
 from cifarnet.runs.folders import read_run
 from cifarnet.runs.queue import cancel_run
+from cifarnet.runs.records import write_json
 
 
 @pytest.mark.slow
@@ -101,3 +124,25 @@ def test_cancel_refuses_what_is_not_queued(runs_dir):
     runs_dir.mkdir()
     with pytest.raises(CifarnetError, match="shipped run; only a queued run can be cancelled"):
         cancel_run("s9-bn", runs_dir)
+
+
+def test_a_missing_run_stays_listed_as_missing_and_is_never_waited_for(runs_dir, monkeypatch, capsys):
+    """The one reader keeps a run whose folder is gone, as missing, in every view of the experiment; once the
+    other runs have ended the experiment is no longer pending, and ``compare`` stops following it."""
+    fixture_run(runs_dir, "done", "bn", 0, test=0.8, train=0.9, tta=0.8, wall=10.0)
+    waits = fixture_run(runs_dir, "waits", "ln", 0, test=0.8, train=0.9, tta=0.8, wall=10.0, status="queued")
+    write_experiment(runs_dir, "m", {"norm=bn": ["done", "gone"], "norm=ln": ["waits"]})
+    runs = experiment_runs(load_experiment("m", runs_dir))
+    assert [(label, info.run_id, info.status) for label, info in runs] == [
+        ("norm=bn", "done", "finished"), ("norm=bn", "gone", MISSING), ("norm=ln", "waits", "queued")]
+    assert pending(runs) and newest_pending(runs_dir).name == "m"  # the queued run, not the missing one
+    rows = {row["run"]: row for row in experiment_rows(runs)}
+    assert rows["gone"]["status"] == MISSING and rows["gone"]["variant"] == "norm=bn"  # the Train page's table
+    assert rows["gone"]["test accuracy"] == "–" and rows["gone"]["progress"] == 0.0
+
+    write_json(waits / "status.json", {"status": "cancelled", "pid": None})
+    experiment = load_experiment("m", runs_dir)
+    assert not pending(experiment_runs(experiment)) and newest_pending(runs_dir) is None
+    monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=lambda _: pytest.fail("compare waits for a missing run")))
+    assert cli._follow(experiment, str(runs_dir)) == 0
+    assert "gone (norm=bn): missing (its run folder is missing)" in capsys.readouterr().out

@@ -15,7 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, ROOT, TINY, copy_run, fake_finished_run, run_cli, shot, texts, wait_for
+from conftest import (
+    CHROMIUM,
+    ROOT,
+    TINY,
+    TINY_QUIET_FLAGS,
+    copy_run,
+    fake_finished_run,
+    run_cli,
+    shot,
+    texts,
+    wait_for,
+)
 
 from cifarnet import CifarnetError
 from cifarnet.analysis.curves import curves_frame, runs_table
@@ -28,9 +39,6 @@ from cifarnet.runs.records import cut_metrics, read_metrics, read_predictions, w
 from cifarnet.training.checkpoint import read_checkpoint
 from cifarnet.training.engine import train_run
 from harness import dashboard_server
-
-TINY_FLAGS = ["--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
-
 
 # Item 4: a full disk or an unwritable folder.
 
@@ -67,7 +75,7 @@ def _file_size_limit(limit: int):
 @pytest.mark.slow
 def test_a_trainer_that_cannot_write_says_why_on_the_terminal_and_in_its_status(runs_dir, data_dir):
     load_cifar10(data_dir)  # the decoded copy exists before the child runs under the limit
-    done = subprocess.run([sys.executable, "-m", "cifarnet", "train", *TINY_FLAGS, "--runs-dir", str(runs_dir),
+    done = subprocess.run([sys.executable, "-m", "cifarnet", "train", *TINY_QUIET_FLAGS, "--runs-dir", str(runs_dir),
                            "--data-dir", str(data_dir)], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_file_size_limit(100_000))
     (path,) = (p for p in runs_dir.iterdir() if not p.name.startswith("."))  # hidden: the run-limit slots
@@ -134,7 +142,7 @@ def test_an_incomplete_data_set_is_refused_before_a_run_folder_exists(runs_dir, 
     for source in (data_dir / FOLDER).iterdir():
         if source.name != "test_batch":
             (folder / source.name).symlink_to(source.resolve())
-    done = run_cli("train", *TINY_FLAGS, "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "data"))
+    done = run_cli("train", *TINY_QUIET_FLAGS, "--runs-dir", str(runs_dir), "--data-dir", str(tmp_path / "data"))
     assert done.returncode == 2 and "incomplete: missing test_batch" in done.stderr
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 

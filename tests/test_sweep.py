@@ -24,22 +24,18 @@ from conftest import (
     trainer_processes,
     wait_for,
 )
-from streamlit.testing.v1 import AppTest
 
 from cifarnet import CifarnetError
 from cifarnet.analysis.comparison import load_comparison
-from cifarnet.analysis.sweep_view import BEST, BEST_STEP, FINAL, Filter, best_eval, differing, run_table
+from cifarnet.analysis.sweep_view import BEST, BEST_STEP, FINAL, Filter, best_eval, differing, placed, run_table
 from cifarnet.cli import main
 from cifarnet.config import make_config
 from cifarnet.runs.early_stop import STOPPED_EARLY, asha_reason, judge, median_reason
-from cifarnet.runs.experiments import EXPERIMENTS_FOLDER, load_experiment
+from cifarnet.runs.experiments import EXPERIMENTS_FOLDER, MISSING, load_experiment
 from cifarnet.runs.folders import read_run
 from cifarnet.runs.queue import enqueue, ensure_worker
 from cifarnet.runs.records import write_json
 from cifarnet.runs.sweep import parse_random, plan_sweep
-
-APP = ROOT / "dashboard.py"
-
 
 # -- plans and refusals ---------------------------------------------------------------------------
 
@@ -183,13 +179,22 @@ def test_the_run_table_has_the_best_value_and_its_step(sweep_runs):
     assert best_eval(read_run(sweep_runs.variants["norm=bn lr=0.05"][0])) == (0.70, 20)
 
 
-def test_compare_page_filters_the_runs_and_opens_one(sweep_runs, runs_dir, data_dir, monkeypatch):
-    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["experiment"] = "sw"
-    at.run()
-    at.switch_page("app_pages/compare.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+def test_a_missing_run_stays_in_the_run_table_whatever_the_filters(sweep_runs, runs_dir):
+    """A run whose folder is gone has no settings: it is listed as missing, makes no setting look varied, and no
+    filter hides it."""
+    record = json.loads((runs_dir / EXPERIMENTS_FOLDER / "sw.json").read_text())
+    record["variants"]["norm=gn lr=0.6"].append("gn-gone")
+    write_json(runs_dir / EXPERIMENTS_FOLDER / "sw.json", record)
+    table = run_table(load_comparison(load_experiment("sw", runs_dir)))
+    assert table.set_index("run").loc["gn-gone", "status"] == MISSING
+    assert placed(table).tolist() == [True] * len(HAND_MADE) + [False]
+    assert differing(table) == ["norm", "lr"]
+    kept = Filter({"lr": (0.01, 0.1)}, {"norm": ["gn"]}).keep(table)
+    assert table[kept]["run"].tolist() == ["gn-slow", "gn-gone"]
+
+
+def test_compare_page_filters_the_runs_and_opens_one(sweep_runs, app):
+    at = app("compare", experiment="sw")
     runs = next(frame for frame in at.dataframe if "best at step" in frame.value.columns)
     assert sorted(runs.value["run"]) == sorted(HAND_MADE) and list(runs.value.columns[3:5]) == ["norm", "lr"]
     next(s for s in at.multiselect if s.label == "norm").set_value(["bn"]).run()
@@ -201,12 +206,8 @@ def test_compare_page_filters_the_runs_and_opens_one(sweep_runs, runs_dir, data_
     assert not at.exception
 
 
-def test_train_page_varies_a_second_setting_and_refuses_its_bad_value(runs_dir, data_dir, monkeypatch):
-    monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params.update({"subset": "20", "epochs": "1", "batch_size": "50"})
-    at.run()
-    at.switch_page("app_pages/train.py").run()
+def test_train_page_varies_a_second_setting_and_refuses_its_bad_value(runs_dir, app):
+    at = app("train", subset="20", epochs="1", batch_size="50")
     next(box for box in at.selectbox if box.label == "Setting").set_value("lr")
     next(box for box in at.text_input if box.label == "Values, comma-separated").set_value("0.05,0.1")
     next(box for box in at.selectbox if box.label == "Second setting").set_value("norm").run()

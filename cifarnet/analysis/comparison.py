@@ -2,10 +2,11 @@
 accuracy, the confusion difference of two variants and the test images one gets right and the other wrong.
 
 Everything here reads the runs' own records (``results.json``, ``metrics.jsonl``, ``predictions.npz``), so the
-comparison needs no data set; only the pictures of the disagreement gallery do. Only finished runs with complete
-results enter a mean: a run that is still training, queued, stopped, failed or damaged is listed with what it is
-(:attr:`Comparison.notes`), never averaged in, so a figure always says over how many seeds it was taken. The
-spread over seeds is the sample standard deviation (``ddof=1``, as
+comparison needs no data set; only the pictures of the disagreement gallery do. The runs come from
+:func:`cifarnet.runs.experiments.experiment_runs`, the one reader of an experiment's runs. Only finished runs with
+complete results enter a mean: a run that is still training, queued, stopped, failed, damaged or missing is listed
+with what it is (:attr:`Comparison.notes`), never averaged in, so a figure always says over how many seeds it was
+taken. The spread over seeds is the sample standard deviation (``ddof=1``, as
 :func:`cifarnet.analysis.report.mean_text` prints it): two seeds are a sample of the seeds one could have drawn.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,12 +22,10 @@ from cifarnet.analysis.curves import curves_frame
 from cifarnet.analysis.misclassified import RESULT_KEYS
 from cifarnet.analysis.report import mean_text
 from cifarnet.errors import shorten
-from cifarnet.runs.experiments import Experiment
-from cifarnet.runs.folders import LIVE, RunInfo, read_run_cached
+from cifarnet.runs.experiments import Experiment, ExperimentRun, experiment_runs, pending
+from cifarnet.runs.folders import LIVE, PENDING, RunInfo
 from cifarnet.runs.records import read_predictions
 
-QUEUED = "queued"  # a run the experiment's queue has not started yet
-PENDING = (*LIVE, QUEUED)  # runs that will still change: the page refreshes while one exists
 CURVE_METRICS = ("test_acc", "train_loss", "test_loss")
 SPREAD = "sample standard deviation over seeds (ddof=1)"
 # The table's figures: (column, what it holds); each is a per-seed value averaged over the variant's seeds.
@@ -46,16 +44,18 @@ class Variant:
 
 @dataclass
 class Comparison:
-    """An experiment as read now: its variants, and one line for each run left out of the figures."""
+    """An experiment as read now: its runs (as :func:`experiment_runs` read them) grouped into variants, and one
+    line for each run left out of the figures."""
 
     experiment: Experiment
+    runs: list[ExperimentRun]
     variants: list[Variant]
     notes: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> bool:
         """True while a run of the experiment trains or waits in the queue (the page keeps refreshing)."""
-        return any(info.status in PENDING for variant in self.variants for info in variant.runs)
+        return pending(self.runs)
 
     @property
     def labels(self) -> list[str]:
@@ -63,11 +63,6 @@ class Comparison:
 
     def variant(self, label: str) -> Variant:
         return next(variant for variant in self.variants if variant.label == label)
-
-
-def _absent(path: Path) -> RunInfo:
-    """A run the experiment names but whose folder is gone (deleted, or the record is wrong)."""
-    return RunInfo(path.name, path, {}, "missing", {"error": "its run folder is missing"}, [], None)
 
 
 def _problem(info: RunInfo) -> str | None:
@@ -84,20 +79,19 @@ def _problem(info: RunInfo) -> str | None:
 
 
 def load_comparison(experiment: Experiment) -> Comparison:
-    """Read every run of ``experiment`` (ended runs come from :func:`read_run_cached`'s memory)."""
-    variants, notes = [], list(experiment.damage)
-    for label, paths in experiment.variants.items():
-        runs = [read_run_cached(path, pretrained=experiment.shipped) if path.is_dir() else _absent(path)
-                for path in paths]
-        variant = Variant(label, runs)
-        for info in runs:
+    """Read every run of ``experiment`` once, through :func:`experiment_runs` (a missing one is listed as missing),
+    and sort them into its variants; a variant left with no run keeps its place."""
+    runs, variants, notes = experiment_runs(experiment), [], list(experiment.damage)
+    for label in experiment.variants:
+        variant = Variant(label, [info for of, info in runs if of == label])
+        for info in variant.runs:
             problem = _problem(info)
             if problem is None:
                 variant.usable.append(info)
             else:
                 notes.append(f"{shorten(label)}, run {info.run_id}: {problem}")
         variants.append(variant)
-    return Comparison(experiment, variants, notes)
+    return Comparison(experiment, runs, variants, notes)
 
 
 def _last_train_acc(info: RunInfo) -> float | None:

@@ -56,14 +56,24 @@ def run_table(comparison: Comparison) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*IDENTITY, *SETTINGS, BEST, BEST_STEP, FINAL, "why"])
 
 
+def placed(table: pd.DataFrame) -> pd.Series:
+    """A mask of the runs of ``table`` that have settings to place on the axes and filters. A run with none (its
+    folder missing, its config unreadable) would make every setting look varied; it is left off the axes, and
+    every filter keeps it listed, so it never vanishes from the table."""
+    return table[[name for name in SETTINGS if name in table]].notna().any(axis=1)
+
+
 def differing(table: pd.DataFrame) -> list[str]:
-    """The settings whose value is not the same in every run of ``table`` (what "only settings that differ" keeps)."""
-    return [name for name in SETTINGS if name in table and table[name].astype(str).nunique(dropna=False) > 1]
+    """The settings whose value is not the same in every placed run of ``table`` (what "only settings that differ"
+    keeps)."""
+    runs = table[placed(table)]
+    return [name for name in SETTINGS if name in runs and runs[name].astype(str).nunique(dropna=False) > 1]
 
 
 def numeric(table: pd.DataFrame, name: str) -> bool:
     """Whether setting ``name`` is drawn on a number axis (ints and floats, not switches or choices)."""
-    return FIELDS[name].kind in (int, float) and pd.to_numeric(table[name], errors="coerce").notna().all()
+    values = table.loc[placed(table), name]
+    return FIELDS[name].kind in (int, float) and pd.to_numeric(values, errors="coerce").notna().all()
 
 
 @dataclass
@@ -74,14 +84,15 @@ class Filter:
     allowed: dict[str, list]
 
     def keep(self, table: pd.DataFrame) -> pd.Series:
-        """A mask of the rows of ``table`` inside every range and among every setting's allowed values."""
+        """A mask of the rows of ``table`` inside every range and among every setting's allowed values, and of
+        the runs no filter can place (:func:`placed`)."""
         mask = pd.Series(True, index=table.index)
         for name, (low, high) in self.ranges.items():
             values = pd.to_numeric(table[name], errors="coerce")
             mask &= values.between(low, high)
         for name, values in self.allowed.items():
             mask &= table[name].astype(str).isin([str(v) for v in values])
-        return mask
+        return mask | ~placed(table)
 
 
 def run_curves(comparison: Comparison, runs: list[str], metric: str = "test_acc") -> pd.DataFrame:

@@ -8,6 +8,10 @@ Writing one (:func:`plan_experiment`, then :func:`launch_experiment`): every var
 config's own declaration, and every run's whole config, name and folder, and what its trainer would check at its
 start (run limit, device, data), before anything is created; then its runs are queued all together or not at all
 (:class:`cifarnet.runs.queue.QueuedBatch`) and start as slots of the run limit free.
+
+Reading one's runs: :func:`experiment_runs` only, for every page, command and the comparison, so they agree. A run
+whose folder is gone stays listed, with the status ``missing`` (shown, never silently dropped), and is not pending
+(:func:`pending`), so nothing waits for it forever.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from cifarnet.runs.folders import (
     RunInfo,
     check_not_shipped,
     is_run_id,
-    read_run,
+    read_run_cached,
     resolve_runs_dir,
 )
 from cifarnet.runs.launch import check_startable
@@ -44,6 +48,8 @@ MAX_RUNS = 32  # runs in one experiment: variants x seeds
 NOT_VARIED = {"name": "each run is named after its experiment", "seed": "give several seeds with --seeds"}
 DEFAULT_VARY = {"norm": ["bn", "ln", "gn"]}  # the course exercise's comparison, in its order
 VARIABLE = tuple(name for name in FIELDS if name not in NOT_VARIED)  # the settings an experiment may vary
+MISSING = "missing"  # the status of a run whose folder is gone: not a trainer's status, and not pending
+ExperimentRun = tuple[str, RunInfo]  # (variant label, the run as read now)
 
 
 @dataclass
@@ -276,32 +282,45 @@ def start_experiment(base: TrainConfig, vary: dict[str, list] | None = None, see
     return launch_experiment(plan_experiment(base, vary, seeds, name, runs_dir, data_dir), runs_dir, data_dir)
 
 
-def pending(experiment: Experiment) -> bool:
-    """Whether any run of the experiment still waits or trains (cheap: status files only)."""
-    return any(info.status in PENDING for _, info in experiment_runs(experiment))
-
-
 def newest_pending(runs_dir: str | os.PathLike | None = None) -> Experiment | None:
     """The newest experiment of the runs folder that still has runs waiting or training (what a page that did
     not launch it, e.g. a new tab or after a dashboard restart, shows), even when newer ones have ended: its queued
     runs must stay within reach of a Cancel."""
-    return next((e for e in list_experiments(runs_dir) if not e.shipped and pending(e)), None)
+    return next((e for e in list_experiments(runs_dir) if not e.shipped and pending(experiment_runs(e))), None)
 
 
-def experiment_rows(experiment: Experiment) -> list[dict]:
-    """The experiment's runs as table rows: variant, seed, status, progress and test accuracy."""
+def experiment_rows(runs: list[ExperimentRun]) -> list[dict]:
+    """An experiment's runs (as :func:`experiment_runs` read them) as table rows: variant, seed, status, progress
+    and test accuracy; a missing run keeps its row, so its absence shows."""
     rows = []
-    for label, info in experiment_runs(experiment):
+    for label, info in runs:
         rows.append({"run": info.run_id, "variant": label, "seed": info.config.get("seed"), "status": info.status,
                      "progress": 1.0 if info.status == "finished" else progress_fraction(info.progress),
                      "test accuracy": "–" if info.final_acc is None else f"{100 * info.final_acc:.2f} %"})
     return rows
 
 
-def experiment_runs(experiment: Experiment) -> list[tuple[str, RunInfo]]:
-    """(variant label, run as read now) for each run of the experiment that still has its folder."""
-    return [(label, read_run(path)) for label, paths in experiment.variants.items() for path in paths
-            if path.is_dir()]
+def missing_run(path: Path) -> RunInfo:
+    """A run the experiment names whose folder is gone (deleted, or the record is wrong): listed, so the user sees
+    it is missing rather than the experiment silently shrinking, and ended, so nothing waits for it."""
+    return RunInfo(path.name, path, {}, MISSING, {"error": "its run folder is missing"}, [], None)
+
+
+def experiment_runs(experiment: Experiment) -> list[ExperimentRun]:
+    """(variant label, run as read now) for every run the experiment names, in its record's order: the one reader
+    of an experiment's runs (pages, ``compare``, the comparison), so they agree on what it holds.
+
+    Ended runs come from :func:`read_run_cached`'s memory (pages re-read an experiment every few seconds while it
+    trains); a run whose folder is gone is :func:`missing_run`."""
+    return [(label, read_run_cached(path, pretrained=experiment.shipped) if path.is_dir() else missing_run(path))
+            for label, paths in experiment.variants.items() for path in paths]
+
+
+def pending(runs: list[ExperimentRun]) -> bool:
+    """Whether any of an experiment's runs still waits or trains: the one test of "pending" its readers use (pages
+    keep refreshing and ``compare`` keeps following while it holds). A missing run never is: nothing would end it.
+    Takes the runs already read, so a page that needs both the runs and this answer reads the experiment once."""
+    return any(info.status in PENDING for _, info in runs)
 
 
 def load_experiment(name: str, runs_dir: str | os.PathLike | None = None) -> Experiment:

@@ -23,6 +23,7 @@ from cifarnet.analysis.sweep_view import (
     Filter,
     differing,
     numeric,
+    placed,
     run_curves,
     run_table,
 )
@@ -62,9 +63,10 @@ def runs_view(comparison: Comparison, key: str) -> None:
         return
     varied = differing(table)
     axes = [name for name in varied if name != "seed"]
-    chosen = _filters(table, axes, key) if axes else Filter({}, {})
+    drawn = table[placed(table)]  # a missing run has no settings to filter or draw; the table still lists it
+    chosen = _filters(drawn, axes, key) if axes else Filter({}, {})
     if axes:
-        st.plotly_chart(parallel_figure(table, axes, chosen), width="stretch", key=f"{key}_parallel")
+        st.plotly_chart(parallel_figure(drawn, axes, chosen), width="stretch", key=f"{key}_parallel")
         st.caption("Each line is a run: its varied settings, then its best and final test accuracy (-1: none yet). "
                    "The controls above are the brushes on the axes: runs outside them are greyed here and left "
                    "out of the table and curves below.")
