@@ -23,6 +23,7 @@ from cifarnet.nets.models import build_model
 from cifarnet.nets.receptive_field import format_rf, receptive_field
 from cifarnet.nets.summary import format_summary, summarize
 from cifarnet.recipes import FIRST_RECIPE, RECIPES, recipe_config
+from cifarnet.runs.cluster import cluster_address, serve_cluster
 from cifarnet.runs.early_stop import RULES
 from cifarnet.runs.experiments import (
     DEFAULT_VARY,
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--runs-dir")
     queue = sub.add_parser("queue", help="start queued runs as slots free, until none waits (started by itself)")
     queue.add_argument("--runs-dir")
+    queue.add_argument("--ray-address", metavar="HOST:PORT", help="serve the runs queued for this Ray cluster")
     evaluate = sub.add_parser("evaluate", help="test-set accuracy of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="a model.pt / best.pt / last.pt file")
     evaluate.add_argument("--data-dir")
@@ -157,6 +159,10 @@ def _compare_flags(parser: argparse.ArgumentParser, *vary: str) -> None:
     _field_flags(parser, FIELDS, recipe_config(FIRST_RECIPE))
     parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default $CIFARNET_DATA or ./data)")
     parser.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
+    parser.add_argument("--cluster", choices=("local", "ray"), default="local",
+                        help="where the runs train: this machine's queue (default) or a Ray cluster "
+                        "(docs/CLUSTERS.md; the runs folder must be shared with its nodes)")
+    parser.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster's head (default $RAY_ADDRESS)")
 
 
 def _sweep_flags(parser: argparse.ArgumentParser) -> None:
@@ -260,7 +266,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         path, cfg, held = group.from_main(lambda: _run_folder(args, group))
         # ``held`` stays open until this process ends: a slot frees when its trainer is gone, not while it exits
         if not launched() and cfg.processes > 1:  # the run asks for several processes: torchrun starts them,
-            for fd in (held.slot, held.run):  # and keeps the locks for as long as it lives
+            for fd in held.fds:  # and keeps the locks for as long as it lives
                 os.set_inheritable(fd, True)
             os.environ[HELD_ENV] = "1"
             # starting, with this process as its trainer: torchrun in a moment, the pid rank 0 records too
@@ -301,10 +307,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base = make_config({**RECIPES[args.recipe].overrides, **values})
     seeds = parse_seeds(args.seeds) if args.seeds else None
     cap = check_cap(args.max_runs)
+    if args.ray_address and args.cluster != "ray":
+        raise CifarnetError("--ray-address is the address of a Ray cluster; add --cluster ray to train there")
+    cluster = (args.ray_address or "") if args.cluster == "ray" else None
     experiment = start_sweep(base, vary, ranges, count, seeds, name, args.runs_dir, args.data_dir, cap,
-                             getattr(args, "sample_seed", 0), getattr(args, "early_stop", "off"))
-    print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), at most "
-          f"{max_live_runs()} at a time", file=sys.stderr)
+                             getattr(args, "sample_seed", 0), getattr(args, "early_stop", "off"), cluster)
+    where = f"on the Ray cluster at {cluster_address(cluster)}" if cluster is not None else \
+        f"at most {max_live_runs()} at a time"
+    print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), {where}",
+          file=sys.stderr)
     try:
         return _follow(experiment, args.runs_dir)
     except KeyboardInterrupt:
@@ -352,7 +363,10 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 
 
 def cmd_queue(args: argparse.Namespace) -> None:
-    serve(args.runs_dir)
+    if args.ray_address:
+        serve_cluster(args.runs_dir, args.ray_address)
+    else:
+        serve(args.runs_dir)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -389,6 +389,18 @@ def sockets_of(pid: int) -> list[tuple]:
     return [table[inode] for inode in inodes if inode in table]
 
 
+def listening_addresses(pids: list[int]) -> set[tuple]:
+    """(address, port) of every TCP socket that processes ``pids`` listen on (state 0A is LISTEN)."""
+    return {(address, port) for pid in pids for table, address, port, state in sockets_of(pid)
+            if table.startswith("tcp") and state == "0A"}
+
+
+def is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """127.0.0.0/8, ::1, or 127.x written as an IPv4-mapped IPv6 address (a dual-stack socket bound to it)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
 def trainer_processes(runs_dir: Path) -> list[int]:
     """Pids of live trainer processes of ``runs_dir``."""
     return processes_of(runs_dir, b"--resume")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_FLAGS, processes_of, sockets_of, wait_for
+from conftest import ROOT, TINY_FLAGS, listening_addresses, processes_of, wait_for
 
 from cifarnet import CifarnetError
 from cifarnet.config import make_config
@@ -238,12 +238,6 @@ def test_killing_the_launcher_ends_every_process_of_the_run(runs_dir, data_dir, 
 
 
 LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
-
-
-def listening_addresses(pids: list[int]) -> set[tuple]:
-    """(address, port) of every TCP socket that processes ``pids`` listen on (state 0A is LISTEN)."""
-    return {(address, port) for pid in pids for table, address, port, state in sockets_of(pid)
-            if table.startswith("tcp") and state == "0A"}
 
 
 def test_a_data_parallel_run_listens_on_loopback_only(runs_dir, data_dir, tmp_path):

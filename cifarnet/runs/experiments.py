@@ -264,7 +264,7 @@ def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
     """Queue the plan's runs with its record, all or nothing; start those that fit under the run limit now and
     make sure the queue worker starts the others."""
     root = resolve_runs_dir(runs_dir)
-    with QueuedBatch(root, data_dir) as batch:
+    with QueuedBatch(root, data_dir, plan.extra.get("cluster")) as batch:  # a cluster's address, if for one
         variants = {label: [batch.add(cfg) for cfg in configs] for label, configs in plan.runs.items()}
         record = batch.stage / f"{plan.name}.json"
         write_json(record, {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
 # The shipped runs the app shows first (the Overview, Inside's side by side, the default model of Predict): the
 # default network with each norm, seed 0. Their seed-1 twins and the previous network's (s9) runs ship beside them.
 SHIPPED_TRIO = ("s10-bn", "s10-ln", "s10-gn")
+HOST = socket.gethostname()
+NODE_ENV = "CIFARNET_NODE"  # the cluster node a trainer runs on, set by whoever started it (cifarnet.runs.cluster)
+# How long a trainer on another machine may stay silent (its status is rewritten every second or so while it
+# trains; a final evaluation takes seconds) before a reader here calls it lost: its pid means nothing here.
+REMOTE_SILENCE_S = 600.0
 
 
 def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
@@ -119,8 +125,24 @@ def trainer_pid(path: Path, status_record: dict) -> Any:
     return status_record.get("pid") or _launched_pid(path)
 
 
+def where_trained() -> dict[str, str]:
+    """What a trainer records about where it runs: ``host``, which says whether a reader can check its pid, and
+    ``node``, the cluster node it trained on (Ray's node id) or else its host."""
+    return {"host": HOST, "node": os.environ.get(NODE_ENV) or HOST}
+
+
+def elsewhere(status_record: dict) -> str | None:
+    """The other machine the run's trainer records it runs on, or None when it is this one (or not recorded)."""
+    host = status_record.get("host")
+    return host if isinstance(host, str) and host != HOST else None
+
+
 def trainer_alive(path: Path, status_record: dict) -> bool:
-    """Whether the trainer of the run in ``path`` still runs."""
+    """Whether the trainer of the run in ``path`` still runs: its process here, or on another machine of a
+    cluster whatever it last wrote, as long as that is recent."""
+    if elsewhere(status_record):
+        updated = status_record.get("updated")
+        return isinstance(updated, (int, float)) and time.time() - updated < REMOTE_SILENCE_S
     return process_alive(trainer_pid(path, status_record))
 
 
@@ -193,8 +215,9 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
         status_record = {**status_record, "error": status_record.get("error") or "status unreadable"}
     elif status in LIVE and not trainer_alive(path, status_record):
         status = "failed"
-        status_record = {**status_record, "error": "the training process ended without reporting (killed or crashed); "
-                                                   "its metrics so far are kept and it can be resumed"}
+        lost = f"its trainer on {host} stopped reporting" if (host := elsewhere(status_record)) else \
+            "the training process ended without reporting (killed or crashed)"
+        status_record = {**status_record, "error": f"{lost}; its metrics so far are kept and it can be resumed"}
     metrics, bad_lines = read_metrics(path / "metrics.jsonl")
     if bad_lines:
         damage.append(f"metrics.jsonl has {len(bad_lines)} damaged line(s): {', '.join(map(str, bad_lines[:5]))}")
@@ -327,7 +350,12 @@ def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None
     info = read_run(path)
     if info.status not in LIVE:
         raise CifarnetError(f"run {shown(run_id)} is not running (it is {info.status}); nothing to stop")
-    write_file(path / "STOP", trainer_identity(trainer_pid(path, info.status_record)).encode())
+    identity = info.status_record.get("trainer") if elsewhere(info.status_record) else \
+        trainer_identity(trainer_pid(path, info.status_record))
+    if not identity:
+        raise CifarnetError(f"run {shown(run_id)} is starting on {shown(elsewhere(info.status_record))}; stop it "
+                            "again in a moment")
+    write_file(path / "STOP", identity.encode())
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:

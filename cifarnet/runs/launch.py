@@ -10,8 +10,10 @@ trainer inherits both locks.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +26,9 @@ from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.runs.folders import LIVE, read_run, run_path
 from cifarnet.runs.records import write_file, write_json
 from cifarnet.runs.slots import Claim, claim, claim_new_run, max_live_runs
+
+PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent dies
+PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only; loaded here, not in a child
 
 
 def trainer_env() -> dict[str, str]:
@@ -57,12 +62,22 @@ def record_failure(path: Path, reason: str) -> None:
                   f"{exc.strerror or exc})", file=sys.stderr)
 
 
-def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None) -> subprocess.Popen:
+def die_with_parent() -> None:
+    """In a child about to run: be killed when the process that started it dies (Linux's ``PR_SET_PDEATHSIG``).
+    A trainer a cluster worker started must not train on, unwatched and unstoppable by the cluster, after its
+    worker or the whole node was killed. (It runs between fork and exec, so it only calls the preloaded ``prctl``.)"""
+    if PRCTL is not None:
+        PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+          tied: bool = False) -> subprocess.Popen:
     """Run ``python -m cifarnet train --resume PATH`` detached, handing it the claim; returns its process.
 
     This process's copies of the claim's locks are closed: from now on the trainer alone holds them. A trainer
     that cannot be started, or whose pid cannot be recorded (a full disk: nobody could follow or stop it), is not
-    left training: the run is recorded ``failed`` with the reason, which is raised in one line.
+    left training: the run is recorded ``failed`` with the reason, which is raised in one line. ``env`` adds to
+    its environment; a ``tied`` trainer dies with this process (:func:`die_with_parent`).
     """
     command = [sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--quiet"]
     if data_dir:
@@ -71,8 +86,8 @@ def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None) ->
     try:
         with open(path / "log.txt", "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, env={**trainer_env(), **held.env()},
-                                       pass_fds=(held.slot, held.run))
+                                       start_new_session=True, env={**trainer_env(), **held.env(), **(env or {})},
+                                       pass_fds=held.fds, preexec_fn=die_with_parent if tied else None)
         write_file(path / "pid", str(process.pid).encode())
     except (OSError, WriteError) as exc:
         if process is not None:

@@ -16,12 +16,14 @@ Cancelling takes the run's lock too, so a run is either cancelled or started, ne
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
@@ -59,10 +61,11 @@ def check_queue_files(root: Path) -> None:
 
 
 def enqueue(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
-            data_dir: str | os.PathLike | None = None) -> Path:
-    """A new run folder that waits as ``queued`` (see :class:`QueuedBatch`, which queues runs all or none)."""
+            data_dir: str | os.PathLike | None = None, cluster: str | None = None) -> Path:
+    """A new run folder that waits as ``queued`` (see :class:`QueuedBatch`, which queues runs all or none), for
+    this machine or for the Ray cluster at the address ``cluster``."""
     where = str(Path(data_dir).resolve()) if data_dir else None
-    return create_run(cfg, runs_dir, status={"status": "queued", "data_dir": where})
+    return create_run(cfg, runs_dir, status={"status": "queued", "data_dir": where, "cluster": cluster})
 
 
 class QueuedBatch:
@@ -76,8 +79,8 @@ class QueuedBatch:
     missing runs readers skip: never a queued run without its record (nothing could cancel it).
     """
 
-    def __init__(self, root: Path, data_dir: str | os.PathLike | None = None) -> None:
-        self.root = root
+    def __init__(self, root: Path, data_dir: str | os.PathLike | None = None, cluster: str | None = None) -> None:
+        self.root, self.cluster = root, cluster  # runs for a cluster start there (cifarnet.runs.cluster), not here
         self.data_dir = str(Path(data_dir).resolve()) if data_dir else None
         self.locks: dict[str, int] = {}  # run id -> its locked .trainer.lock, held until started or let go
         self.placed: list[Path] = []  # what publish has put in place (removed again on an error)
@@ -92,7 +95,7 @@ class QueuedBatch:
 
     def add(self, cfg: TrainConfig) -> Path:
         """Write one queued run (not visible yet); returns the folder it will have."""
-        path = enqueue(cfg, self.stage, self.data_dir)
+        path = enqueue(cfg, self.stage, self.data_dir, self.cluster)
         self.locks[path.name] = try_lock(path / RUN_LOCK)
         return self.root / path.name
 
@@ -116,7 +119,8 @@ class QueuedBatch:
     def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
         try:
             if error is None:
-                self._start_free()
+                if self.cluster is None:  # a cluster's worker starts its runs there
+                    self._start_free()
             else:
                 for path in reversed(self.placed):  # runs nobody could start (their locks are held here)
                     if path.is_dir() and not path.is_symlink():
@@ -141,19 +145,28 @@ class QueuedBatch:
             start_queued(self.root / run_id, Claim(slot, self.locks.pop(run_id)), self.data_dir)
 
 
-def queued_runs(root: Path) -> list[Path]:
-    """The folders of the runs waiting in ``root``, oldest first (the order they start in)."""
+def waiting_by_cluster(root: Path) -> dict[str | None, list[Path]]:
+    """The folders of the runs waiting in ``root``, oldest first (the order they start in), by where they train:
+    ``None`` for this machine, else the address of their Ray cluster."""
     if not root.is_dir():
-        return []
+        return {}
     waiting = []
     for folder in root.iterdir():
         try:  # a folder deleted meanwhile is simply not waiting
-            if not folder.name.startswith(".") and folder.is_dir() and \
-                    (read_status(folder)[0] or {}).get("status") == "queued":
-                waiting.append((created(folder), folder.name, folder))
+            status = (read_status(folder)[0] or {}) if not folder.name.startswith(".") and folder.is_dir() else {}
         except OSError:
             continue
-    return [folder for *_, folder in sorted(waiting)]
+        if status.get("status") == "queued":
+            waiting.append((created(folder), folder.name, folder, status.get("cluster")))
+    by_cluster: dict[str | None, list[Path]] = {}
+    for *_, folder, cluster in sorted(waiting, key=lambda entry: entry[:2]):
+        by_cluster.setdefault(cluster, []).append(folder)
+    return by_cluster
+
+
+def queued_runs(root: Path, cluster: str | None = None) -> list[Path]:
+    """The runs waiting in ``root`` to train on this machine (or on the Ray cluster at ``cluster``), oldest first."""
+    return waiting_by_cluster(root).get(cluster, [])
 
 
 def cancel_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
@@ -175,15 +188,17 @@ def cancel_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
         os.close(lock)
 
 
-def start_queued(path: Path, held: Claim, data_dir: str | None) -> subprocess.Popen | None:
-    """Start the queued run in ``path`` with ``held`` (both locks, handed on to its trainer); None when it could
-    not start (then recorded ``failed`` with the reason; the queue goes on with the others).
+def start_queued(path: Path, held: Claim, data_dir: str | None, env: dict[str, str] | None = None,
+                 tied: bool = False) -> subprocess.Popen | None:
+    """Start the queued run in ``path`` with ``held`` (its locks, handed on to its trainer; ``env`` and ``tied`` as
+    :func:`spawn` takes them); None when it could not start (then recorded ``failed`` with the reason; the queue
+    goes on with the others).
 
     Its status says ``starting``, with the trainer's pid, as soon as the trainer exists: the page stops saying
     "waiting for a free slot" at once, not when the trainer has imported its libraries seconds later.
     """
     try:
-        process = spawn(path, held, data_dir)
+        process = spawn(path, held, data_dir, env, tied)
     except CifarnetError as exc:
         print(f"cifarnet: queue: {exc}", file=sys.stderr)
         return None
@@ -220,12 +235,20 @@ def start_next(root: Path, slot: int, tried: set[str]) -> subprocess.Popen | Non
     return None
 
 
-def handed_lock(root: Path) -> int | None:
-    """The locked ``.queue.lock`` of ``root`` that :func:`ensure_worker` handed to this worker, if any."""
+def worker_lock(root: Path, cluster: str | None = None) -> Path:
+    """The lock file of the one worker serving ``root``'s runs for this machine (``.queue.lock``) or for the Ray
+    cluster at the address ``cluster`` (one per address, named by its hash: an address is not a file name)."""
+    if cluster is None:
+        return root / QUEUE_LOCK
+    return root / f".queue-ray-{hashlib.sha1(cluster.encode()).hexdigest()[:12]}.lock"
+
+
+def handed_lock(root: Path, cluster: str | None = None) -> int | None:
+    """The locked worker lock of ``root`` that :func:`ensure_worker` handed to this worker, if any."""
     raw = os.environ.pop(QUEUE_ENV, "")
     try:
         fd = int(raw)
-        held, lock = os.fstat(fd), (root / QUEUE_LOCK).stat()
+        held, lock = os.fstat(fd), worker_lock(root, cluster).stat()
     except (ValueError, OSError):
         return None
     if (held.st_dev, held.st_ino) != (lock.st_dev, lock.st_ino):
@@ -234,58 +257,73 @@ def handed_lock(root: Path) -> int | None:
     return fd
 
 
-def serve(runs_dir: str | os.PathLike | None = None) -> None:
-    """The worker's loop: start queued runs as slots free, until none waits (returns at once if another serves).
+def hold_queue(root: Path, cluster: str | None, waiting: Callable[[], bool], work: Callable[[], None]) -> None:
+    """Run ``work`` under the worker lock while runs wait, unless another worker holds it (then return at once).
 
-    It holds the queue lock from its birth when :func:`ensure_worker` handed it over. After letting go of it, it
-    looks once more, so a run queued while it was leaving is never stranded.
+    The lock is held from the worker's birth when :func:`ensure_worker` handed it over. After letting go of it,
+    the worker looks once more, so a run queued while it was leaving is never stranded.
     """
-    root = resolve_runs_dir(runs_dir)
-    children: list[subprocess.Popen] = []
-    tried: set[str] = set()
-    handed = handed_lock(root)
-
-    def waiting() -> bool:
-        return any(path.name not in tried for path in queued_runs(root))
-
+    handed = handed_lock(root, cluster)
     while waiting():
-        lock, handed = (handed if handed is not None else try_lock(root / QUEUE_LOCK)), None
+        lock, handed = (handed if handed is not None else try_lock(worker_lock(root, cluster))), None
         if lock is None:
             return
         try:
-            while waiting():
-                children = [child for child in children if child.poll() is None]  # reap the ended ones
-                slot = take_slot(root, patient=False)
-                child = start_next(root, slot, tried) if slot is not None else None
-                if child is None:
-                    time.sleep(POLL_S)
-                else:
-                    children.append(child)
+            work()
         finally:
             os.close(lock)
     if handed is not None:
         os.close(handed)
 
 
-def ensure_worker(runs_dir: str | os.PathLike | None = None) -> bool:
-    """Start the queue worker of the runs folder, detached, when a run waits and no worker serves it (none was
-    started yet, or it was killed); whether it started one. Cheap when a worker lives: one refused flock.
+def serve(runs_dir: str | os.PathLike | None = None) -> None:
+    """The worker's loop: start queued runs as slots free, until none waits (returns at once if another serves)."""
+    root = resolve_runs_dir(runs_dir)
+    children: list[subprocess.Popen] = []
+    tried: set[str] = set()
 
-    The worker is started holding the queue lock (this call takes it and hands it over), so the seconds it takes
-    to load its libraries never look like a missing worker to the next caller: one worker, however often asked.
+    def waiting() -> bool:
+        return any(path.name not in tried for path in queued_runs(root))
+
+    def work() -> None:
+        nonlocal children
+        while waiting():
+            children = [child for child in children if child.poll() is None]  # reap the ended ones
+            slot = take_slot(root, patient=False)
+            child = start_next(root, slot, tried) if slot is not None else None
+            if child is None:
+                time.sleep(POLL_S)
+            else:
+                children.append(child)
+
+    hold_queue(root, None, waiting, work)
+
+
+def ensure_worker(runs_dir: str | os.PathLike | None = None) -> bool:
+    """Start the queue workers of the runs folder, detached, where runs wait and no worker serves them (none was
+    started yet, or it was killed): one for this machine, one per Ray cluster that runs wait for. Whether it
+    started one. Cheap when the workers live: one refused flock each.
+
+    A worker is started holding its lock (this call takes it and hands it over), so the seconds it takes to load
+    its libraries never look like a missing worker to the next caller: one worker, however often asked.
     """
     root = resolve_runs_dir(runs_dir)
-    if not root.is_dir():
-        return False
-    lock = try_lock(root / QUEUE_LOCK)
+    started = [_ensure_one(root, cluster) for cluster in waiting_by_cluster(root)]  # every place, not the first
+    return any(started)
+
+
+def _ensure_one(root: Path, cluster: str | None) -> bool:
+    """:func:`ensure_worker` for the runs of one place: this machine (``None``) or one cluster."""
+    lock = try_lock(worker_lock(root, cluster))
     if lock is None:
         return False  # it serves the runs queued before this call (it looks again before it leaves)
     try:
-        if not queued_runs(root):
+        if not queued_runs(root, cluster):
             return False
         log = open_plain(root / QUEUE_LOG, os.O_WRONLY | os.O_APPEND)
         try:
-            subprocess.Popen([sys.executable, "-m", "cifarnet", "queue", "--runs-dir", str(root)], stdout=log,
+            subprocess.Popen([sys.executable, "-m", "cifarnet", "queue", "--runs-dir", str(root),
+                              *(["--ray-address", cluster] if cluster else [])], stdout=log,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                              env={**trainer_env(), QUEUE_ENV: str(lock)}, pass_fds=(lock,))
         finally:

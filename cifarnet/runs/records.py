@@ -150,8 +150,8 @@ PROGRESS = {"step": whole(), "total_steps": whole(), "epoch": number(0.0), "epoc
             "img_s": number(0.0), "eta_s": optional(SECONDS), "train_loss": number(), "train_acc": SHARE,
             "test_acc": optional(SHARE), "elapsed_s": SECONDS}
 STATUS_SCHEMA = {"status": text, "pid": optional(whole(1, 2**31)), "updated": SECONDS, "finished": SECONDS,
-                 "error": optional(text), "reason": optional(text),
-                 "progress": dict_of(PROGRESS)}
+                 "error": optional(text), "reason": optional(text), "progress": dict_of(PROGRESS),
+                 "host": text, "node": text, "trainer": text, "cluster": optional(text)}
 CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": SECONDS, "world_size": whole(1, 2**16),
                  "nodes": whole(1, 2**16)}
 CLASS_COUNT = 10

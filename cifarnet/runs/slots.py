@@ -164,18 +164,25 @@ def lock_run(path: Path) -> int:
 
 @dataclass
 class Claim:
-    """The two locks a trainer holds for its whole life: a slot under the limit and its run's own lock."""
+    """The locks a trainer holds for its whole life: a slot under the limit and its run's own lock. A run on a
+    cluster node has no slot (``None``): the cluster's scheduler, not this folder's limit, decides what runs where
+    (:mod:`cifarnet.runs.cluster`)."""
 
-    slot: int
+    slot: int | None
     run: int
 
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """The descriptors held (the slot's, when there is one, and the run's)."""
+        return tuple(fd for fd in (self.slot, self.run) if fd is not None)
+
     def release(self) -> None:
-        for fd in (self.slot, self.run):
+        for fd in self.fds:
             os.close(fd)
 
     def env(self) -> dict[str, str]:
-        """How a child started with ``pass_fds=(slot, run)`` learns that it holds them."""
-        return {CLAIM_ENV: f"{self.slot}:{self.run}"}
+        """How a child started with ``pass_fds=self.fds`` learns that it holds them (``:RUN`` without a slot)."""
+        return {CLAIM_ENV: f"{'' if self.slot is None else self.slot}:{self.run}"}
 
 
 def claim(path: Path, slot: int | None = None) -> Claim:
@@ -201,16 +208,16 @@ def inherited(path: Path) -> Claim | None:
     """The claim a launcher handed to this process for ``path``, if ``$CIFARNET_CLAIM`` names this run's lock."""
     raw = os.environ.pop(CLAIM_ENV, "")
     try:
-        slot, run = (int(part) for part in raw.split(":"))
-        held, lock = os.fstat(run), (path / RUN_LOCK).stat()
-        os.fstat(slot)
+        slot_text, run_text = raw.split(":")
+        held = Claim(int(slot_text) if slot_text else None, int(run_text))
+        lock, fds = (path / RUN_LOCK).stat(), [os.fstat(fd) for fd in held.fds]
     except (ValueError, OSError):
         return None
-    if (held.st_dev, held.st_ino) != (lock.st_dev, lock.st_ino):
+    if (fds[-1].st_dev, fds[-1].st_ino) != (lock.st_dev, lock.st_ino):
         return None
-    for fd in (slot, run):  # kept by this trainer only, not by programs it may start
+    for fd in held.fds:  # kept by this trainer only, not by programs it may start
         os.set_inheritable(fd, False)
-    return Claim(slot, run)
+    return held
 
 
 def claim_new_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,

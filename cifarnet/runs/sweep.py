@@ -21,6 +21,7 @@ from typing import Any
 
 from cifarnet.config import FIELDS, TrainConfig, parse_value
 from cifarnet.errors import CifarnetError, shown
+from cifarnet.runs.cluster import check_cluster
 from cifarnet.runs.early_stop import check_rule
 from cifarnet.runs.experiments import (
     DEFAULT_VARY,
@@ -135,8 +136,11 @@ def check_cap(value: Any) -> int:
 def plan_sweep(base: TrainConfig, grid: dict[str, list] | None = None, ranges: list[Range] | None = None,
                count: int = 0, seeds: list[int] | None = None, name: str | None = None,
                runs_dir: str | os.PathLike | None = None, max_runs: int = MAX_RUNS, sample_seed: int = 0,
-               early_stop: str = "off", data_dir: str | os.PathLike | None = None) -> Plan:
-    """A sweep checked run by run, nothing created yet. No grid and no draws is the default norm comparison."""
+               early_stop: str = "off", data_dir: str | os.PathLike | None = None, cluster: str | None = None) -> Plan:
+    """A sweep checked run by run, nothing created yet. No grid and no draws is the default norm comparison.
+    ``cluster``: its runs train on the Ray cluster at this address ("" for ``$RAY_ADDRESS``), checked first; None:
+    on this machine."""
+    cluster = check_cluster(cluster) if cluster is not None else None
     ranges = ranges or []
     clash = sorted(set(grid or {}) & {r.name for r in ranges})
     if clash:
@@ -146,15 +150,18 @@ def plan_sweep(base: TrainConfig, grid: dict[str, list] | None = None, ranges: l
     points = sweep_points(grid or ({} if draws else DEFAULT_VARY), draws)
     spec = {"grid": grid or {}, "random": {r.name: f"{r.scale}:{r.low:g}:{r.high:g}" for r in ranges},
             "draws": count, "sample_seed": sample_seed} if ranges else {}
-    extra = {**({"sweep": spec} if spec else {}), **({"early_stop": early_stop} if early_stop != "off" else {})}
+    extra = {**({"sweep": spec} if spec else {}), **({"early_stop": early_stop} if early_stop != "off" else {}),
+             **({"cluster": cluster} if cluster else {})}
     return plan_experiment(base, None, seeds, name, runs_dir, data_dir, points=points, max_runs=max_runs, extra=extra)
 
 
 def start_sweep(base: TrainConfig, grid: dict[str, list] | None = None, ranges: list[Range] | None = None,
                 count: int = 0, seeds: list[int] | None = None, name: str | None = None,
                 runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                max_runs: int = MAX_RUNS, sample_seed: int = 0, early_stop: str = "off") -> Experiment:
+                max_runs: int = MAX_RUNS, sample_seed: int = 0, early_stop: str = "off",
+                cluster: str | None = None) -> Experiment:
     """Plan (every check), then queue: what ``sweep``, ``compare`` and the Train page's buttons do."""
-    plan = plan_sweep(base, grid, ranges, count, seeds, name, runs_dir, max_runs, sample_seed, early_stop, data_dir)
+    plan = plan_sweep(base, grid, ranges, count, seeds, name, runs_dir, max_runs, sample_seed, early_stop, data_dir,
+                      cluster)
     return launch_experiment(plan, runs_dir, data_dir)
 

@@ -45,7 +45,7 @@ from cifarnet.devices import resolve_precision, select_device
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.nets.models import CifarNet, build_model
 from cifarnet.runs.early_stop import STOPPED_EARLY, stop_if_behind, stop_reason
-from cifarnet.runs.folders import trainer_identity
+from cifarnet.runs.folders import trainer_identity, where_trained
 from cifarnet.runs.records import (
     MetricsLog,
     cut_metrics,
@@ -320,7 +320,9 @@ class StatusFile:
     def __init__(self, folder: Path, rank: int = 0) -> None:
         self.path = folder / "status.json"
         self.rank = rank
-        self.record: dict = {"status": "starting", "pid": trainer_pid()}
+        # where it trains, and the identity a stop names (a reader on another machine cannot work it out)
+        self.record: dict = {"status": "starting", "pid": trainer_pid(), "trainer": trainer_identity(trainer_pid()),
+                             **where_trained()}
         self.last_write = 0.0
 
     def write(self, status: str, force: bool = False, **fields) -> None:
