@@ -161,7 +161,7 @@ def _compare_flags(parser: argparse.ArgumentParser, *vary: str) -> None:
     parser.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
     parser.add_argument("--cluster", choices=("local", "ray"), default="local",
                         help="where the runs train: this machine's queue (default) or a Ray cluster "
-                        "(docs/CLUSTERS.md; the runs folder must be shared with its nodes)")
+                        "(docs/SWEEPS.md; the runs folder must be shared with its nodes)")
     parser.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster's head (default $RAY_ADDRESS)")
 
 

@@ -61,7 +61,7 @@ def check_cluster(address: str | None) -> str:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise CifarnetError(f"no Ray cluster answers at {shown(address)} ({exc.strerror or exc}); start one with "
-                            "`ray start --head` (docs/CLUSTERS.md) or give its address") from None
+                            "`ray start --head` (docs/SWEEPS.md) or give its address") from None
     return address
 
 
