@@ -41,9 +41,10 @@ def ray_command(*args: str) -> list[str]:
 def start_cluster(env: dict[str, str]) -> tuple[str, float]:
     """A one-node cluster on loopback; its address and how long ``ray start`` took."""
     port, started = free_port(), time.monotonic()
+    # its output goes nowhere: the services it leaves running keep any pipe they were given open
     subprocess.run(ray_command("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                                "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"),
-                   env=env, check=True, capture_output=True)
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return f"127.0.0.1:{port}", time.monotonic() - started
 
 
@@ -73,7 +74,7 @@ def main() -> None:
             for way, extra in (("local", []), ("ray", ["--cluster", "ray", "--ray-address", address])):
                 times[way].append(sweep_seconds(work / f"{way}-{rep}", args.data_dir, args.subset, env, extra))
     finally:
-        subprocess.run(ray_command("stop", "--force"), env=env, capture_output=True)
+        subprocess.run(ray_command("stop", "--force"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
     local, ray = statistics.median(times["local"]), statistics.median(times["ray"])
     report = {"runs": 4, "subset": args.subset, "reps": args.reps, "local_s": times["local"], "ray_s": times["ray"],
