@@ -13,6 +13,7 @@ The report gives the load average, since other work on the machine weighs on bot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -38,14 +39,19 @@ def ray_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "from ray.scripts.scripts import main; main()", *args]
 
 
-def start_cluster(env: dict[str, str]) -> tuple[str, float]:
-    """A one-node cluster on loopback; its address and how long ``ray start`` took."""
+def start_cluster(env: dict[str, str]) -> tuple[subprocess.Popen, str, float]:
+    """A one-node cluster on loopback (``ray start --block``: ended with its process, leaving any other Ray on the
+    machine alone, which ``ray stop`` would not); its process, address and the seconds until it answered."""
     port, started = free_port(), time.monotonic()
-    # its output goes nowhere: the services it leaves running keep any pipe they were given open
-    subprocess.run(ray_command("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                               "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"),
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return f"127.0.0.1:{port}", time.monotonic() - started
+    head = subprocess.Popen(ray_command("start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
+                                        str(port), "--num-cpus", "2", "--include-dashboard", "false",
+                                        "--disable-usage-stats"),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while head.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return head, f"127.0.0.1:{port}", time.monotonic() - started
+        time.sleep(0.2)
+    raise SystemExit(f"ray start failed (exit {head.returncode})")
 
 
 def sweep_seconds(runs_dir: Path, data_dir: str, subset: int, env: dict[str, str], extra: list[str]) -> float:
@@ -66,7 +72,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     env = {**os.environ, **LOOPBACK_RAY, "PYTHONPATH": str(ROOT), "CIFARNET_MAX_RUNS": "2"}
-    address, ray_start_s = start_cluster(env)
+    head, address, ray_start_s = start_cluster(env)
     work = Path(tempfile.mkdtemp(prefix="cluster-overhead-"))
     times: dict[str, list[float]] = {"local": [], "ray": []}
     try:
@@ -74,7 +80,8 @@ def main() -> None:
             for way, extra in (("local", []), ("ray", ["--cluster", "ray", "--ray-address", address])):
                 times[way].append(sweep_seconds(work / f"{way}-{rep}", args.data_dir, args.subset, env, extra))
     finally:
-        subprocess.run(ray_command("stop", "--force"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        head.terminate()
+        head.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
     local, ray = statistics.median(times["local"]), statistics.median(times["ray"])
     report = {"runs": 4, "subset": args.subset, "reps": args.reps, "local_s": times["local"], "ray_s": times["ray"],
