@@ -46,7 +46,8 @@ def start_cluster(env: dict[str, str]) -> tuple[subprocess.Popen, str, float]:
     head = subprocess.Popen(ray_command("start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
                                         str(port), "--num-cpus", "2", "--include-dashboard", "false",
                                         "--disable-usage-stats"),
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # ended, it signals its process group: not this one's
     while head.poll() is None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return head, f"127.0.0.1:{port}", time.monotonic() - started
