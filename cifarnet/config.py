@@ -165,7 +165,8 @@ class TrainConfig:
     processes: int = option(1, "training processes on this machine: DistributedDataParallel (launched through "
                             "torchrun), each taking an equal share of every batch; batch_size must be a multiple "
                             "(torchrun itself may start more). Pays with several GPUs or machines; on one CPU the "
-                            "processes share its cores: at best as fast as one process, 0.75x with synchronised BN (docs/DISTRIBUTED.md)",
+                            "processes share its cores: at best as fast as one process, 0.75x with synchronised BN "
+                            "(docs/DISTRIBUTED.md)",
                             ADVANCED, "Processes (DDP)", low=1, high=8, step=1, fmt="%d")
     sync_bn: bool = option(True, "with several processes and bn: BatchNorm statistics over the whole batch "
                            "(synchronised), as one process computes them; off = each process normalises its share",
