@@ -74,8 +74,8 @@ def node_ids(cluster) -> set[str]:
 def test_a_sweep_trains_on_both_nodes_and_the_compare_page_reads_it(cluster, runs_dir, data_dir, monkeypatch):
     process = sweep(cluster, runs_dir, data_dir, "rs", "norm=bn,gn", "lr=0.05,0.1")
     seen_listening: set = set()
-    while process.poll() is None:  # every socket the cluster and our processes listen on, while they train
-        pids = [*processes_of(runs_dir, b"--resume"), *ray_processes()]
+    while process.poll() is None:  # every socket the cluster, its driver and the trainers listen on
+        pids = [*processes_of(runs_dir, b"--resume"), *processes_of(runs_dir, b"queue"), *cluster_processes(cluster)]
         seen_listening |= {address for address, _ in listening_addresses(pids)}
         time.sleep(1)
     code, output = finish(process)
@@ -99,17 +99,22 @@ def test_a_sweep_trains_on_both_nodes_and_the_compare_page_reads_it(cluster, run
     assert sorted(table.value["run"]) == sorted(info.run_id for info in runs)
 
 
-def ray_processes() -> list[int]:
-    """The pids of this machine's Ray services and workers (by their command lines)."""
-    found = []
+def cluster_processes(cluster) -> list[int]:
+    """The pids of the cluster's services (GCS, raylets, agents) and everything they started (its workers): not
+    whatever else on this machine may run Ray."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         try:
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
             continue
-        if entry.name.isdigit() and (b"/ray/core/src/ray/" in command or command.startswith(b"ray::")):
-            found.append(int(entry.name))
-    return found
+    found = {info.process.pid for node in cluster.list_all_nodes() for infos in node.all_processes.values()
+             for info in infos}
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return sorted(found)
+        found |= more
 
 
 def test_a_killed_node_fails_its_run_the_others_go_on_and_a_cancelled_one_never_starts(cluster, runs_dir,
