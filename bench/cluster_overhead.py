@@ -83,7 +83,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print("| way | sweep of 4 runs, median of {reps} | each |\n|---|---|---|".format(reps=args.reps))
+    print(f"| way | sweep of 4 runs, median of {args.reps} | each |\n|---|---|---|")
     for way in ("local", "ray"):
         print(f"| {way} | {statistics.median(times[way]):.1f} s | {', '.join(f'{t:.1f}' for t in times[way])} |")
     print(f"Ray over local: {ray / local:.2f}x; `ray start` took {ray_start_s:.1f} s; load average "
