@@ -10,6 +10,7 @@ from cifarnet.data.cifar10 import CLASSES
 from cifarnet.data.images import enlarge
 from cifarnet.nets.layers import default_layer, layers
 from cifarnet.runs.folders import SHIPPED_TRIO
+from cifarnet.runs.records import MODEL_FILE
 from cifarnet.ui import charts
 from cifarnet.ui.common import header, literal, runs
 from cifarnet.ui.inside import keep_in_link, model_of, norm_stats, pick_image, pick_run, runs_with_models, stats_images
@@ -123,8 +124,8 @@ with stats:
                           help="Off: each model runs as it predicts (BatchNorm with its running statistics). "
                                "On: BatchNorm normalises with the statistics of these 256 images, as in training.")
         images, source = stats_images()
-        keys = tuple((run_label(available[r]), str(available[r].path / "model.pt"),
-                      (available[r].path / "model.pt").stat().st_mtime) for r in compared)
+        keys = tuple((run_label(available[r]), str(available[r].path / MODEL_FILE),
+                      (available[r].path / MODEL_FILE).stat().st_mtime) for r in compared)
         measured = norm_stats(keys, source, batch, images)
         colors = charts.run_colors([label for label, _, _ in keys])
         if source == "synthetic":

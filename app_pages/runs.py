@@ -4,8 +4,9 @@ import streamlit as st
 
 from cifarnet.analysis.curves import METRICS, X_AXES, curves_csv, curves_frame, run_label, runs_table, smooth
 from cifarnet.errors import CifarnetError
-from cifarnet.runs.folders import LIVE, PENDING, SHIPPED_TRIO, delete_run
+from cifarnet.runs.folders import SHIPPED_TRIO, delete_run
 from cifarnet.runs.queue import cancel_run
+from cifarnet.runs.status import ENDED, LIVE, Status
 from cifarnet.ui import access, charts
 from cifarnet.ui.common import PARAMS_COLUMN, header, literal, message, runs
 
@@ -101,7 +102,7 @@ def table_and_curves() -> None:
 
 table_and_curves()
 
-queued = [label for label, info in by_label.items() if info.status == "queued"]
+queued = [label for label, info in by_label.items() if info.status == Status.QUEUED]
 if queued and access.allowed():
     st.subheader("Cancel a queued run")
     col_pick, col_button = st.columns([5, 1], vertical_alignment="bottom")
@@ -116,7 +117,7 @@ if queued and access.allowed():
             st.toast(f"Cancelled {literal(waiting)}: it will not start.", icon=":material/cancel:")
             st.rerun()
 
-own = [label for label, info in by_label.items() if not info.pretrained and info.status not in PENDING]
+own = [label for label, info in by_label.items() if not info.pretrained and info.status in ENDED]
 if own and access.allowed():  # else the notice above the page says why
     st.subheader("Delete a run")
     col_pick, col_confirm, col_button = st.columns([3, 2, 1], vertical_alignment="bottom")

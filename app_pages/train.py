@@ -19,7 +19,7 @@ from cifarnet.runs.experiments import (
     parse_vary,
     pending,
 )
-from cifarnet.runs.folders import LIVE, PENDING, RunInfo, read_run, request_stop, run_path
+from cifarnet.runs.folders import RunInfo, read_run, request_stop, run_path
 from cifarnet.runs.launch import resume_run, start_run
 from cifarnet.runs.monitor import (
     LINKED_REASON,
@@ -36,6 +36,7 @@ from cifarnet.runs.monitor import (
 )
 from cifarnet.runs.queue import cancel_run, ensure_worker
 from cifarnet.runs.records import load_run_config
+from cifarnet.runs.status import FAILURES, LIVE, PENDING, Status
 from cifarnet.runs.sweep import start_sweep
 from cifarnet.ui import access, charts
 from cifarnet.ui.app import page_path
@@ -172,7 +173,7 @@ def experiment_table() -> None:
     st.subheader(f"Experiment {literal(shown_experiment.name)}")
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
-    queued = [row["run"] for row in rows if row["status"] == "queued"]
+    queued = [row["run"] for row in rows if row["status"] == Status.QUEUED]
     if queued:
         st.caption("Queued runs start by themselves as running ones end, with or without this page open.")
     if queued and offered:
@@ -249,7 +250,7 @@ def followed_run() -> None:
         button.button("Show it", key=f"show-{other}", on_click=follow, args=(other, "picked"), width="stretch")
     progress = info.progress
     st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
-                else "waiting for a free slot" if info.status == "queued"
+                else "waiting for a free slot" if info.status == Status.QUEUED
                 else ended_text(info.status, progress))
     _status_note(info)
     loss_col, acc_col, numbers = st.columns([5, 5, 2])
@@ -280,7 +281,7 @@ def _title(info: RunInfo, choice: Choice) -> None:
     if info.status in LIVE and offered:
         action.button("Stop run", icon=":material/stop_circle:", width="stretch", key=f"stop-{info.run_id}",
                       on_click=stop, args=(info.run_id,))
-    elif info.status in ("stopped", "failed") and not info.pretrained and offered and action.button(
+    elif info.status in (Status.STOPPED, Status.FAILED) and not info.pretrained and offered and action.button(
             "Resume run", icon=":material/play_circle:", width="stretch", key=f"resume-{info.run_id}"):
         try:
             access.require()
@@ -303,17 +304,17 @@ def _title(info: RunInfo, choice: Choice) -> None:
 def _status_note(info) -> None:
     """One line on how the run ended, with the trainer's own words for failures."""
     error = info.status_record.get("error")
-    if info.status == "finished":
+    if info.status == Status.FINISHED:
         st.success(f"Finished: {100 * (info.final_acc or 0):.2f}% on the full test set. Compare it on the Runs "
                    "page, or look at its mistakes on the Misclassified page.", icon=":material/check_circle:")
-    elif info.status == "stopped":
+    elif info.status == Status.STOPPED:
         st.warning("Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it "
                    "reached.", icon=":material/stop_circle:")
-    elif info.status == "queued":
+    elif info.status == Status.QUEUED:
         st.info("Queued: it starts by itself when one of the running runs ends.", icon=":material/schedule:")
-    elif info.status == "cancelled":
+    elif info.status == Status.CANCELLED:
         st.info("Cancelled before it started.", icon=":material/cancel:")
-    elif info.status in ("failed", "diverged"):
+    elif info.status in FAILURES:
         st.error(f"The run {info.status}: {message(error or 'no reason recorded')}", icon=":material/error:")
     if info.damage:
         st.warning(f"Damaged records: {message('; '.join(info.damage))}", icon=":material/warning:")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifarnet.runs.folders import list_runs  # noqa: E402
-from cifarnet.runs.records import read_metrics  # noqa: E402
+from cifarnet.runs.records import METRICS_FILE, read_metrics  # noqa: E402
 
 HOG = "import time\nend = time.monotonic() + 1800\nwhile time.monotonic() < end: pass"
 DEFAULT_FLAGS = ["--subset", "30", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
@@ -48,7 +48,7 @@ def one_run(rule: str, flags: list[str], data_dir: str | None) -> dict:
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
         wall = time.perf_counter() - started
         (run,) = list_runs(Path(runs), include_pretrained=False)
-        train = [r for r in read_metrics(run.path / "metrics.jsonl")[0] if r["kind"] == "train"]
+        train = [r for r in read_metrics(run.path / METRICS_FILE)[0] if r["kind"] == "train"]
     return {"wall_s": wall, "img_s": statistics.median(r["img_s"] for r in train),
             "threads": sorted({r["threads"] for r in train}), "load": load}
 

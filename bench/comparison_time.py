@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifarnet.runs.folders import list_runs
-from cifarnet.runs.records import read_metrics, read_results
+from cifarnet.runs.records import METRICS_FILE, read_metrics, read_results
 
 DEFAULT_FLAGS = ["--recipe", "short"]
 
@@ -40,7 +40,7 @@ def comparison(flags: list[str], data_dir: str | None) -> dict:
         wall = time.perf_counter() - started
         rows = []
         for run in list_runs(Path(runs), include_pretrained=False):
-            train = [r for r in read_metrics(run.path / "metrics.jsonl")[0] if r["kind"] == "train"]
+            train = [r for r in read_metrics(run.path / METRICS_FILE)[0] if r["kind"] == "train"]
             results = read_results(run.path)[0] or {}
             rows.append({"run": run.run_id, "status": run.status, "test_acc": results.get("test_acc"),
                          "median_img_s": statistics.median(r["img_s"] for r in train) if train else None,

@@ -39,6 +39,7 @@ from cifarnet.errors import CifarnetError  # noqa: E402
 from cifarnet.nets.layers import default_layer  # noqa: E402
 from cifarnet.nets.models import build_model  # noqa: E402
 from cifarnet.runs.folders import PRETRAINED_DIR  # noqa: E402
+from cifarnet.runs.records import MODEL_FILE  # noqa: E402
 from cifarnet.training.checkpoint import load_model  # noqa: E402
 
 GRADCAM_TARGET_S, STATS_TARGET_S = 0.3, 3.0
@@ -46,7 +47,7 @@ GRADCAM_TARGET_S, STATS_TARGET_S = 0.3, 3.0
 
 def model_named(name: str) -> torch.nn.Module:
     """A shipped checkpoint (``s9-bn``) or an untrained build (``seed-ln``), in eval mode."""
-    shipped = PRETRAINED_DIR / name / "model.pt"
+    shipped = PRETRAINED_DIR / name / MODEL_FILE
     if shipped.is_file():
         return load_model(shipped)
     arch, norm = name.split("-")
@@ -89,7 +90,7 @@ def cli_seconds(data_dir: str | None, runs: int = 3) -> float:
     times = []
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "cifarnet", "explain", "--checkpoint", str(PRETRAINED_DIR / "s9-bn" /
-                   "model.pt"), "--index", "0:64", "--out", str(Path(folder) / "sheet.png")]
+                   MODEL_FILE), "--index", "0:64", "--out", str(Path(folder) / "sheet.png")]
         command += ["--data-dir", data_dir] if data_dir else []
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for _ in range(runs):

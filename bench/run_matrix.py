@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from cifarnet.cli import as_flags  # noqa: E402
 from cifarnet.runs.folders import first_reaching, read_run  # noqa: E402
+from cifarnet.runs.records import CONFIG_FILE  # noqa: E402
 
 # Settings not named here are the TrainConfig defaults. Rows built on a named recipe follow it when it changes;
 # a figure in docs/ was measured with the recipe of its date.
@@ -173,7 +174,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda item: run_one(item[0], item[1], args), configs.items()))
     if args.no_train and not args.only:  # report every run in the folder
-        configs = {p.name: {} for p in sorted(Path(args.runs_dir).iterdir()) if (p / "config.json").is_file()}
+        configs = {p.name: {} for p in sorted(Path(args.runs_dir).iterdir()) if (p / CONFIG_FILE).is_file()}
     configs = {k: v for k, v in configs.items() if (Path(args.runs_dir) / k).is_dir()}
     text = report(list(configs), args, "python " + shlex.join(sys.argv))
     print(text)

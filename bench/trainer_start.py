@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifarnet.runs.folders import create_run, request_stop
 from cifarnet.runs.launch import spawn
-from cifarnet.runs.records import read_status
+from cifarnet.runs.records import LOG_FILE, METRICS_FILE, recorded_status
 from cifarnet.runs.slots import claim
+from cifarnet.runs.status import Status
 from cifarnet.ui.query import DASHBOARD_DEFAULTS
 
 POLL_S = 0.01
@@ -48,11 +49,10 @@ def trainer_s(runs: Path, data_dir: Path | None, timeout: float = 300) -> dict:
     try:
         while "first_record_s" not in marks:
             if time.perf_counter() - started > timeout:
-                raise RuntimeError(f"no metrics record after {timeout} s; see {path / 'log.txt'}")
-            status, _ = read_status(path)
-            if (status or {}).get("status") == "running":
+                raise RuntimeError(f"no metrics record after {timeout} s; see {path / LOG_FILE}")
+            if recorded_status(path) == Status.RUNNING:
                 marks.setdefault("running_s", time.perf_counter() - started)
-            metrics = path / "metrics.jsonl"
+            metrics = path / METRICS_FILE
             if metrics.is_file() and metrics.stat().st_size:
                 marks["first_record_s"] = time.perf_counter() - started
                 marks.setdefault("running_s", marks["first_record_s"])

@@ -28,7 +28,6 @@ from cifarnet.runs.early_stop import RULES
 from cifarnet.runs.experiments import (
     DEFAULT_VARY,
     MAX_RUNS,
-    MISSING,
     Experiment,
     experiment_runs,
     parse_seeds,
@@ -38,8 +37,9 @@ from cifarnet.runs.experiments import (
 from cifarnet.runs.folders import list_runs, read_run, request_stop
 from cifarnet.runs.monitor import throughput_text
 from cifarnet.runs.queue import cancel_run, ensure_worker, serve
-from cifarnet.runs.records import load_run_config
+from cifarnet.runs.records import CONFIG_FILE, load_run_config
 from cifarnet.runs.slots import HELD_ENV, Claim, claim, claim_new_run, inherited, max_live_runs
+from cifarnet.runs.status import FAILURES, Status
 from cifarnet.runs.sweep import MAX_CAP, SCALES, check_cap, parse_random, start_sweep
 from cifarnet.training.checkpoint import load_model
 from cifarnet.training.distributed import Group, is_main_process, join, launched, relaunch, trainer_pid
@@ -232,8 +232,8 @@ def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConf
                             "per machine; drop --processes (torchrun's --nproc_per_node sets it)")
     if args.resume:
         path = Path(args.resume)
-        if not (path / "config.json").is_file():
-            raise CifarnetError(f"--resume {path}: not a run folder (no config.json)")
+        if not (path / CONFIG_FILE).is_file():
+            raise CifarnetError(f"--resume {path}: not a run folder (no {CONFIG_FILE})")
         processes = values.pop("processes", None)
         if values or args.recipe:
             raise CifarnetError("--resume continues a run with its saved config; drop the other config flags "
@@ -270,7 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 os.set_inheritable(fd, True)
             os.environ[HELD_ENV] = "1"
             # starting, with this process as its trainer: torchrun in a moment, the pid rank 0 records too
-            StatusFile(path).write("starting", force=True, error=None)
+            StatusFile(path).write(Status.STARTING, force=True, error=None)
             relaunch(cfg.processes, _relaunch_args(args, path))
         if group.is_main and not args.quiet:
             print(f"run {path.name} -> {path}" + (f" ({group.world_size} processes)" if group.parallel else ""),
@@ -287,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = info.final_acc
         print(f"{path.name}: {status}" + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
               + (f" ({error})" if error else ""))
-    return 0 if status in ("finished", "stopped") else 1
+    return 0 if status in (Status.FINISHED, Status.STOPPED) else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -347,13 +347,13 @@ def _follow(experiment: Experiment, runs_dir: str | None) -> int:
             for record in info.evals[evals:]:
                 print(f"{info.run_id}: epoch {record.get('epoch', 0):.2f} test {_fmt_pct(record.get('test_acc'))}")
             if info.status != status:
-                error = info.status_record.get("error") if info.status in ("failed", "diverged", MISSING) else \
+                error = info.status_record.get("error") if info.status in (*FAILURES, Status.MISSING) else \
                     info.status_record.get("reason")
-                final = f", test accuracy {_fmt_pct(info.final_acc)}" if info.status == "finished" else ""
+                final = f", test accuracy {_fmt_pct(info.final_acc)}" if info.status == Status.FINISHED else ""
                 print(f"{info.run_id} ({label}): {info.status}{final}" + (f" ({error})" if error else ""))
             seen[info.run_id] = (info.status, len(info.evals))
         if not pending(runs):
-            return 1 if any(info.status in ("failed", "diverged") for _, info in runs) else 0
+            return 1 if any(info.status in FAILURES for _, info in runs) else 0
         time.sleep(FOLLOW_S)
 
 
@@ -438,7 +438,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
         print(f"{label:<40} {row['status']:<9} {row['arch'] or '?':<5} {row['norm'] or '?':<4} "
               f"{row['epochs'] if row['epochs'] is not None else '?':>6} {_fmt_pct(row['best_acc']):>7} "
               f"{_fmt_pct(row['final_acc']):>7} {duration:>7}")
-        for note in ([row["error"]] if row["error"] and row["status"] != "finished" else []) + row["damage"]:
+        for note in ([row["error"]] if row["error"] and row["status"] != Status.FINISHED else []) + row["damage"]:
             print(f"    ! {note}")
 
 

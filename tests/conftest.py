@@ -31,10 +31,9 @@ sys.path.insert(0, str(ROOT))
 from cifarnet.cli import as_flags  # noqa: E402
 from cifarnet.config import make_config  # noqa: E402
 from cifarnet.data.cifar10 import CLASSES, FOLDER, IMAGES_PER_FILE, synthetic_dataset, write_dataset  # noqa: E402
-from cifarnet.runs.early_stop import STOPPED_EARLY  # noqa: E402
-from cifarnet.runs.experiments import EXPERIMENTS_FOLDER  # noqa: E402
-from cifarnet.runs.folders import LIVE, create_run, read_run, trainer_alive  # noqa: E402
-from cifarnet.runs.records import write_json  # noqa: E402
+from cifarnet.runs.folders import create_run, read_run, trainer_alive  # noqa: E402
+from cifarnet.runs.records import EXPERIMENTS_FOLDER, write_json  # noqa: E402
+from cifarnet.runs.status import LIVE, Status  # noqa: E402
 from cifarnet.training.engine import confusion_matrix, train_run  # noqa: E402
 from harness import CHROMIUM_ARGS  # noqa: E402
 
@@ -435,7 +434,7 @@ def hand_made_sweep(runs_dir: Path) -> None:
         config = json.loads((path / "config.json").read_text())
         write_json(path / "config.json", {**config, "norm": norm, "lr": lr})
         variants[f"norm={norm} lr={lr:g}"] = [name]
-    write_json(runs_dir / "gn-fast" / "status.json", {"status": STOPPED_EARLY, "pid": None,
+    write_json(runs_dir / "gn-fast" / "status.json", {"status": Status.STOPPED_EARLY, "pid": None,
                                                       "reason": "median rule: x"})
     folder = runs_dir / EXPERIMENTS_FOLDER
     folder.mkdir()

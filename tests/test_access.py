@@ -38,9 +38,11 @@ from streamlit.testing.v1 import AppTest
 
 from cifarnet.config import make_config
 from cifarnet.runs.experiments import experiment_runs, load_experiment, pending, start_experiment
-from cifarnet.runs.folders import LIVE, create_run, list_runs, process_alive, read_run, request_stop, trainer_pid
-from cifarnet.runs.queue import QUEUE_LOCK, cancel_run
+from cifarnet.runs.folders import create_run, list_runs, process_alive, read_run, request_stop, trainer_pid
+from cifarnet.runs.queue import cancel_run
+from cifarnet.runs.records import QUEUE_LOCK_FILE
 from cifarnet.runs.slots import max_live_runs, take_slot, try_lock
+from cifarnet.runs.status import LIVE
 from cifarnet.ui import access
 from cifarnet.ui.app import PAGES
 from harness import dashboard_server
@@ -118,7 +120,7 @@ def busy(lab: Lab) -> Iterator[Lab]:
     (this test holds the queue's lock and every slot, so neither the worker nor the experiment's own start runs
     them)."""
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "cifarnet"])
-    lock = try_lock(lab.runs / QUEUE_LOCK)
+    lock = try_lock(lab.runs / QUEUE_LOCK_FILE)
     slots = [take_slot(lab.runs, patient=False) for _ in range(max_live_runs())]
     try:
         live = user_run(lab.runs, "live", status="running", pid=trainer.pid)

@@ -19,9 +19,9 @@ import pytest
 from conftest import ROOT, TINY_FLAGS, is_loopback, listening_addresses, processes_of, wait_for
 from streamlit.testing.v1 import AppTest
 
-from cifarnet.runs.experiments import EXPERIMENTS_FOLDER
 from cifarnet.runs.folders import read_run
 from cifarnet.runs.queue import cancel_run
+from cifarnet.runs.records import EXPERIMENTS_FOLDER
 
 # A cluster on loopback only: Ray's "no multi-machine cluster" switch keeps every service on 127.0.0.1 (it is
 # what binds them there), and no token (the nodes and the driver are this machine's own processes). Ray reads

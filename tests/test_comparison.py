@@ -32,14 +32,13 @@ from cifarnet.data.cifar10 import CLASSES, load_cifar10
 from cifarnet.nets.models import build_model, count_params
 from cifarnet.runs import experiments
 from cifarnet.runs.experiments import (
-    EXPERIMENTS_FOLDER,
-    MISSING,
     experiment_runs,
     list_experiments,
     load_experiment,
     shipped_experiment,
 )
-from cifarnet.runs.records import write_json
+from cifarnet.runs.records import EXPERIMENTS_FOLDER, write_json
+from cifarnet.runs.status import Status
 
 
 @pytest.fixture
@@ -98,7 +97,7 @@ def test_unusable_runs_are_named_not_averaged(norms_experiment):
     # the comparison is the one reader's runs, the missing one kept as missing, and it waits for none of them
     assert comparison.runs == experiment_runs(norms_experiment) and not comparison.pending
     assert [info.run_id for info in comparison.variant("norm=gn").runs] == ["gn0", "gn1", "gn2", "gn-gone"]
-    assert comparison.variant("norm=gn").runs[-1].status == MISSING
+    assert comparison.variant("norm=gn").runs[-1].status == Status.MISSING
 
 
 def test_live_run_is_drawn_and_pending_but_not_averaged(norms_experiment, runs_dir):
@@ -267,6 +266,6 @@ def test_page_reads_the_experiment_once_per_refresh(compare_page, norms_experime
     assert {name: reads[name] for name in names} == dict.fromkeys(names, 1)
     assert "refreshes every" in texts(at.caption)  # the queued run: pending, the page keeps refreshing
     runs = next(frame for frame in at.dataframe if "best at step" in frame.value.columns).value.set_index("run")
-    assert runs.loc["gn-gone", "status"] == MISSING and runs.loc["bn-q", "status"] == "queued"
+    assert runs.loc["gn-gone", "status"] == Status.MISSING and runs.loc["bn-q", "status"] == "queued"
     at.run()
     assert {name: reads[name] for name in names} == dict.fromkeys(names, 2)

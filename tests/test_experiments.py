@@ -28,7 +28,6 @@ from cifarnet import CifarnetError, cli
 from cifarnet.config import make_config
 from cifarnet.recipes import FIRST_RECIPE, recipe_config
 from cifarnet.runs.experiments import (
-    MISSING,
     experiment_rows,
     experiment_runs,
     list_experiments,
@@ -42,6 +41,7 @@ from cifarnet.runs.experiments import (
 from cifarnet.runs.folders import read_run
 from cifarnet.runs.queue import cancel_run
 from cifarnet.runs.records import write_json
+from cifarnet.runs.status import Status
 
 
 @pytest.mark.slow
@@ -134,10 +134,10 @@ def test_a_missing_run_stays_listed_as_missing_and_is_never_waited_for(runs_dir,
     write_experiment(runs_dir, "m", {"norm=bn": ["done", "gone"], "norm=ln": ["waits"]})
     runs = experiment_runs(load_experiment("m", runs_dir))
     assert [(label, info.run_id, info.status) for label, info in runs] == [
-        ("norm=bn", "done", "finished"), ("norm=bn", "gone", MISSING), ("norm=ln", "waits", "queued")]
+        ("norm=bn", "done", "finished"), ("norm=bn", "gone", Status.MISSING), ("norm=ln", "waits", "queued")]
     assert pending(runs) and newest_pending(runs_dir).name == "m"  # the queued run, not the missing one
     rows = {row["run"]: row for row in experiment_rows(runs)}
-    assert rows["gone"]["status"] == MISSING and rows["gone"]["variant"] == "norm=bn"  # the Train page's table
+    assert rows["gone"]["status"] == Status.MISSING and rows["gone"]["variant"] == "norm=bn"  # the Train page's table
     assert rows["gone"]["test accuracy"] == "–" and rows["gone"]["progress"] == 0.0
 
     write_json(waits / "status.json", {"status": "cancelled", "pid": None})

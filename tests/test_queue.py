@@ -25,12 +25,13 @@ from cifarnet import CifarnetError
 from cifarnet.config import make_config
 from cifarnet.errors import WriteError
 from cifarnet.runs import experiments as experiments_mod
-from cifarnet.runs import folders as runs_mod
 from cifarnet.runs import launch as launch_mod
+from cifarnet.runs import records as records_mod
 from cifarnet.runs.experiments import launch_experiment, list_experiments, parse_vary, plan_experiment, start_experiment
 from cifarnet.runs.folders import read_run, request_stop, trainer_alive, trainer_identity
 from cifarnet.runs.launch import start_run
-from cifarnet.runs.queue import QUEUE_LOCK, QUEUE_LOG, ensure_worker, serve
+from cifarnet.runs.queue import ensure_worker, serve
+from cifarnet.runs.records import QUEUE_LOCK_FILE, QUEUE_LOG_FILE
 from cifarnet.runs.slots import max_live_runs, take_slot
 
 
@@ -92,7 +93,7 @@ def test_the_run_limit_takes_plain_digits_and_empty_is_the_default(monkeypatch):
 
 def test_a_failure_part_way_through_creating_an_experiment_leaves_nothing(runs_dir, data_dir, monkeypatch):
     """The disk fills while the third run's records are written: the two before it and the record go too."""
-    real, written = runs_mod.write_json, []
+    real, written = records_mod.write_json, []
 
     def filling(path: Path, payload: dict) -> None:
         written.append(path)
@@ -100,7 +101,7 @@ def test_a_failure_part_way_through_creating_an_experiment_leaves_nothing(runs_d
             raise WriteError.of(path, OSError(errno.ENOSPC, "No space left on device"))
         real(path, payload)
 
-    monkeypatch.setattr(runs_mod, "write_json", filling)
+    monkeypatch.setattr(records_mod, "write_json", filling)
     with pytest.raises(WriteError, match="No space left on device"):
         start_experiment(make_config(TINY), None, None, "full", runs_dir, data_dir)
     assert len(written) == 5 and visible(runs_dir) == []
@@ -184,7 +185,7 @@ def test_a_full_disk_writing_a_pid_fails_that_run_and_the_worker_goes_on(runs_di
     monkeypatch.setattr(experiments_mod, "ensure_worker", lambda *_: False)  # this test is the worker
     slot, (unlucky, lucky) = start_held(runs_dir, data_dir, "d", 2)
     os.close(slot)
-    real_file, real_json, full = launch_mod.write_file, launch_mod.write_json, {unlucky}
+    real_file, real_json, full = launch_mod.write_file, records_mod.write_json, {unlucky}
 
     def no_space(path: Path) -> WriteError:
         return WriteError.of(path, OSError(errno.ENOSPC, "No space left on device"))
@@ -200,7 +201,7 @@ def test_a_full_disk_writing_a_pid_fails_that_run_and_the_worker_goes_on(runs_di
         real_json(path, payload)
 
     monkeypatch.setattr(launch_mod, "write_file", write_file)
-    monkeypatch.setattr(launch_mod, "write_json", write_json)
+    monkeypatch.setattr(records_mod, "write_json", write_json)
     serve(runs_dir)  # returns once nothing waits: it did not die of the first run
     failed = read_run(unlucky)
     assert failed.status == "failed" and "pid: No space left on device" in failed.status_record["error"], failed
@@ -221,7 +222,7 @@ def plant(runs_dir: Path, name: str, kind: str, outside: Path) -> str:
     return "a symbolic link"
 
 
-@pytest.mark.parametrize("name", [QUEUE_LOCK, QUEUE_LOG])
+@pytest.mark.parametrize("name", [QUEUE_LOCK_FILE, QUEUE_LOG_FILE])
 @pytest.mark.parametrize("kind", ["folder", "link", "dangling link"])
 def test_queue_files_that_are_folders_or_links_are_refused(name, kind, runs_dir, data_dir, tmp_path):
     runs_dir.mkdir()
@@ -233,7 +234,7 @@ def test_queue_files_that_are_folders_or_links_are_refused(name, kind, runs_dir,
     assert (outside.read_text() == "theirs") if kind == "link" else not outside.exists()
 
 
-@pytest.mark.parametrize("name", [QUEUE_LOCK, QUEUE_LOG])
+@pytest.mark.parametrize("name", [QUEUE_LOCK_FILE, QUEUE_LOG_FILE])
 def test_a_queue_file_turned_link_under_waiting_runs_is_refused_and_said(name, runs_dir, data_dir, tmp_path,
                                                                          monkeypatch):
     """Runs wait, no worker lives, and then the file becomes a link: no worker is started through it, nothing is

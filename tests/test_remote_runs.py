@@ -16,8 +16,8 @@ from cifarnet.cli import main
 from cifarnet.config import make_config
 from cifarnet.runs.cluster import ADDRESS_ENV, cluster_address, record_lost
 from cifarnet.runs.folders import create_run, read_run, request_stop
-from cifarnet.runs.records import write_json
-from cifarnet.runs.slots import RUN_LOCK, Claim, inherited, try_lock
+from cifarnet.runs.records import LOCK_FILE, write_json
+from cifarnet.runs.slots import Claim, inherited, try_lock
 
 
 @pytest.mark.parametrize("address, message", [
@@ -78,7 +78,7 @@ def test_a_remote_trainer_that_has_not_said_who_it_is_cannot_be_stopped_yet(runs
 def test_a_lost_task_fails_its_run_unless_a_trainer_still_holds_it(runs_dir):
     path = create_run(make_config({**TINY, "name": "lost"}), runs_dir)
     write_json(path / "status.json", {"status": "running", "pid": None, "updated": time.time()})
-    held = try_lock(path / RUN_LOCK)  # a trainer lives on: its own record will say how it ended
+    held = try_lock(path / LOCK_FILE)  # a trainer lives on: its own record will say how it ended
     record_lost(path, "its Ray task ended before its trainer did (NodeDiedError: x)")
     assert (read_run(path).status_record.get("error") or "").find("Ray task") < 0
     os.close(held)
@@ -91,7 +91,7 @@ def test_a_lost_task_fails_its_run_unless_a_trainer_still_holds_it(runs_dir):
 
 def test_a_trainer_on_a_node_holds_its_run_without_a_slot(runs_dir, monkeypatch):
     path = create_run(make_config({**TINY, "name": "slotless"}), runs_dir)
-    lock = try_lock(path / RUN_LOCK)
+    lock = try_lock(path / LOCK_FILE)
     claim = Claim(None, lock)
     assert claim.fds == (lock,)
     monkeypatch.setenv(*next(iter(claim.env().items())))

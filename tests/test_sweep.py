@@ -30,11 +30,12 @@ from cifarnet.analysis.comparison import load_comparison
 from cifarnet.analysis.sweep_view import BEST, BEST_STEP, FINAL, Filter, best_eval, differing, placed, run_table
 from cifarnet.cli import main
 from cifarnet.config import make_config
-from cifarnet.runs.early_stop import STOPPED_EARLY, asha_reason, judge, median_reason
-from cifarnet.runs.experiments import EXPERIMENTS_FOLDER, MISSING, load_experiment
+from cifarnet.runs.early_stop import asha_reason, judge, median_reason
+from cifarnet.runs.experiments import load_experiment
 from cifarnet.runs.folders import read_run
 from cifarnet.runs.queue import enqueue, ensure_worker
-from cifarnet.runs.records import write_json
+from cifarnet.runs.records import EXPERIMENTS_FOLDER, write_json
+from cifarnet.runs.status import Status
 from cifarnet.runs.sweep import parse_random, plan_sweep
 
 # -- plans and refusals ---------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def test_a_real_trainer_behind_its_peers_ends_stopped_early_with_the_reason(runs
     ensure_worker(runs_dir)
     wait_for(lambda: read_run(queued).status not in ("queued", "starting", "running"), timeout=400, every=0.5)
     info = read_run(queued)
-    assert info.status == STOPPED_EARLY, info.status_record
+    assert info.status == Status.STOPPED_EARLY, info.status_record
     assert info.status_record["reason"].startswith("median rule: best test accuracy ")
     assert "of the 2 other runs at that step" in info.status_record["reason"]
     assert info.progress["step"] == 1 and (queued / "last.pt").is_file() and not (queued / "STOP").exists()
@@ -171,7 +172,7 @@ def sweep_runs(runs_dir):
 def test_the_run_table_has_the_best_value_and_its_step(sweep_runs):
     table = run_table(load_comparison(sweep_runs)).set_index("run")
     assert table.loc["bn-slow", BEST] == 70.0 and table.loc["bn-slow", BEST_STEP] == 20  # not the last (65 at 30)
-    assert table.loc["gn-fast", "status"] == STOPPED_EARLY and table.loc["gn-fast", "why"] == "median rule: x"
+    assert table.loc["gn-fast", "status"] == Status.STOPPED_EARLY and table.loc["gn-fast", "why"] == "median rule: x"
     assert table.loc["gn-fast", BEST] == 10.0 and pd.isna(table.loc["gn-fast", FINAL])
     assert differing(table.reset_index()) == ["norm", "lr"]
     kept = Filter({"lr": (0.01, 0.1)}, {"norm": ["gn"]}).keep(table.reset_index())
@@ -186,7 +187,7 @@ def test_a_missing_run_stays_in_the_run_table_whatever_the_filters(sweep_runs, r
     record["variants"]["norm=gn lr=0.6"].append("gn-gone")
     write_json(runs_dir / EXPERIMENTS_FOLDER / "sw.json", record)
     table = run_table(load_comparison(load_experiment("sw", runs_dir)))
-    assert table.set_index("run").loc["gn-gone", "status"] == MISSING
+    assert table.set_index("run").loc["gn-gone", "status"] == Status.MISSING
     assert placed(table).tolist() == [True] * len(HAND_MADE) + [False]
     assert differing(table) == ["norm", "lr"]
     kept = Filter({"lr": (0.01, 0.1)}, {"norm": ["gn"]}).keep(table)

@@ -23,8 +23,9 @@ from cifarnet.analysis.misclassified import RESULT_KEYS
 from cifarnet.analysis.report import mean_text
 from cifarnet.errors import shorten
 from cifarnet.runs.experiments import Experiment, ExperimentRun, experiment_runs, pending
-from cifarnet.runs.folders import LIVE, PENDING, RunInfo
-from cifarnet.runs.records import read_predictions
+from cifarnet.runs.folders import RunInfo
+from cifarnet.runs.records import RESULTS_FILE, read_predictions
+from cifarnet.runs.status import LIVE, PENDING, Status
 
 CURVE_METRICS = ("test_acc", "train_loss", "test_loss")
 SPREAD = "sample standard deviation over seeds (ddof=1)"
@@ -67,14 +68,14 @@ class Comparison:
 
 def _problem(info: RunInfo) -> str | None:
     """Why a run cannot enter the figures (None when it can): its status, error and damage in one line."""
-    if info.status == "finished" and info.results and all(key in info.results for key in RESULT_KEYS) \
+    if info.status == Status.FINISHED and info.results and all(key in info.results for key in RESULT_KEYS) \
             and isinstance(info.results.get("test_acc"), (int, float)):
         return None
-    if info.status == "finished":
-        what = "finished, but its results.json is missing or incomplete"
+    if info.status == Status.FINISHED:
+        what = f"finished, but its {RESULTS_FILE} is missing or incomplete"
     else:
         what = info.status
-    details = [info.status_record.get("error")] if info.status not in ("finished", *PENDING) else []
+    details = [info.status_record.get("error")] if info.status not in (Status.FINISHED, *PENDING) else []
     return "; ".join(str(part) for part in [what, *details, *info.damage] if part)
 
 

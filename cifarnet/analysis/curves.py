@@ -14,6 +14,7 @@ import pandas as pd
 
 from cifarnet.config import TrainConfig
 from cifarnet.runs.folders import RunInfo
+from cifarnet.runs.status import Status
 from cifarnet.training.schedule import lr_at
 
 # Which record kind carries each metric: test numbers only exist at evaluations, while
@@ -68,7 +69,7 @@ def curves_csv(frame: pd.DataFrame) -> bytes:
 
 def _notes(info: RunInfo) -> str:
     """Why a run is not healthy: its error text and any damaged files, in one line."""
-    error = info.status_record.get("error") if info.status != "finished" else None
+    error = info.status_record.get("error") if info.status != Status.FINISHED else None
     return "; ".join(filter(None, [error, *info.damage]))
 
 

@@ -15,6 +15,7 @@ import torch
 
 from cifarnet.data.images import enlarge, to_hwc
 from cifarnet.runs.folders import RunInfo
+from cifarnet.runs.records import PREDICTIONS_FILE
 
 
 def mistakes(predictions: dict[str, np.ndarray], classes: Sequence[str]) -> pd.DataFrame:
@@ -88,7 +89,7 @@ def runs_with_predictions(runs: Sequence[RunInfo]) -> list[RunInfo]:
     breaking the page; the Runs page reports its damage.
     """
     return [info for info in runs if info.results and all(key in info.results for key in RESULT_KEYS)
-            and (info.path / "predictions.npz").is_file()]
+            and (info.path / PREDICTIONS_FILE).is_file()]
 
 
 def confusion_frame(results: dict) -> pd.DataFrame:

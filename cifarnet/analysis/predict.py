@@ -28,6 +28,7 @@ from cifarnet.analysis.curves import run_label
 from cifarnet.data.cifar10 import CLASSES
 from cifarnet.errors import CifarnetError
 from cifarnet.runs.folders import RunInfo
+from cifarnet.runs.records import MODEL_FILE
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: any camera photo, not a bomb
 MAX_BYTES = 50 * 1024 * 1024
@@ -128,4 +129,4 @@ def top_k(model: torch.nn.Module, image: np.ndarray, k: int = 5,
 
 def available_models(runs: Sequence[RunInfo]) -> dict[str, Path]:
     """Label -> ``model.pt`` of every run that has final weights (shipped runs included)."""
-    return {run_label(info): info.path / "model.pt" for info in runs if (info.path / "model.pt").is_file()}
+    return {run_label(info): info.path / MODEL_FILE for info in runs if (info.path / MODEL_FILE).is_file()}

@@ -18,6 +18,7 @@ from cifarnet.analysis.comparison import Comparison
 from cifarnet.analysis.curves import curves_frame
 from cifarnet.config import FIELDS
 from cifarnet.runs.folders import RunInfo
+from cifarnet.runs.status import Status
 
 BEST, BEST_STEP, FINAL = "best test acc", "best at step", "final test acc"  # accuracies in percent
 IDENTITY = ("run", "variant", "status")
@@ -47,9 +48,9 @@ def run_table(comparison: Comparison) -> pd.DataFrame:
     for variant in comparison.variants:
         for info in variant.runs:
             best, step = best_eval(info)
-            final = (info.results or {}).get("test_acc") if info.status == "finished" else None
-            why = info.status_record.get("reason") or (info.status_record.get("error")
-                                                       if info.status not in ("finished", "running") else None)
+            final = (info.results or {}).get("test_acc") if info.status == Status.FINISHED else None
+            error = info.status_record.get("error") if info.status not in (Status.FINISHED, Status.RUNNING) else None
+            why = info.status_record.get("reason") or error
             rows.append({"run": info.run_id, "variant": variant.label, "status": info.status,
                          **{name: info.config.get(name) for name in SETTINGS},
                          BEST: _percent(best), BEST_STEP: step, FINAL: _percent(final), "why": why or ""})

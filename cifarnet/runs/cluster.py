@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from cifarnet.errors import CifarnetError, shown
-from cifarnet.runs.folders import NODE_ENV, PENDING, resolve_runs_dir
+from cifarnet.runs.folders import NODE_ENV, resolve_runs_dir
 from cifarnet.runs.launch import record_failure, trainer_env
 from cifarnet.runs.queue import POLL_S, hold_queue, queued_runs, start_queued
-from cifarnet.runs.records import read_config, read_status
-from cifarnet.runs.slots import RUN_LOCK, Claim, lock_run, try_lock
+from cifarnet.runs.records import LOCK_FILE, read_config, read_status, recorded_status
+from cifarnet.runs.slots import Claim, lock_run, try_lock
+from cifarnet.runs.status import PENDING, Status
 
 ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable for the cluster to join
 CONNECT_TIMEOUT_S = 3.0
@@ -82,8 +83,8 @@ def train_on_node(folder: str, data_dir: str | None) -> str:
         lock = lock_run(path)
     except CifarnetError as exc:
         return f"not started: {exc}"
-    status = (read_status(path)[0] or {}).get("status")
-    if status != "queued":
+    status = recorded_status(path)
+    if status != Status.QUEUED:
         os.close(lock)
         return f"not started: it is {status}"
     node = ray.get_runtime_context().get_node_id()
@@ -94,9 +95,9 @@ def train_on_node(folder: str, data_dir: str | None) -> str:
 def record_lost(path: Path, reason: str) -> None:
     """End the run ``failed`` with ``reason`` when its task died before its trainer could say how it ended: the
     run still reads as waiting or training and no trainer holds its lock (the node took it down)."""
-    if (read_status(path)[0] or {}).get("status") not in PENDING:
+    if recorded_status(path) not in PENDING:
         return
-    lock = try_lock(path / RUN_LOCK)
+    lock = try_lock(path / LOCK_FILE)
     if lock is None:  # a trainer lives on: it records its own ending
         return
     try:
@@ -119,7 +120,7 @@ def fail_waiting(root: Path, address: str, reason: str) -> None:
         except CifarnetError:  # being cancelled right now
             continue
         try:
-            if (read_status(path)[0] or {}).get("status") == "queued":
+            if recorded_status(path) == Status.QUEUED:
                 record_failure(path, reason)
         finally:
             os.close(lock)
@@ -158,7 +159,7 @@ class Driver:
             except self.ray.exceptions.RayError as exc:
                 record_lost(path, f"its Ray task ended before its trainer did ({first_line(exc)})")
         for task in waiting:
-            if (read_status(self.tasks[task])[0] or {}).get("status") == "cancelled":
+            if recorded_status(self.tasks[task]) == Status.CANCELLED:
                 self.ray.cancel(task)
 
     def serve(self) -> None:

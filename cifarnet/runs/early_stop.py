@@ -24,11 +24,17 @@ import statistics
 from pathlib import Path
 
 from cifarnet.errors import CifarnetError, shown
-from cifarnet.runs.experiments import EXPERIMENTS_FOLDER
-from cifarnet.runs.records import read_json, read_metrics, write_file
+from cifarnet.runs.records import (
+    EXPERIMENTS_FOLDER,
+    METRICS_FILE,
+    STOP_FILE,
+    experiment_files,
+    read_json,
+    read_metrics,
+    write_file,
+)
 
 RULES = ("off", "median", "asha")
-STOPPED_EARLY = "stopped early"  # the status of a run a rule stopped
 MIN_PEERS = 2  # other runs that must have reached a step before a run is judged there
 ETA = 3  # ASHA's reduction factor: the top third goes on
 BEHIND = 0.8  # the median rule stops a run whose best is under 80 % of the median: clearly behind, not unlucky
@@ -43,8 +49,7 @@ def check_rule(rule: str) -> str:
 
 def experiment_record(run: Path) -> dict | None:
     """The record of the experiment that holds the run in ``run`` (None when it is in none)."""
-    folder = run.parent / EXPERIMENTS_FOLDER
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in sorted(experiment_files(run.parent / EXPERIMENTS_FOLDER)):
         record, _ = read_json(path)
         variants = record.get("variants") if isinstance(record, dict) else None
         if isinstance(variants, dict) and any(isinstance(ids, list) and run.name in ids for ids in variants.values()):
@@ -54,7 +59,7 @@ def experiment_record(run: Path) -> dict | None:
 
 def test_accuracies(run: Path) -> dict[int, float]:
     """Step -> test accuracy of each evaluation the run has logged (the last record of a step wins)."""
-    records, _ = read_metrics(run / "metrics.jsonl")
+    records, _ = read_metrics(run / METRICS_FILE)
     return {int(r["step"]): float(r["test_acc"]) for r in records
             if r.get("kind") == "eval" and isinstance(r.get("test_acc"), (int, float))
             and isinstance(r.get("step"), int)}
@@ -114,7 +119,7 @@ def stop_if_behind(run: Path, step: int, trainer: str) -> str | None:
     file's second line. Returns the reason."""
     reason = judge(run, step)
     if reason:
-        write_file(run / "STOP", f"{trainer}\n{reason}".encode())
+        write_file(run / STOP_FILE, f"{trainer}\n{reason}".encode())
     return reason
 
 

@@ -27,7 +27,6 @@ from typing import Any
 from cifarnet.config import FIELDS, NAME_PATTERN, TrainConfig, make_config, parse_value
 from cifarnet.errors import CifarnetError, shown
 from cifarnet.runs.folders import (
-    PENDING,
     PRETRAINED_DIR,
     SHIPPED_TRIO,
     RunInfo,
@@ -39,16 +38,15 @@ from cifarnet.runs.folders import (
 from cifarnet.runs.launch import check_startable
 from cifarnet.runs.monitor import progress_fraction
 from cifarnet.runs.queue import QueuedBatch, check_queue_files, ensure_worker
-from cifarnet.runs.records import read_json, write_json
+from cifarnet.runs.records import EXPERIMENTS_FOLDER, experiment_file, experiment_files, read_json, write_json
 from cifarnet.runs.slots import check_plain
+from cifarnet.runs.status import PENDING, Status
 
-EXPERIMENTS_FOLDER = ".experiments"
 SHIPPED_NAME = "shipped"
 MAX_RUNS = 32  # runs in one experiment: variants x seeds
 NOT_VARIED = {"name": "each run is named after its experiment", "seed": "give several seeds with --seeds"}
 DEFAULT_VARY = {"norm": ["bn", "ln", "gn"]}  # the course exercise's comparison, in its order
 VARIABLE = tuple(name for name in FIELDS if name not in NOT_VARIED)  # the settings an experiment may vary
-MISSING = "missing"  # the status of a run whose folder is gone: not a trainer's status, and not pending
 ExperimentRun = tuple[str, RunInfo]  # (variant label, the run as read now)
 
 
@@ -124,7 +122,7 @@ def list_experiments(runs_dir: str | os.PathLike | None = None) -> list[Experime
     """Every experiment in the runs folder, newest first, then the shipped one (a damaged record is listed with
     its damage)."""
     folder = experiments_dir(runs_dir)
-    records = sorted(folder.glob("*.json"), key=_modified, reverse=True) if folder.is_dir() else []
+    records = sorted(experiment_files(folder), key=_modified, reverse=True)
     return [read_experiment(p, runs_dir) for p in records] + [shipped_experiment()]
 
 
@@ -239,7 +237,7 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
                             "'-', starting with a letter or digit")
     if name == SHIPPED_NAME:
         raise CifarnetError(f"experiment name {shown(name)} is the shipped experiment's; choose another name")
-    if (experiments_dir(runs_dir) / f"{name}.json").exists():
+    if experiment_file(experiments_dir(runs_dir), name).exists():
         raise CifarnetError(f"an experiment named {shown(name)} already exists; choose another name")
     root, runs = resolve_runs_dir(runs_dir), {}
     for number, values in enumerate(points):
@@ -266,7 +264,7 @@ def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
     root = resolve_runs_dir(runs_dir)
     with QueuedBatch(root, data_dir, plan.extra.get("cluster")) as batch:  # a cluster's address, if for one
         variants = {label: [batch.add(cfg) for cfg in configs] for label, configs in plan.runs.items()}
-        record = batch.stage / f"{plan.name}.json"
+        record = experiment_file(batch.stage, plan.name)
         write_json(record, {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,
                             "variants": {label: [p.name for p in paths] for label, paths in variants.items()},
                             **plan.extra})
@@ -295,7 +293,7 @@ def experiment_rows(runs: list[ExperimentRun]) -> list[dict]:
     rows = []
     for label, info in runs:
         rows.append({"run": info.run_id, "variant": label, "seed": info.config.get("seed"), "status": info.status,
-                     "progress": 1.0 if info.status == "finished" else progress_fraction(info.progress),
+                     "progress": 1.0 if info.status == Status.FINISHED else progress_fraction(info.progress),
                      "test accuracy": "–" if info.final_acc is None else f"{100 * info.final_acc:.2f} %"})
     return rows
 
@@ -303,7 +301,7 @@ def experiment_rows(runs: list[ExperimentRun]) -> list[dict]:
 def missing_run(path: Path) -> RunInfo:
     """A run the experiment names whose folder is gone (deleted, or the record is wrong): listed, so the user sees
     it is missing rather than the experiment silently shrinking, and ended, so nothing waits for it."""
-    return RunInfo(path.name, path, {}, MISSING, {"error": "its run folder is missing"}, [], None)
+    return RunInfo(path.name, path, {}, Status.MISSING, {"error": "its run folder is missing"}, [], None)
 
 
 def experiment_runs(experiment: Experiment) -> list[ExperimentRun]:
@@ -327,7 +325,7 @@ def load_experiment(name: str, runs_dir: str | os.PathLike | None = None) -> Exp
     """The experiment named ``name`` in the runs folder (the shipped one by its name)."""
     if name == SHIPPED_NAME:
         return shipped_experiment()
-    path = experiments_dir(runs_dir) / f"{name}.json"
+    path = experiment_file(experiments_dir(runs_dir), name)
     if not NAME_PATTERN.match(str(name)) or not path.is_file():
         raise CifarnetError(f"no experiment {shown(name)} in {resolve_runs_dir(runs_dir)}")
     return read_experiment(path, runs_dir)

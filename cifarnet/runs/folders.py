@@ -1,7 +1,7 @@
 """Run records: the folder each run writes and everything that reads it.
 
 This is the contract between the trainer (a separate process) and the dashboard.
-A run folder holds (:mod:`cifarnet.runs.records` reads and writes the record files):
+A run folder holds (:mod:`cifarnet.runs.records` names, reads and writes the record files):
 
     config.json      the record format, the validated TrainConfig, parameter count and creation time
     status.json      status, pid, progress (epoch, step, img/s, ETA), error text; replaced atomically
@@ -17,7 +17,7 @@ A run folder holds (:mod:`cifarnet.runs.records` reads and writes the record fil
     .trainer.lock    locked by the run's one trainer while it lives (:mod:`cifarnet.runs.slots`)
 
 A run waiting for a slot under the run limit is ``queued`` (:mod:`cifarnet.runs.queue`); one cancelled before it
-started is ``cancelled``.
+started is ``cancelled`` (every status: :mod:`cifarnet.runs.status`).
 
 Readers never trust a file blindly: a damaged metrics line or status file, or a value of the wrong kind
 (the schema in :mod:`cifarnet.runs.records`), is reported as the run's damage and the rest is still shown; a run
@@ -41,19 +41,23 @@ from cifarnet.devices import select_device
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.nets.models import build_model, count_params
 from cifarnet.runs.records import (
-    config_record,
+    CONFIG_FILE,
+    METRICS_FILE,
+    PID_FILE,
+    RESULTS_FILE,
+    STATUS_FILE,
+    STOP_FILE,
     read_config,
     read_metrics,
     read_results,
     read_status,
+    status_record,
+    write_config,
     write_file,
-    write_json,
+    write_status,
 )
+from cifarnet.runs.status import LIVE, STATUSES, Status
 
-STATUSES = ("queued", "starting", "running", "finished", "stopped", "stopped early", "failed", "diverged",
-            "cancelled")  # "stopped early": by a sweep's rule (cifarnet.runs.early_stop), its reason recorded
-LIVE = ("starting", "running")  # a trainer process exists (or is being born); a queued run has none yet
-PENDING = ("queued", *LIVE)  # not ended yet: pages showing such a run keep refreshing
 DEFAULT_RUNS_DIR = "./runs"
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
 # The shipped runs the app shows first (the Overview, Inside's side by side, the default model of Predict): the
@@ -115,7 +119,7 @@ def trainer_identity(pid: int) -> str:
 def _launched_pid(path: Path) -> int | None:
     """The pid the launcher recorded (covers the moment before the trainer writes its status)."""
     try:
-        return int((path / "pid").read_text())
+        return int((path / PID_FILE).read_text())
     except (OSError, ValueError):
         return None
 
@@ -211,16 +215,16 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
     status_record = status_record or {}
     status = status_record.get("status")
     if status not in STATUSES:
-        status = "failed"
+        status = Status.FAILED
         status_record = {**status_record, "error": status_record.get("error") or "status unreadable"}
     elif status in LIVE and not trainer_alive(path, status_record):
-        status = "failed"
+        status = Status.FAILED
         lost = f"its trainer on {host} stopped reporting" if (host := elsewhere(status_record)) else \
             "the training process ended without reporting (killed or crashed)"
         status_record = {**status_record, "error": f"{lost}; its metrics so far are kept and it can be resumed"}
-    metrics, bad_lines = read_metrics(path / "metrics.jsonl")
+    metrics, bad_lines = read_metrics(path / METRICS_FILE)
     if bad_lines:
-        damage.append(f"metrics.jsonl has {len(bad_lines)} damaged line(s): {', '.join(map(str, bad_lines[:5]))}")
+        damage.append(f"{METRICS_FILE} has {len(bad_lines)} damaged line(s): {', '.join(map(str, bad_lines[:5]))}")
     results, problems = read_results(path)
     damage += problems
     return RunInfo(path.name, path, config or {}, status, status_record, metrics, results, pretrained, damage)
@@ -230,7 +234,7 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
 # every few seconds while one trains, and re-parsing the metrics of runs that cannot change would dominate that.
 ENDED_CACHE: OrderedDict[tuple, RunInfo] = OrderedDict()
 ENDED_CACHE_SIZE = 256
-SIGNATURE_FILES = ("config.json", "status.json", "metrics.jsonl", "results.json", "pid")
+SIGNATURE_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE, RESULTS_FILE, PID_FILE)
 
 
 def _file_signature(path: Path) -> tuple:
@@ -314,9 +318,10 @@ def check_not_shipped(name: str) -> None:
 
 
 def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, status: dict | None = None) -> Path:
-    """Make the run folder with its config and a ``starting`` status (or ``status``); refuse a taken name (also a
-    shipped run's), or a device this machine does not have (before any folder exists). A folder whose records
-    cannot be written is removed."""
+    """Make the run folder with its config and a ``starting`` status (``status``: the fields that differ, such as
+    another status or the pid of a trainer that exists already); refuse a taken name (also a shipped run's), or a
+    device this machine does not have (before any folder exists). A folder whose records cannot be written is
+    removed."""
     select_device(cfg.device)
     if cfg.name:  # a generated id is a time stamp, never a shipped run's
         check_not_shipped(cfg.name)
@@ -330,8 +335,8 @@ def create_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, stat
     except OSError as exc:
         raise CifarnetError(f"cannot create a run in {root}: {exc.strerror or exc}") from exc
     try:
-        write_json(path / "config.json", config_record(cfg, count_params(build_model(**cfg.model_args))))
-        write_json(path / "status.json", {"status": "starting", "pid": None, **(status or {}), "updated": time.time()})
+        write_config(path, cfg, count_params(build_model(**cfg.model_args)))
+        write_status(path, {**status_record(Status.STARTING), **(status or {})})
     except WriteError:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -355,7 +360,7 @@ def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None
     if not identity:
         raise CifarnetError(f"run {shown(run_id)} is starting on {shown(elsewhere(info.status_record))}; stop it "
                             "again in a moment")
-    write_file(path / "STOP", identity.encode())
+    write_file(path / STOP_FILE, identity.encode())
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:

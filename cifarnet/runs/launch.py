@@ -11,21 +11,20 @@ trainer inherits both locks.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from cifarnet.config import TrainConfig
 from cifarnet.data.cifar10 import dataset_present, load_cifar10
 from cifarnet.devices import select_device
 from cifarnet.errors import CifarnetError, WriteError, shown
-from cifarnet.runs.folders import LIVE, read_run, run_path
-from cifarnet.runs.records import write_file, write_json
+from cifarnet.runs.folders import read_run, run_path
+from cifarnet.runs.records import LOG_FILE, PID_FILE, STOP_FILE, status_record, write_file, write_status
 from cifarnet.runs.slots import Claim, claim, claim_new_run, max_live_runs
+from cifarnet.runs.status import LIVE, Status
 
 PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent dies
 PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only; loaded here, not in a child
@@ -48,18 +47,13 @@ def check_startable(cfg: TrainConfig, data_dir: str | os.PathLike | None = None)
 
 
 def record_failure(path: Path, reason: str) -> None:
-    """Mark the run in ``path`` ``failed`` with ``reason``. On a disk too full for the atomic replace the record is
-    written over the old one in place (it fits the space the old one had); when even that fails, the reason goes
-    to stderr (a log), never lost in a traceback."""
-    record = {"status": "failed", "pid": None, "updated": time.time(), "error": reason}
+    """Mark the run in ``path`` ``failed`` with ``reason``, even on a disk too full for the atomic replace
+    (:func:`~cifarnet.runs.records.write_status`); when even that fails, the reason goes to stderr (a log), never
+    lost in a traceback."""
     try:
-        write_json(path / "status.json", record)
-    except WriteError:
-        try:
-            (path / "status.json").write_text(json.dumps(record, indent=1))
-        except OSError as exc:
-            print(f"cifarnet: run {path.name} failed: {reason} (and its status.json could not be written: "
-                  f"{exc.strerror or exc})", file=sys.stderr)
+        write_status(path, status_record(Status.FAILED, error=reason), ending=True)
+    except WriteError as exc:
+        print(f"cifarnet: run {path.name} failed: {reason} ({exc})", file=sys.stderr)
 
 
 def die_with_parent() -> None:
@@ -84,11 +78,11 @@ def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None, en
         command += ["--data-dir", str(data_dir)]
     process = None
     try:
-        with open(path / "log.txt", "ab") as log:
+        with open(path / LOG_FILE, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True, env={**trainer_env(), **held.env(), **(env or {})},
                                        pass_fds=held.fds, preexec_fn=die_with_parent if tied else None)
-        write_file(path / "pid", str(process.pid).encode())
+        write_file(path / PID_FILE, str(process.pid).encode())
     except (OSError, WriteError) as exc:
         if process is not None:
             process.kill()
@@ -119,9 +113,9 @@ def resume_run(run_id: str, runs_dir: str | os.PathLike | None = None,
     info = read_run(path)
     if info.status in LIVE:
         raise CifarnetError(f"run {shown(run_id)} is already running")
-    if info.status in ("finished", "queued", "cancelled"):
+    if info.status in (Status.FINISHED, Status.QUEUED, Status.CANCELLED):
         raise CifarnetError(f"run {shown(run_id)} is {info.status}; nothing to resume")
     held = claim(path)  # refuses a shipped run, a run with a trainer, and a start over the limit
-    (path / "STOP").unlink(missing_ok=True)
+    (path / STOP_FILE).unlink(missing_ok=True)
     spawn(path, held, data_dir)
     return run_id

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from cifarnet.config import TrainConfig
 from cifarnet.errors import CifarnetError
-from cifarnet.runs.folders import LIVE, RunInfo, is_run_id, resolve_runs_dir, run_path, trainer_alive
-from cifarnet.runs.records import read_config, read_status
+from cifarnet.runs.folders import RunInfo, is_run_id, resolve_runs_dir, run_path, trainer_alive
+from cifarnet.runs.records import read_config, read_status, recorded_status
+from cifarnet.runs.status import LIVE, Status
 from cifarnet.wording import plural
 
 
@@ -61,10 +62,9 @@ def is_pending(run_id: str, runs_dir: str | os.PathLike | None = None) -> bool:
     if is_live(run_id, runs_dir):
         return True
     try:
-        status, _ = read_status(run_path(run_id, runs_dir))
+        return recorded_status(run_path(run_id, runs_dir)) == Status.QUEUED
     except CifarnetError:
         return False
-    return (status or {}).get("status") == "queued"
 
 
 def newest_run(runs_dir: str | os.PathLike | None = None) -> str | None:

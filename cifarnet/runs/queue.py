@@ -31,10 +31,19 @@ from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.runs.folders import create_run, resolve_runs_dir, run_path
 from cifarnet.runs.launch import record_failure, spawn, trainer_env
 from cifarnet.runs.monitor import created
-from cifarnet.runs.records import read_status, write_json
-from cifarnet.runs.slots import (
-    RUN_LOCK,
+from cifarnet.runs.records import (
+    LOCK_FILE,
+    LOG_FILE,
+    PID_FILE,
+    QUEUE_LOCK_FILE,
+    QUEUE_LOG_FILE,
     SLOTS_FOLDER,
+    read_status,
+    recorded_status,
+    status_record,
+    write_status,
+)
+from cifarnet.runs.slots import (
     Claim,
     check_plain,
     is_shipped,
@@ -43,9 +52,8 @@ from cifarnet.runs.slots import (
     take_slot,
     try_lock,
 )
+from cifarnet.runs.status import Status
 
-QUEUE_LOCK = ".queue.lock"
-QUEUE_LOG = ".queue.log"
 QUEUE_ENV = "CIFARNET_QUEUE_LOCK"  # the descriptor of the locked .queue.lock a worker is started with
 STAGING_PREFIX = ".new-"  # a batch being written; hidden, so no reader or worker sees half of one
 POLL_S = 0.5
@@ -55,8 +63,8 @@ def check_queue_files(root: Path) -> None:
     """Refuse, before anything is created, a runs folder whose queue files are not what the queue writes: a
     folder or a link (maybe to a file outside the runs folder) in place of ``.queue.lock``, ``.queue.log`` or
     ``.slots``."""
-    check_plain(root / QUEUE_LOCK)
-    check_plain(root / QUEUE_LOG)
+    check_plain(root / QUEUE_LOCK_FILE)
+    check_plain(root / QUEUE_LOG_FILE)
     check_plain(root / SLOTS_FOLDER, folder=True)
 
 
@@ -65,7 +73,7 @@ def enqueue(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
     """A new run folder that waits as ``queued`` (see :class:`QueuedBatch`, which queues runs all or none), for
     this machine or for the Ray cluster at the address ``cluster``."""
     where = str(Path(data_dir).resolve()) if data_dir else None
-    return create_run(cfg, runs_dir, status={"status": "queued", "data_dir": where, "cluster": cluster})
+    return create_run(cfg, runs_dir, status={"status": Status.QUEUED, "data_dir": where, "cluster": cluster})
 
 
 class QueuedBatch:
@@ -96,7 +104,7 @@ class QueuedBatch:
     def add(self, cfg: TrainConfig) -> Path:
         """Write one queued run (not visible yet); returns the folder it will have."""
         path = enqueue(cfg, self.stage, self.data_dir, self.cluster)
-        self.locks[path.name] = try_lock(path / RUN_LOCK)
+        self.locks[path.name] = try_lock(path / LOCK_FILE)
         return self.root / path.name
 
     def publish(self, record: Path, target: Path) -> None:
@@ -156,7 +164,7 @@ def waiting_by_cluster(root: Path) -> dict[str | None, list[Path]]:
             status = (read_status(folder)[0] or {}) if not folder.name.startswith(".") and folder.is_dir() else {}
         except OSError:
             continue
-        if status.get("status") == "queued":
+        if status.get("status") == Status.QUEUED:
             waiting.append((created(folder), folder.name, folder, status.get("cluster")))
     by_cluster: dict[str | None, list[Path]] = {}
     for *_, folder, cluster in sorted(waiting, key=lambda entry: entry[:2]):
@@ -180,10 +188,10 @@ def cancel_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
         raise CifarnetError(f"run {shown(run_id)} has started; stop it instead") from None
     try:
         status, _ = read_status(path)
-        if (status or {}).get("status") != "queued":
+        if (status or {}).get("status") != Status.QUEUED:
             raise CifarnetError(f"run {shown(run_id)} is {(status or {}).get('status', 'unreadable')}; only a "
                                 "queued run can be cancelled")
-        write_json(path / "status.json", {"status": "cancelled", "pid": None, "updated": time.time()})
+        write_status(path, status_record(Status.CANCELLED))
     finally:
         os.close(lock)
 
@@ -205,9 +213,9 @@ def start_queued(path: Path, held: Claim, data_dir: str | None, env: dict[str, s
     except Exception as exc:  # a defect must fail this run with its reason, never the queue
         record_failure(path, f"its trainer could not be started: {type(exc).__name__}: {exc}")
         return None
-    if (read_status(path)[0] or {}).get("status") == "queued":  # the trainer writes its own within seconds
+    if recorded_status(path) == Status.QUEUED:  # the trainer writes its own within seconds
         with contextlib.suppress(WriteError):  # the trainer says it itself (or why it could not)
-            write_json(path / "status.json", {"status": "starting", "pid": process.pid, "updated": time.time()})
+            write_status(path, status_record(Status.STARTING, process.pid))
     return process
 
 
@@ -222,13 +230,13 @@ def start_next(root: Path, slot: int, tried: set[str]) -> subprocess.Popen | Non
         except CifarnetError:  # being cancelled, queued right now, or trained from the command line
             continue
         status, _ = read_status(path)
-        if (status or {}).get("status") != "queued":  # cancelled or started since the listing
+        if (status or {}).get("status") != Status.QUEUED:  # cancelled or started since the listing
             os.close(run)
             continue
         tried.add(path.name)  # once per worker: a run whose failure cannot even be recorded is not retried forever
-        if (path / "pid").exists():  # started once already, and its trainer died before it could say so
+        if (path / PID_FILE).exists():  # started once already, and its trainer died before it could say so
             os.close(run)
-            record_failure(path, "its trainer ended before it started training; see its log.txt")
+            record_failure(path, f"its trainer ended before it started training; see its {LOG_FILE}")
             continue
         return start_queued(path, Claim(slot, run), status.get("data_dir"))
     os.close(slot)
@@ -239,7 +247,7 @@ def worker_lock(root: Path, cluster: str | None = None) -> Path:
     """The lock file of the one worker serving ``root``'s runs for this machine (``.queue.lock``) or for the Ray
     cluster at the address ``cluster`` (one per address, named by its hash: an address is not a file name)."""
     if cluster is None:
-        return root / QUEUE_LOCK
+        return root / QUEUE_LOCK_FILE
     return root / f".queue-ray-{hashlib.sha1(cluster.encode()).hexdigest()[:12]}.lock"
 
 
@@ -320,7 +328,7 @@ def _ensure_one(root: Path, cluster: str | None) -> bool:
     try:
         if not queued_runs(root, cluster):
             return False
-        log = open_plain(root / QUEUE_LOG, os.O_WRONLY | os.O_APPEND)
+        log = open_plain(root / QUEUE_LOG_FILE, os.O_WRONLY | os.O_APPEND)
         try:
             subprocess.Popen([sys.executable, "-m", "cifarnet", "queue", "--runs-dir", str(root),
                               *(["--ray-address", cluster] if cluster else [])], stdout=log,

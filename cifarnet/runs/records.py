@@ -1,10 +1,13 @@
 """The files of a run folder, read and written in one place, and the one upgrade of older records.
 
-Every reader of ``config.json``, ``status.json``, ``results.json``, ``metrics.jsonl`` and
+Every file name of a run folder, and of the runs folder's own files beside them, is spelt here only (the
+``*_FILE`` and ``*_FOLDER`` names; ``tests/test_spelling.py`` checks), so a writer and its readers cannot disagree
+on one. Every reader of ``config.json``, ``status.json``, ``results.json``, ``metrics.jsonl`` and
 ``predictions.npz`` goes through this module, so a check of what a record holds has one home: one schema
 per record (each key's JSON type and finite range). Readers never raise for a damaged file or value: they
 return what passes the schema and say what is wrong. Writers go through :func:`write_file` (atomic; a
-failure removes its temporary file and names the file and the reason) or :class:`MetricsLog`.
+failure removes its temporary file and names the file and the reason) or :class:`MetricsLog`; a status record is
+built by :func:`status_record`, whoever writes it.
 
 Run records carry a format version (``"format"`` in ``config.json``). Records written before it
 existed are format 1; :func:`upgrade_config` and :func:`upgrade_model` turn a config or a
@@ -35,6 +38,26 @@ import numpy as np
 
 from cifarnet.config import FIELDS, TrainConfig, check_saved, make_config
 from cifarnet.errors import SHOWN_CHARS, CifarnetError, WriteError, shown
+
+# The files of a run folder (what each holds: cifarnet.runs.folders).
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.npz"
+MODEL_FILE = "model.pt"  # the final weights
+BEST_FILE = "best.pt"  # the weights at the best evaluation so far
+LAST_FILE = "last.pt"  # the whole training state, for a resume
+LOG_FILE = "log.txt"  # the output of a trainer a launcher started
+PID_FILE = "pid"  # the launcher's record of its trainer's process id
+STOP_FILE = "STOP"  # a stop request, naming the trainer it is for
+LOCK_FILE = ".trainer.lock"  # held by the run's one trainer while it lives (cifarnet.runs.slots)
+# The runs folder's own files, beside its run folders: hidden, so no listing takes one for a run.
+SLOTS_FOLDER = ".slots"  # one lock per slot of the run limit (cifarnet.runs.slots)
+QUEUE_LOCK_FILE = ".queue.lock"  # held by the one queue worker (cifarnet.runs.queue)
+QUEUE_LOG_FILE = ".queue.log"  # the queue worker's output
+EXPERIMENTS_FOLDER = ".experiments"  # one record per experiment, NAME.json (cifarnet.runs.experiments)
+EXPERIMENT_SUFFIX = ".json"
 
 FORMAT = 2
 # What config.json holds besides the config's fields; "world_size" is how many processes trained the run last, on
@@ -71,17 +94,17 @@ def upgrade_model(model: dict) -> dict:
     return {**model, "ws": _upgrade_ws(model.get("ws", FORMAT1_MISSING["ws"]))}
 
 
-def config_record(cfg: TrainConfig, params: int) -> dict:
-    """What ``config.json`` holds: the format, the config's fields, the parameter count and the creation time."""
-    return {"format": FORMAT, **cfg.to_dict(), "params": params, "created": time.time()}
+def write_config(folder: Path, cfg: TrainConfig, params: int) -> None:
+    """A new run's ``config.json``: the format, the config's fields, the parameter count and the creation time."""
+    write_json(folder / CONFIG_FILE, {"format": FORMAT, **cfg.to_dict(), "params": params, "created": time.time()})
 
 
 def record_world_size(folder: Path, world_size: int, nodes: int = 1) -> None:
     """Note in ``config.json`` how many processes train the run, on how many machines (rewritten only when that
     changes)."""
-    saved, problem = read_json(folder / "config.json")
+    saved, problem = read_json(folder / CONFIG_FILE)
     if saved is not None and (saved.get("world_size"), saved.get("nodes", 1)) != (world_size, nodes):
-        write_json(folder / "config.json", {**saved, "world_size": world_size, "nodes": nodes})
+        write_json(folder / CONFIG_FILE, {**saved, "world_size": world_size, "nodes": nodes})
 
 
 def write_file(path: Path, content: bytes) -> None:
@@ -106,11 +129,48 @@ def write_json(path: Path, payload: dict) -> None:
     write_file(path, json.dumps(payload, indent=1).encode())
 
 
+def status_record(status: str, pid: int | None = None, **fields: Any) -> dict:
+    """A ``status.json`` record as every writer (creation, queue, launcher, trainer) builds it: the status, the
+    trainer's pid (None before one exists or after it ended), when it was written, then ``fields``."""
+    return {"status": status, "pid": pid, "updated": time.time(), **fields}
+
+
+def write_status(folder: Path, record: dict, ending: bool = False) -> None:
+    """The run's ``status.json``, through :func:`write_json`.
+
+    An ``ending`` (how the run ended) is written even where the atomic replace cannot be (a full disk has no room
+    for a second copy, a folder that became read-only refuses a new file): over the old file in place. A reader
+    may catch it half-written, but a run that says ``running`` forever would hide why it ended. Raises
+    :class:`WriteError` when even that fails.
+    """
+    path = folder / STATUS_FILE
+    try:
+        write_json(path, record)
+    except WriteError:
+        if not ending:
+            raise
+        try:
+            path.write_text(json.dumps(record, indent=1))
+        except OSError as exc:
+            raise WriteError.of(path, exc) from exc
+
+
+def experiment_file(folder: Path, name: str) -> Path:
+    """Where the record of the experiment ``name`` lies in ``folder`` (:data:`EXPERIMENTS_FOLDER`, or a batch's
+    staging folder)."""
+    return folder / f"{name}{EXPERIMENT_SUFFIX}"
+
+
+def experiment_files(folder: Path) -> list[Path]:
+    """Every experiment record in ``folder``, in no particular order (none when there is no such folder)."""
+    return list(folder.glob(f"*{EXPERIMENT_SUFFIX}")) if folder.is_dir() else []
+
+
 def write_predictions(folder: Path, arrays: dict[str, np.ndarray]) -> None:
     """``predictions.npz``, compressed in memory (a few hundred KB) and written through :func:`write_file`."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    write_file(folder / "predictions.npz", buffer.getvalue())
+    write_file(folder / PREDICTIONS_FILE, buffer.getvalue())
 
 
 # The schema of every record: one check per key, each saying whether a value read back is what the trainer
@@ -219,14 +279,14 @@ def _config_problems(config: dict) -> dict[str, str]:
         try:
             check_saved(name, config[name])
         except CifarnetError as exc:
-            problems[name] = f"config.json: {exc}"
+            problems[name] = f"{CONFIG_FILE}: {exc}"
     return problems
 
 
 def read_config(folder: Path) -> tuple[dict | None, list[str]]:
     """The run's ``config.json`` in the current format (see :func:`upgrade_config`) with its damaged values
     dropped, and what is wrong with it."""
-    saved, problems = read_record(folder / "config.json", CONFIG_SCHEMA)
+    saved, problems = read_record(folder / CONFIG_FILE, CONFIG_SCHEMA)
     if saved is None:
         return None, problems
     config = upgrade_config(saved)
@@ -236,15 +296,22 @@ def read_config(folder: Path) -> tuple[dict | None, list[str]]:
 
 def read_status(folder: Path) -> tuple[dict | None, list[str]]:
     """The run's ``status.json`` with its damaged values dropped, and what is wrong with it."""
-    return read_record(folder / "status.json", STATUS_SCHEMA)
+    return read_record(folder / STATUS_FILE, STATUS_SCHEMA)
+
+
+def recorded_status(folder: Path) -> str | None:
+    """The status the run's ``status.json`` says (None when it says none readable), taken at its word: cheap, and
+    what the queue and its workers act on; whether a live run's trainer still lives is
+    :func:`cifarnet.runs.folders.read_run`'s question."""
+    return (read_status(folder)[0] or {}).get("status")
 
 
 def read_results(folder: Path) -> tuple[dict | None, list[str]]:
     """The run's ``results.json`` (written once, at the end) with its damaged values dropped, and what is wrong;
     none yet is not damage."""
-    if not (folder / "results.json").exists():
+    if not (folder / RESULTS_FILE).exists():
         return None, []
-    return read_record(folder / "results.json", RESULTS_SCHEMA)
+    return read_record(folder / RESULTS_FILE, RESULTS_SCHEMA)
 
 
 def load_run_config(folder: Path) -> TrainConfig:
@@ -375,7 +442,7 @@ def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
     """Test labels with top-5 classes and probabilities (None if the run has none, or none that fit the schema).
 
     Each array's size is checked from its header before it is read (at most :data:`PREDICTION_BYTES`)."""
-    file = folder / "predictions.npz"
+    file = folder / PREDICTIONS_FILE
     if not file.is_file():
         return None
     try:

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from cifarnet.config import TrainConfig
 from cifarnet.errors import CifarnetError, shown
-from cifarnet.runs.folders import LIVE, PENDING, PRETRAINED_DIR, create_run, list_runs, read_run, resolve_runs_dir
+from cifarnet.runs.folders import PRETRAINED_DIR, create_run, list_runs, read_run, resolve_runs_dir
+from cifarnet.runs.records import LOCK_FILE, SLOTS_FOLDER
+from cifarnet.runs.status import ENDED, LIVE
 
 DEFAULT_MAX_LIVE = 2
 MOST_LIVE = 1000  # the largest run limit accepted (a slot is a file; more would be a typo, not a machine)
-SLOTS_FOLDER = ".slots"
-RUN_LOCK = ".trainer.lock"
 CLAIM_ENV = "CIFARNET_CLAIM"  # "SLOT_FD:RUN_FD", set only for a trainer a launcher started
 HELD_ENV = "CIFARNET_CLAIM_HELD"  # set for the processes of a trainer that became torchrun: it holds the claim
 EXIT_GRACE_S = 10.0  # how long a trainer that has recorded its end may take to exit and drop its locks
@@ -156,7 +156,7 @@ def lock_run(path: Path) -> int:
     if is_shipped(path):
         raise CifarnetError(f"run {path.name} is a shipped run and read-only; train your own with the same "
                             "settings (see its config.json) into the runs folder")
-    fd = _patiently(lambda: try_lock(path / RUN_LOCK), lambda: read_run(path).status not in PENDING)
+    fd = _patiently(lambda: try_lock(path / LOCK_FILE), lambda: read_run(path).status in ENDED)
     if fd is None:
         raise CifarnetError(f"run {path.name} already has a trainer; one trainer per run (stop it first)")
     return fd
@@ -210,7 +210,7 @@ def inherited(path: Path) -> Claim | None:
     try:
         slot_text, run_text = raw.split(":")
         held = Claim(int(slot_text) if slot_text else None, int(run_text))
-        lock, fds = (path / RUN_LOCK).stat(), [os.fstat(fd) for fd in held.fds]
+        lock, fds = (path / LOCK_FILE).stat(), [os.fstat(fd) for fd in held.fds]
     except (ValueError, OSError):
         return None
     if (fds[-1].st_dev, fds[-1].st_ino) != (lock.st_dev, lock.st_ino):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from cifarnet.runs.slots import SLOTS_FOLDER
+from cifarnet.runs.records import SLOTS_FOLDER
 
 LOCK_TABLE = Path("/proc/locks")
 MACHINE_TIMES = Path("/proc/stat")

@@ -21,7 +21,6 @@ group's sums; the Run records only in rank 0.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -44,17 +43,26 @@ from cifarnet.data.cifar10 import Cifar10, load_cifar10, stratified_subset
 from cifarnet.devices import resolve_precision, select_device
 from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.nets.models import CifarNet, build_model
-from cifarnet.runs.early_stop import STOPPED_EARLY, stop_if_behind, stop_reason
+from cifarnet.runs.early_stop import stop_if_behind, stop_reason
 from cifarnet.runs.folders import trainer_identity, where_trained
 from cifarnet.runs.records import (
+    BEST_FILE,
+    LAST_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESULTS_FILE,
+    STOP_FILE,
     MetricsLog,
     cut_metrics,
     load_run_config,
-    read_status,
     record_world_size,
+    recorded_status,
+    status_record,
     write_json,
     write_predictions,
+    write_status,
 )
+from cifarnet.runs.status import Status
 from cifarnet.training.averaging import WeightAverage
 from cifarnet.training.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from cifarnet.training.cpu_share import CpuShare
@@ -318,14 +326,16 @@ class StatusFile:
     """
 
     def __init__(self, folder: Path, rank: int = 0) -> None:
-        self.path = folder / "status.json"
+        self.folder = folder
         self.rank = rank
         # where it trains, and the identity a stop names (a reader on another machine cannot work it out)
-        self.record: dict = {"status": "starting", "pid": trainer_pid(), "trainer": trainer_identity(trainer_pid()),
-                             **where_trained()}
+        self.record = status_record(Status.STARTING, trainer_pid(), trainer=trainer_identity(trainer_pid()),
+                                    **where_trained())
         self.last_write = 0.0
 
-    def write(self, status: str, force: bool = False, **fields) -> None:
+    def write(self, status: str, force: bool = False, ending: bool = False, **fields) -> None:
+        """Update the record; write it when forced or due (an ``ending`` even on a disk that refuses the atomic
+        replace, see :func:`write_status`)."""
         self.record.update(status=status, pid=trainer_pid(), updated=time.time(), **fields)
         now = time.time()
         if self.rank:
@@ -333,22 +343,11 @@ class StatusFile:
                 print(f"cifarnet: process {self.rank}: {status}: {fields['error']}", file=sys.stderr)
         elif force or now - self.last_write >= STATUS_EVERY_S:
             self.last_write = now
-            write_json(self.path, self.record)
+            write_status(self.folder, self.record, ending)
 
     def end(self, status: str, **fields) -> str:
-        """Record how the run ended (now, whatever the throttle) and return ``status``.
-
-        When the atomic replace cannot be written (a full disk has no room for a second copy, a folder that
-        became read-only refuses a new file), the ending is written over the old file in place: a reader may
-        catch it half-written, but a run that says ``running`` forever would hide why it ended.
-        """
-        try:
-            self.write(status, force=True, **fields, finished=time.time())
-        except WriteError:
-            try:
-                self.path.write_text(json.dumps(self.record, indent=1))
-            except OSError as exc:
-                raise WriteError.of(self.path, exc) from exc
+        """Record how the run ended (now, whatever the throttle and the disk) and return ``status``."""
+        self.write(status, force=True, ending=True, **fields, finished=time.time())
         return status
 
 
@@ -359,7 +358,7 @@ class Run:
                  echo: Callable[[dict], None] | None = None) -> None:
         self.path, self.trainer, self.cfg = path, trainer, trainer.cfg
         self.status, self.metrics, self.echo = status, metrics, echo
-        self.stop_file = path / "STOP"
+        self.stop_file = path / STOP_FILE
         self.identity = trainer_identity(trainer_pid())  # what a STOP for this trainer holds
         self.started = started
         self.elapsed_before = 0.0  # training time before a resume
@@ -377,7 +376,7 @@ class Run:
         Either way the metrics log is cut back to the step training continues from: what a killed trainer
         logged after its last checkpoint is trained (and logged) again, never twice.
         """
-        last = self.path / "last.pt"
+        last = self.path / LAST_FILE
         state = self.trainer.group.from_main(lambda: read_checkpoint(last) if last.is_file() else None)
         if state is None:
             self._cut_metrics(0)
@@ -398,7 +397,7 @@ class Run:
         trainer = self.trainer
         average = {key: kept.model.state_dict() for key, kept in (("average", trainer.average), ("slow", trainer.slow))
                    if kept}
-        save_checkpoint(self.path / "last.pt", trainer.model, optimizer=trainer.optimizer.state_dict(),
+        save_checkpoint(self.path / LAST_FILE, trainer.model, optimizer=trainer.optimizer.state_dict(),
                         step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed(), **average)
 
     def execute(self) -> str:
@@ -408,7 +407,7 @@ class Run:
         spe, total = cfg.steps_per_epoch, cfg.total_steps
         log_every = max(1, min(LOG_EVERY_MAX, spe // LOGS_PER_EPOCH))
         window = _Window(trainer.device, trainer.group)
-        self.status.write("running", force=True)
+        self.status.write(Status.RUNNING, force=True)
         self.share.update()
         while trainer.steps_done < total:
             epoch, first = divmod(trainer.steps_done, spe)
@@ -474,7 +473,7 @@ class Run:
         if result.acc > self.best_acc:
             self.best_acc = result.acc
             if self.main:
-                save_checkpoint(self.path / "best.pt", self.trainer.final_model, step=self.trainer.steps_done,
+                save_checkpoint(self.path / BEST_FILE, self.trainer.final_model, step=self.trainer.steps_done,
                             test_acc=result.acc)
         self._progress(record, force=True)
         if self.main and self.trainer.steps_done < self.cfg.total_steps:
@@ -490,7 +489,7 @@ class Run:
                     "train_loss": record["train_loss"], "train_acc": record["train_acc"],
                     "test_acc": record.get("test_acc", self.status.record.get("progress", {}).get("test_acc")),
                     "elapsed_s": record["time"], **self.share.record()}
-        self.status.write("running", force=force, progress=progress)
+        self.status.write(Status.RUNNING, force=force, progress=progress)
         if self.echo:
             self.echo(progress)
 
@@ -499,7 +498,7 @@ class Run:
         reason = stop_reason(self.stop_file) if self.main else None
         if self.main:
             self.stop_file.unlink(missing_ok=True)
-        return self.status.end(STOPPED_EARLY, reason=reason) if reason else self.status.end("stopped")
+        return self.status.end(Status.STOPPED_EARLY, reason=reason) if reason else self.status.end(Status.STOPPED)
 
     def _finish(self) -> str:
         """Final full-test evaluation; rank 0 writes ``model.pt``, the predictions for the browser and the results."""
@@ -507,11 +506,11 @@ class Run:
         result = trainer.evaluate(trainer.test_x, trainer.test_y, tta=self.cfg.tta)
         if self.main:
             self._write_results(result)
-        return self.status.end("finished")
+        return self.status.end(Status.FINISHED)
 
     def _write_results(self, result: Evaluation) -> None:
         trainer = self.trainer
-        save_checkpoint(self.path / "model.pt", trainer.final_model, step=trainer.steps_done)
+        save_checkpoint(self.path / MODEL_FILE, trainer.final_model, step=trainer.steps_done)
         labels = trainer.test_y.cpu().numpy()
         top_p, top_i = result.probs.topk(TOP_K, dim=1)
         predicted = top_i[:, 0].numpy()
@@ -525,7 +524,7 @@ class Run:
                    "classes": list(trainer.classes), "steps": trainer.steps_done,
                    "epochs": trainer.steps_done / self.cfg.steps_per_epoch, "elapsed_s": self.elapsed(),
                    "device": str(trainer.device), "precision": trainer.precision}
-        write_json(self.path / "results.json", results)
+        write_json(self.path / RESULTS_FILE, results)
         self.metrics.append({"kind": "final", **self._where(), "test_loss": result.loss, "test_acc": result.acc,
                              "tta_acc": result.tta_acc})
         self._save_last()
@@ -576,7 +575,7 @@ class _Window:
 def _unfinished_config(path: Path) -> TrainConfig:
     """The run's config, unless it has finished (resuming it would log a second final record)."""
     cfg = load_run_config(path)
-    if (read_status(path)[0] or {}).get("status") == "finished":
+    if recorded_status(path) == Status.FINISHED:
         raise CifarnetError(f"run {shown(path.name)} has finished; nothing to resume")
     return cfg
 
@@ -588,7 +587,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     started = time.time()
     cfg = group.from_main(lambda: _unfinished_config(path))
     status = StatusFile(path, group.rank)
-    stop_file = path / "STOP"
+    stop_file = path / STOP_FILE
 
     def on_term(_signum, _frame) -> None:
         stop_file.write_text(trainer_identity(trainer_pid()))  # a stop addressed to this trainer (Run.stop_requested)
@@ -597,29 +596,30 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
     previous = signal.signal(signal.SIGTERM, handler) if threading.current_thread() is threading.main_thread() \
         else None
     try:
-        status.write("starting", force=True, error=None)
+        status.write(Status.STARTING, force=True, error=None)
         if group.is_main:
             record_world_size(path, group.world_size, group.nodes)
         trainer = Trainer(cfg, data or load_cifar10(data_dir), group)
-        with MetricsLog(path / "metrics.jsonl") if group.is_main else nullcontext() as metrics:
+        with MetricsLog(path / METRICS_FILE) if group.is_main else nullcontext() as metrics:
             return Run(path, trainer, status, metrics, started, echo).execute()
     except Diverged as exc:
-        return _ended(status, "diverged", f"{exc}; lower the learning rate")
+        return _ended(status, Status.DIVERGED, f"{exc}; lower the learning rate")
     except KeyboardInterrupt:
-        return _ended(status, "stopped", "interrupted")
+        return _ended(status, Status.STOPPED, "interrupted")
     except torch.OutOfMemoryError as exc:
-        return _ended(status, "failed", f"out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch_size")
+        first = str(exc).splitlines()[0][:120]
+        return _ended(status, Status.FAILED, f"out of memory ({first}); use a smaller batch_size")
     except CifarnetError as exc:
-        return _ended(status, "failed", str(exc))
+        return _ended(status, Status.FAILED, str(exc))
     except OSError as exc:
-        return _ended(status, "failed", str(WriteError.of(Path(exc.filename or path), exc)))
+        return _ended(status, Status.FAILED, str(WriteError.of(Path(exc.filename or path), exc)))
     except Exception as exc:  # the run's record must say why it ended, whatever happened
         if reason := group.failure_reason(exc):
-            return _ended(status, "failed", reason)
+            return _ended(status, Status.FAILED, reason)
         if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
             first = str(exc).strip().splitlines()[0][:200]
-            return _ended(status, "failed", f"torch.compile failed ({first}); train again with compile off")
-        return _ended(status, "failed", f"{type(exc).__name__}: {exc}")
+            return _ended(status, Status.FAILED, f"torch.compile failed ({first}); train again with compile off")
+        return _ended(status, Status.FAILED, f"{type(exc).__name__}: {exc}")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -631,5 +631,5 @@ def _ended(status: StatusFile, how: str, reason: str) -> str:
     try:
         return status.end(how, error=reason)
     except WriteError as exc:
-        print(f"cifarnet: run {status.path.parent.name} {how}: {reason} ({exc})", file=sys.stderr)
+        print(f"cifarnet: run {status.folder.name} {how}: {reason} ({exc})", file=sys.stderr)
         return how

@@ -28,7 +28,7 @@ from cifarnet.data.images import to_hwc
 from cifarnet.errors import CifarnetError, shown
 from cifarnet.nets.layers import default_layer
 from cifarnet.runs.folders import PRETRAINED_DIR, SHIPPED_TRIO, RunInfo
-from cifarnet.runs.records import read_predictions
+from cifarnet.runs.records import MODEL_FILE, read_predictions
 from cifarnet.ui.common import cached_synthetic, checkpoint, data_ready, dataset, literal, message
 from cifarnet.ui.query import PAGE_PARAMS
 from cifarnet.wording import with_article
@@ -61,13 +61,13 @@ def run_key(info: RunInfo) -> str:
 
 def runs_with_models(all_runs: Sequence[RunInfo]) -> dict[str, RunInfo]:
     """:func:`run_key` -> run, for the runs with final weights (shipped ones included)."""
-    return {run_key(info): info for info in all_runs if (info.path / "model.pt").is_file()}
+    return {run_key(info): info for info in all_runs if (info.path / MODEL_FILE).is_file()}
 
 
 def model_of(info: RunInfo) -> nn.Module:
     """The run's cached model; a damaged or foreign ``model.pt`` stops the page with its message."""
     try:
-        return checkpoint(info.path / "model.pt")
+        return checkpoint(info.path / MODEL_FILE)
     except CifarnetError as exc:
         st.error(f"**{literal(run_label(info))}:** {message(exc)}", icon=":material/block:")
         st.stop()
@@ -219,7 +219,7 @@ def gallery_overlays(info: RunInfo, data: Cifar10, rows: pd.DataFrame, classes: 
     the plain pictures, with the reason, when the run's model cannot be loaded."""
     indices = tuple(int(i) for i in rows["index"])
     targets = tuple(classes.index(name) for name in rows["predicted"])
-    path = info.path / "model.pt"
+    path = info.path / MODEL_FILE
     try:
         if not path.is_file():
             raise CifarnetError("the run has no final model (model.pt)")
