@@ -15,9 +15,12 @@ from cifarnet.ui.common import checkpoint, data_ready, dataset, header, literal,
 SAMPLE_KEY = "predict_sample"
 PREVIEW_PX = 256
 
-header("Predict", "Upload a picture of an airplane, car, bird, cat, deer, dog, frog, horse, ship or truck. It is "
-       "centre-cropped to a square and shrunk to 32x32 pixels, the size the network was trained on, and a "
-       "trained model says what it thinks it shows.")
+header(
+    "Predict",
+    "Upload a picture of an airplane, car, bird, cat, deer, dog, frog, horse, ship or truck. It is "
+    "centre-cropped to a square and shrunk to 32x32 pixels, the size the network was trained on, and a "
+    "trained model says what it thinks it shows.",
+)
 
 models = available_models(runs())
 if not models:
@@ -30,9 +33,13 @@ label = choice.selectbox("Model", labels, index=default, help="Shipped networks 
 k = k_col.slider("Top-k classes", 1, 10, 5)
 # Whichever the user chose last is shown: a new upload clears the random pick, a click on the button
 # picks a test image even while a file is uploaded.
-upload = st.file_uploader("Image", type=list(FORMATS), on_change=lambda: st.session_state.pop(SAMPLE_KEY, None),
-                          help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; transparency is composited "
-                               "onto white, animations use their first frame.")
+upload = st.file_uploader(
+    "Image",
+    type=list(FORMATS),
+    on_change=lambda: st.session_state.pop(SAMPLE_KEY, None),
+    help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; transparency is composited "
+    "onto white, animations use their first frame.",
+)
 if data_ready() and st.button("Or try a random CIFAR-10 test image", icon=":material/casino:"):
     st.session_state[SAMPLE_KEY] = random.randrange(IMAGES_PER_FILE)  # the test file's size
 sample = st.session_state.get(SAMPLE_KEY)
@@ -67,5 +74,7 @@ with seen:
 with bars:
     st.metric("prediction", best, f"{100 * prob:.1f}% probability", delta_color="off", delta_arrow="off", border=True)
     st.plotly_chart(charts.topk_figure(ranked), width="stretch")
-st.caption("The probabilities come from a softmax over the 10 CIFAR-10 classes, so a picture of something "
-           "else still gets spread over them: the model cannot answer 'none of these'.")
+st.caption(
+    "The probabilities come from a softmax over the 10 CIFAR-10 classes, so a picture of something "
+    "else still gets spread over them: the model cannot answer 'none of these'."
+)

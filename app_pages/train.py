@@ -60,12 +60,18 @@ NOTICE_KEY = "train_notice"  # a toast a button callback leaves for the next run
 ADDRESSED_KEY = "train_addressed"  # (run id, why): a run this tab put in its own address, and why it showed it
 REFRESH_S = 1.5
 NO_SETTING = "—"  # a second or third setting left out
-VARY_ROWS = (("Setting", "Values, comma-separated"), ("Second setting", "Its values"),
-             ("Third setting", "Their values"))
+VARY_ROWS = (
+    ("Setting", "Values, comma-separated"),
+    ("Second setting", "Its values"),
+    ("Third setting", "Their values"),
+)
 
-header("Train", "Launch a run with the sidebar's settings, or an experiment: the same settings with the norm (or "
-       "another setting) varied, its runs queued. Each run trains in its own process: switch pages or reload, "
-       "and this tab still follows the run it launched (the address names it).")
+header(
+    "Train",
+    "Launch a run with the sidebar's settings, or an experiment: the same settings with the norm (or "
+    "another setting) varied, its runs queued. Each run trains in its own process: switch pages or reload, "
+    "and this tab still follows the run it launched (the address names it).",
+)
 
 cfg, error = current_config()
 folder = runs_dir()  # None while the runs folder cannot be used (a notice above the page says why)
@@ -84,8 +90,9 @@ def queue_experiment(vary: dict | None, seeds: list[int] | None = None, rule: st
     """Queue an experiment of the sidebar's settings; this tab then follows its first run and its table."""
     try:
         access.require()
-        experiment = start_sweep(cfg, vary, seeds=seeds, name=cfg.name or None, runs_dir=folder,
-                                 data_dir=data_dir(), early_stop=rule)
+        experiment = start_sweep(
+            cfg, vary, seeds=seeds, name=cfg.name or None, runs_dir=folder, data_dir=data_dir(), early_stop=rule
+        )
     except CifarnetError as exc:
         st.error(message(exc), icon=":material/warning:")
         return
@@ -96,8 +103,9 @@ def queue_experiment(vary: dict | None, seeds: list[int] | None = None, rule: st
 
 if offered:
     launch_col, compare_col, vary_col = st.columns(3)
-    if launch_col.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=blocked,
-                         width="stretch"):
+    if launch_col.button(
+        "Launch run", type="primary", icon=":material/rocket_launch:", disabled=blocked, width="stretch"
+    ):
         try:
             access.require()
             launched = start_run(cfg, folder, data_dir())
@@ -106,23 +114,37 @@ if offered:
         else:
             st.session_state[OWN_KEY] = (launched, "launched")
             st.toast(f"Started run {literal(launched)}", icon=":material/rocket_launch:")
-    if compare_col.button("Compare norms", icon=":material/science:", disabled=blocked, width="stretch",
-                          help="These settings with BN, LN and GN: an experiment of three runs, queued under the "
-                               "limit of simultaneous runs"):
+    if compare_col.button(
+        "Compare norms",
+        icon=":material/science:",
+        disabled=blocked,
+        width="stretch",
+        help="These settings with BN, LN and GN: an experiment of three runs, queued under the "
+        "limit of simultaneous runs",
+    ):
         queue_experiment(None)
     with vary_col.popover("Vary a setting", icon=":material/tune:", disabled=blocked, width="stretch"):
         specs = []
         for number, (label, values_label) in enumerate(VARY_ROWS):  # a second and third setting make a grid
             left, right = st.columns([2, 3])
             options = VARIABLE if number == 0 else (NO_SETTING, *VARIABLE)
-            field = left.selectbox(label, options, index=options.index("norm") if number == 0 else 0,
-                                   key=f"vary_field_{number}")
-            values = right.text_input(values_label, placeholder="e.g. bn,ln,gn or 0.05,0.1",
-                                      key=f"vary_values_{number}", disabled=field == NO_SETTING)
+            field = left.selectbox(
+                label, options, index=options.index("norm") if number == 0 else 0, key=f"vary_field_{number}"
+            )
+            values = right.text_input(
+                values_label,
+                placeholder="e.g. bn,ln,gn or 0.05,0.1",
+                key=f"vary_values_{number}",
+                disabled=field == NO_SETTING,
+            )
             specs += [] if field == NO_SETTING else [f"{field}={values}"]
         seeds = st.text_input("Seeds, space-separated", placeholder=f"{cfg.seed if cfg else 0}")
-        rule = st.selectbox("Early stopping", RULES, help="Stop runs clearly behind the others at the same step: "
-                            "median = the median stopping rule, asha = successive halving")
+        rule = st.selectbox(
+            "Early stopping",
+            RULES,
+            help="Stop runs clearly behind the others at the same step: "
+            "median = the median stopping rule, asha = successive halving",
+        )
         if st.button("Launch experiment", type="primary", icon=":material/science:"):
             try:
                 vary, seed_list = parse_vary(specs), parse_seeds(seeds.split()) if seeds.strip() else None
@@ -171,15 +193,27 @@ def experiment_table() -> None:
         st.warning(f"Queued runs cannot start: {literal(exc)}", icon=":material/warning:")
     rows = experiment_rows(runs)
     st.subheader(f"Experiment {literal(shown_experiment.name)}")
-    st.dataframe(rows, hide_index=True, width="stretch", column_config={
-        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")
+        },
+    )
     queued = [row["run"] for row in rows if row["status"] == Status.QUEUED]
     if queued:
         st.caption("Queued runs start by themselves as running ones end, with or without this page open.")
     if queued and offered:
         for column, run_id in zip(st.columns(min(len(queued), 4)) * 8, queued):
-            column.button(f"Cancel {literal(run_id)}", key=f"cancel-{run_id}", icon=":material/cancel:",
-                          on_click=cancel, args=(run_id,), width="stretch")
+            column.button(
+                f"Cancel {literal(run_id)}",
+                key=f"cancel-{run_id}",
+                icon=":material/cancel:",
+                on_click=cancel,
+                args=(run_id,),
+                width="stretch",
+            )
 
 
 experiment_table()
@@ -209,8 +243,9 @@ def stop(run_id: str) -> None:
     except CifarnetError as exc:  # deleted meanwhile
         st.session_state[NOTICE_KEY] = str(exc)
     else:
-        st.session_state[NOTICE_KEY] = (f"Stop requested for {shorten(run_id)}: it ends after its step and keeps a "
-                                         "checkpoint.")
+        st.session_state[NOTICE_KEY] = (
+            f"Stop requested for {shorten(run_id)}: it ends after its step and keeps a checkpoint."
+        )
 
 
 polling = (followed := chosen().run_id) is not None and is_pending(followed, folder)
@@ -227,8 +262,10 @@ def followed_run() -> None:
     """The run this tab follows, with its progress and curves; refreshed while it trains."""
     choice = chosen()
     if choice.run_id is None:
-        st.info("No run yet. Launch one above; its curves appear here and update every "
-                f"{REFRESH_S:g} seconds.", icon=":material/hourglass_empty:")
+        st.info(
+            f"No run yet. Launch one above; its curves appear here and update every {REFRESH_S:g} seconds.",
+            icon=":material/hourglass_empty:",
+        )
         return
     try:
         info = read_run(run_path(choice.run_id, folder))
@@ -249,28 +286,46 @@ def followed_run() -> None:
         note.caption(f"Also training: {literal(other)}.")
         button.button("Show it", key=f"show-{other}", on_click=follow, args=(other, "picked"), width="stretch")
     progress = info.progress
-    st.progress(progress_fraction(progress), text=progress_text(progress) if info.status in LIVE
-                else "waiting for a free slot" if info.status == Status.QUEUED
-                else ended_text(info.status, progress))
+    st.progress(
+        progress_fraction(progress),
+        text=progress_text(progress)
+        if info.status in LIVE
+        else "waiting for a free slot"
+        if info.status == Status.QUEUED
+        else ended_text(info.status, progress),
+    )
     _status_note(info)
     loss_col, acc_col, numbers = st.columns([5, 5, 2])
     numbers.metric("train loss", f"{progress['train_loss']:.3f}" if "train_loss" in progress else "–")
     numbers.metric("train accuracy", f"{100 * progress['train_acc']:.1f}%" if "train_acc" in progress else "–")
     test = info.final_acc
-    numbers.metric("test accuracy", "–" if test is None else f"{100 * test:.1f}%",
-                   help="On the evaluation subset during training; on the full test set once finished")
-    numbers.metric("elapsed", clock(elapsed_now(info.status_record, time.time()) if info.status in LIVE
-                                    else progress.get("elapsed_s")))  # ticks at each refresh, between records
+    numbers.metric(
+        "test accuracy",
+        "–" if test is None else f"{100 * test:.1f}%",
+        help="On the evaluation subset during training; on the full test set once finished",
+    )
+    numbers.metric(
+        "elapsed",
+        clock(elapsed_now(info.status_record, time.time()) if info.status in LIVE else progress.get("elapsed_s")),
+    )  # ticks at each refresh, between records
     frame = curves_frame([info], ("train_loss", "test_loss", "train_acc", "test_acc"))
     if frame.empty:
         loss_col.caption("Waiting for the first logged steps...")
         return
-    loss_col.plotly_chart(charts.curve_figure(frame[frame["metric"].str.endswith("loss")], "step", "metric",
-                                              "Loss", "cross-entropy loss"), width="stretch")
-    acc_col.plotly_chart(charts.curve_figure(frame[frame["metric"].str.endswith("acc")], "step", "metric",
-                                             "Accuracy", "accuracy (%)"), width="stretch")
-    st.caption("Train numbers average the batches since the previous point (with augmentation); test numbers "
-               "are evaluations on held-out images (dots). A widening gap between them is overfitting.")
+    loss_col.plotly_chart(
+        charts.curve_figure(
+            frame[frame["metric"].str.endswith("loss")], "step", "metric", "Loss", "cross-entropy loss"
+        ),
+        width="stretch",
+    )
+    acc_col.plotly_chart(
+        charts.curve_figure(frame[frame["metric"].str.endswith("acc")], "step", "metric", "Accuracy", "accuracy (%)"),
+        width="stretch",
+    )
+    st.caption(
+        "Train numbers average the batches since the previous point (with augmentation); test numbers "
+        "are evaluations on held-out images (dots). A widening gap between them is overfitting."
+    )
 
 
 def _title(info: RunInfo, choice: Choice) -> None:
@@ -279,10 +334,20 @@ def _title(info: RunInfo, choice: Choice) -> None:
     processes = f" · {info.world_size} processes" if info.world_size > 1 else ""
     title.subheader(f"Run {literal(info.run_id)} · {info.status}{processes}")
     if info.status in LIVE and offered:
-        action.button("Stop run", icon=":material/stop_circle:", width="stretch", key=f"stop-{info.run_id}",
-                      on_click=stop, args=(info.run_id,))
-    elif info.status in (Status.STOPPED, Status.FAILED) and not info.pretrained and offered and action.button(
-            "Resume run", icon=":material/play_circle:", width="stretch", key=f"resume-{info.run_id}"):
+        action.button(
+            "Stop run",
+            icon=":material/stop_circle:",
+            width="stretch",
+            key=f"stop-{info.run_id}",
+            on_click=stop,
+            args=(info.run_id,),
+        )
+    elif (
+        info.status in (Status.STOPPED, Status.FAILED)
+        and not info.pretrained
+        and offered
+        and action.button("Resume run", icon=":material/play_circle:", width="stretch", key=f"resume-{info.run_id}")
+    ):
         try:
             access.require()
             resume_run(info.run_id, folder, data_dir())
@@ -305,11 +370,16 @@ def _status_note(info) -> None:
     """One line on how the run ended, with the trainer's own words for failures."""
     error = info.status_record.get("error")
     if info.status == Status.FINISHED:
-        st.success(f"Finished: {100 * (info.final_acc or 0):.2f}% on the full test set. Compare it on the Runs "
-                   "page, or look at its mistakes on the Misclassified page.", icon=":material/check_circle:")
+        st.success(
+            f"Finished: {100 * (info.final_acc or 0):.2f}% on the full test set. Compare it on the Runs "
+            "page, or look at its mistakes on the Misclassified page.",
+            icon=":material/check_circle:",
+        )
     elif info.status == Status.STOPPED:
-        st.warning("Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it "
-                   "reached.", icon=":material/stop_circle:")
+        st.warning(
+            "Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it reached.",
+            icon=":material/stop_circle:",
+        )
     elif info.status == Status.QUEUED:
         st.info("Queued: it starts by itself when one of the running runs ends.", icon=":material/schedule:")
     elif info.status == Status.CANCELLED:
@@ -324,16 +394,17 @@ followed_run()
 
 st.divider()
 st.subheader("Augmentation preview")
-st.caption("What the network sees during training with the sidebar's augmentation switches. "
-           "The first column is the original test image; each other column is an independent random draw.")
+st.caption(
+    "What the network sees during training with the sidebar's augmentation switches. "
+    "The first column is the original test image; each other column is an independent random draw."
+)
 if cfg is not None:
     data = dataset() if ready else None
     if data is None:
         data = cached_synthetic()
         st.caption("(showing synthetic pattern images until the data set is available)")
     seed = st.session_state.setdefault("preview_seed", 0)
-    grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), cfg, seed=seed,
-                        rows=4, cols=8, scale=4)
+    grid = preview_grid(one_per_class(data.test_x, data.test_y, 4), cfg, seed=seed, rows=4, cols=8, scale=4)
     st.image(grid)
     if st.button("New random draw", icon=":material/casino:"):
         st.session_state["preview_seed"] = seed + 1

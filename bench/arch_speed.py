@@ -52,19 +52,29 @@ def main() -> None:
     for norm in args.norms.split(","):
         for arch in ARCHS:
             seconds = statistics.median(step_seconds(arch, norm, args.batch_size, args.reps))
-            rows.append({"arch": arch, "norm": norm, "params": count_params(build_model(arch, norm)),
-                         "img_s": args.batch_size / seconds})
+            rows.append(
+                {
+                    "arch": arch,
+                    "norm": norm,
+                    "params": count_params(build_model(arch, norm)),
+                    "img_s": args.batch_size / seconds,
+                }
+            )
     for row in rows:
         seed = next(r for r in rows if r["arch"] == "seed" and r["norm"] == row["norm"])
         row["x_seed"] = row["img_s"] / seed["img_s"]
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"median of {args.reps} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"median of {args.reps} steps"
+    )
     for row in rows:
-        print(f"{row['arch']:<5} {row['norm']:<3} {row['params']:>8,} params {row['img_s']:8.0f} img/s "
-              f"({row['x_seed']:.1f}x seed)")
+        print(
+            f"{row['arch']:<5} {row['norm']:<3} {row['params']:>8,} params {row['img_s']:8.0f} img/s "
+            f"({row['x_seed']:.1f}x seed)"
+        )
 
 
 if __name__ == "__main__":

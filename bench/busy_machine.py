@@ -32,9 +32,11 @@ from cifarnet.runs.records import METRICS_FILE, read_metrics  # noqa: E402
 HOG = "import time\nend = time.monotonic() + 1800\nwhile time.monotonic() < end: pass"
 DEFAULT_FLAGS = ["--subset", "30", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10", "--no-tta", "--quiet"]
 # The rule before: the trainer sees nothing of the machine, only its runs folder's trainers.
-TRAINERS_ONLY = ("import sys; from cifarnet.training import cpu_share; "
-                 "cpu_share.free_cores = cpu_share.free_cores_by_load = lambda *_: None; "
-                 "from cifarnet.cli import main; sys.exit(main())")
+TRAINERS_ONLY = (
+    "import sys; from cifarnet.training import cpu_share; "
+    "cpu_share.free_cores = cpu_share.free_cores_by_load = lambda *_: None; "
+    "from cifarnet.cli import main; sys.exit(main())"
+)
 RULES = {"whole machine (now)": ["-m", "cifarnet"], "our trainers only (before)": ["-c", TRAINERS_ONLY]}
 
 
@@ -43,14 +45,30 @@ def one_run(rule: str, flags: list[str], data_dir: str | None) -> dict:
     with tempfile.TemporaryDirectory() as runs:
         load = float(Path("/proc/loadavg").read_text().split()[0])
         started = time.perf_counter()
-        subprocess.run([sys.executable, *RULES[rule], "train", *flags, "--runs-dir", runs,
-                        *(["--data-dir", data_dir] if data_dir else [])],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        subprocess.run(
+            [
+                sys.executable,
+                *RULES[rule],
+                "train",
+                *flags,
+                "--runs-dir",
+                runs,
+                *(["--data-dir", data_dir] if data_dir else []),
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         wall = time.perf_counter() - started
         (run,) = list_runs(Path(runs), include_pretrained=False)
         train = [r for r in read_metrics(run.path / METRICS_FILE)[0] if r["kind"] == "train"]
-    return {"wall_s": wall, "img_s": statistics.median(r["img_s"] for r in train),
-            "threads": sorted({r["threads"] for r in train}), "load": load}
+    return {
+        "wall_s": wall,
+        "img_s": statistics.median(r["img_s"] for r in train),
+        "threads": sorted({r["threads"] for r in train}),
+        "load": load,
+    }
 
 
 def main() -> None:
@@ -79,8 +97,10 @@ def main() -> None:
     for rule, rows in results.items():
         threads = sorted({t for row in rows for t in row["threads"]})
         loads = [row["load"] for row in rows]
-        print(f"| {rule} | {', '.join(map(str, threads))} | {statistics.median(r['img_s'] for r in rows):.0f} | "
-              f"{statistics.median(r['wall_s'] for r in rows):.1f} s | {min(loads):.1f}–{max(loads):.1f} |")
+        print(
+            f"| {rule} | {', '.join(map(str, threads))} | {statistics.median(r['img_s'] for r in rows):.0f} | "
+            f"{statistics.median(r['wall_s'] for r in rows):.1f} s | {min(loads):.1f}–{max(loads):.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -43,11 +43,26 @@ def start_cluster(env: dict[str, str]) -> tuple[subprocess.Popen, str, float]:
     """A one-node cluster on loopback (``ray start --block``: ended with its process, leaving any other Ray on the
     machine alone, which ``ray stop`` would not); its process, address and the seconds until it answered."""
     port, started = free_port(), time.monotonic()
-    head = subprocess.Popen(ray_command("start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
-                                        str(port), "--num-cpus", "2", "--include-dashboard", "false",
-                                        "--disable-usage-stats"),
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # ended, it signals its process group: not this one's
+    head = subprocess.Popen(
+        ray_command(
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # ended, it signals its process group: not this one's
     while head.poll() is None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return head, f"127.0.0.1:{port}", time.monotonic() - started
@@ -58,10 +73,35 @@ def start_cluster(env: dict[str, str]) -> tuple[subprocess.Popen, str, float]:
 def sweep_seconds(runs_dir: Path, data_dir: str, subset: int, env: dict[str, str], extra: list[str]) -> float:
     """Wall seconds of one sweep, from the command to its exit (every run ended)."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "cifarnet", "sweep", "--grid", "norm=bn,gn", "--grid", "lr=0.05,0.1",
-                    "--subset", str(subset), "--epochs", "1", "--batch-size", "100", "--eval-subset", "100",
-                    "--no-tta", "--runs-dir", str(runs_dir), "--data-dir", data_dir, *extra],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "sweep",
+            "--grid",
+            "norm=bn,gn",
+            "--grid",
+            "lr=0.05,0.1",
+            "--subset",
+            str(subset),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "100",
+            "--eval-subset",
+            "100",
+            "--no-tta",
+            "--runs-dir",
+            str(runs_dir),
+            "--data-dir",
+            data_dir,
+            *extra,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return time.monotonic() - started
 
 
@@ -85,18 +125,29 @@ def main() -> None:
         head.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
     local, ray = statistics.median(times["local"]), statistics.median(times["ray"])
-    report = {"runs": 4, "subset": args.subset, "reps": args.reps, "local_s": times["local"], "ray_s": times["ray"],
-              "median_local_s": round(local, 1), "median_ray_s": round(ray, 1), "ray_over_local": round(ray / local, 2),
-              "ray_start_s": round(ray_start_s, 1), "load_average": os.getloadavg()[0],
-              "date": time.strftime("%Y-%m-%d")}
+    report = {
+        "runs": 4,
+        "subset": args.subset,
+        "reps": args.reps,
+        "local_s": times["local"],
+        "ray_s": times["ray"],
+        "median_local_s": round(local, 1),
+        "median_ray_s": round(ray, 1),
+        "ray_over_local": round(ray / local, 2),
+        "ray_start_s": round(ray_start_s, 1),
+        "load_average": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.json:
         print(json.dumps(report))
         return
     print(f"| way | sweep of 4 runs, median of {args.reps} | each |\n|---|---|---|")
     for way in ("local", "ray"):
         print(f"| {way} | {statistics.median(times[way]):.1f} s | {', '.join(f'{t:.1f}' for t in times[way])} |")
-    print(f"Ray over local: {ray / local:.2f}x; `ray start` took {ray_start_s:.1f} s; load average "
-          f"{report['load_average']:.2f}; {report['date']}")
+    print(
+        f"Ray over local: {ray / local:.2f}x; `ray start` took {ray_start_s:.1f} s; load average "
+        f"{report['load_average']:.2f}; {report['date']}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,19 +32,38 @@ DEFAULT_FLAGS = ["--recipe", "short"]
 def comparison(flags: list[str], data_dir: str | None) -> dict:
     """One comparison, timed, in a runs folder of its own; its runs' accuracy, speed and threads."""
     with tempfile.TemporaryDirectory() as runs:
-        command = [sys.executable, "-m", "cifarnet", "compare", *flags, "--runs-dir", runs,
-                   *(["--data-dir", data_dir] if data_dir else [])]
+        command = [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "compare",
+            *flags,
+            "--runs-dir",
+            runs,
+            *(["--data-dir", data_dir] if data_dir else []),
+        ]
         started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       cwd=Path(__file__).resolve().parent.parent)
+        subprocess.run(
+            command,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         wall = time.perf_counter() - started
         rows = []
         for run in list_runs(Path(runs), include_pretrained=False):
             train = [r for r in read_metrics(run.path / METRICS_FILE)[0] if r["kind"] == "train"]
             results = read_results(run.path)[0] or {}
-            rows.append({"run": run.run_id, "status": run.status, "test_acc": results.get("test_acc"),
-                         "median_img_s": statistics.median(r["img_s"] for r in train) if train else None,
-                         "threads": sorted({r["threads"] for r in train if "threads" in r})})
+            rows.append(
+                {
+                    "run": run.run_id,
+                    "status": run.status,
+                    "test_acc": results.get("test_acc"),
+                    "median_img_s": statistics.median(r["img_s"] for r in train) if train else None,
+                    "threads": sorted({r["threads"] for r in train if "threads" in r}),
+                }
+            )
     return {"wall_s": wall, "runs": rows}
 
 
@@ -60,14 +79,17 @@ def main() -> None:
     if args.json:
         print(json.dumps({"flags": flags, "results": results}, indent=1))
         return
-    print(f"compare {' '.join(flags)}: median wall {statistics.median(r['wall_s'] for r in results):.0f} s "
-          f"over {len(results)}")
+    print(
+        f"compare {' '.join(flags)}: median wall {statistics.median(r['wall_s'] for r in results):.0f} s "
+        f"over {len(results)}"
+    )
     for result in results:
         print(f"  {result['wall_s']:.0f} s")
         for row in result["runs"]:
             acc = "--" if row["test_acc"] is None else f"{100 * row['test_acc']:.2f} %"
-            print(f"    {row['run']}: {row['status']}, {acc}, {row['median_img_s']:.0f} img/s, "
-                  f"threads {row['threads']}")
+            print(
+                f"    {row['run']}: {row['status']}, {acc}, {row['median_img_s']:.0f} img/s, threads {row['threads']}"
+            )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,12 @@ def one_rep(page, frames: FrameClock, url: str, runs: Path, watch_s: float) -> d
     navigate = time.perf_counter() - nav_started
     page.get_by_role("link", name="Train").first.click()
     _stop(page, run_id)
-    return {"first_point_s": first_point, "refresh_s": statistics.median(intervals) if intervals else None,
-            "refreshes_seen": len(intervals), "navigate_during_run_s": navigate}
+    return {
+        "first_point_s": first_point,
+        "refresh_s": statistics.median(intervals) if intervals else None,
+        "refreshes_seen": len(intervals),
+        "navigate_during_run_s": navigate,
+    }
 
 
 def _new_run(runs: Path, before: set[Path], timeout: float = 60) -> str:
@@ -122,19 +126,25 @@ def summary(results: list[dict]) -> dict:
         values = [r[key] for r in results if r[key] is not None]
         return round(statistics.median(values), 2) if values else None
 
-    return {"reps": len(results), "first_point_s": med("first_point_s"), "refresh_s": med("refresh_s"),
-            "navigate_during_run_s": med("navigate_during_run_s")}
+    return {
+        "reps": len(results),
+        "first_point_s": med("first_point_s"),
+        "refresh_s": med("refresh_s"),
+        "navigate_during_run_s": med("navigate_during_run_s"),
+    }
 
 
 def markdown(result: dict, command: str) -> str:
-    return (f"{MARK}\nCommand: `{command}` — {time.strftime('%Y-%m-%d')}, 2-core CPU, headless Chromium, "
-            f"median of {result['reps']} runs (the Train page's short-run defaults with 20 epochs).\n\n"
-            "| measure | median | goal |\n|---|---|---|\n"
-            f"| click *Launch run* → first live point on the loss chart | {result['first_point_s']} s | ≤ 10 s |\n"
-            f"| refresh period of the live view while a run trains | {result['refresh_s']} s | ≤ 2 s |\n"
-            f"| open another page during a run (click → chart drawn) | {result['navigate_during_run_s']} s | "
-            "responsive |\n"
-            f"{MARK}\n")
+    return (
+        f"{MARK}\nCommand: `{command}` — {time.strftime('%Y-%m-%d')}, 2-core CPU, headless Chromium, "
+        f"median of {result['reps']} runs (the Train page's short-run defaults with 20 epochs).\n\n"
+        "| measure | median | goal |\n|---|---|---|\n"
+        f"| click *Launch run* → first live point on the loss chart | {result['first_point_s']} s | ≤ 10 s |\n"
+        f"| refresh period of the live view while a run trains | {result['refresh_s']} s | ≤ 2 s |\n"
+        f"| open another page during a run (click → chart drawn) | {result['navigate_during_run_s']} s | "
+        "responsive |\n"
+        f"{MARK}\n"
+    )
 
 
 def write_report(path: Path, block: str) -> None:

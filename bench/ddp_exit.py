@@ -31,18 +31,56 @@ def entry_points(data_dir: str | None, runs: Path) -> dict[str, list[str]]:
     """The command of each entry point, on a tiny budget."""
     data = ["--data-dir", data_dir] if data_dir else []
     return {
-        "trainer": [*TORCHRUN, "-m", "cifarnet", "train", "--subset", "8", "--epochs", "1", "--batch-size", "20",
-                    "--eval-subset", "2", "--no-tta", "--threads", "1", "--runs-dir", str(runs), "--quiet", *data],
-        "ddp_speed": [*TORCHRUN, str(ROOT / "bench" / "ddp_speed.py"), "--worker", "--norm", "bn", "--batch-size",
-                      "16", "--steps", "2", "--warmup", "1", *data],
+        "trainer": [
+            *TORCHRUN,
+            "-m",
+            "cifarnet",
+            "train",
+            "--subset",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "20",
+            "--eval-subset",
+            "2",
+            "--no-tta",
+            "--threads",
+            "1",
+            "--runs-dir",
+            str(runs),
+            "--quiet",
+            *data,
+        ],
+        "ddp_speed": [
+            *TORCHRUN,
+            str(ROOT / "bench" / "ddp_speed.py"),
+            "--worker",
+            "--norm",
+            "bn",
+            "--batch-size",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            *data,
+        ],
     }
 
 
 def launch(command: list[str]) -> dict:
     """One launch: its exit code, whether any process aborted, and its last output lines when it was not clean."""
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+    )
     output = done.stdout + done.stderr
     aborted = any(mark in output for mark in ABORTED)
     outcome = {"returncode": done.returncode, "aborted": aborted, "seconds": round(time.monotonic() - started, 1)}
@@ -66,14 +104,21 @@ def main() -> None:
             outcomes.append({"entry_point": name, **launch(command)})
             clean = "clean" if not outcomes[-1]["returncode"] and not outcomes[-1]["aborted"] else "NOT CLEAN"
             print(f"launch {number + 1}/{args.launches} ({name}): {clean}", file=sys.stderr)
-    result = {"launches": args.launches, "clean": sum(not o["returncode"] and not o["aborted"] for o in outcomes),
-              "outcomes": outcomes, "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "date": time.strftime("%Y-%m-%d")}
+    result = {
+        "launches": args.launches,
+        "clean": sum(not o["returncode"] and not o["aborted"] for o in outcomes),
+        "outcomes": outcomes,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['clean']} of {args.launches} launches clean (load average {load_before[0]:.1f} before, "
-          f"{result['load_average_after'][0]:.1f} after)")
+    print(
+        f"{result['clean']} of {args.launches} launches clean (load average {load_before[0]:.1f} before, "
+        f"{result['load_average_after'][0]:.1f} after)"
+    )
     for outcome in outcomes:
         if "tail" in outcome:
             print(f"--- {outcome['entry_point']}: exit {outcome['returncode']}\n{outcome['tail']}")

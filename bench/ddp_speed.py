@@ -45,8 +45,16 @@ def worker(args: argparse.Namespace) -> None:
     from cifarnet.training.engine import Trainer
 
     group = join()
-    cfg = make_config({"norm": args.norm, "batch_size": args.batch_size, "threads": args.threads,
-                       "epochs": 1, "precision": args.precision, "sync_bn": args.sync_bn})
+    cfg = make_config(
+        {
+            "norm": args.norm,
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "epochs": 1,
+            "precision": args.precision,
+            "sync_bn": args.sync_bn,
+        }
+    )
     trainer = Trainer(cfg, load_data(args.data_dir), group)
     batches = trainer.batches(0)
     for _ in range(args.warmup):
@@ -69,14 +77,38 @@ def worker(args: argparse.Namespace) -> None:
 
 def measure(processes: int, threads: int, args: argparse.Namespace, sync_bn: bool = True) -> float:
     """Global img/s of ``processes`` x ``threads``, one fresh launch."""
-    options = ["--worker", "--norm", args.norm, "--batch-size", str(args.batch_size), "--threads", str(threads),
-               "--sync-bn" if sync_bn else "--no-sync-bn",
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision,
-               *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    options = [
+        "--worker",
+        "--norm",
+        args.norm,
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(threads),
+        "--sync-bn" if sync_bn else "--no-sync-bn",
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--precision",
+        args.precision,
+        *(["--data-dir", args.data_dir] if args.data_dir else []),
+    ]
     script = str(Path(__file__).resolve())
-    command = ([sys.executable, script, *options] if processes == 1 else
-               [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                script, *options])
+    command = (
+        [sys.executable, script, *options]
+        if processes == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            script,
+            *options,
+        ]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     if done.returncode:
@@ -88,8 +120,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--norm", default="bn", choices=("bn", "ln", "gn"))
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--cores", type=int, default=2, help="T: the threads of the one process, the processes "
-                        "of the other layout")
+    parser.add_argument(
+        "--cores", type=int, default=2, help="T: the threads of the one process, the processes of the other layout"
+    )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=5)
@@ -110,10 +143,20 @@ def main() -> None:
     for rep in range(args.reps):
         for name, (processes, threads, sync_bn) in layouts.items():
             speeds[name].append(measure(processes, threads, args, sync_bn))
-        print(f"repetition {rep + 1}/{args.reps}: " + ", ".join(f"{name} {s[-1]:.0f}" for name, s in speeds.items())
-              + " img/s", file=sys.stderr)
-    result = {"norm": args.norm, "batch_size": args.batch_size, "cores": args.cores, "steps": args.steps,
-              "reps": args.reps, "precision": args.precision}
+        print(
+            f"repetition {rep + 1}/{args.reps}: "
+            + ", ".join(f"{name} {s[-1]:.0f}" for name, s in speeds.items())
+            + " img/s",
+            file=sys.stderr,
+        )
+    result = {
+        "norm": args.norm,
+        "batch_size": args.batch_size,
+        "cores": args.cores,
+        "steps": args.steps,
+        "reps": args.reps,
+        "precision": args.precision,
+    }
     for name, values in speeds.items():
         result[f"{name}_img_s"] = statistics.median(values)
         if name != "one_process":
@@ -124,16 +167,24 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"s10 {args.norm}, batch {args.batch_size}, {args.precision}, median of {args.reps} x {args.steps} steps; "
-          f"load average {load_before[0]:.1f} before, {result['load_average_after'][0]:.1f} after")
+    print(
+        f"s10 {args.norm}, batch {args.batch_size}, {args.precision}, median of {args.reps} x {args.steps} steps; "
+        f"load average {load_before[0]:.1f} before, {result['load_average_after'][0]:.1f} after"
+    )
     print(f"  1 process x {args.cores} threads: {result['one_process_img_s']:.0f} img/s")
     synced = " (BatchNorm synchronised)" if args.norm == "bn" else ""
-    print(f"  {args.cores} processes x 1 thread{synced}: {result['processes_img_s']:.0f} img/s, ratio "
-          f"{result['ratio']:.2f} (per repetition: " + ", ".join(f"{r:.2f}" for r in result["per_rep_ratios"]) + ")")
+    print(
+        f"  {args.cores} processes x 1 thread{synced}: {result['processes_img_s']:.0f} img/s, ratio "
+        f"{result['ratio']:.2f} (per repetition: " + ", ".join(f"{r:.2f}" for r in result["per_rep_ratios"]) + ")"
+    )
     if "per_process_bn_img_s" in result:
-        print(f"  {args.cores} processes x 1 thread (BatchNorm per process): {result['per_process_bn_img_s']:.0f} "
-              f"img/s, ratio {result['per_process_bn_ratio']:.2f} (per repetition: "
-              + ", ".join(f"{r:.2f}" for r in result["per_process_bn_per_rep_ratios"]) + ")")
+        print(
+            f"  {args.cores} processes x 1 thread (BatchNorm per process): {result['per_process_bn_img_s']:.0f} "
+            f"img/s, ratio {result['per_process_bn_ratio']:.2f} (per repetition: "
+            + ", ".join(f"{r:.2f}" for r in result["per_process_bn_per_rep_ratios"])
+            + ")"
+        )
+
 
 if __name__ == "__main__":
     exit_with(main)  # a process of a torchrun launch ends as the trainer's do

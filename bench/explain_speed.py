@@ -80,17 +80,35 @@ def measure(names: list[str], images: torch.Tensor, reps: int) -> list[dict]:
         for name, model in models.items():
             cams[name].append(seconds(lambda m=model, layer=layers[name]: grad_cam(m, images[:1], layer)))
             stats[name].append(seconds(lambda m=model: activation_stats(m, images)))
-    return [{"model": name, "layer": layers[name], "gradcam_s": statistics.median(cams[name]),
-             "stats_s": statistics.median(stats[name]), "gradcam_runs_s": cams[name], "stats_runs_s": stats[name]}
-            for name in names]
+    return [
+        {
+            "model": name,
+            "layer": layers[name],
+            "gradcam_s": statistics.median(cams[name]),
+            "stats_s": statistics.median(stats[name]),
+            "gradcam_runs_s": cams[name],
+            "stats_runs_s": stats[name],
+        }
+        for name in names
+    ]
 
 
 def cli_seconds(data_dir: str | None, runs: int = 3) -> float:
     """Median wall time of ``explain --index 0:64`` in a fresh process."""
     times = []
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "cifarnet", "explain", "--checkpoint", str(PRETRAINED_DIR / "s9-bn" /
-                   MODEL_FILE), "--index", "0:64", "--out", str(Path(folder) / "sheet.png")]
+        command = [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "explain",
+            "--checkpoint",
+            str(PRETRAINED_DIR / "s9-bn" / MODEL_FILE),
+            "--index",
+            "0:64",
+            "--out",
+            str(Path(folder) / "sheet.png"),
+        ]
         command += ["--data-dir", data_dir] if data_dir else []
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for _ in range(runs):
@@ -113,13 +131,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     images, source = test_images(args.data_dir, args.images)
     rows = measure(args.models.split(","), images, args.reps)
-    result = {"images": len(images), "source": source, "threads": args.threads, "reps": args.reps, "models": rows,
-              "cli_64_s": cli_seconds(args.data_dir) if args.cli else None}
+    result = {
+        "images": len(images),
+        "source": source,
+        "threads": args.threads,
+        "reps": args.reps,
+        "models": rows,
+        "cli_64_s": cli_seconds(args.data_dir) if args.cli else None,
+    }
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    print(f"median of {args.reps}, {args.threads} threads, {len(images)} {source}; "
-          f"targets: Grad-CAM < {GRADCAM_TARGET_S} s, statistics < {STATS_TARGET_S} s")
+    print(
+        f"median of {args.reps}, {args.threads} threads, {len(images)} {source}; "
+        f"targets: Grad-CAM < {GRADCAM_TARGET_S} s, statistics < {STATS_TARGET_S} s"
+    )
     print(f"{'model':<9} {'layer':<9} {'Grad-CAM (s)':>13} {'statistics (s)':>15}")
     for row in rows:
         print(f"{row['model']:<9} {row['layer']:<9} {row['gradcam_s']:>13.3f} {row['stats_s']:>15.2f}")

@@ -1,6 +1,6 @@
 """Unpack the compact JPEG pack into a standard batches folder (once per GPU machine).
 
-    python bench/gpu_prepare.py .gpu/cifar10-jpeg.npz /tmp/data
+python bench/gpu_prepare.py .gpu/cifar10-jpeg.npz /tmp/data
 """
 
 import sys

@@ -48,17 +48,27 @@ def measure_norm(norm: str, args: argparse.Namespace, data) -> dict:
         for name, step in (("off", off), ("on", on)):
             speeds[name].append(images_per_second(step, args.steps, 1, args.batch_size))
     ratios = [b / a for a, b in zip(speeds["off"], speeds["on"])]
-    return {"norm": norm, "option": args.option, "off": off_value, "on": on_value, "first_steps_s": first_steps_s,
-            "off_img_s": statistics.median(speeds["off"]), "on_img_s": statistics.median(speeds["on"]),
-            "ratio": statistics.median(ratios), "per_rep_ratios": ratios}
+    return {
+        "norm": norm,
+        "option": args.option,
+        "off": off_value,
+        "on": on_value,
+        "first_steps_s": first_steps_s,
+        "off_img_s": statistics.median(speeds["off"]),
+        "on_img_s": statistics.median(speeds["on"]),
+        "ratio": statistics.median(ratios),
+        "per_rep_ratios": ratios,
+    }
 
 
 def describe(row: dict) -> str:
     """One norm's figures on one line."""
     per_rep = " ".join(f"{r:.2f}" for r in row["per_rep_ratios"])
-    return (f"{row['norm']:<3} first two steps {row['first_steps_s']:5.1f} s  "
-            f"{row['off']} {row['off_img_s']:6.0f} img/s  {row['on']} {row['on_img_s']:6.0f} img/s  "
-            f"ratio {row['ratio']:.2f}x  (per rep {per_rep})")
+    return (
+        f"{row['norm']:<3} first two steps {row['first_steps_s']:5.1f} s  "
+        f"{row['off']} {row['off_img_s']:6.0f} img/s  {row['on']} {row['on_img_s']:6.0f} img/s  "
+        f"ratio {row['ratio']:.2f}x  (per rep {per_rep})"
+    )
 
 
 def main() -> None:
@@ -75,8 +85,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_data(args.data_dir)
     rows = [measure_norm(norm, args, data) for norm in args.norms.split(",")]
-    header = (f"{args.option}: torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, "
-              f"median of {args.reps} x {args.steps} steps")
+    header = (
+        f"{args.option}: torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, "
+        f"median of {args.reps} x {args.steps} steps"
+    )
     print(json.dumps(rows, indent=1) if args.json else "\n".join([header, *map(describe, rows)]))
 
 

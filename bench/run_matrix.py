@@ -41,17 +41,25 @@ PLAIN = {"ws": "off"}  # plain convs: every figure measured before weight standa
 WS = {"ws": "all"}  # every conv that feeds a norm weight-standardised: the LN and GN runs shipped before WS_X
 WS_X = {"ws": "except-depthwise"}  # the same but the depthwise convs stay plain: the shipped LN and GN runs
 # LN and GN with weight standardisation sparing the depthwise convs, seeds 0 and 1 (trained together)
-WS_X_RUNS = {f"s9-{n}-wsx{'-seed1' if seed else ''}": {"arch": "s9", "norm": n, **RECIPE, **WS_X, "seed": seed}
-             for seed in (0, 1) for n in ("ln", "gn")}
+WS_X_RUNS = {
+    f"s9-{n}-wsx{'-seed1' if seed else ''}": {"arch": "s9", "norm": n, **RECIPE, **WS_X, "seed": seed}
+    for seed in (0, 1)
+    for n in ("ln", "gn")
+}
 PRESETS: dict[str, dict[str, dict]] = {
     # the shipped runs in cifarnet/pretrained/ (named as their folders): s10 with each norm and seeds 0 and 1 under
     # one identical budget, each with its default weight standardisation (off for BN; for LN and GN every conv that
     # feeds a norm but the depthwise ones); an hour each on a 2-core CPU
-    "shipped": {f"s10-{n}{'-seed1' if seed else ''}": {**SHIPPED, "norm": n, "seed": seed}
-                for seed in (0, 1) for n in ("bn", "ln", "gn")},
+    "shipped": {
+        f"s10-{n}{'-seed1' if seed else ''}": {**SHIPPED, "norm": n, "seed": seed}
+        for seed in (0, 1)
+        for n in ("bn", "ln", "gn")
+    },
     # the shipped s9 runs, the same way
-    "s9": {"s9-bn": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN},
-                **{f"s9-{n}": {"arch": "s9", "norm": n, **RECIPE, **WS_X} for n in ("ln", "gn")}},
+    "s9": {
+        "s9-bn": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN},
+        **{f"s9-{n}": {"arch": "s9", "norm": n, **RECIPE, **WS_X} for n in ("ln", "gn")},
+    },
     "ws-except-dw": WS_X_RUNS,
     # every conv that feeds a norm standardised, depthwise ones included (shipped for LN and GN before WS_X)
     "ws-all": {f"s9-{n}-ws": {"arch": "s9", "norm": n, **RECIPE, **WS} for n in ("ln", "gn")},
@@ -62,23 +70,33 @@ PRESETS: dict[str, dict[str, dict]] = {
     "plain": {f"s9-{n}-plain": {"arch": "s9", "norm": n, **RECIPE, **PLAIN} for n in ("bn", "ln", "gn")},
     "plain-seed1": {f"s9-{n}-seed1": {"arch": "s9", "norm": n, **RECIPE, **PLAIN, "seed": 1} for n in ("ln", "gn")},
     # the shipped BN and LN recipes trained in bfloat16 (compiled): what bf16 costs in accuracy on a CPU
-    "bf16": {"s9-bn-bf16": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN, "precision": "bf16", "compile": True},
-             "s9-ln-wsx-bf16": {"arch": "s9", "norm": "ln", **RECIPE, **WS_X, "precision": "bf16", "compile": True}},
+    "bf16": {
+        "s9-bn-bf16": {"arch": "s9", "norm": "bn", **RECIPE, **PLAIN, "precision": "bf16", "compile": True},
+        "s9-ln-wsx-bf16": {"arch": "s9", "norm": "ln", **RECIPE, **WS_X, "precision": "bf16", "compile": True},
+    },
     # LN and GN with cutout (8 px) on the plain recipe: does more regularisation move them past 85 %?
-    "cutout-probe": {f"s9-{n}-cutout": {"arch": "s9", "norm": n, **RECIPE, **PLAIN, "cutout": True}
-                     for n in ("ln", "gn")},
+    "cutout-probe": {
+        f"s9-{n}-cutout": {"arch": "s9", "norm": n, **RECIPE, **PLAIN, "cutout": True} for n in ("ln", "gn")
+    },
     # four times the first recipe's steps per epoch and 40 epochs: no better than the plain recipe (docs/RESULTS.md)
-    "results-b64-e40": {f"s9-{n}-b64-e40": {"arch": "s9", "norm": n, "epochs": 40, **B64, **PLAIN}
-                        for n in ("bn", "ln", "gn")},
+    "results-b64-e40": {
+        f"s9-{n}-b64-e40": {"arch": "s9", "norm": n, "epochs": 40, **B64, **PLAIN} for n in ("bn", "ln", "gn")
+    },
     # the same with the first recipe: LN and GN stopped short of 85 % with it
-    "results-b256": {f"s9-{n}-b256": {"arch": "s9", "norm": n, "epochs": 30, **FIRST, **PLAIN}
-                     for n in ("bn", "ln", "gn")},
+    "results-b256": {
+        f"s9-{n}-b256": {"arch": "s9", "norm": n, "epochs": 30, **FIRST, **PLAIN} for n in ("bn", "ln", "gn")
+    },
     # seed against s9 on the same recipe, epoch for epoch (seed is ~10x slower per epoch on a CPU)
-    "seed-vs-s9": {"e16-bn": {"arch": "s9", "epochs": 16, **FIRST, **PLAIN},
-                   "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST, **PLAIN}},
+    "seed-vs-s9": {
+        "e16-bn": {"arch": "s9", "epochs": 16, **FIRST, **PLAIN},
+        "seed-e16-bn": {"arch": "seed", "epochs": 16, **FIRST, **PLAIN},
+    },
     "sweep": {
-        **{f"e{e}-{n}": {"arch": "s9", "epochs": e, "norm": n, **FIRST, **PLAIN}
-           for e in (8, 12, 16, 24) for n in ("bn", "ln", "gn")},
+        **{
+            f"e{e}-{n}": {"arch": "s9", "epochs": e, "norm": n, **FIRST, **PLAIN}
+            for e in (8, 12, 16, 24)
+            for n in ("bn", "ln", "gn")
+        },
         "e12-bn-lr0.1": {"arch": "s9", "epochs": 12, **FIRST, **PLAIN, "lr": 0.1},
         "e12-bn-lr0.4": {"arch": "s9", "epochs": 12, **FIRST, **PLAIN, "lr": 0.4},
         "e16-bn-cutout": {"arch": "s9", "epochs": 16, "cutout": True, **FIRST, **PLAIN},
@@ -86,8 +104,10 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     # why batch 128: LN at 8 epochs over peak LR and batch size (docs/RESULTS.md)
     "ln-probe": {
-        **{f"ln-e8-lr{lr}": {"arch": "s9", "norm": "ln", "epochs": 8, "batch_size": 256, "lr": lr, **PLAIN}
-           for lr in (0.05, 0.1, 0.2, 0.4)},
+        **{
+            f"ln-e8-lr{lr}": {"arch": "s9", "norm": "ln", "epochs": 8, "batch_size": 256, "lr": lr, **PLAIN}
+            for lr in (0.05, 0.1, 0.2, 0.4)
+        },
         "ln-e8-b128-lr0.1": {"arch": "s9", "norm": "ln", "epochs": 8, **B128, **PLAIN},
         "ln-e8-b128-lr0.05": {"arch": "s9", "norm": "ln", "epochs": 8, **B128, **PLAIN, "lr": 0.05},
         "ln-e8-b64-lr0.05": {"arch": "s9", "norm": "ln", "epochs": 8, **B64, **PLAIN},
@@ -96,18 +116,37 @@ PRESETS: dict[str, dict[str, dict]] = {
     # time to 85 % on a CPU (docs/RESULTS.md): the fast85 recipe with seeds 0 and 1 (named for the values it had
     # when they were measured); shortened to 15 and 16 epochs; in fp32 shortened to 15 epochs (seeds 0 and 1); and
     # the first recipe's 20 epochs
-    "cpu85": {**{f"cpu85-s9-bn-e18-b128-compile-bf16{'-seed1' if seed else ''}": {**FAST85, "seed": seed}
-                 for seed in (0, 1)},
-              **{f"cpu85-s9-bn-e{e}-b128-compile-bf16": {**FAST85, "epochs": e} for e in (15, 16)},
-              **{f"cpu85-s9-bn-e15-b128-compile{'-seed1' if seed else ''}": {
-                  **FAST85, "epochs": 15, "precision": "auto", "seed": seed} for seed in (0, 1)},
-              "cpu85-s9-bn-e20": {"arch": "s9", "norm": "bn", "epochs": 20, **FIRST, **PLAIN}},
+    "cpu85": {
+        **{f"cpu85-s9-bn-e18-b128-compile-bf16{'-seed1' if seed else ''}": {**FAST85, "seed": seed} for seed in (0, 1)},
+        **{f"cpu85-s9-bn-e{e}-b128-compile-bf16": {**FAST85, "epochs": e} for e in (15, 16)},
+        **{
+            f"cpu85-s9-bn-e15-b128-compile{'-seed1' if seed else ''}": {
+                **FAST85,
+                "epochs": 15,
+                "precision": "auto",
+                "seed": seed,
+            }
+            for seed in (0, 1)
+        },
+        "cpu85-s9-bn-e20": {"arch": "s9", "norm": "bn", "epochs": 20, **FIRST, **PLAIN},
+    },
 }
 
 
 def command_for(name: str, overrides: dict, args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "cifarnet", "train", "--name", name, "--runs-dir", args.runs_dir, "--quiet",
-           "--device", args.device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifarnet",
+        "train",
+        "--name",
+        name,
+        "--runs-dir",
+        args.runs_dir,
+        "--quiet",
+        "--device",
+        args.device,
+    ]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     if args.threads:
@@ -123,11 +162,16 @@ def run_one(name: str, overrides: dict, args: argparse.Namespace) -> None:
 
 
 def report(names: list[str], args: argparse.Namespace, command: str) -> str:
-    lines = [f"Command: `{command}`  ", f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d')}  ",
-             "Data: CIFAR-10 (offline JPEG copy) — accuracies are on that copy.", "",
-             "| run | arch | norm | params | epochs | best test acc | final test acc | flip-TTA acc | "
-             "epochs to 85 % | wall time to 85 % | total wall time | train img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {time.strftime('%Y-%m-%d')}  ",
+        "Data: CIFAR-10 (offline JPEG copy) — accuracies are on that copy.",
+        "",
+        "| run | arch | norm | params | epochs | best test acc | final test acc | flip-TTA acc | "
+        "epochs to 85 % | wall time to 85 % | total wall time | train img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in names:
         info = read_run(Path(args.runs_dir) / name)
         cfg, res = info.config, info.results or {}
@@ -139,7 +183,8 @@ def report(names: list[str], args: argparse.Namespace, command: str) -> str:
             f"{pct(info.best_acc)} | {pct(info.final_acc)} | {pct(res.get('tta_acc'))} | "
             f"{'-' if not hit else format(hit['epoch'], 'g')} | "
             f"{'-' if not hit else format(hit['time'], '.0f') + ' s'} | "
-            f"{res.get('elapsed_s', 0):.0f} s | {speeds[len(speeds) // 2] if speeds else 0:.0f} |")
+            f"{res.get('elapsed_s', 0):.0f} s | {speeds[len(speeds) // 2] if speeds else 0:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -32,9 +32,11 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as scratch, \
-            dashboard_server(args.runs_dir, args.data_dir, Path(scratch) / "server.log", timeout=300) as url, \
-            sync_playwright() as playwright:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        dashboard_server(args.runs_dir, args.data_dir, Path(scratch) / "server.log", timeout=300) as url,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         page.set_default_timeout(300_000)

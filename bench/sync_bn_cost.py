@@ -66,17 +66,28 @@ def main() -> None:
                 times[name].append(step(name))
         dist.destroy_process_group()
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
-    result = {"batch_size": args.batch_size, "threads": args.threads, "steps": args.steps,
-              "batchnorm_ms": medians["batchnorm"], "sync_ms": medians["sync"],
-              "ratio": medians["sync"] / medians["batchnorm"], "load_average_before": load_before,
-              "load_average_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d")}
+    result = {
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "steps": args.steps,
+        "batchnorm_ms": medians["batchnorm"],
+        "sync_ms": medians["sync"],
+        "ratio": medians["sync"] / medians["batchnorm"],
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"s10, batch {args.batch_size}, fp32, {args.threads} thread(s), median of {args.steps} steps; load average "
-          f"{load_before[0]:.1f} before, {result['load_average_after'][0]:.1f} after")
-    print(f"  BatchNorm2d: {medians['batchnorm']:.0f} ms a step; CpuSyncBatchNorm: {medians['sync']:.0f} ms "
-          f"({result['ratio']:.2f}x)")
+    print(
+        f"s10, batch {args.batch_size}, fp32, {args.threads} thread(s), median of {args.steps} steps; load average "
+        f"{load_before[0]:.1f} before, {result['load_average_after'][0]:.1f} after"
+    )
+    print(
+        f"  BatchNorm2d: {medians['batchnorm']:.0f} ms a step; CpuSyncBatchNorm: {medians['sync']:.0f} ms "
+        f"({result['ratio']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

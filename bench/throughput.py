@@ -88,14 +88,22 @@ class TorchvisionStyleCifar(Dataset):
 
 def conventional_loader(data: Cifar10, batch_size: int, workers: int) -> DataLoader:
     """The usual CIFAR-10 recipe with the same augmentations cifarnet's defaults apply."""
-    augment = transforms.Compose([
-        transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-    ])
+    augment = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+        ]
+    )
     dataset = TorchvisionStyleCifar(data.train_x, data.train_y, augment)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
 
 def endless(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -176,9 +184,21 @@ def phase_fractions(step: Step, steps: int) -> dict[str, float]:
     return shares
 
 
-def conv_backward_flop(grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias, _stride,
-                       _padding, _dilation, transposed: bool, _output_padding, _groups, output_mask: list[bool],
-                       out_shape: list, **_kwargs) -> int:
+def conv_backward_flop(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed: bool,
+    _output_padding,
+    _groups,
+    output_mask: list[bool],
+    out_shape: list,
+    **_kwargs,
+) -> int:
     """FLOPs of ``aten.convolution_backward``, right for grouped convolutions too.
 
     torch 2.14's own formula ignores ``groups`` in the weight gradient and so counts a
@@ -201,8 +221,9 @@ def step_gflop(cfg: TrainConfig, batch_size: int) -> float:
     """
     model = build_model(cfg.arch, cfg.norm)
     x = torch.rand(batch_size, 3, 32, 32)
-    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}) \
-            as counter:
+    with FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}
+    ) as counter:
         model(x).sum().backward()
     return counter.get_total_flops() / 1e9
 
@@ -222,10 +243,16 @@ def cpu_facts() -> dict:
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     ghz = float(fields.get("cpu MHz", "0") or 0) / 1000
     cores = os.cpu_count() or 1
-    return {"model": fields.get("model name", platform.processor()), "family": fields.get("cpu family"),
-            "ghz": ghz, "cores": cores, "fp32_lanes": lanes, "fma_pipes": FMA_PIPES,
-            "peak_gflops": cores * ghz * FMA_PIPES * lanes * 2,
-            "bf16_per_lane": BF16_PER_LANE if "avx512_bf16" in flags else 1}
+    return {
+        "model": fields.get("model name", platform.processor()),
+        "family": fields.get("cpu family"),
+        "ghz": ghz,
+        "cores": cores,
+        "fp32_lanes": lanes,
+        "fma_pipes": FMA_PIPES,
+        "peak_gflops": cores * ghz * FMA_PIPES * lanes * 2,
+        "bf16_per_lane": BF16_PER_LANE if "avx512_bf16" in flags else 1,
+    }
 
 
 def ceiling_gflops(dtype: torch.dtype = torch.float32, reps: int = 5) -> dict[str, float]:
@@ -239,8 +266,10 @@ def ceiling_gflops(dtype: torch.dtype = torch.float32, reps: int = 5) -> dict[st
     a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
     x = torch.rand(64, 512, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w = torch.rand(512, 512, 1, 1, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    return {"gemm_gflops": _median_rate(lambda: a @ b, 2 * 2048**3, reps),
-            "conv1x1_gflops": _median_rate(lambda: F.conv2d(x, w), 2 * 64 * 32 * 32 * 512 * 512, reps)}
+    return {
+        "gemm_gflops": _median_rate(lambda: a @ b, 2 * 2048**3, reps),
+        "conv1x1_gflops": _median_rate(lambda: F.conv2d(x, w), 2 * 64 * 32 * 32 * 512 * 512, reps),
+    }
 
 
 def _median_rate(kernel: Callable[[], object], flop: int, reps: int) -> float:
@@ -263,12 +292,22 @@ def load_data(data_dir: str | None) -> Cifar10:
 def measure(args: argparse.Namespace) -> dict:
     """Time both pipelines alternately ``args.reps`` times and summarise."""
     torch.set_num_threads(args.threads)
-    cfg = make_config({"batch_size": args.batch_size, "threads": args.threads, "device": "cpu",
-                       "precision": args.precision, "compile": args.compile})
+    cfg = make_config(
+        {
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "device": "cpu",
+            "precision": args.precision,
+            "compile": args.compile,
+        }
+    )
     data = load_data(args.data_dir)
-    pipelines = {"cifarnet": cifarnet_step(data, cfg),
-                 "baseline": conventional_step(conventional_loader(data, args.batch_size, args.workers), cfg,
-                                              args.baseline_channels_last)}
+    pipelines = {
+        "cifarnet": cifarnet_step(data, cfg),
+        "baseline": conventional_step(
+            conventional_loader(data, args.batch_size, args.workers), cfg, args.baseline_channels_last
+        ),
+    }
     speeds: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(args.reps):
         for name, step in pipelines.items():
@@ -279,46 +318,66 @@ def measure(args: argparse.Namespace) -> dict:
     return summarise(speeds, profiles, cfg, args, data.source)
 
 
-def summarise(speeds: dict[str, list[float]], profiles: dict, cfg: TrainConfig, args: argparse.Namespace,
-              source: str) -> dict:
+def summarise(
+    speeds: dict[str, list[float]], profiles: dict, cfg: TrainConfig, args: argparse.Namespace, source: str
+) -> dict:
     """Medians, their ratio, the per-repetition figures, and the FLOP rate against the CPU's peak."""
     cifarnet, baseline = statistics.median(speeds["cifarnet"]), statistics.median(speeds["baseline"])
     gflop = step_gflop(cfg, args.batch_size)
     cpu = cpu_facts()
     achieved = gflop * cifarnet / args.batch_size
     peak = cpu["peak_gflops"] * (cpu["bf16_per_lane"] if cfg.precision == "bf16" else 1)
-    return {"cifarnet_img_s": cifarnet, "baseline_img_s": baseline, "ratio": cifarnet / baseline,
-            "rep_ratios": [c / b for c, b in zip(speeds["cifarnet"], speeds["baseline"])],
-            "cifarnet_runs": speeds["cifarnet"], "baseline_runs": speeds["baseline"],
-            "gflop_per_step": gflop, "cifarnet_gflops": achieved, "peak_gflops": peak,
-            "peak_fraction": achieved / peak if peak else None,
-            **ceiling_gflops(torch.bfloat16 if cfg.precision == "bf16" else torch.float32), "cpu": cpu,
-            "profile": profiles, "model": f"{cfg.arch}-{cfg.norm}",
-            "batch_size": args.batch_size, "threads": args.threads, "workers": args.workers,
-            "precision": cfg.precision, "compile": cfg.compile,
-            "baseline_layout": "channels_last" if args.baseline_channels_last else "nchw",
-            "steps": args.steps, "reps": args.reps, "data": source, "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cifarnet_img_s": cifarnet,
+        "baseline_img_s": baseline,
+        "ratio": cifarnet / baseline,
+        "rep_ratios": [c / b for c, b in zip(speeds["cifarnet"], speeds["baseline"])],
+        "cifarnet_runs": speeds["cifarnet"],
+        "baseline_runs": speeds["baseline"],
+        "gflop_per_step": gflop,
+        "cifarnet_gflops": achieved,
+        "peak_gflops": peak,
+        "peak_fraction": achieved / peak if peak else None,
+        **ceiling_gflops(torch.bfloat16 if cfg.precision == "bf16" else torch.float32),
+        "cpu": cpu,
+        "profile": profiles,
+        "model": f"{cfg.arch}-{cfg.norm}",
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "workers": args.workers,
+        "precision": cfg.precision,
+        "compile": cfg.compile,
+        "baseline_layout": "channels_last" if args.baseline_channels_last else "nchw",
+        "steps": args.steps,
+        "reps": args.reps,
+        "data": source,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def print_report(r: dict) -> None:
     """The JSON's figures as a few readable lines, with the peak arithmetic spelt out."""
     runs = lambda values: ", ".join(f"{v:.0f}" for v in values)  # noqa: E731
     cpu = r["cpu"]
-    print(f"model {r['model']}, batch {r['batch_size']}, {r['threads']} threads, cifarnet precision "
-          f"{r['precision']}{' compiled' if r['compile'] else ''}, baseline {r['workers']} workers "
-          f"({r['baseline_layout']}), {r['reps']} reps x {r['steps']} steps, data {r['data']}, {r['date']}")
+    print(
+        f"model {r['model']}, batch {r['batch_size']}, {r['threads']} threads, cifarnet precision "
+        f"{r['precision']}{' compiled' if r['compile'] else ''}, baseline {r['workers']} workers "
+        f"({r['baseline_layout']}), {r['reps']} reps x {r['steps']} steps, data {r['data']}, {r['date']}"
+    )
     print(f"cifarnet  {r['cifarnet_img_s']:8.0f} img/s (median of {runs(r['cifarnet_runs'])})")
     print(f"baseline  {r['baseline_img_s']:8.0f} img/s (median of {runs(r['baseline_runs'])})")
     print(f"ratio     {r['ratio']:8.2f}x (per rep: {', '.join(f'{v:.2f}' for v in r['rep_ratios'])})")
     bf16 = r["precision"] == "bf16"
     per_lane = f" x {cpu['bf16_per_lane']} bf16 per lane" if bf16 else ""
-    print(f"FLOPs     {r['gflop_per_step']:.2f} GFLOP per step (fwd+bwd) -> {r['cifarnet_gflops']:.1f} GFLOP/s; "
-          f"{'bf16' if bf16 else 'fp32'} peak {cpu['cores']} cores x {cpu['ghz']:.3f} GHz x {cpu['fma_pipes']} FMA x "
-          f"{cpu['fp32_lanes']} lanes x 2{per_lane} = {r['peak_gflops']:.0f} GFLOP/s "
-          f"({100 * (r['peak_fraction'] or 0):.1f} % of peak); "
-          f"in {'bf16' if bf16 else 'fp32'} a 2048x2048 GEMM reaches {r['gemm_gflops']:.0f} GFLOP/s, "
-          f"a large 1x1 conv {r['conv1x1_gflops']:.0f} GFLOP/s")
+    print(
+        f"FLOPs     {r['gflop_per_step']:.2f} GFLOP per step (fwd+bwd) -> {r['cifarnet_gflops']:.1f} GFLOP/s; "
+        f"{'bf16' if bf16 else 'fp32'} peak {cpu['cores']} cores x {cpu['ghz']:.3f} GHz x {cpu['fma_pipes']} FMA x "
+        f"{cpu['fp32_lanes']} lanes x 2{per_lane} = {r['peak_gflops']:.0f} GFLOP/s "
+        f"({100 * (r['peak_fraction'] or 0):.1f} % of peak); "
+        f"in {'bf16' if bf16 else 'fp32'} a 2048x2048 GEMM reaches {r['gemm_gflops']:.0f} GFLOP/s, "
+        f"a large 1x1 conv {r['conv1x1_gflops']:.0f} GFLOP/s"
+    )
     for name, shares in r["profile"].items():
         print(f"profile {name}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in shares.items()))
 
@@ -332,10 +391,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=5, help="repetitions (the median is reported)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads, both pipelines")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (baseline)")
-    parser.add_argument("--baseline-channels-last", action="store_true",
-                        help="give the baseline cifarnet's channels-last layout (isolates the data pipeline)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision,
-                        help="cifarnet's training precision (the baseline stays fp32)")
+    parser.add_argument(
+        "--baseline-channels-last",
+        action="store_true",
+        help="give the baseline cifarnet's channels-last layout (isolates the data pipeline)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=TrainConfig.precision,
+        help="cifarnet's training precision (the baseline stays fp32)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile cifarnet's step (not the baseline's)")
     parser.add_argument("--profile", action="store_true", help="also profile --steps steps of each pipeline")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")

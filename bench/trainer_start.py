@@ -96,9 +96,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"median of {result['reps']}: python -c 'import torch' {result['interpreter_s']} s; trainer: running after "
-          f"{result['running_s']} s, first record after {result['first_record_s']} s "
-          f"({result['beyond_interpreter_s']} s beyond the interpreter's start-up)")
+    print(
+        f"median of {result['reps']}: python -c 'import torch' {result['interpreter_s']} s; trainer: running after "
+        f"{result['running_s']} s, first record after {result['first_record_s']} s "
+        f"({result['beyond_interpreter_s']} s beyond the interpreter's start-up)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,5 +9,13 @@ from cifarnet.nets.models import ARCHS, build_model, count_params
 from cifarnet.nets.norms import NORMS
 from cifarnet.training.checkpoint import load_model
 
-__all__ = ["ARCHS", "NORMS", "CheckpointError", "CifarnetError", "DataError", "build_model", "count_params",
-           "load_model"]
+__all__ = [
+    "ARCHS",
+    "NORMS",
+    "CheckpointError",
+    "CifarnetError",
+    "DataError",
+    "build_model",
+    "count_params",
+    "load_model",
+]

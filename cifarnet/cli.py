@@ -100,8 +100,9 @@ def as_flags(values: dict) -> list[str]:
 
 
 def _recipe_help() -> str:
-    recipes = "; ".join(f"{name} = {' '.join(as_flags(recipe.overrides))}: {recipe.why}"
-                        for name, recipe in RECIPES.items())
+    recipes = "; ".join(
+        f"{name} = {' '.join(as_flags(recipe.overrides))}: {recipe.why}" for name, recipe in RECIPES.items()
+    )
     return f"start from a named recipe; other flags override it. {recipes}".replace("%", "%%")
 
 
@@ -117,10 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    _compare_flags(sub.add_parser("compare", help="an experiment: runs that differ in the varied settings, queued "
-                                  "under the run limit, followed live"))
-    _sweep_flags(sub.add_parser("sweep", help="an experiment over several settings: a grid, random draws and seeds, "
-                                "with optional early stopping; queued and followed like compare"))
+    _compare_flags(
+        sub.add_parser(
+            "compare",
+            help="an experiment: runs that differ in the varied settings, queued under the run limit, followed live",
+        )
+    )
+    _sweep_flags(
+        sub.add_parser(
+            "sweep",
+            help="an experiment over several settings: a grid, random draws and seeds, "
+            "with optional early stopping; queued and followed like compare",
+        )
+    )
     cancel = sub.add_parser("cancel", help="cancel a queued run: it never starts")
     cancel.add_argument("run_id")
     cancel.add_argument("--runs-dir")
@@ -146,35 +156,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compare_flags(parser: argparse.ArgumentParser, *vary: str) -> None:
-    parser.add_argument(*(vary or ("--vary",)), dest="vary", action="append", metavar="FIELD=V1,V2,...",
-                        help=f"a setting and its values, one run each (repeat for a grid); default norm=bn,ln,gn; "
-                        f"at most {MAX_RUNS} runs in all unless --max-runs raises the cap")
+    parser.add_argument(
+        *(vary or ("--vary",)),
+        dest="vary",
+        action="append",
+        metavar="FIELD=V1,V2,...",
+        help=f"a setting and its values, one run each (repeat for a grid); default norm=bn,ln,gn; "
+        f"at most {MAX_RUNS} runs in all unless --max-runs raises the cap",
+    )
     parser.add_argument("--seeds", nargs="+", metavar="SEED", help="train every variant with each seed")
-    parser.add_argument("--max-runs", default=str(MAX_RUNS),
-                        help=f"the cap on the experiment's runs, variants x seeds (default {MAX_RUNS}, at most "
-                        f"{MAX_CAP}): raise it deliberately for a big sweep")
-    parser.add_argument("--recipe", choices=RECIPES, default=FIRST_RECIPE,
-                        help=f"start from a named recipe (default {FIRST_RECIPE}: minutes a run on a CPU); other "
-                        "flags override it")
+    parser.add_argument(
+        "--max-runs",
+        default=str(MAX_RUNS),
+        help=f"the cap on the experiment's runs, variants x seeds (default {MAX_RUNS}, at most "
+        f"{MAX_CAP}): raise it deliberately for a big sweep",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=FIRST_RECIPE,
+        help=f"start from a named recipe (default {FIRST_RECIPE}: minutes a run on a CPU); other flags override it",
+    )
     _field_flags(parser, FIELDS, recipe_config(FIRST_RECIPE))
     parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default $CIFARNET_DATA or ./data)")
     parser.add_argument("--runs-dir", help="where runs are written (default $CIFARNET_RUNS or ./runs)")
-    parser.add_argument("--cluster", choices=("local", "ray"), default="local",
-                        help="where the runs train: this machine's queue (default) or a Ray cluster "
-                        "(docs/SWEEPS.md; the runs folder must be shared with its nodes)")
+    parser.add_argument(
+        "--cluster",
+        choices=("local", "ray"),
+        default="local",
+        help="where the runs train: this machine's queue (default) or a Ray cluster "
+        "(docs/SWEEPS.md; the runs folder must be shared with its nodes)",
+    )
     parser.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster's head (default $RAY_ADDRESS)")
 
 
 def _sweep_flags(parser: argparse.ArgumentParser) -> None:
     """``compare``'s flags (``--grid`` is its ``--vary``), with random draws, the run cap and early stopping."""
     _compare_flags(parser, "--grid", "--vary")
-    parser.add_argument("--random", nargs="+", metavar="N FIELD=SCALE:LOW:HIGH",
-                        help=f"N random draws of each listed setting, scale {' or '.join(SCALES)} (e.g. --random 8 "
-                        "lr=log:0.01:0.5); every draw is combined with every grid point")
+    parser.add_argument(
+        "--random",
+        nargs="+",
+        metavar="N FIELD=SCALE:LOW:HIGH",
+        help=f"N random draws of each listed setting, scale {' or '.join(SCALES)} (e.g. --random 8 "
+        "lr=log:0.01:0.5); every draw is combined with every grid point",
+    )
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the random draws (default 0)")
-    parser.add_argument("--early-stop", choices=RULES, default="off",
-                        help="stop runs clearly behind the others at the same step: median = the median stopping "
-                        "rule, asha = successive halving (default off)")
+    parser.add_argument(
+        "--early-stop",
+        choices=RULES,
+        default="off",
+        help="stop runs clearly behind the others at the same step: median = the median stopping "
+        "rule, asha = successive halving (default off)",
+    )
 
 
 def _explain_flags(parser: argparse.ArgumentParser) -> None:
@@ -210,10 +243,12 @@ def _bar(progress: dict) -> None:
     eta = progress.get("eta_s")
     eta_text = time.strftime("%M:%S", time.gmtime(eta)) if eta is not None else "--:--"
     test = progress.get("test_acc")
-    line = (f"\r[{bar:<24}] epoch {progress['epoch']:.2f}/{progress['epochs']:g} "
-            f"step {progress['step']}/{progress['total_steps']} loss {progress['train_loss']:.3f} "
-            f"acc {100 * progress['train_acc']:.1f}% test {'--' if test is None else f'{100 * test:.1f}%'} "
-            f"{throughput_text(progress)} ETA {eta_text} ")
+    line = (
+        f"\r[{bar:<24}] epoch {progress['epoch']:.2f}/{progress['epochs']:g} "
+        f"step {progress['step']}/{progress['total_steps']} loss {progress['train_loss']:.3f} "
+        f"acc {100 * progress['train_acc']:.1f}% test {'--' if test is None else f'{100 * test:.1f}%'} "
+        f"{throughput_text(progress)} ETA {eta_text} "
+    )
     sys.stderr.write(line)
     sys.stderr.flush()
 
@@ -228,16 +263,19 @@ def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConf
     """
     values = _given(args, FIELDS)
     if launched() and values.get("processes", group.local_world_size) != group.local_world_size:
-        raise CifarnetError(f"processes={values['processes']} under torchrun, which started {group.local_world_size} "
-                            "per machine; drop --processes (torchrun's --nproc_per_node sets it)")
+        raise CifarnetError(
+            f"processes={values['processes']} under torchrun, which started {group.local_world_size} "
+            "per machine; drop --processes (torchrun's --nproc_per_node sets it)"
+        )
     if args.resume:
         path = Path(args.resume)
         if not (path / CONFIG_FILE).is_file():
             raise CifarnetError(f"--resume {path}: not a run folder (no {CONFIG_FILE})")
         processes = values.pop("processes", None)
         if values or args.recipe:
-            raise CifarnetError("--resume continues a run with its saved config; drop the other config flags "
-                                "(--processes may change)")
+            raise CifarnetError(
+                "--resume continues a run with its saved config; drop the other config flags (--processes may change)"
+            )
         cfg = load_run_config(path)
         if processes is not None:
             cfg = make_config({"processes": processes}, base=cfg)
@@ -256,8 +294,13 @@ def _run_folder(args: argparse.Namespace, group: Group) -> tuple[Path, TrainConf
 
 def _relaunch_args(args: argparse.Namespace, path: Path) -> list[str]:
     """The ``train`` arguments each process of a relaunch gets: the run's folder, and the data and output options."""
-    return ["train", "--resume", str(path), *(["--data-dir", args.data_dir] if args.data_dir else []),
-            *(["--quiet"] if args.quiet else [])]
+    return [
+        "train",
+        "--resume",
+        str(path),
+        *(["--data-dir", args.data_dir] if args.data_dir else []),
+        *(["--quiet"] if args.quiet else []),
+    ]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -273,8 +316,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             StatusFile(path).write(Status.STARTING, force=True, error=None)
             relaunch(cfg.processes, _relaunch_args(args, path))
         if group.is_main and not args.quiet:
-            print(f"run {path.name} -> {path}" + (f" ({group.world_size} processes)" if group.parallel else ""),
-                  file=sys.stderr)
+            print(
+                f"run {path.name} -> {path}" + (f" ({group.world_size} processes)" if group.parallel else ""),
+                file=sys.stderr,
+            )
         status = train_run(path, args.data_dir, echo=None if args.quiet or not group.is_main else _bar, group=group)
     finally:
         group.leave()
@@ -285,8 +330,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         info = read_run(path)
         error = info.status_record.get("error")
         final = info.final_acc
-        print(f"{path.name}: {status}" + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
-              + (f" ({error})" if error else ""))
+        print(
+            f"{path.name}: {status}"
+            + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
+            + (f" ({error})" if error else "")
+        )
     return 0 if status in (Status.FINISHED, Status.STOPPED) else 1
 
 
@@ -310,17 +358,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.ray_address and args.cluster != "ray":
         raise CifarnetError("--ray-address is the address of a Ray cluster; add --cluster ray to train there")
     cluster = (args.ray_address or "") if args.cluster == "ray" else None
-    experiment = start_sweep(base, vary, ranges, count, seeds, name, args.runs_dir, args.data_dir, cap,
-                             getattr(args, "sample_seed", 0), getattr(args, "early_stop", "off"), cluster)
-    where = f"on the Ray cluster at {cluster_address(cluster)}" if cluster is not None else \
-        f"at most {max_live_runs()} at a time"
-    print(f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), {where}",
-          file=sys.stderr)
+    experiment = start_sweep(
+        base,
+        vary,
+        ranges,
+        count,
+        seeds,
+        name,
+        args.runs_dir,
+        args.data_dir,
+        cap,
+        getattr(args, "sample_seed", 0),
+        getattr(args, "early_stop", "off"),
+        cluster,
+    )
+    where = (
+        f"on the Ray cluster at {cluster_address(cluster)}"
+        if cluster is not None
+        else f"at most {max_live_runs()} at a time"
+    )
+    print(
+        f"experiment {experiment.name}: {sum(map(len, experiment.variants.values()))} run(s), {where}", file=sys.stderr
+    )
     try:
         return _follow(experiment, args.runs_dir)
     except KeyboardInterrupt:
-        print("cifarnet: its runs go on in the background (`cifarnet runs`; `cancel ID` or `stop ID` to end one)",
-              file=sys.stderr)
+        print(
+            "cifarnet: its runs go on in the background (`cifarnet runs`; `cancel ID` or `stop ID` to end one)",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -347,8 +413,11 @@ def _follow(experiment: Experiment, runs_dir: str | None) -> int:
             for record in info.evals[evals:]:
                 print(f"{info.run_id}: epoch {record.get('epoch', 0):.2f} test {_fmt_pct(record.get('test_acc'))}")
             if info.status != status:
-                error = info.status_record.get("error") if info.status in (*FAILURES, Status.MISSING) else \
-                    info.status_record.get("reason")
+                error = (
+                    info.status_record.get("error")
+                    if info.status in (*FAILURES, Status.MISSING)
+                    else info.status_record.get("reason")
+                )
                 final = f", test accuracy {_fmt_pct(info.final_acc)}" if info.status == Status.FINISHED else ""
                 print(f"{info.run_id} ({label}): {info.status}{final}" + (f" ({error})" if error else ""))
             seen[info.run_id] = (info.status, len(info.evals))
@@ -375,13 +444,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     result = evaluate(model, data.test_x, data.test_y, tta=True)
     confusion = confusion_matrix(data.test_y.numpy(), result.probs.argmax(1).numpy())
     per_class = dict(zip(data.classes, (confusion.diagonal() / confusion.sum(1)).tolist()))
-    out = {"checkpoint": str(args.checkpoint), "model": model.config, "test_acc": result.acc,
-           "test_loss": result.loss, "tta_acc": result.tta_acc, "per_class_acc": per_class, "data": data.source}
+    out = {
+        "checkpoint": str(args.checkpoint),
+        "model": model.config,
+        "test_acc": result.acc,
+        "test_loss": result.loss,
+        "tta_acc": result.tta_acc,
+        "per_class_acc": per_class,
+        "data": data.source,
+    }
     if args.json:
         print(json.dumps(out, indent=1))
         return
-    print(f"{args.checkpoint}: {model.config['arch']}/{model.config['norm']}  accuracy {100 * result.acc:.2f}%  "
-          f"loss {result.loss:.4f}  flip-TTA {100 * result.tta_acc:.2f}%")
+    print(
+        f"{args.checkpoint}: {model.config['arch']}/{model.config['norm']}  accuracy {100 * result.acc:.2f}%  "
+        f"loss {result.loss:.4f}  flip-TTA {100 * result.tta_acc:.2f}%"
+    )
     for name, acc in per_class.items():
         print(f"  {name:<11} {100 * acc:6.2f}%")
 
@@ -400,20 +478,32 @@ def cmd_explain(args: argparse.Namespace) -> None:
     else:
         data = load_cifar10(args.data_dir, allow_download=False)
         indices = parse_indices(args.index, len(data.test_x))
-        found = explain(model, data.test_x[indices.start:indices.stop], layer, target,
-                        names=[f"#{i}" for i in indices], indices=list(indices),
-                        labels=data.test_y[indices.start:indices.stop].tolist())
+        found = explain(
+            model,
+            data.test_x[indices.start : indices.stop],
+            layer,
+            target,
+            names=[f"#{i}" for i in indices],
+            indices=list(indices),
+            labels=data.test_y[indices.start : indices.stop].tolist(),
+        )
     config = model.config
-    out = save_png(sheet(found, CLASSES, f"{args.checkpoint} ({config['arch']}/{config['norm']}), Grad-CAM at "
-                                         f"{layer}"), args.out)
+    out = save_png(
+        sheet(found, CLASSES, f"{args.checkpoint} ({config['arch']}/{config['norm']}), Grad-CAM at {layer}"), args.out
+    )
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "layer": layer, "out": str(out),
-                          "images": to_json(found, CLASSES)}))
+        print(
+            json.dumps(
+                {"checkpoint": str(args.checkpoint), "layer": layer, "out": str(out), "images": to_json(found, CLASSES)}
+            )
+        )
         return
     for e in found:
         truth = "" if e.label is None else f" (true: {CLASSES[e.label]})"
-        print(f"{e.name}{truth}: {' · '.join(f'{CLASSES[c]} {100 * p:.1f}%' for c, p in e.top)}; "
-              f"Grad-CAM for {CLASSES[e.target]}")
+        print(
+            f"{e.name}{truth}: {' · '.join(f'{CLASSES[c]} {100 * p:.1f}%' for c, p in e.top)}; "
+            f"Grad-CAM for {CLASSES[e.target]}"
+        )
     print(f"wrote {out}")
 
 
@@ -424,10 +514,23 @@ def _fmt_pct(value: float | None) -> str:
 def cmd_runs(args: argparse.Namespace) -> None:
     keep_queue_moving(args.runs_dir)
     runs = list_runs(args.runs_dir)
-    rows = [{"id": r.run_id, "status": r.status, "arch": r.config.get("arch"), "norm": r.config.get("norm"),
-             "params": r.config.get("params"), "epochs": r.config.get("epochs"), "best_acc": r.best_acc,
-             "final_acc": r.final_acc, "duration_s": r.duration_s, "pretrained": r.pretrained,
-             "error": r.status_record.get("error"), "damage": r.damage} for r in runs]
+    rows = [
+        {
+            "id": r.run_id,
+            "status": r.status,
+            "arch": r.config.get("arch"),
+            "norm": r.config.get("norm"),
+            "params": r.config.get("params"),
+            "epochs": r.config.get("epochs"),
+            "best_acc": r.best_acc,
+            "final_acc": r.final_acc,
+            "duration_s": r.duration_s,
+            "pretrained": r.pretrained,
+            "error": r.status_record.get("error"),
+            "damage": r.damage,
+        }
+        for r in runs
+    ]
     if args.json:
         print(json.dumps(rows, indent=1))
         return
@@ -435,9 +538,11 @@ def cmd_runs(args: argparse.Namespace) -> None:
     for row in rows:
         duration = "-" if row["duration_s"] is None else f"{row['duration_s'] / 60:.1f}m"
         label = row["id"] + (" (shipped)" if row["pretrained"] else "")
-        print(f"{label:<40} {row['status']:<9} {row['arch'] or '?':<5} {row['norm'] or '?':<4} "
-              f"{row['epochs'] if row['epochs'] is not None else '?':>6} {_fmt_pct(row['best_acc']):>7} "
-              f"{_fmt_pct(row['final_acc']):>7} {duration:>7}")
+        print(
+            f"{label:<40} {row['status']:<9} {row['arch'] or '?':<5} {row['norm'] or '?':<4} "
+            f"{row['epochs'] if row['epochs'] is not None else '?':>6} {_fmt_pct(row['best_acc']):>7} "
+            f"{_fmt_pct(row['final_acc']):>7} {duration:>7}"
+        )
         for note in ([row["error"]] if row["error"] and row["status"] != Status.FINISHED else []) + row["damage"]:
             print(f"    ! {note}")
 
@@ -452,9 +557,20 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(f"CIFAR-10 from {data.source}: {len(data.train_x)} train, {len(data.test_x)} test images")
 
 
-COMMANDS = {"summary": cmd_summary, "rf": cmd_rf, "train": cmd_train, "evaluate": cmd_evaluate,
-            "explain": cmd_explain, "runs": cmd_runs, "stop": cmd_stop, "data": cmd_data, "compare": cmd_compare,
-            "sweep": cmd_compare, "cancel": cmd_cancel, "queue": cmd_queue}
+COMMANDS = {
+    "summary": cmd_summary,
+    "rf": cmd_rf,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "explain": cmd_explain,
+    "runs": cmd_runs,
+    "stop": cmd_stop,
+    "data": cmd_data,
+    "compare": cmd_compare,
+    "sweep": cmd_compare,
+    "cancel": cmd_cancel,
+    "queue": cmd_queue,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

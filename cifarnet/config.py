@@ -75,109 +75,315 @@ class TrainConfig:
     """
 
     arch: str = option("s10", "architecture", MODEL, "Architecture", choices=ARCHS, radio=True)
-    norm: str = option("bn", "normalisation: bn (BatchNorm), ln (LayerNorm = GroupNorm(1,C)), gn (GroupNorm)", MODEL,
-                       "Normalisation", choices=NORMS, radio=True, choice_labels={"bn": "BN", "ln": "LN", "gn": "GN"})
-    gn_groups: int = option(DEFAULT_GN_GROUPS, "GroupNorm groups (must divide every layer's channels)", MODEL,
-                            "GN groups", low=1, high=128, step=1, fmt="%d", active_when=("norm", ("gn",)))
+    norm: str = option(
+        "bn",
+        "normalisation: bn (BatchNorm), ln (LayerNorm = GroupNorm(1,C)), gn (GroupNorm)",
+        MODEL,
+        "Normalisation",
+        choices=NORMS,
+        radio=True,
+        choice_labels={"bn": "BN", "ln": "LN", "gn": "GN"},
+    )
+    gn_groups: int = option(
+        DEFAULT_GN_GROUPS,
+        "GroupNorm groups (must divide every layer's channels)",
+        MODEL,
+        "GN groups",
+        low=1,
+        high=128,
+        step=1,
+        fmt="%d",
+        active_when=("norm", ("gn",)),
+    )
     dropout: float | None = option(
-        None, "dropout after every conv unit (architecture defaults: "
-        + ", ".join(f"{arch} {rate:g}" for arch, rate in DEFAULT_DROPOUT.items()) + ")", MODEL, "Dropout",
-        low=0.0, high=0.9, auto="architecture default", step=0.05, fmt="%.2f")
-    ws: str = option("auto", "weight standardisation: convs that feed a norm use zero-mean, unit-variance filters; "
-                     "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 and s10 "
-                     "with LN or GN, off with BN and for seed (the write-up's network)", MODEL,
-                     "Weight standardisation",
-                     choices=(AUTO, *WS_MODES), choice_labels={"except-depthwise": "all except depthwise"})
-    whiten: str = option("off", "patch-whitening stem: the first conv starts as the whitening transform of 3x3 patches "
-                         "of 5,000 training images (the covariance's top eigenvectors, each sign, scaled to unit "
-                         "variance), then stays frozen or trains on; off = random init", MODEL, "Whitening stem",
-                         choices=WHITEN_MODES)
-    epochs: float = option(12, "epochs to train (fractions allowed for short runs)", TRAINING, "Epochs",
-                           low=0.05, high=500, step=1.0, fmt="%g")
+        None,
+        "dropout after every conv unit (architecture defaults: "
+        + ", ".join(f"{arch} {rate:g}" for arch, rate in DEFAULT_DROPOUT.items())
+        + ")",
+        MODEL,
+        "Dropout",
+        low=0.0,
+        high=0.9,
+        auto="architecture default",
+        step=0.05,
+        fmt="%.2f",
+    )
+    ws: str = option(
+        "auto",
+        "weight standardisation: convs that feed a norm use zero-mean, unit-variance filters; "
+        "all of them, all except the depthwise ones, or off; auto = except-depthwise for s9 and s10 "
+        "with LN or GN, off with BN and for seed (the write-up's network)",
+        MODEL,
+        "Weight standardisation",
+        choices=(AUTO, *WS_MODES),
+        choice_labels={"except-depthwise": "all except depthwise"},
+    )
+    whiten: str = option(
+        "off",
+        "patch-whitening stem: the first conv starts as the whitening transform of 3x3 patches "
+        "of 5,000 training images (the covariance's top eigenvectors, each sign, scaled to unit "
+        "variance), then stays frozen or trains on; off = random init",
+        MODEL,
+        "Whitening stem",
+        choices=WHITEN_MODES,
+    )
+    epochs: float = option(
+        12,
+        "epochs to train (fractions allowed for short runs)",
+        TRAINING,
+        "Epochs",
+        low=0.05,
+        high=500,
+        step=1.0,
+        fmt="%g",
+    )
     batch_size: int = option(128, "images per step", TRAINING, "Batch size", low=2, high=4096, step=32, fmt="%d")
     optimizer: str = option("nesterov", "optimizer", TRAINING, "Optimizer", choices=OPTIMIZERS)
-    lr: float = option(0.1, "peak learning rate", TRAINING, "Learning rate", low=1e-6, high=10.0, step=0.005,
-                       fmt="%.4g")
-    momentum: float = option(0.9, "SGD momentum / Adam beta1", ADVANCED, "Momentum / β1", low=0.0, high=0.999,
-                             step=0.01, fmt="%.3g")
-    lr_scaling: str = option("none", f"scale the learning rate with the batch: lr is given for batch "
-                             f"{REFERENCE_BATCH} and multiplied by batch_size/{REFERENCE_BATCH} (linear) or its square "
-                             "root (sqrt); none = lr as given", TRAINING, "LR scaling with batch", choices=LR_SCALINGS)
-    schedule: str = option("onecycle", "learning-rate schedule, stepped every batch", TRAINING, "LR schedule",
-                           choices=SCHEDULES)
-    warmup: float = option(0.2, "onecycle: fraction of training spent warming up", ADVANCED, "Warm-up fraction",
-                           low=0.0, high=0.9, step=0.05, fmt="%.2f")
-    weight_decay: float = option(5e-4, "weight decay", TRAINING, "Weight decay", low=0.0, high=0.1, step=1e-4,
-                                 fmt="%.5g")
-    label_smoothing: float = option(0.1, "label smoothing", TRAINING, "Label smoothing", low=0.0, high=0.5,
-                                    step=0.05, fmt="%.2f")
-    ema: float = option(0.0, "decay of an exponential moving average of the weights, updated every step (warmed up: "
-                        "min(ema, (1+t)/(10+t)) at step t); evaluations, the final accuracy and the saved model use "
-                        "the average; 0 = off", TRAINING, "Weight EMA decay", low=0.0, high=0.9999, step=0.001,
-                        fmt="%.4g")
-    lookahead: float = option(0.0, f"lookahead (airbench's): every {LOOKAHEAD_EVERY} steps slow weights move "
-                              f"towards the trained ones as {LOOKAHEAD_EVERY} EMA steps of this decay would (warmed up "
-                              "as ema), and the trained weights jump back to them; evaluated and saved unless ema is "
-                              "on; 0 = off", TRAINING, "Lookahead decay", low=0.0, high=0.9999, step=0.01, fmt="%.4g")
-    norm_bias_lr: float = option(1.0, "learning-rate multiplier for the norms' biases (airbench trains BatchNorm "
-                                 "biases at 64x); like every norm parameter they get no weight decay", ADVANCED,
-                                 "Norm-bias LR multiplier", low=0.0, high=256.0, step=1.0, fmt="%g")
-    freeze_norm_scales: bool = option(False, "keep the norms' scales (weights) at their initial 1 instead of training "
-                                      "them", ADVANCED, "Freeze norm scales")
+    lr: float = option(
+        0.1, "peak learning rate", TRAINING, "Learning rate", low=1e-6, high=10.0, step=0.005, fmt="%.4g"
+    )
+    momentum: float = option(
+        0.9, "SGD momentum / Adam beta1", ADVANCED, "Momentum / β1", low=0.0, high=0.999, step=0.01, fmt="%.3g"
+    )
+    lr_scaling: str = option(
+        "none",
+        f"scale the learning rate with the batch: lr is given for batch "
+        f"{REFERENCE_BATCH} and multiplied by batch_size/{REFERENCE_BATCH} (linear) or its square "
+        "root (sqrt); none = lr as given",
+        TRAINING,
+        "LR scaling with batch",
+        choices=LR_SCALINGS,
+    )
+    schedule: str = option(
+        "onecycle", "learning-rate schedule, stepped every batch", TRAINING, "LR schedule", choices=SCHEDULES
+    )
+    warmup: float = option(
+        0.2,
+        "onecycle: fraction of training spent warming up",
+        ADVANCED,
+        "Warm-up fraction",
+        low=0.0,
+        high=0.9,
+        step=0.05,
+        fmt="%.2f",
+    )
+    weight_decay: float = option(
+        5e-4, "weight decay", TRAINING, "Weight decay", low=0.0, high=0.1, step=1e-4, fmt="%.5g"
+    )
+    label_smoothing: float = option(
+        0.1, "label smoothing", TRAINING, "Label smoothing", low=0.0, high=0.5, step=0.05, fmt="%.2f"
+    )
+    ema: float = option(
+        0.0,
+        "decay of an exponential moving average of the weights, updated every step (warmed up: "
+        "min(ema, (1+t)/(10+t)) at step t); evaluations, the final accuracy and the saved model use "
+        "the average; 0 = off",
+        TRAINING,
+        "Weight EMA decay",
+        low=0.0,
+        high=0.9999,
+        step=0.001,
+        fmt="%.4g",
+    )
+    lookahead: float = option(
+        0.0,
+        f"lookahead (airbench's): every {LOOKAHEAD_EVERY} steps slow weights move "
+        f"towards the trained ones as {LOOKAHEAD_EVERY} EMA steps of this decay would (warmed up "
+        "as ema), and the trained weights jump back to them; evaluated and saved unless ema is "
+        "on; 0 = off",
+        TRAINING,
+        "Lookahead decay",
+        low=0.0,
+        high=0.9999,
+        step=0.01,
+        fmt="%.4g",
+    )
+    norm_bias_lr: float = option(
+        1.0,
+        "learning-rate multiplier for the norms' biases (airbench trains BatchNorm "
+        "biases at 64x); like every norm parameter they get no weight decay",
+        ADVANCED,
+        "Norm-bias LR multiplier",
+        low=0.0,
+        high=256.0,
+        step=1.0,
+        fmt="%g",
+    )
+    freeze_norm_scales: bool = option(
+        False,
+        "keep the norms' scales (weights) at their initial 1 instead of training them",
+        ADVANCED,
+        "Freeze norm scales",
+    )
     crop: bool = option(True, "random translate: pad then random-crop back to 32x32", AUGMENTATION, "Random crop")
-    crop_pad: int = option(4, "padding for the random crop (pixels)", AUGMENTATION, "Crop padding (px)", low=1,
-                           high=8, step=1, fmt="%d", active_when=("crop", (True,)))
+    crop_pad: int = option(
+        4,
+        "padding for the random crop (pixels)",
+        AUGMENTATION,
+        "Crop padding (px)",
+        low=1,
+        high=8,
+        step=1,
+        fmt="%d",
+        active_when=("crop", (True,)),
+    )
     flip: bool = option(True, "random horizontal flip", AUGMENTATION, "Horizontal flip")
-    flip_mode: str = option("random", "random: each image mirrored with probability 1/2 every epoch; alternate: at "
-                            "random in the first epoch, then each image the opposite of its previous epoch "
-                            "(airbench's derandomised flip)", AUGMENTATION, "Flip mode", choices=FLIP_MODES,
-                            active_when=("flip", (True,)))
-    affine: str = option("none", "none, rotate (random rotation) or ssr (shift-scale-rotate)", AUGMENTATION,
-                         "Rotation", choices=AFFINES, choice_labels={"ssr": "shift-scale-rotate"})
-    rotate_deg: float = option(10.0, "largest rotation in degrees for rotate / ssr", AUGMENTATION,
-                               "Max rotation (°)", low=0.0, high=45.0, step=5.0, fmt="%g",
-                               active_when=("affine", ("rotate", "ssr")))
+    flip_mode: str = option(
+        "random",
+        "random: each image mirrored with probability 1/2 every epoch; alternate: at "
+        "random in the first epoch, then each image the opposite of its previous epoch "
+        "(airbench's derandomised flip)",
+        AUGMENTATION,
+        "Flip mode",
+        choices=FLIP_MODES,
+        active_when=("flip", (True,)),
+    )
+    affine: str = option(
+        "none",
+        "none, rotate (random rotation) or ssr (shift-scale-rotate)",
+        AUGMENTATION,
+        "Rotation",
+        choices=AFFINES,
+        choice_labels={"ssr": "shift-scale-rotate"},
+    )
+    rotate_deg: float = option(
+        10.0,
+        "largest rotation in degrees for rotate / ssr",
+        AUGMENTATION,
+        "Max rotation (°)",
+        low=0.0,
+        high=45.0,
+        step=5.0,
+        fmt="%g",
+        active_when=("affine", ("rotate", "ssr")),
+    )
     cutout: bool = option(False, "cutout (CoarseDropout): one square hole per image", AUGMENTATION, "Cutout")
-    cutout_size: int = option(8, "cutout square side (pixels)", AUGMENTATION, "Cutout size (px)", low=1, high=24,
-                              step=2, fmt="%d", active_when=("cutout", (True,)))
-    mixup: float = option(0.0, "mixup: each batch blended with itself reversed, weight ~ Beta(alpha, alpha), labels "
-                          "blended alike (alpha; 0 = off; with cutmix too, each batch takes one of the two)",
-                          AUGMENTATION, "Mixup alpha", low=0.0, high=2.0, step=0.1, fmt="%g")
-    cutmix: float = option(0.0, "cutmix: a box of each image replaced by the same box of the batch reversed, labels "
-                           "blended by area (alpha of the Beta draw; 0 = off)", AUGMENTATION, "Cutmix alpha", low=0.0,
-                           high=2.0, step=0.1, fmt="%g")
-    subset: int = option(0, "train images per class (0 = all 5,000)", TRAINING, "Train images per class", low=0,
-                         high=5000, step=100, fmt="%d")
-    eval_subset: int = option(0, "test images per class for evaluations during training (0 = all 1,000)", ADVANCED,
-                              "Eval images per class", low=0, high=1000, step=50, fmt="%d")
-    eval_every: int = option(0, "also evaluate every N steps (0 = once per epoch)", ADVANCED,
-                             "Evaluate every N steps", low=0, high=100000, step=1, fmt="%d")
-    tta: bool = option(True, "also report flip test-time-augmentation accuracy at the end", ADVANCED,
-                       "Flip TTA at the end")
-    tta_translate: bool = option(False, "TTA also over the image and its mirror shifted one pixel up-left and one "
-                                 "down-right (half the weight; airbench's tta_level 2): the TTA accuracy is then "
-                                 "flip + translate", ADVANCED, "TTA: also translate", active_when=("tta", (True,)))
+    cutout_size: int = option(
+        8,
+        "cutout square side (pixels)",
+        AUGMENTATION,
+        "Cutout size (px)",
+        low=1,
+        high=24,
+        step=2,
+        fmt="%d",
+        active_when=("cutout", (True,)),
+    )
+    mixup: float = option(
+        0.0,
+        "mixup: each batch blended with itself reversed, weight ~ Beta(alpha, alpha), labels "
+        "blended alike (alpha; 0 = off; with cutmix too, each batch takes one of the two)",
+        AUGMENTATION,
+        "Mixup alpha",
+        low=0.0,
+        high=2.0,
+        step=0.1,
+        fmt="%g",
+    )
+    cutmix: float = option(
+        0.0,
+        "cutmix: a box of each image replaced by the same box of the batch reversed, labels "
+        "blended by area (alpha of the Beta draw; 0 = off)",
+        AUGMENTATION,
+        "Cutmix alpha",
+        low=0.0,
+        high=2.0,
+        step=0.1,
+        fmt="%g",
+    )
+    subset: int = option(
+        0,
+        "train images per class (0 = all 5,000)",
+        TRAINING,
+        "Train images per class",
+        low=0,
+        high=5000,
+        step=100,
+        fmt="%d",
+    )
+    eval_subset: int = option(
+        0,
+        "test images per class for evaluations during training (0 = all 1,000)",
+        ADVANCED,
+        "Eval images per class",
+        low=0,
+        high=1000,
+        step=50,
+        fmt="%d",
+    )
+    eval_every: int = option(
+        0,
+        "also evaluate every N steps (0 = once per epoch)",
+        ADVANCED,
+        "Evaluate every N steps",
+        low=0,
+        high=100000,
+        step=1,
+        fmt="%d",
+    )
+    tta: bool = option(
+        True, "also report flip test-time-augmentation accuracy at the end", ADVANCED, "Flip TTA at the end"
+    )
+    tta_translate: bool = option(
+        False,
+        "TTA also over the image and its mirror shifted one pixel up-left and one "
+        "down-right (half the weight; airbench's tta_level 2): the TTA accuracy is then "
+        "flip + translate",
+        ADVANCED,
+        "TTA: also translate",
+        active_when=("tta", (True,)),
+    )
     seed: int = option(0, "random seed", TRAINING, "Seed", low=0, high=2**31 - 1, step=1, fmt="%d")
     device: str = option("auto", "auto = CUDA when present, else CPU", ADVANCED, "Device", choices=DEVICES)
-    threads: int = option(0, "CPU threads (0 = a share of the cores: all of them for a run alone, divided among "
-                          "the runs training side by side)", ADVANCED, "CPU threads", low=0, high=256, step=1,
-                          fmt="%d")
-    processes: int = option(1, "training processes on this machine: DistributedDataParallel (launched through "
-                            "torchrun), each taking an equal share of every batch; batch_size must be a multiple "
-                            "(torchrun itself may start more). Pays with several GPUs or machines; on one CPU the "
-                            "processes share its cores: at best as fast as one process, 0.75x with synchronised BN "
-                            "(docs/DISTRIBUTED.md)",
-                            ADVANCED, "Processes (DDP)", low=1, high=8, step=1, fmt="%d")
-    sync_bn: bool = option(True, "with several processes and bn: BatchNorm statistics over the whole batch "
-                           "(synchronised), as one process computes them; off = each process normalises its share",
-                           ADVANCED, "Synchronised BatchNorm", active_when=("norm", ("bn",)))
-    precision: str = option("auto", "arithmetic of the training step: bf16 = bfloat16 autocast (convs and matmuls in "
-                            "bfloat16, weights and optimizer in fp32; evaluation always fp32); auto = bf16 on CUDA and "
-                            "on CPUs with native bfloat16 (AVX512-BF16 or AMX), fp32 elsewhere", ADVANCED, "Precision",
-                            choices=PRECISIONS)
-    compile: bool = option(False, "torch.compile the model for training: faster steps after a one-off compile "
-                           "(worth it for runs of several minutes; a CPU needs a C++ compiler)", ADVANCED,
-                           "torch.compile")
+    threads: int = option(
+        0,
+        "CPU threads (0 = a share of the cores: all of them for a run alone, divided among "
+        "the runs training side by side)",
+        ADVANCED,
+        "CPU threads",
+        low=0,
+        high=256,
+        step=1,
+        fmt="%d",
+    )
+    processes: int = option(
+        1,
+        "training processes on this machine: DistributedDataParallel (launched through "
+        "torchrun), each taking an equal share of every batch; batch_size must be a multiple "
+        "(torchrun itself may start more). Pays with several GPUs or machines; on one CPU the "
+        "processes share its cores: at best as fast as one process, 0.75x with synchronised BN "
+        "(docs/DISTRIBUTED.md)",
+        ADVANCED,
+        "Processes (DDP)",
+        low=1,
+        high=8,
+        step=1,
+        fmt="%d",
+    )
+    sync_bn: bool = option(
+        True,
+        "with several processes and bn: BatchNorm statistics over the whole batch "
+        "(synchronised), as one process computes them; off = each process normalises its share",
+        ADVANCED,
+        "Synchronised BatchNorm",
+        active_when=("norm", ("bn",)),
+    )
+    precision: str = option(
+        "auto",
+        "arithmetic of the training step: bf16 = bfloat16 autocast (convs and matmuls in "
+        "bfloat16, weights and optimizer in fp32; evaluation always fp32); auto = bf16 on CUDA and "
+        "on CPUs with native bfloat16 (AVX512-BF16 or AMX), fp32 elsewhere",
+        ADVANCED,
+        "Precision",
+        choices=PRECISIONS,
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the model for training: faster steps after a one-off compile "
+        "(worth it for runs of several minutes; a CPU needs a C++ compiler)",
+        ADVANCED,
+        "torch.compile",
+    )
     name: str = option("", "run name (letters, digits, _ . -; empty = automatic)", ADVANCED, "Run name")
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,8 +397,13 @@ class TrainConfig:
     @property
     def model_args(self) -> dict[str, Any]:
         """The keyword arguments of :func:`cifarnet.nets.models.build_model` for this run's network."""
-        args = {"arch": self.arch, "norm": self.norm, "gn_groups": self.gn_groups, "dropout": self.model_dropout,
-                "ws": resolve_ws(self.arch, self.norm, self.ws)}
+        args = {
+            "arch": self.arch,
+            "norm": self.norm,
+            "gn_groups": self.gn_groups,
+            "dropout": self.model_dropout,
+            "ws": resolve_ws(self.arch, self.norm, self.ws),
+        }
         return args if self.whiten == "off" else {**args, "whiten": self.whiten}  # as build_model records it
 
     @property
@@ -309,8 +520,12 @@ def check_saved(name: str, value: Any) -> None:
     if value is None and rule.auto is not None:
         return
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    fits = {bool: isinstance(value, bool), str: isinstance(value, str),
-            int: number and float(value).is_integer(), float: number}[rule.kind]
+    fits = {
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+        int: number and float(value).is_integer(),
+        float: number,
+    }[rule.kind]
     if not fits:
         raise CifarnetError(f"{name}={shown(value)} is not a {rule.kind.__name__}; allowed: {allowed(name)}")
     _check_field(name, coerce(name, value))
@@ -319,8 +534,10 @@ def check_saved(name: str, value: Any) -> None:
 def check_shares(batch_size: int, processes: int) -> None:
     """Every data-parallel process takes an equal share of each batch, so the batch must split evenly."""
     if batch_size % processes:
-        raise CifarnetError(f"batch_size={batch_size} does not split evenly between {processes} processes; "
-                            f"allowed: a multiple of {processes}")
+        raise CifarnetError(
+            f"batch_size={batch_size} does not split evenly between {processes} processes; "
+            f"allowed: a multiple of {processes}"
+        )
 
 
 def parse_value(name: str, value: Any) -> Any:

@@ -26,7 +26,7 @@ def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
     if len(text) <= limit:
         return text
     head = (limit - 1) // 2
-    return f"{text[:head]}…{text[len(text) - (limit - 1 - head):]}"
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head) :]}"
 
 
 def shown(value: object) -> str:

@@ -24,20 +24,25 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # The defaults' batch 128 at peak LR 0.1 and one-cycle schedule, for 60 epochs: about an hour of a small CPU,
     # minutes on a GPU; compiled, since a one-off compile is nothing against an hour of steps.
-    "shipped": Recipe("the recipe of the shipped s10 runs (BN, LN and GN, seeds 0 and 1)",
-                      {"epochs": 60, "compile": True}),
+    "shipped": Recipe(
+        "the recipe of the shipped s10 runs (BN, LN and GN, seeds 0 and 1)", {"epochs": 60, "compile": True}
+    ),
     # The previous default network and its recipe: 30 epochs at batch 128 (twice the steps per epoch of batch 256,
     # which LN and GN need within 30 epochs).
     "s9": Recipe("the recipe of the shipped s9 runs (BN, LN and GN)", {"arch": "s9", "epochs": 30}),
     # Two epochs of s9 on all 50,000 images at the defaults' batch and LR: a real learning curve in a few minutes on a
     # 2-core CPU, three of them (BN, LN, GN) within a coffee break; the 2-px crop suits so short a run (in 3-epoch
     # probes it beat the default 4 px), and flip-TTA is left for runs that last.
-    "short": Recipe("the dashboard's first run and a quick comparison: a learning curve within minutes on a CPU",
-                    {"arch": "s9", "epochs": 2, "crop_pad": 2, "tta": False}),
+    "short": Recipe(
+        "the dashboard's first run and a quick comparison: a learning curve within minutes on a CPU",
+        {"arch": "s9", "epochs": 2, "crop_pad": 2, "tta": False},
+    ),
     # s9: fewer multiply-adds per image than s10, which wins when the budget is minutes; bfloat16 and a compiled
     # step make each epoch faster, and the epochs saved buy margin above 85 % with both seeds.
-    "fast85": Recipe("the quickest to 85 % test accuracy on a CPU with native bfloat16 (s9 with BN)",
-                     {"arch": "s9", "epochs": 18, "precision": "bf16", "compile": True}),
+    "fast85": Recipe(
+        "the quickest to 85 % test accuracy on a CPU with native bfloat16 (s9 with BN)",
+        {"arch": "s9", "epochs": 18, "precision": "bf16", "compile": True},
+    ),
 }
 
 

@@ -112,8 +112,14 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m cifarnet ARGS`` in a real subprocess."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cifarnet", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cifarnet", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=timeout,
+    )
 
 
 def wait_for(predicate, timeout: float = 120, every: float = 0.2):
@@ -174,8 +180,7 @@ def data_with_labels(root: Path, data_dir: Path, labels: object, name: str = "da
     for source in (data_dir / FOLDER).iterdir():
         (folder / source.name).symlink_to(source.resolve())
     (folder / name).unlink()
-    payload = {b"batch_label": b"crafted", b"labels": labels,
-               b"data": np.zeros((IMAGES_PER_FILE, 3072), np.uint8)}
+    payload = {b"batch_label": b"crafted", b"labels": labels, b"data": np.zeros((IMAGES_PER_FILE, 3072), np.uint8)}
     (folder / name).write_bytes(pickle.dumps(payload, protocol=4))
     return root
 
@@ -228,7 +233,7 @@ def crafted_images(mutations: int = 30) -> dict[str, bytes]:
     return cases
 
 
-RUNNING = ("() => !document.querySelector('[data-stale=\"true\"], [data-testid^=stStatusWidgetRunning]')")
+RUNNING = "() => !document.querySelector('[data-stale=\"true\"], [data-testid^=stStatusWidgetRunning]')"
 
 
 def settle(tab, timeout_ms: float = 30_000) -> None:
@@ -273,13 +278,43 @@ def fake_finished_run(runs_dir: Path, labels: np.ndarray, name: str = "mine", wr
     confusion = confusion_matrix(labels, top1)
     per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
     acc = float((top1 == labels).mean())
-    write_json(path / "results.json", {"test_acc": acc, "classes": list(CLASSES), "confusion": confusion.tolist(),
-                                       "per_class_acc": dict(zip(CLASSES, per_class.tolist()))})
-    records = [{"kind": "train", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.3 - s / 20,
-                "train_acc": 0.1 + s / 30, "img_s": 100.0} for s in range(1, 13)]
-    records += [{"kind": "eval", "step": s, "epoch": s / 12, "time": s * 0.5, "lr": 0.01, "train_loss": 2.0,
-                 "train_acc": 0.3, "test_loss": 2.1 - s / 20, "test_acc": acc * s / 12, "img_s": 100.0}
-                for s in (4, 8, 12)]
+    write_json(
+        path / "results.json",
+        {
+            "test_acc": acc,
+            "classes": list(CLASSES),
+            "confusion": confusion.tolist(),
+            "per_class_acc": dict(zip(CLASSES, per_class.tolist())),
+        },
+    )
+    records = [
+        {
+            "kind": "train",
+            "step": s,
+            "epoch": s / 12,
+            "time": s * 0.5,
+            "lr": 0.01,
+            "train_loss": 2.3 - s / 20,
+            "train_acc": 0.1 + s / 30,
+            "img_s": 100.0,
+        }
+        for s in range(1, 13)
+    ]
+    records += [
+        {
+            "kind": "eval",
+            "step": s,
+            "epoch": s / 12,
+            "time": s * 0.5,
+            "lr": 0.01,
+            "train_loss": 2.0,
+            "train_acc": 0.3,
+            "test_loss": 2.1 - s / 20,
+            "test_acc": acc * s / 12,
+            "img_s": 100.0,
+        }
+        for s in (4, 8, 12)
+    ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_json(path / "status.json", {"status": "finished", "pid": None, "progress": {"step": 12, "total_steps": 12}})
     return path
@@ -296,30 +331,82 @@ def predictions_for(labels: np.ndarray, right: np.ndarray, confidence: float = 0
     return {"labels": labels.astype(np.uint8), "top_classes": top, "top_probs": probs}
 
 
-def fixture_run(runs: Path, name: str, norm: str, seed: int, test: float, train: float, tta: float, wall: float,
-                right: np.ndarray | None = None, labels: np.ndarray = LABELS, status: str = "finished") -> Path:
+def fixture_run(
+    runs: Path,
+    name: str,
+    norm: str,
+    seed: int,
+    test: float,
+    train: float,
+    tta: float,
+    wall: float,
+    right: np.ndarray | None = None,
+    labels: np.ndarray = LABELS,
+    status: str = "finished",
+) -> Path:
     """A run folder with the given final figures; its predictions are right where ``right`` says."""
-    path = create_run(make_config({"name": name, "norm": norm, "seed": seed, "epochs": 2, "subset": 20,
-                                   "batch_size": 16}), runs)
+    path = create_run(
+        make_config({"name": name, "norm": norm, "seed": seed, "epochs": 2, "subset": 20, "batch_size": 16}), runs
+    )
     right = np.ones(len(labels), bool) if right is None else right
     pack = predictions_for(labels, right)
     np.savez_compressed(path / "predictions.npz", **pack)
     confusion = confusion_matrix(labels.astype(np.int64), pack["top_classes"][:, 0].astype(np.int64))
     per_class = confusion.diagonal() / confusion.sum(1).clip(min=1)
-    records = [{"kind": "train", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01,
-                "train_loss": 2.0 - s / 20 - seed / 10, "train_acc": train - 0.1, "img_s": 100.0} for s in (5, 15)]
-    records += [{"kind": "eval", "step": s, "epoch": s / 10, "time": s * wall / 20, "lr": 0.01, "train_loss": 1.0,
-                 "train_acc": train if s == 20 else train - 0.2, "test_loss": 1.5 - s / 40,
-                 "test_acc": test if s == 20 else test - 0.1, "img_s": 100.0} for s in (10, 20)]
+    records = [
+        {
+            "kind": "train",
+            "step": s,
+            "epoch": s / 10,
+            "time": s * wall / 20,
+            "lr": 0.01,
+            "train_loss": 2.0 - s / 20 - seed / 10,
+            "train_acc": train - 0.1,
+            "img_s": 100.0,
+        }
+        for s in (5, 15)
+    ]
+    records += [
+        {
+            "kind": "eval",
+            "step": s,
+            "epoch": s / 10,
+            "time": s * wall / 20,
+            "lr": 0.01,
+            "train_loss": 1.0,
+            "train_acc": train if s == 20 else train - 0.2,
+            "test_loss": 1.5 - s / 40,
+            "test_acc": test if s == 20 else test - 0.1,
+            "img_s": 100.0,
+        }
+        for s in (10, 20)
+    ]
     records.append({"kind": "final", "step": 20, "epoch": 2.0, "time": wall, "test_acc": test, "tta_acc": tta})
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if status == "finished":
-        write_json(path / "results.json", {
-            "test_acc": test, "tta_acc": tta, "test_loss": 1.0, "classes": list(CLASSES),
-            "confusion": confusion.tolist(), "per_class_acc": dict(zip(CLASSES, per_class.tolist())),
-            "steps": 20, "epochs": 2.0, "elapsed_s": wall})
-    write_json(path / "status.json", {"status": status, "pid": None, "error": "out of memory" if status == "failed"
-                                      else None, "progress": {"step": 20, "total_steps": 20}})
+        write_json(
+            path / "results.json",
+            {
+                "test_acc": test,
+                "tta_acc": tta,
+                "test_loss": 1.0,
+                "classes": list(CLASSES),
+                "confusion": confusion.tolist(),
+                "per_class_acc": dict(zip(CLASSES, per_class.tolist())),
+                "steps": 20,
+                "epochs": 2.0,
+                "elapsed_s": wall,
+            },
+        )
+    write_json(
+        path / "status.json",
+        {
+            "status": status,
+            "pid": None,
+            "error": "out of memory" if status == "failed" else None,
+            "progress": {"step": 20, "total_steps": 20},
+        },
+    )
     return path
 
 
@@ -327,8 +414,12 @@ def write_experiment(runs: Path, name: str, variants: dict[str, list[str]]) -> P
     """An experiment record as the write side stores it: ``.experiments/NAME.json``."""
     folder = runs / EXPERIMENTS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "vary": {"norm": [label.split("=")[1] for label in variants]}, "seeds": [0, 1, 2],
-              "variants": variants}
+    record = {
+        "name": name,
+        "vary": {"norm": [label.split("=")[1] for label in variants]},
+        "seeds": [0, 1, 2],
+        "variants": variants,
+    }
     write_json(folder / f"{name}.json", record)
     return folder / f"{name}.json"
 
@@ -360,7 +451,7 @@ def proc_address(field: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Addr
     """``0100007F:1F90`` (or its 32-digit IPv6 form) from ``/proc/net/tcp*``: host-order 32-bit words, hex."""
     host, port = field.split(":")
     raw = bytes.fromhex(host)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     return ipaddress.ip_address(words), int(port, 16)
 
 
@@ -390,8 +481,12 @@ def sockets_of(pid: int) -> list[tuple]:
 
 def listening_addresses(pids: list[int]) -> set[tuple]:
     """(address, port) of every TCP socket that processes ``pids`` listen on (state 0A is LISTEN)."""
-    return {(address, port) for pid in pids for table, address, port, state in sockets_of(pid)
-            if table.startswith("tcp") and state == "0A"}
+    return {
+        (address, port)
+        for pid in pids
+        for table, address, port, state in sockets_of(pid)
+        if table.startswith("tcp") and state == "0A"
+    }
 
 
 def is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -407,23 +502,42 @@ def trainer_processes(runs_dir: Path) -> list[int]:
 
 def live_records(runs_dir: Path) -> list[str]:
     """Runs whose record says a trainer is alive."""
-    return [p.name for p in runs_dir.iterdir() if not p.name.startswith(".")
-            and (info := read_run(p)).status in LIVE and trainer_alive(p, info.status_record)]
+    return [
+        p.name
+        for p in runs_dir.iterdir()
+        if not p.name.startswith(".") and (info := read_run(p)).status in LIVE and trainer_alive(p, info.status_record)
+    ]
 
 
 def hand_made_run(runs: Path, name: str, accuracies: dict[int, float]) -> Path:
     """A finished run folder whose evaluations logged ``accuracies`` (step -> test accuracy)."""
     path = create_run(make_config({**TINY, "name": name}), runs)
-    records = [{"kind": "eval", "step": step, "epoch": step / 4, "time": float(step), "lr": 0.05, "train_loss": 1.0,
-                "train_acc": 0.5, "test_loss": 1.0, "test_acc": acc, "img_s": 100.0}
-               for step, acc in sorted(accuracies.items())]
+    records = [
+        {
+            "kind": "eval",
+            "step": step,
+            "epoch": step / 4,
+            "time": float(step),
+            "lr": 0.05,
+            "train_loss": 1.0,
+            "train_acc": 0.5,
+            "test_loss": 1.0,
+            "test_acc": acc,
+            "img_s": 100.0,
+        }
+        for step, acc in sorted(accuracies.items())
+    ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_json(path / "status.json", {"status": "finished", "pid": None})
     return path
 
 
-HAND_MADE = {"bn-slow": ("bn", 0.05, {10: 0.50, 20: 0.70, 30: 0.65}), "bn-fast": ("bn", 0.6, {10: 0.30, 20: 0.40}),
-             "gn-slow": ("gn", 0.05, {10: 0.55, 20: 0.60, 30: 0.62}), "gn-fast": ("gn", 0.6, {10: 0.10})}
+HAND_MADE = {
+    "bn-slow": ("bn", 0.05, {10: 0.50, 20: 0.70, 30: 0.65}),
+    "bn-fast": ("bn", 0.6, {10: 0.30, 20: 0.40}),
+    "gn-slow": ("gn", 0.05, {10: 0.55, 20: 0.60, 30: 0.62}),
+    "gn-fast": ("gn", 0.6, {10: 0.10}),
+}
 
 
 def hand_made_sweep(runs_dir: Path) -> None:
@@ -434,9 +548,12 @@ def hand_made_sweep(runs_dir: Path) -> None:
         config = json.loads((path / "config.json").read_text())
         write_json(path / "config.json", {**config, "norm": norm, "lr": lr})
         variants[f"norm={norm} lr={lr:g}"] = [name]
-    write_json(runs_dir / "gn-fast" / "status.json", {"status": Status.STOPPED_EARLY, "pid": None,
-                                                      "reason": "median rule: x"})
+    write_json(
+        runs_dir / "gn-fast" / "status.json", {"status": Status.STOPPED_EARLY, "pid": None, "reason": "median rule: x"}
+    )
     folder = runs_dir / EXPERIMENTS_FOLDER
     folder.mkdir()
-    write_json(folder / "sw.json", {"name": "sw", "vary": {"norm": ["bn", "gn"], "lr": [0.05, 0.6]}, "seeds": [0],
-                                    "variants": variants})
+    write_json(
+        folder / "sw.json",
+        {"name": "sw", "vary": {"norm": ["bn", "gn"], "lr": [0.05, 0.6]}, "seeds": [0], "variants": variants},
+    )

@@ -33,8 +33,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, timeout: float = 60,
-                     options: Sequence[str] = (), env_extra: Mapping[str, str] | None = None) -> Iterator[str]:
+def dashboard_server(
+    runs_dir: Path,
+    data_dir: Path | None,
+    log_path: Path,
+    timeout: float = 60,
+    options: Sequence[str] = (),
+    env_extra: Mapping[str, str] | None = None,
+) -> Iterator[str]:
     """Yield the URL of a running dashboard; on exit stop its live runs (if any) and the server.
 
     ``options`` go to ``streamlit run`` after ours (e.g. ``--server.address 0.0.0.0``), ``env_extra`` into its
@@ -47,9 +53,25 @@ def dashboard_server(runs_dir: Path, data_dir: Path | None, log_path: Path, time
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-             "--server.port", str(port), "--browser.gatherUsageStats", "false", *options],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "dashboard.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--browser.gatherUsageStats",
+                "false",
+                *options,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             _wait_healthy(url, process, timeout, log_path)
             yield url
@@ -72,4 +94,3 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log_path:
             if process.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"the dashboard did not start; its log:\n{log_path.read_text()[-2000:]}") from None
             time.sleep(0.3)
-

@@ -49,19 +49,29 @@ from harness import dashboard_server
 
 TOKEN = "a-long-random-token-0123456789"  # what `secrets.token_urlsafe` gives, in spirit
 # every control that changes something, as its button reads (icons are ligature text, so match the words)
-CONTROL = re.compile(r"Launch run|Compare norms|Vary a setting|Launch experiment|Stop run|Resume run|Cancel \S|"
-                     r"\bDelete\b|Download CIFAR-10")
-SHARED = ["--server.address", "0.0.0.0",
-          "--browser.serverAddress", "127.0.0.1"]  # else a headless server looks up its public address online
+CONTROL = re.compile(
+    r"Launch run|Compare norms|Vary a setting|Launch experiment|Stop run|Resume run|Cancel \S|"
+    r"\bDelete\b|Download CIFAR-10"
+)
+SHARED = [
+    "--server.address",
+    "0.0.0.0",
+    "--browser.serverAddress",
+    "127.0.0.1",
+]  # else a headless server looks up its public address online
 browser_only = pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
 
 
 # ---- sockets, as the kernel lists them -------------------------------------------------------------------------
 
+
 def listening(port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The local addresses a TCP socket listens on at ``port`` (state 0A is LISTEN)."""
-    return {address for table, address, bound, state in inet_sockets().values()
-            if table.startswith("tcp") and bound == port and state == "0A"}
+    return {
+        address
+        for table, address, bound, state in inet_sockets().values()
+        if table.startswith("tcp") and bound == port and state == "0A"
+    }
 
 
 def test_proc_addresses_are_read_in_network_order():
@@ -71,10 +81,24 @@ def test_proc_addresses_are_read_in_network_order():
 
 # ---- the rule ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("address, loopback", [
-    ("localhost", True), ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True),
-    (None, False), ("", False), ("0.0.0.0", False), ("::", False), ("192.168.1.20", False),
-    ("my-laptop.local", False), ("unix:///tmp/dashboard.sock", False)])
+
+@pytest.mark.parametrize(
+    "address, loopback",
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.3.2.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        (None, False),
+        ("", False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.20", False),
+        ("my-laptop.local", False),
+        ("unix:///tmp/dashboard.sock", False),
+    ],
+)
 def test_only_loopback_addresses_keep_the_dashboard_private(address, loopback):
     assert access.is_loopback(address) is loopback
 
@@ -91,6 +115,7 @@ def test_dashboard_started_as_readme_says_listens_on_loopback_only(tmp_path):
 
 
 # ---- a runs folder with something to launch, stop, resume, cancel and delete -------------------------------------
+
 
 @dataclass
 class Lab:
@@ -110,8 +135,12 @@ def user_run(runs: Path, name: str, **status) -> str:
 def lab(runs_dir, data_dir, monkeypatch):
     """A finished and a stopped run of the user's: nothing that makes a page refresh itself."""
     monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
-    return Lab(runs_dir, data_dir, user_run(runs_dir, "finished", status="finished"),
-               user_run(runs_dir, "stopped", status="stopped"))
+    return Lab(
+        runs_dir,
+        data_dir,
+        user_run(runs_dir, "finished", status="finished"),
+        user_run(runs_dir, "stopped", status="stopped"),
+    )
 
 
 @contextmanager
@@ -138,6 +167,7 @@ def status(lab: Lab, run_id: str) -> str:
 
 
 # ---- AppTest: what the server does with a crafted widget value ----------------------------------------------------
+
 
 @pytest.fixture
 def address():
@@ -244,6 +274,7 @@ def test_a_short_token_is_refused_in_one_line(app, address, monkeypatch):
 
 # ---- the real server in a real browser -----------------------------------------------------------------------------
 
+
 def buttons(page) -> str:
     """The page's buttons once its rerun is over (pages that follow a live run rerun parts of themselves every
     few seconds, so on a busy machine that moment can take a while)."""
@@ -255,8 +286,9 @@ def buttons(page) -> str:
 @pytest.mark.browser
 @browser_only
 def test_shared_without_a_token_no_page_offers_a_control(lab, browser, tmp_path):
-    with dashboard_server(lab.runs, lab.data, tmp_path / "server.log", options=SHARED,
-                          env_extra={access.TOKEN_ENV: ""}) as url:
+    with dashboard_server(
+        lab.runs, lab.data, tmp_path / "server.log", options=SHARED, env_extra={access.TOKEN_ENV: ""}
+    ) as url:
         assert ipaddress.ip_address("0.0.0.0") in listening(urlparse(url).port)  # shared, as asked
         page = new_tab(browser)
         page.set_default_timeout(90_000)  # the first page imports torch; ~8 engineers share this machine's 2 cores
@@ -277,8 +309,9 @@ def test_shared_without_a_token_no_page_offers_a_control(lab, browser, tmp_path)
 @pytest.mark.browser
 @browser_only
 def test_shared_with_a_token_asks_once_and_never_shows_it(lab, browser, tmp_path):
-    with dashboard_server(lab.runs, lab.data, tmp_path / "server.log", options=SHARED,
-                          env_extra={access.TOKEN_ENV: TOKEN}) as url:
+    with dashboard_server(
+        lab.runs, lab.data, tmp_path / "server.log", options=SHARED, env_extra={access.TOKEN_ENV: TOKEN}
+    ) as url:
         page = new_tab(browser)
         page.set_default_timeout(90_000)
         page.goto(f"{url}/train?run={lab.stopped}")
@@ -304,6 +337,7 @@ def test_shared_with_a_token_asks_once_and_never_shows_it(lab, browser, tmp_path
 
 
 # ---- the other processes: no port at all ---------------------------------------------------------------------------
+
 
 def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir, monkeypatch):
     """An experiment's worker and its trainers, looked at while they live: not one TCP or UDP socket. The runs

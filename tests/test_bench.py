@@ -24,14 +24,40 @@ EMULATED_BF16 = pytest.mark.skipif(not native_bf16_cpu(), reason="this CPU has n
 @pytest.mark.parametrize("precision", ["auto", pytest.param("bf16", marks=EMULATED_BF16)])
 def test_throughput_json_reports_both_pipelines(precision):
     """Tiny settings keep it to seconds; without the real data the bench falls back to synthetic images."""
-    cmd = [sys.executable, str(ROOT / "bench" / "throughput.py"), "--json", "--steps", "2", "--warmup", "1",
-           "--reps", "1", "--batch-size", "32", "--workers", "1", "--threads", "1", "--data-dir", str(REAL_DATA),
-           "--precision", precision]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "throughput.py"),
+        "--json",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--reps",
+        "1",
+        "--batch-size",
+        "32",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(REAL_DATA),
+        "--precision",
+        precision,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    for key in ("cifarnet_img_s", "baseline_img_s", "ratio", "gflop_per_step", "cifarnet_gflops", "peak_gflops",
-                "gemm_gflops", "conv1x1_gflops"):
+    for key in (
+        "cifarnet_img_s",
+        "baseline_img_s",
+        "ratio",
+        "gflop_per_step",
+        "cifarnet_gflops",
+        "peak_gflops",
+        "gemm_gflops",
+        "conv1x1_gflops",
+    ):
         assert result[key] > 0, key
     assert result["ratio"] == result["cifarnet_img_s"] / result["baseline_img_s"]
     assert result["batch_size"] == 32 and result["workers"] == 1 and result["precision"] == precision
@@ -39,11 +65,29 @@ def test_throughput_json_reports_both_pipelines(precision):
     assert result["peak_gflops"] == (fp32_peak * result["cpu"]["bf16_per_lane"] if precision == "bf16" else fp32_peak)
 
 
-@pytest.mark.parametrize("option, off, on", [("compile", False, True),
-                                              pytest.param("precision", "fp32", "bf16", marks=EMULATED_BF16)])
+@pytest.mark.parametrize(
+    "option, off, on", [("compile", False, True), pytest.param("precision", "fp32", "bf16", marks=EMULATED_BF16)]
+)
 def test_option_speed_json_compares_off_and_on(option, off, on):
-    cmd = [sys.executable, str(ROOT / "bench" / "option_speed.py"), "--json", "--option", option, "--norms", "bn",
-           "--steps", "1", "--reps", "1", "--batch-size", "16", "--threads", "1", "--data-dir", str(REAL_DATA)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "option_speed.py"),
+        "--json",
+        "--option",
+        option,
+        "--norms",
+        "bn",
+        "--steps",
+        "1",
+        "--reps",
+        "1",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(REAL_DATA),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(done.stdout)
@@ -53,8 +97,19 @@ def test_option_speed_json_compares_off_and_on(option, off, on):
 
 
 def test_eval_speed_json_times_each_batch_size():
-    cmd = [sys.executable, str(ROOT / "bench" / "eval_speed.py"), "--json", "--norms", "ln", "--batches", "500,1000",
-           "--reps", "1", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "eval_speed.py"),
+        "--json",
+        "--norms",
+        "ln",
+        "--batches",
+        "500,1000",
+        "--reps",
+        "1",
+        "--threads",
+        "1",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(done.stdout)
@@ -63,8 +118,15 @@ def test_eval_speed_json_times_each_batch_size():
 
 
 def test_trainer_start_times_real_trainers(data_dir):
-    cmd = [sys.executable, str(ROOT / "bench" / "trainer_start.py"), "--json", "--reps", "1", "--data-dir",
-           str(data_dir)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "trainer_start.py"),
+        "--json",
+        "--reps",
+        "1",
+        "--data-dir",
+        str(data_dir),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
@@ -75,8 +137,23 @@ def test_trainer_start_times_real_trainers(data_dir):
 @pytest.mark.ddp
 def test_ddp_speed_json_compares_one_process_with_several():
     """One repetition of 1 x 2 threads against 2 processes (torchrun) x 1 thread, two tiny steps each."""
-    cmd = [sys.executable, str(ROOT / "bench" / "ddp_speed.py"), "--json", "--steps", "2", "--warmup", "1",
-           "--reps", "1", "--batch-size", "16", "--norm", "gn", "--data-dir", str(REAL_DATA)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "ddp_speed.py"),
+        "--json",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--reps",
+        "1",
+        "--batch-size",
+        "16",
+        "--norm",
+        "gn",
+        "--data-dir",
+        str(REAL_DATA),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
@@ -86,11 +163,28 @@ def test_ddp_speed_json_compares_one_process_with_several():
 
 
 def test_comparison_time_json_reports_every_run(data_dir):
-    cmd = [sys.executable, str(ROOT / "bench" / "comparison_time.py"), "--json", "--data-dir", str(data_dir), "--",
-           "--vary", "norm=bn,gn", "--subset", "10", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10",
-           "--no-tta"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "CIFARNET_MAX_RUNS": "1"})
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "comparison_time.py"),
+        "--json",
+        "--data-dir",
+        str(data_dir),
+        "--",
+        "--vary",
+        "norm=bn,gn",
+        "--subset",
+        "10",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--eval-subset",
+        "10",
+        "--no-tta",
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "CIFARNET_MAX_RUNS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (result,) = json.loads(done.stdout)["results"]
     assert result["wall_s"] > 0 and len(result["runs"]) == 2

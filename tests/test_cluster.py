@@ -27,8 +27,9 @@ from cifarnet.runs.records import EXPERIMENTS_FOLDER
 # what binds them there), and no token (the nodes and the driver are this machine's own processes). Ray reads
 # the switch when it is imported, so it is set first; the processes the tests start inherit it.
 os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"})
-ray_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is the cluster extra: pip install -r "
-                                "requirements-cluster.txt")
+ray_utils = pytest.importorskip(
+    "ray.cluster_utils", reason="Ray is the cluster extra: pip install -r requirements-cluster.txt"
+)
 pytestmark = pytest.mark.cluster
 
 
@@ -46,11 +47,30 @@ def cluster():
 
 def sweep(cluster, runs_dir: Path, data_dir: Path, name: str, *grid: str) -> subprocess.Popen:
     """``python -m cifarnet sweep --cluster ray`` with the tiny settings, started in the background."""
-    return subprocess.Popen([sys.executable, "-m", "cifarnet", "sweep", "--cluster", "ray", "--ray-address",
-                             cluster.address, *[arg for spec in grid for arg in ("--grid", spec)], *TINY_FLAGS,
-                             "--name", name, "--runs-dir", str(runs_dir), "--data-dir", str(data_dir)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "sweep",
+            "--cluster",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            *[arg for spec in grid for arg in ("--grid", spec)],
+            *TINY_FLAGS,
+            "--name",
+            name,
+            "--runs-dir",
+            str(runs_dir),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
@@ -108,8 +128,9 @@ def cluster_processes(cluster) -> list[int]:
             parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (ValueError, OSError, IndexError):
             continue
-    found = {info.process.pid for node in cluster.list_all_nodes() for infos in node.all_processes.values()
-             for info in infos}
+    found = {
+        info.process.pid for node in cluster.list_all_nodes() for infos in node.all_processes.values() for info in infos
+    }
     while True:
         more = {pid for pid, parent in parents.items() if parent in found} - found
         if not more:
@@ -117,23 +138,29 @@ def cluster_processes(cluster) -> list[int]:
         found |= more
 
 
-def test_a_killed_node_fails_its_run_the_others_go_on_and_a_cancelled_one_never_starts(cluster, runs_dir,
-                                                                                      data_dir):
+def test_a_killed_node_fails_its_run_the_others_go_on_and_a_cancelled_one_never_starts(cluster, runs_dir, data_dir):
     doomed = cluster.list_all_nodes()[-1]  # the second node (the head keeps the cluster alive)
     process = sweep(cluster, runs_dir, data_dir, "kill", "norm=bn,gn,ln")
     wait_for(lambda: (runs_dir / EXPERIMENTS_FOLDER / "kill.json").exists(), 60)
     ids = runs_of(runs_dir, "kill")
     cancel_run(ids[2], runs_dir)  # two CPUs: the third waits
     # the run that trains on the second node, once it has recorded where it trains and taken a few steps
-    assert wait_for(lambda: any(read_run(runs_dir / i).status_record.get("node") == doomed.node_id
-                                and read_run(runs_dir / i).status == "running" for i in ids[:2]), 240)
+    assert wait_for(
+        lambda: any(
+            read_run(runs_dir / i).status_record.get("node") == doomed.node_id
+            and read_run(runs_dir / i).status == "running"
+            for i in ids[:2]
+        ),
+        240,
+    )
     victim = next(i for i in ids[:2] if read_run(runs_dir / i).status_record.get("node") == doomed.node_id)
     cluster.remove_node(doomed, allow_graceful=False)
     code, output = finish(process)
     ended = {i: read_run(runs_dir / i) for i in ids}
     assert code == 1, output  # a run failed
-    assert ended[victim].status == "failed" and "Ray" in ended[victim].status_record["error"], \
-        ended[victim].status_record
+    assert ended[victim].status == "failed" and "Ray" in ended[victim].status_record["error"], ended[
+        victim
+    ].status_record
     (survivor,) = set(ids[:2]) - {victim}
     assert ended[survivor].status == "finished"
     assert ended[ids[2]].status == "cancelled" and "node" not in ended[ids[2]].status_record

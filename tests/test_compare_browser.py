@@ -14,8 +14,10 @@ from conftest import CHROMIUM, fixture_run, settle, shot, write_experiment
 from cifarnet.data.cifar10 import load_cifar10
 from harness import dashboard_server
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium"),
+]
 
 
 def test_compare_page_shows_table_curves_and_gallery(tmp_path, data_dir, page):
@@ -40,8 +42,10 @@ def test_compare_page_shows_table_curves_and_gallery(tmp_path, data_dir, page):
         charts = page.locator(".js-plotly-plot")
         for title in ("test accuracy (%)", "train loss", "test loss", "Per-class accuracy", "Confusion difference"):
             charts.filter(has_text=title).first.wait_for()
-        bands = [chart.evaluate("el => el._fullData.filter(t => t.fill === 'toself').length")
-                 for chart in charts.filter(has_text="test accuracy (%)").all()]  # run by run, then per variant
+        bands = [
+            chart.evaluate("el => el._fullData.filter(t => t.fill === 'toself').length")
+            for chart in charts.filter(has_text="test accuracy (%)").all()
+        ]  # run by run, then per variant
         assert bands[-1] == 1  # a seed band for bn (two seeds), none for ln (one)
         page.get_by_text("104 test images that norm=bn gets right in every seed and norm=ln gets wrong").wait_for()
         settle(page)

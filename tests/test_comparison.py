@@ -56,14 +56,18 @@ def norms_experiment(runs_dir):
     fixture_run(runs_dir, "bn0", "bn", 0, test=0.80, train=0.90, tta=0.81, wall=100.0)
     fixture_run(runs_dir, "bn1", "bn", 1, test=0.84, train=0.95, tta=0.86, wall=110.0, right=bn_miss)
     for seed, test in enumerate((0.70, 0.72, 0.77)):
-        fixture_run(runs_dir, f"ln{seed}", "ln", seed, test=test, train=0.80, tta=test + 0.01, wall=120.0,
-                    right=ln_right)
+        fixture_run(
+            runs_dir, f"ln{seed}", "ln", seed, test=test, train=0.80, tta=test + 0.01, wall=120.0, right=ln_right
+        )
     fixture_run(runs_dir, "gn0", "gn", 0, test=0.75, train=0.85, tta=0.76, wall=130.0)
     fixture_run(runs_dir, "gn1", "gn", 1, test=0.99, train=0.99, tta=0.99, wall=1.0, status="failed")
     damaged = fixture_run(runs_dir, "gn2", "gn", 2, test=0.99, train=0.99, tta=0.99, wall=1.0)
     (damaged / "results.json").write_text('{"test_acc": 0.9')
-    write_experiment(runs_dir, "norms", {"norm=bn": ["bn0", "bn1"], "norm=ln": ["ln0", "ln1", "ln2"],
-                                         "norm=gn": ["gn0", "gn1", "gn2", "gn-gone"]})
+    write_experiment(
+        runs_dir,
+        "norms",
+        {"norm=bn": ["bn0", "bn1"], "norm=ln": ["ln0", "ln1", "ln2"], "norm=gn": ["gn0", "gn1", "gn2", "gn-gone"]},
+    )
     (experiment,) = [e for e in list_experiments(runs_dir) if e.name == "norms"]
     return experiment
 
@@ -90,10 +94,12 @@ def test_table_means_and_sample_std_by_hand(norms_experiment):
 
 def test_unusable_runs_are_named_not_averaged(norms_experiment):
     comparison = load_comparison(norms_experiment)
-    assert comparison.notes == ["norm=gn, run gn1: failed; out of memory",
-                     "norm=gn, run gn2: finished, but its results.json is missing or incomplete; "
-                     "results.json is damaged (JSONDecodeError)",
-                     "norm=gn, run gn-gone: missing; its run folder is missing"]
+    assert comparison.notes == [
+        "norm=gn, run gn1: failed; out of memory",
+        "norm=gn, run gn2: finished, but its results.json is missing or incomplete; "
+        "results.json is damaged (JSONDecodeError)",
+        "norm=gn, run gn-gone: missing; its run folder is missing",
+    ]
     # the comparison is the one reader's runs, the missing one kept as missing, and it waits for none of them
     assert comparison.runs == experiment_runs(norms_experiment) and not comparison.pending
     assert [info.run_id for info in comparison.variant("norm=gn").runs] == ["gn0", "gn1", "gn2", "gn-gone"]
@@ -124,8 +130,9 @@ def test_curves_per_class_confusion_and_disagreement(norms_experiment):
     comparison = load_comparison(norms_experiment)
     curves = spread_curves(comparison)
     final = curves[(curves["variant"] == "norm=bn") & (curves["metric"] == "test_acc") & (curves["step"] == 20)]
-    assert final[["mean", "low", "high", "seeds"]].values.tolist() == [[pytest.approx(82.0), pytest.approx(80.0),
-                                                                         pytest.approx(84.0), 2]]  # the final twin once
+    assert final[["mean", "low", "high", "seeds"]].values.tolist() == [
+        [pytest.approx(82.0), pytest.approx(80.0), pytest.approx(84.0), 2]
+    ]  # the final twin once
     loss = curves[(curves["variant"] == "norm=ln") & (curves["metric"] == "train_loss")]
     assert loss["step"].tolist() == [5, 15] and loss["mean"].tolist() == pytest.approx([1.65, 1.15])  # 2 - s/20 - 0.1
     assert set(curves["variant"]) == {"norm=bn", "norm=ln", "norm=gn"}  # failed runs drawn by no one
@@ -184,6 +191,7 @@ def test_shipped_experiment_table_is_the_records(monkeypatch, tmp_path):
 
 # -- the page --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def compare_page(app):
     """The Compare page in a fresh AppTest session (a query string picks the experiment)."""
@@ -215,8 +223,7 @@ def test_page_without_a_data_set_shows_all_but_the_pictures(compare_page, monkey
     assert "The table, curves and classes above need no data set; only these pictures do." in texts(at.caption)
 
 
-def test_page_on_an_experiment_with_failed_damaged_and_missing_runs(compare_page, norms_experiment, runs_dir,
-                                                                    data_dir):
+def test_page_on_an_experiment_with_failed_damaged_and_missing_runs(compare_page, norms_experiment, runs_dir, data_dir):
     labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
     right = np.ones(len(labels), bool)
     right[:50] = False
@@ -254,12 +261,18 @@ def test_page_reads_the_experiment_once_per_refresh(compare_page, norms_experime
     twice: once to decide the refresh timer, once to draw), and a queued run keeps the page refreshing."""
     fixture_run(runs_dir, "bn-q", "bn", 3, test=0.1, train=0.1, tta=0.1, wall=1.0, status="queued")
     record = load_experiment("norms", runs_dir)
-    write_experiment(runs_dir, "norms", {label: [p.name for p in paths] + ["bn-q"] * (label == "norm=bn")
-                                         for label, paths in record.variants.items()})
+    write_experiment(
+        runs_dir,
+        "norms",
+        {label: [p.name for p in paths] + ["bn-q"] * (label == "norm=bn") for label, paths in record.variants.items()},
+    )
     reads = Counter()
     cached, missing = experiments.read_run_cached, experiments.missing_run
-    monkeypatch.setattr(experiments, "read_run_cached", lambda path, pretrained=False: reads.update([path.name])
-                        or cached(path, pretrained))
+    monkeypatch.setattr(
+        experiments,
+        "read_run_cached",
+        lambda path, pretrained=False: reads.update([path.name]) or cached(path, pretrained),
+    )
     monkeypatch.setattr(experiments, "missing_run", lambda path: reads.update([path.name]) or missing(path))
     names = {"bn0", "bn1", "bn-q", "ln0", "ln1", "ln2", "gn0", "gn1", "gn2", "gn-gone"}
     at = compare_page(experiment="norms")

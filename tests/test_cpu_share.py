@@ -18,15 +18,21 @@ from cifarnet.runs.slots import take_slot
 from cifarnet.training import cpu_share
 from cifarnet.training.cpu_share import CpuShare, CpuTimes, free_cores, held_slots, share
 
-HOLDER = ("import sys, time; from pathlib import Path; from cifarnet.runs.slots import take_slot; "
-          "assert take_slot(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)")
+HOLDER = (
+    "import sys, time; from pathlib import Path; from cifarnet.runs.slots import take_slot; "
+    "assert take_slot(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)"
+)
 HOG = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"  # a busy program, bounded
 
 
 def _holder(root) -> subprocess.Popen:
     """Another process holding a slot of ``root``, as a trainer does."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -58,8 +64,11 @@ def test_the_share_follows_the_trainers_alive(tmp_path, monkeypatch):
     before = torch.get_num_threads()
     root = tmp_path / "runs"
     share = CpuShare(root, 0, on_cpu=True, parallel=False)
-    fixed = [CpuShare(root, 3, on_cpu=True, parallel=False), CpuShare(root, 0, on_cpu=True, parallel=True),
-             CpuShare(root, 0, on_cpu=False, parallel=False)]  # asked for, several processes, a GPU
+    fixed = [
+        CpuShare(root, 3, on_cpu=True, parallel=False),
+        CpuShare(root, 0, on_cpu=True, parallel=True),
+        CpuShare(root, 0, on_cpu=False, parallel=False),
+    ]  # asked for, several processes, a GPU
 
     def threads_now() -> int:
         share.update()
@@ -92,9 +101,11 @@ def test_a_lock_on_a_same_numbered_file_elsewhere_is_not_a_trainer(tmp_path, mon
     mine = take_slot(root)
     try:
         inode = os.fstat(mine).st_ino
-        (line,) = [line for line in cpu_share.LOCK_TABLE.read_text().splitlines()
-                   if line.split()[4:6] and line.split()[4] == str(os.getpid())
-                   and line.split()[5].endswith(f":{inode}")]
+        (line,) = [
+            line
+            for line in cpu_share.LOCK_TABLE.read_text().splitlines()
+            if line.split()[4:6] and line.split()[4] == str(os.getpid()) and line.split()[5].endswith(f":{inode}")
+        ]
         device = line.split()[5].rsplit(":", 1)[0]
         elsewhere = line.replace(f"{device}:{inode}", f"{'ff:ff' if device != 'ff:ff' else 'fe:fe'}:{inode}")
         table = tmp_path / "locks"
@@ -158,6 +169,7 @@ def test_a_trainer_beside_another_trains_on_its_share(tmp_path, data_dir, monkey
     finally:
         holder.kill()
     assert max(_threads_recorded(beside)) <= max(1, os.cpu_count() // 2)
-    asked = run_cli("train", *TINY_QUIET_FLAGS, "--threads", "1", "--runs-dir", str(tmp_path / "asked"),
-                    "--data-dir", str(data_dir))
+    asked = run_cli(
+        "train", *TINY_QUIET_FLAGS, "--threads", "1", "--runs-dir", str(tmp_path / "asked"), "--data-dir", str(data_dir)
+    )
     assert asked.returncode == 0 and _threads_recorded(tmp_path / "asked") == {1}

@@ -42,6 +42,7 @@ def one_line_refusal(result, *words: str) -> None:
 
 # -- hand-edited experiment records ------------------------------------------------------------------------------
 
+
 def hand_edited_experiments(runs_dir):
     """Experiment records as a person editing them by hand might leave them; returns {name: expected damage}."""
     folder = runs_dir / ".experiments"
@@ -90,9 +91,16 @@ def test_compare_and_train_pages_show_a_hand_edited_experiment_as_damage(app, ru
 
 # -- --vary compares values as the trainer uses them ---------------------------------------------------------------
 
+
 def test_vary_values_are_compared_as_the_trainer_uses_them(runs_dir, data_dir):
-    plan = plan_experiment(make_config({"subset": 20, "epochs": 1, "batch_size": 16}),
-                           parse_vary(["lr=0.1,0.1000001"]), None, "close", runs_dir, data_dir)
+    plan = plan_experiment(
+        make_config({"subset": 20, "epochs": 1, "batch_size": 16}),
+        parse_vary(["lr=0.1,0.1000001"]),
+        None,
+        "close",
+        runs_dir,
+        data_dir,
+    )
     assert list(plan.runs) == ["lr=0.1", "lr=0.1000001"]
     assert [cfg.lr for configs in plan.runs.values() for cfg in configs] == [0.1, 0.1000001]
     assert len({cfg.name for configs in plan.runs.values() for cfg in configs}) == 2
@@ -103,6 +111,7 @@ def test_vary_values_are_compared_as_the_trainer_uses_them(runs_dir, data_dir):
 
 
 # -- a predictions file that declares 10^13 elements ---------------------------------------------------------------
+
 
 def declaring(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
     """A ``.npy`` member whose header declares ``shape`` but holds only 16 bytes of data."""
@@ -131,6 +140,7 @@ def test_pages_show_a_bomb_predictions_file_as_unreadable(app, runs_dir):
 
 # -- a checkpoint with NaN or infinite weights ----------------------------------------------------------------------
 
+
 @pytest.fixture
 def nan_checkpoint(tmp_path):
     model = build_model("s10", "bn")
@@ -146,9 +156,20 @@ def nan_checkpoint(tmp_path):
 def test_a_checkpoint_with_nan_weights_is_refused_in_one_line(nan_checkpoint, data_dir):
     with pytest.raises(CifarnetError, match="NaN or infinite weights"):
         load_model(nan_checkpoint)
-    for command in (["evaluate", "--checkpoint", str(nan_checkpoint), "--data-dir", str(data_dir)],
-                    ["explain", "--checkpoint", str(nan_checkpoint), "--data-dir", str(data_dir), "--index", "0",
-                     "--out", str(nan_checkpoint.with_suffix(".png"))]):
+    for command in (
+        ["evaluate", "--checkpoint", str(nan_checkpoint), "--data-dir", str(data_dir)],
+        [
+            "explain",
+            "--checkpoint",
+            str(nan_checkpoint),
+            "--data-dir",
+            str(data_dir),
+            "--index",
+            "0",
+            "--out",
+            str(nan_checkpoint.with_suffix(".png")),
+        ],
+    ):
         one_line_refusal(run_cli(*command), "NaN or infinite weights", "nan.pt")
 
 
@@ -156,11 +177,13 @@ def test_inside_names_a_run_whose_model_has_nan_weights(app, runs_dir, nan_check
     path = fake_finished_run(runs_dir, np.arange(10_000) % 10, name="diverged")
     (path / "model.pt").write_bytes(nan_checkpoint.read_bytes())
     at = app("inside", run="diverged")
-    assert any("diverged" in str(e.value) and "NaN or infinite weights" in str(e.value).replace("\\", "")
-               for e in at.error), [e.value for e in at.error]
+    assert any(
+        "diverged" in str(e.value) and "NaN or infinite weights" in str(e.value).replace("\\", "") for e in at.error
+    ), [e.value for e in at.error]
 
 
 # -- odd explain targets and indices --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("target", ["²", "١", "1_0", " 3", "+3", "10", "-1", "", "dogs", "3.0"])
 def test_odd_targets_are_refused_in_one_line(target):
@@ -177,6 +200,15 @@ def test_odd_indices_are_refused_in_one_line(index):
 def test_explain_with_a_superscript_target_is_one_line(tmp_path):
     picture = tmp_path / "p.png"
     Image.new("RGB", (8, 8), (200, 30, 30)).save(picture)
-    result = run_cli("explain", "--checkpoint", str(SHIPPED_MODEL), "--image", str(picture), "--target", "²",
-                     "--out", str(tmp_path / "cam.png"))
+    result = run_cli(
+        "explain",
+        "--checkpoint",
+        str(SHIPPED_MODEL),
+        "--image",
+        str(picture),
+        "--target",
+        "²",
+        "--out",
+        str(tmp_path / "cam.png"),
+    )
     one_line_refusal(result, "--target '²' is not a class")

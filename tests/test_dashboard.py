@@ -70,6 +70,7 @@ def fake_failed_run(runs_dir: Path) -> Path:
 
 # -- home and sidebar --------------------------------------------------------------------------
 
+
 def test_home_shows_the_shipped_runs_and_every_page(app):
     at = app()
     assert at.title[0].value == "cifarnet lab"
@@ -123,8 +124,13 @@ def test_bad_query_values_are_dropped_with_an_inline_message(app):
 
 def test_link_values_are_echoed_as_short_literal_text(app):
     """Issue 15.11: a shared link cannot draw a link or an image in the app's own warning, nor fill it."""
-    at = app("train", name="[click here](https://example.com)", seed="![x](http://127.0.0.1:9/x)",
-             lr="9" * 100_000, **{"![k](http://127.0.0.1:9/k)": "1"})
+    at = app(
+        "train",
+        name="[click here](https://example.com)",
+        seed="![x](http://127.0.0.1:9/x)",
+        lr="9" * 100_000,
+        **{"![k](http://127.0.0.1:9/k)": "1"},
+    )
     warnings = [str(w.value) for w in at.sidebar.warning]
     assert len(warnings) == 4 and all(is_literal(w) and len(w) < 400 for w in warnings), warnings
     shown = texts(at.sidebar.warning)
@@ -146,11 +152,14 @@ def test_bad_combination_from_the_link_is_refused_inline(app):
     assert next(b for b in at.button if b.label == "Launch run").disabled
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("lr", 50.0, "lr=50.0 is out of range; allowed: a number from 1e-06 to 10"),
-    ("batch_size", 4096, "batch_size=4096 is larger than the training set (2000 images"),
-    ("epochs", 0.0, "epochs=0.0 is out of range"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lr", 50.0, "lr=50.0 is out of range; allowed: a number from 1e-06 to 10"),
+        ("batch_size", 4096, "batch_size=4096 is larger than the training set (2000 images"),
+        ("epochs", 0.0, "epochs=0.0 is out of range"),
+    ],
+)
 def test_bad_widget_values_give_an_inline_error_and_no_launch(app, runs_dir, field, value, message):
     at = app("train", subset="200")  # 2,000 training images
     widget(at, field).set_value(value).run()
@@ -161,6 +170,7 @@ def test_bad_widget_values_give_an_inline_error_and_no_launch(app, runs_dir, fie
 
 
 # -- model inspection pages -------------------------------------------------------------------
+
 
 def test_receptive_field_page_for_both_architectures(app):
     at = app("receptive_field")
@@ -188,8 +198,9 @@ def test_model_page_totals_follow_the_sidebar(app):
     widget(at, "norm").set_value("ln").run()  # ws auto: standardised convs, the 4 depthwise ones plain
     kinds = at.dataframe[1].value["layer"].str.split("-").str[0].value_counts()
     assert (kinds["StdConv2d"], kinds["Conv2d"]) == (8, 4 + 1)  # + the 1x1 head
-    assert any("weight-standardised convs except the depthwise ones: they show as StdConv2d" in c.value
-               for c in at.caption)
+    assert any(
+        "weight-standardised convs except the depthwise ones: they show as StdConv2d" in c.value for c in at.caption
+    )
     widget(at, "norm").set_value("bn").run()
     widget(at, "arch").set_value("seed").run()
     assert metric_values(at)["total params"] == "192,672"
@@ -199,6 +210,7 @@ def test_model_page_totals_follow_the_sidebar(app):
 
 
 # -- runs -------------------------------------------------------------------------------------------
+
 
 def test_runs_page_lists_compares_exports_and_deletes(app, runs_dir, data_dir):
     fake_finished_run(runs_dir, np.arange(10_000) % 10)
@@ -228,8 +240,21 @@ def test_runs_page_shows_a_killed_trainer_as_failed(app, runs_dir):
     """A status file still saying 'running' whose process is gone (SIGKILL) reads as failed, with its curve."""
     path = create_run(make_config({"name": "killed"}), runs_dir)
     write_json(path / "status.json", {"status": "running", "pid": 2**22 + 12345, "progress": {"step": 3}})
-    (path / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 3, "epoch": 0.1, "time": 1.0, "lr": 0.1,
-                                                    "train_loss": 2.2, "train_acc": 0.2, "img_s": 50.0}) + "\n")
+    (path / "metrics.jsonl").write_text(
+        json.dumps(
+            {
+                "kind": "train",
+                "step": 3,
+                "epoch": 0.1,
+                "time": 1.0,
+                "lr": 0.1,
+                "train_loss": 2.2,
+                "train_acc": 0.2,
+                "img_s": 50.0,
+            }
+        )
+        + "\n"
+    )
     at = app("runs")
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["killed", "status"] == "failed"
@@ -237,6 +262,7 @@ def test_runs_page_shows_a_killed_trainer_as_failed(app, runs_dir):
 
 
 # -- misclassified ----------------------------------------------------------------------------------
+
 
 def test_misclassified_grid_filters_and_confusion(app, runs_dir, data_dir):
     labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
@@ -312,14 +338,17 @@ def test_malformed_labels_give_one_message_not_a_traceback(app, monkeypatch, tmp
     if page == "receptive_field":  # its picture falls back to a pattern; the other pages explain
         assert metric_values(at)["receptive field before global pooling"] == "59 px" and at.get("plotly_chart")
         return
-    assert (f"CIFAR-10 file {folder / FOLDER / 'data_batch_1'} has a label that is not a whole number at position 0 "
-            "('cat', a str); allowed: a list of 10000 whole numbers from 0 to 9") in texts(at.markdown)
+    assert (
+        f"CIFAR-10 file {folder / FOLDER / 'data_batch_1'} has a label that is not a whole number at position 0 "
+        "('cat', a str); allowed: a list of 10000 whole numbers from 0 to 9"
+    ) in texts(at.markdown)
 
 
 RUNS_FILE_CHECKS = {  # each page still does its work with the shipped runs
     "home": lambda at: len(at.metric) == 3,
-    "train": lambda at: (next(b for b in at.button if b.label == "Launch run").disabled
-                         and "No run yet" in texts(at.info)),
+    "train": lambda at: (
+        next(b for b in at.button if b.label == "Launch run").disabled and "No run yet" in texts(at.info)
+    ),
     "runs": lambda at: {f"{p.name} (shipped)" for p in PRETRAINED_DIR.iterdir()} == set(at.dataframe[0].value["run"]),
     "compare": lambda at: at.dataframe[0].value["variant"].tolist() == ["norm=bn", "norm=ln", "norm=gn"],
     "receptive_field": lambda at: metric_values(at)["receptive field before global pooling"] == "59 px",
@@ -339,14 +368,17 @@ def test_every_page_says_once_that_the_runs_path_is_a_file(app, monkeypatch, tmp
     monkeypatch.setenv("CIFARNET_RUNS", str(not_a_folder))
     at = app(None if page == "home" else page)
     (notice,) = [e for e in at.error if "is a file, not a folder" in texts([e])]
-    assert texts([notice]) == (f"**Your runs are unavailable.** runs folder {not_a_folder} is a file, not a folder; "
-                               "set --runs-dir or CIFARNET_RUNS to a folder (it is created when missing). Until then "
-                               "only the shipped runs are shown and no run can be started.")
+    assert texts([notice]) == (
+        f"**Your runs are unavailable.** runs folder {not_a_folder} is a file, not a folder; "
+        "set --runs-dir or CIFARNET_RUNS to a folder (it is created when missing). Until then "
+        "only the shipped runs are shown and no run can be started."
+    )
     assert RUNS_FILE_CHECKS[page](at)
     assert not_a_folder.read_text() == "a file"
 
 
 # -- predict ----------------------------------------------------------------------------------------
+
 
 def test_predict_top_k_for_an_upload(app):
     at = app("predict")
@@ -411,10 +443,15 @@ def test_predict_with_a_users_model(app, runs_dir):
 BAD_FILES = [
     ("empty.png", b"", "the file is empty (0 bytes)"),
     ("notes.png", b"this is not an image at all", "not an image this app can read"),
-    *[(name, CRAFTED_IMAGES[name], "not an image this app can read")
-      for name in ("bmp-header-size.bmp", "ppm-maxval.ppm", "photoshop.png")],
-    ("[x](http://127.0.0.1:9/x).png", CRAFTED_IMAGES["bmp-compression.bmp"],
-     "[x](http://127.0.0.1:9/x).png:** the file is not an image"),
+    *[
+        (name, CRAFTED_IMAGES[name], "not an image this app can read")
+        for name in ("bmp-header-size.bmp", "ppm-maxval.ppm", "photoshop.png")
+    ],
+    (
+        "[x](http://127.0.0.1:9/x).png",
+        CRAFTED_IMAGES["bmp-compression.bmp"],
+        "[x](http://127.0.0.1:9/x).png:** the file is not an image",
+    ),
     ("bomb.png", None, "megapixel limit"),
     ("cut.png", None, "damaged or truncated"),
 ]
@@ -435,6 +472,7 @@ def test_predict_refuses_bad_files_clearly(app, name, content, message):
 
 
 # -- train ------------------------------------------------------------------------------------------
+
 
 def test_train_page_refuses_a_bad_varied_value_before_anything_starts(app, runs_dir):
     at = app("train", subset="20", epochs="1", batch_size="50")
@@ -505,6 +543,7 @@ def test_train_page_without_a_live_run_shows_the_newest_or_the_linked_run(app, r
 
 # -- helpers behind the pages -------------------------------------------------------------------------
 
+
 def test_query_round_trip_and_partial_rejection():
     cfg = make_config({"norm": "gn", "gn_groups": 4, "lr": 0.0123456789, "cutout": True}, base=DASHBOARD_DEFAULTS)
     query = to_query(cfg)
@@ -527,13 +566,16 @@ def test_curves_smoothing_and_table():
     assert dict(zip(table["norm"], table["ws"])) == {"bn": "off", "ln": "except-depthwise", "gn": "except-depthwise"}
 
 
-@pytest.mark.parametrize("make", [
-    lambda: Image.new("RGBA", (50, 80), (255, 0, 0, 0)),
-    lambda: Image.new("L", (33, 31), 128),
-    lambda: Image.new("P", (40, 40), 3),
-    lambda: Image.new("I;16", (40, 40), 4000),
-    lambda: Image.new("CMYK", (40, 40), (0, 255, 0, 0)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.new("RGBA", (50, 80), (255, 0, 0, 0)),
+        lambda: Image.new("L", (33, 31), 128),
+        lambda: Image.new("P", (40, 40), 3),
+        lambda: Image.new("I;16", (40, 40), 4000),
+        lambda: Image.new("CMYK", (40, 40), (0, 255, 0, 0)),
+    ],
+)
 def test_prepare_handles_every_mode(make):
     upload = prepare(image_bytes(make(), "TIFF" if make().mode == "CMYK" else "PNG"))
     assert upload.view.shape == (32, 32, 3) and upload.view.dtype == np.uint8
@@ -556,8 +598,14 @@ def test_prepare_turns_every_crafted_file_into_an_image_or_one_message():
         else:
             assert upload.view.shape == (32, 32, 3) and upload.view.dtype == np.uint8, name
             outcomes["decoded"] += 1
-    assert min(outcomes["decoded"], outcomes["the file is not an image this app can read"],
-               outcomes["the image data is damaged or truncated"]) > 20, outcomes
+    assert (
+        min(
+            outcomes["decoded"],
+            outcomes["the file is not an image this app can read"],
+            outcomes["the image data is damaged or truncated"],
+        )
+        > 20
+    ), outcomes
 
 
 def test_prepare_takes_the_first_frame_of_an_animation():
@@ -573,8 +621,11 @@ def test_prepare_takes_the_first_frame_of_an_animation():
 
 def test_mistakes_sorted_and_filtered():
     labels = np.array([0, 1, 2, 3])
-    predictions = {"labels": labels, "top_classes": np.array([[0, 1, 2], [2, 1, 0], [2, 0, 1], [5, 3, 1]]),
-                   "top_probs": np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1]])}
+    predictions = {
+        "labels": labels,
+        "top_classes": np.array([[0, 1, 2], [2, 1, 0], [2, 0, 1], [5, 3, 1]]),
+        "top_probs": np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1]]),
+    }
     frame = mistakes(predictions, CLASSES)
     assert list(frame["index"]) == [3, 1] and frame["top3"].iloc[0] == [("dog", 0.7), ("cat", 0.2), ("automobile", 0.1)]
     assert list(filter_mistakes(frame, true="automobile")["predicted"]) == ["bird"]
@@ -600,9 +651,12 @@ def test_progress_words_and_config_summary():
 
 
 def test_ws_note_groups_runs_by_their_standardisation(runs_dir):
-    infos = [read_run(create_run(make_config({"norm": norm, "ws": ws, "name": f"{norm}-{ws}"}), runs_dir))
-             for norm, ws in (("bn", "off"), ("ln", "all"), ("gn", "except-depthwise"))]
-    assert ws_note(infos) == (" (LayerNorm with weight-standardised convs; GroupNorm with weight-standardised convs "
-                              "except the depthwise ones, their default)")
+    infos = [
+        read_run(create_run(make_config({"norm": norm, "ws": ws, "name": f"{norm}-{ws}"}), runs_dir))
+        for norm, ws in (("bn", "off"), ("ln", "all"), ("gn", "except-depthwise"))
+    ]
+    assert ws_note(infos) == (
+        " (LayerNorm with weight-standardised convs; GroupNorm with weight-standardised convs "
+        "except the depthwise ones, their default)"
+    )
     assert ws_note(infos[:1]) == ""  # BN alone, plain convs: nothing to say
-

@@ -272,8 +272,11 @@ def test_crop_translates_content():
     # every output is the input shifted by (dy, dx) in [-2, 2]: its centre matches some shift exactly
     for i in range(8):
         centre = out[i, :, 4:28, 4:28]
-        assert any(torch.equal(centre, x[i, :, 4 + dy:28 + dy, 4 + dx:28 + dx])
-                   for dy in range(-2, 3) for dx in range(-2, 3))
+        assert any(
+            torch.equal(centre, x[i, :, 4 + dy : 28 + dy, 4 + dx : 28 + dx])
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
 
 
 def test_flip_mirrors_about_half():

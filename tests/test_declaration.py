@@ -56,11 +56,14 @@ def test_every_field_has_a_cli_flag_whose_help_gives_its_limits_and_default():
         assert squeeze(f"{flag}, --no-{flag[2:]}" if rule.kind is bool else flag) in help_text, name
         if rule.choices or rule.low is not None:
             assert squeeze(f"allowed: {allowed(name)}") in help_text, name
-    assert squeeze("--dropout DROPOUT") in help_text and squeeze("or auto (architecture default); default auto") \
-        in help_text
+    assert (
+        squeeze("--dropout DROPOUT") in help_text
+        and squeeze("or auto (architecture default); default auto") in help_text
+    )
     assert squeeze("allowed: a number from 1e-06 to 10; default 0.1") in help_text  # --lr
-    assert squeeze("--tta, --no-tta also report flip test-time-augmentation accuracy at the end; default on") \
-        in help_text
+    assert (
+        squeeze("--tta, --no-tta also report flip test-time-augmentation accuracy at the end; default on") in help_text
+    )
 
 
 def test_every_field_is_written_to_the_url_and_read_back():
@@ -111,8 +114,11 @@ def test_dropout_is_the_architecture_default_or_an_explicit_rate():
     assert to_query(make_config({"dropout": 0.15}, base=DASHBOARD_DEFAULTS)) == {"dropout": "0.15"}
     dropped = make_config({"dropout": 0.15}, base=DASHBOARD_DEFAULTS)
     assert to_query(DASHBOARD_DEFAULTS, base=dropped) == {"dropout": AUTO}
-    with pytest.raises(CifarnetError, match=r"dropout=-1.0 is out of range; allowed: a number from 0 to 0.9, or auto "
-                                            r"\(architecture default\)"):
+    with pytest.raises(
+        CifarnetError,
+        match=r"dropout=-1.0 is out of range; allowed: a number from 0 to 0.9, or auto "
+        r"\(architecture default\)",
+    ):
         make_config({"dropout": -1})
 
 
@@ -126,19 +132,44 @@ def test_recipes_are_overrides_of_the_defaults_and_the_cli_takes_them(runs_dir, 
     assert recipe_config("fast85", {"seed": 1}).seed == 1
     with pytest.raises(CifarnetError, match="unknown recipe 'best'; allowed: shipped, s9, short, fast85"):
         recipe_config("best")
-    done = run_cli("train", "--recipe", "short", "--epochs", "0.05", "--subset", "10", "--batch-size", "20",
-                   "--eval-subset", "5", "--name", "r", "--runs-dir", str(runs_dir), "--data-dir", str(data_dir))
+    done = run_cli(
+        "train",
+        "--recipe",
+        "short",
+        "--epochs",
+        "0.05",
+        "--subset",
+        "10",
+        "--batch-size",
+        "20",
+        "--eval-subset",
+        "5",
+        "--name",
+        "r",
+        "--runs-dir",
+        str(runs_dir),
+        "--data-dir",
+        str(data_dir),
+    )
     saved = load_run_config(runs_dir / "r")
-    assert done.returncode == 0 and saved == recipe_config("short", {"epochs": 0.05, "subset": 10, "batch_size": 20,
-                                                                     "eval_subset": 5, "name": "r"})
+    assert done.returncode == 0 and saved == recipe_config(
+        "short", {"epochs": 0.05, "subset": 10, "batch_size": 20, "eval_subset": 5, "name": "r"}
+    )
     bad = run_cli("train", "--recipe", "best")
     assert bad.returncode == 2 and "invalid choice: 'best'" in bad.stderr and bad.stderr.count("\n") == 1
 
 
-SHIPPED = {"s10-bn": ("shipped", "bn", 0), "s10-ln": ("shipped", "ln", 0), "s10-gn": ("shipped", "gn", 0),
-           "s10-bn-seed1": ("shipped", "bn", 1), "s10-ln-seed1": ("shipped", "ln", 1),
-           "s10-gn-seed1": ("shipped", "gn", 1),
-           "s9-bn": ("s9", "bn", 0), "s9-ln": ("s9", "ln", 0), "s9-gn": ("s9", "gn", 0)}
+SHIPPED = {
+    "s10-bn": ("shipped", "bn", 0),
+    "s10-ln": ("shipped", "ln", 0),
+    "s10-gn": ("shipped", "gn", 0),
+    "s10-bn-seed1": ("shipped", "bn", 1),
+    "s10-ln-seed1": ("shipped", "ln", 1),
+    "s10-gn-seed1": ("shipped", "gn", 1),
+    "s9-bn": ("s9", "bn", 0),
+    "s9-ln": ("s9", "ln", 0),
+    "s9-gn": ("s9", "gn", 0),
+}
 
 
 @pytest.mark.parametrize("run_id", SHIPPED)
@@ -150,12 +181,22 @@ def test_shipped_runs_are_current_records_of_their_recipe(run_id):
     saved = json.loads((folder / "config.json").read_text())
     assert saved["format"] == FORMAT and saved["name"] == folder.name and upgrade_config(saved) is saved
     recorded = load_run_config(folder)
-    expected = recipe_config(recipe, {"norm": norm, "seed": seed, "name": run_id, "threads": recorded.threads,
-                                      "device": recorded.device, "precision": recorded.precision})
+    expected = recipe_config(
+        recipe,
+        {
+            "norm": norm,
+            "seed": seed,
+            "name": run_id,
+            "threads": recorded.threads,
+            "device": recorded.device,
+            "precision": recorded.precision,
+        },
+    )
     assert recorded.precision == ("fp32" if recipe == "s9" else "auto")
     assert recorded.model_args == expected.model_args
-    assert {k: v for k, v in recorded.to_dict().items() if k != "ws"} == \
-        {k: v for k, v in expected.to_dict().items() if k != "ws"}
+    assert {k: v for k, v in recorded.to_dict().items() if k != "ws"} == {
+        k: v for k, v in expected.to_dict().items() if k != "ws"
+    }
     model = torch.load(folder / "model.pt", weights_only=True)["model"]
     assert model == recorded.model_args  # the checkpoint's model dict in today's spelling too
 
@@ -163,8 +204,10 @@ def test_shipped_runs_are_current_records_of_their_recipe(run_id):
 def test_a_format1_record_loads_upgraded(runs_dir):
     """A record from before the format version: dropout -1 (architecture default), ws as a switch, no precision
     (tests/test_reliability.py trains one to the end)."""
-    path = create_run(make_config({"norm": "ln", "subset": 10, "epochs": 1, "batch_size": 50, "eval_subset": 5,
-                                   "name": "old"}), runs_dir)
+    path = create_run(
+        make_config({"norm": "ln", "subset": 10, "epochs": 1, "batch_size": 50, "eval_subset": 5, "name": "old"}),
+        runs_dir,
+    )
     saved = json.loads((path / "config.json").read_text())
     for key in ("format", "precision", "compile"):
         saved.pop(key)

@@ -34,15 +34,32 @@ from cifarnet.training.engine import Trainer
 pytestmark = pytest.mark.ddp  # torchrun process groups: their own tier
 
 # 4 steps of 20 images (80 training images), evaluated on 20 at the epoch's end; 1 thread per process
-TINY = {"subset": 8, "epochs": 1, "batch_size": 20, "lr": 0.01, "eval_subset": 2, "tta": False, "threads": 1,
-        "precision": "fp32"}  # bf16 would round each process's half differently
+TINY = {
+    "subset": 8,
+    "epochs": 1,
+    "batch_size": 20,
+    "lr": 0.01,
+    "eval_subset": 2,
+    "tta": False,
+    "threads": 1,
+    "precision": "fp32",
+}  # bf16 would round each process's half differently
 TOLERANCE = 1e-4  # relative: the same sums, added in another order
 DEADLINE_S = 60  # a killed process must end the run within this
 
 
 def torchrun_command(processes: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-            "-m", "cifarnet", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        "-m",
+        "cifarnet",
+        *args,
+    ]
 
 
 def env() -> dict[str, str]:
@@ -52,19 +69,24 @@ def env() -> dict[str, str]:
 
 def torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node PROCESSES -m cifarnet ARGS`` in a real subprocess."""
-    return subprocess.run(torchrun_command(processes, *args), cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=240)
+    return subprocess.run(
+        torchrun_command(processes, *args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240
+    )
 
 
 def stopped_while_training(command: list[str], path: Path) -> int:
     """Run ``command`` (a trainer of the run in ``path``), ask it to stop the way ``cifarnet stop`` does once its
     trainer reports, and return the step its ``last.pt`` holds."""
     before = read_run(path).status_record.get("pid")
-    process = subprocess.Popen(command, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
-        wait_for(lambda: (info := read_run(path)).status == "running" and info.status_record.get("pid") != before,
-                 timeout=180, every=0.05)
+        wait_for(
+            lambda: (info := read_run(path)).status == "running" and info.status_record.get("pid") != before,
+            timeout=180,
+            every=0.05,
+        )
         request_stop(path.name, path.parent)
         output, _ = process.communicate(timeout=240)
     finally:
@@ -120,8 +142,17 @@ def test_two_processes_with_synchronised_bn_train_like_one_with_the_same_global_
     # every record once, written by one process: a second writer would double the lines or leave its temp files
     assert [m["step"] for m in records(path, "train")] == [1, 2, 3, 4]
     assert sorted(p.name for p in path.iterdir() if p.name != ".trainer.lock") == sorted(
-        ["config.json", "status.json", "metrics.jsonl", "best.pt", "last.pt", "model.pt", "results.json",
-         "predictions.npz"])
+        [
+            "config.json",
+            "status.json",
+            "metrics.jsonl",
+            "best.pt",
+            "last.pt",
+            "model.pt",
+            "results.json",
+            "predictions.npz",
+        ]
+    )
     assert train_losses(path) == pytest.approx(single_process_losses(values, data, 4), rel=TOLERANCE)
 
 
@@ -130,12 +161,27 @@ def test_stop_reaches_every_process_and_the_run_resumes_with_another_world_size(
     from the weights the two processes' averaged gradients made. Each part ends on a stop request."""
     values = {**TINY, "norm": "gn", "name": "stop", "epochs": 40}  # far more steps than a stop lets run
     path = create_run(make_config({**values, "processes": 2}), runs_dir)
-    first = stopped_while_training(torchrun_command(2, "train", "--resume", str(path), "--data-dir", str(data_dir),
-                                                    "--quiet"), path)
+    first = stopped_while_training(
+        torchrun_command(2, "train", "--resume", str(path), "--data-dir", str(data_dir), "--quiet"), path
+    )
     assert [m["step"] for m in records(path, "train")] == list(range(1, first + 1))
 
-    second = stopped_while_training([sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--processes",
-                                     "1", "--data-dir", str(data_dir), "--quiet"], path)
+    second = stopped_while_training(
+        [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "train",
+            "--resume",
+            str(path),
+            "--processes",
+            "1",
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+        ],
+        path,
+    )
     info = read_run(path)
     assert second > first and info.world_size == 1
     assert [m["step"] for m in records(path, "train")] == list(range(1, second + 1))
@@ -165,8 +211,9 @@ def test_a_killed_process_ends_the_run_failed_with_the_reason(runs_dir, data_dir
         victim = _rank_pid(launcher, 1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        status = wait_for(lambda: read_run(path).status_record if read_run(path).status != "running" else None,
-                          timeout=DEADLINE_S)
+        status = wait_for(
+            lambda: read_run(path).status_record if read_run(path).status != "running" else None, timeout=DEADLINE_S
+        )
         assert status["status"] == "failed"
         assert "another process of this 2-process run ended" in status["error"]
         wait_for(lambda: not process_alive(launcher), timeout=DEADLINE_S)  # torchrun ended too
@@ -176,8 +223,11 @@ def test_a_killed_process_ends_the_run_failed_with_the_reason(runs_dir, data_dir
 
 
 def test_a_batch_that_does_not_split_between_the_processes_is_refused_in_one_line():
-    with pytest.raises(CifarnetError, match=r"^batch_size=128 does not split evenly between 3 processes; allowed: "
-                                            r"a multiple of 3$"):
+    with pytest.raises(
+        CifarnetError,
+        match=r"^batch_size=128 does not split evenly between 3 processes; allowed: "
+        r"a multiple of 3$",
+    ):
         make_config({"processes": 3, "batch_size": 128})
     assert make_config({"processes": 4, "batch_size": 128}).processes == 4
 
@@ -201,9 +251,14 @@ def test_a_starting_data_parallel_run_reads_starting_and_obeys_a_stop(runs_dir, 
     """``train --processes 2``: from the moment its folder exists the run is ``starting`` (its launcher, torchrun
     soon, is its trainer), never "failed" while its processes start, and a stop asked then is obeyed."""
     values = {**TINY, "norm": "gn", "name": "starting", "epochs": 100, "processes": 2}
-    process = subprocess.Popen([sys.executable, "-m", "cifarnet", "train", *flags(values), "--data-dir",
-                                str(data_dir), "--quiet"], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cifarnet", "train", *flags(values), "--data-dir", str(data_dir), "--quiet"],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     path = runs_dir / "starting"
     try:
         seen = statuses_until_end(process, path, lambda _info: request_stop("starting", runs_dir))
@@ -245,10 +300,31 @@ def test_a_data_parallel_run_listens_on_loopback_only(runs_dir, data_dir, tmp_pa
     in both processes, read while they train, is bound to 127.0.0.1 or ::1; torchrun's files go when it ends."""
     temp = tmp_path / "temp"  # where the launch's rendezvous files go (TMPDIR), to see them removed
     temp.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "cifarnet", "train", *TINY_FLAGS, "--epochs", "100", "--norm",
-                                "gn", "--processes", "2", "--name", "local", "--data-dir", str(data_dir), "--quiet"],
-                               cwd=ROOT, env={**env(), "TMPDIR": str(temp)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "train",
+            *TINY_FLAGS,
+            "--epochs",
+            "100",
+            "--norm",
+            "gn",
+            "--processes",
+            "2",
+            "--name",
+            "local",
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env={**env(), "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     path = runs_dir / "local"
     try:
         wait_for(lambda: records(path, "train"), timeout=180)  # the process group is up: both processes train
@@ -275,11 +351,34 @@ def two_nodes(runs: list[Path], *args: str) -> list[subprocess.Popen]:
     """``torchrun --nnodes 2 --node-rank R --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT -m cifarnet ARGS``
     twice, as on two machines: each "node" one process, its own runs folder, no file shared."""
     port = free_port()
-    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-                              "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
-                              f"127.0.0.1:{port}", "-m", "cifarnet", *args], cwd=ROOT,
-                             env={**env(), "CIFARNET_RUNS": str(runs[node])}, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(node),
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                "-m",
+                "cifarnet",
+                *args,
+            ],
+            cwd=ROOT,
+            env={**env(), "CIFARNET_RUNS": str(runs[node])},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
 
 
 def stopped_nodes(nodes: list[subprocess.Popen], find: Callable[[], Path | None], after_step: int) -> tuple[Path, int]:
@@ -304,9 +403,11 @@ def test_two_nodes_on_loopback_train_one_run_that_stops_and_resumes(tmp_path, da
     both continues from the checkpoint."""
     runs = [tmp_path / "machine0", tmp_path / "machine1"]
     values = {**TINY, "norm": "bn", "name": "nodes", "epochs": 40}  # far more steps than a stop lets run
-    path, first = stopped_nodes(two_nodes(runs, "train", *flags(values), "--data-dir", str(data_dir), "--quiet"),
-                                lambda: next((r / "nodes" for r in runs if (r / "nodes" / "status.json").exists()),
-                                             None), 0)
+    path, first = stopped_nodes(
+        two_nodes(runs, "train", *flags(values), "--data-dir", str(data_dir), "--quiet"),
+        lambda: next((r / "nodes" for r in runs if (r / "nodes" / "status.json").exists()), None),
+        0,
+    )
     assert [r for r in runs if r.exists() and any(r.iterdir())] == [path.parent]  # one folder, on one machine
     saved = json.loads((path / "config.json").read_text())
     assert (saved["world_size"], saved["nodes"]) == (2, 2)

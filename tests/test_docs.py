@@ -35,8 +35,11 @@ def words(path: Path) -> int:
     return len(path.read_text().split())
 
 
-@pytest.mark.parametrize("path, name", [(path, name) for path, names in TABLE_FILES.items() for name in names],
-                         ids=lambda v: v if isinstance(v, str) else v.name)
+@pytest.mark.parametrize(
+    "path, name",
+    [(path, name) for path, names in TABLE_FILES.items() for name in names],
+    ids=lambda v: v if isinstance(v, str) else v.name,
+)
 def test_results_tables_are_the_shipped_records(path, name):
     """Regenerate with ``python -m cifarnet.analysis.report --write README.md docs/RESULTS.md`` after retraining."""
     assert marked_block(path.read_text(), name) == TABLES[name](shipped_runs())
@@ -44,8 +47,17 @@ def test_results_tables_are_the_shipped_records(path, name):
 
 def test_every_shipped_figure_is_in_the_tables_and_the_trio_on_the_overview_page(monkeypatch, tmp_path):
     runs = shipped_runs()
-    assert [info.run_id for info in runs] == ["s10-bn", "s10-bn-seed1", "s10-gn", "s10-gn-seed1", "s10-ln",
-                                              "s10-ln-seed1", "s9-bn", "s9-gn", "s9-ln"]
+    assert [info.run_id for info in runs] == [
+        "s10-bn",
+        "s10-bn-seed1",
+        "s10-gn",
+        "s10-gn-seed1",
+        "s10-ln",
+        "s10-ln-seed1",
+        "s9-bn",
+        "s9-gn",
+        "s9-ln",
+    ]
     table = marked_block((ROOT / "docs" / "RESULTS.md").read_text(), "shipped-results")
     means = marked_block((ROOT / "README.md").read_text(), "seed-means")
     for info in runs:
@@ -90,6 +102,9 @@ BUILD_MACHINE = re.compile(r"/work/|\.\./shared|shared/data|build machine|/root/
 
 def test_no_paths_of_the_build_machine_in_docs_or_ui():
     texts = [ROOT / "README.md", *DOCS, *(ROOT / "app_pages").glob("*.py"), *(ROOT / "cifarnet" / "ui").glob("*.py")]
-    found = [f"{path.relative_to(ROOT)}: {match.group()}" for path in texts
-             for match in BUILD_MACHINE.finditer(path.read_text())]
+    found = [
+        f"{path.relative_to(ROOT)}: {match.group()}"
+        for path in texts
+        for match in BUILD_MACHINE.finditer(path.read_text())
+    ]
     assert not found

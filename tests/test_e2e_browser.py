@@ -36,8 +36,10 @@ from harness import dashboard_server
 LONG_RUN = "subset=20&epochs=200&batch_size=16&eval_every=3&eval_subset=10"  # minutes: still live when stopped
 TINY_RUN = "subset=20&epochs=30&batch_size=16&eval_every=3&eval_subset=10"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium"),
+]
 
 
 @pytest.fixture
@@ -50,8 +52,11 @@ def server(tmp_path, data_dir):
 
 def points(page, index: int) -> int:
     """Points drawn in the ``index``-th Plotly chart on the page (all its traces)."""
-    return page.locator(".js-plotly-plot").nth(index).evaluate(
-        "el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)")
+    return (
+        page.locator(".js-plotly-plot")
+        .nth(index)
+        .evaluate("el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)")
+    )
 
 
 def click_cell(page, true_row: int, predicted_col: int, classes: int = 10) -> None:
@@ -59,8 +64,9 @@ def click_cell(page, true_row: int, predicted_col: int, classes: int = 10) -> No
     chart = page.locator(".js-plotly-plot").filter(has_text="Confusion matrix")
     chart.scroll_into_view_if_needed()
     box = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * (predicted_col + 0.5) / classes,
-                     box["y"] + box["height"] * (true_row + 0.5) / classes)
+    page.mouse.click(
+        box["x"] + box["width"] * (predicted_col + 0.5) / classes, box["y"] + box["height"] * (true_row + 0.5) / classes
+    )
 
 
 @pytest.mark.slow
@@ -187,8 +193,12 @@ class FrameCounter:
 
 
 def boxes_overlap(a: dict, b: dict) -> bool:
-    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
-        a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
 
 
 @pytest.mark.slow
@@ -241,14 +251,20 @@ def test_finished_runs_read_right_and_nothing_polls(tmp_path, data_dir, browser)
         page.get_by_role("link", name="Misclassified").click()
         page.get_by_text("Pixels are enlarged 3x (96x96)").wait_for()
         page.get_by_text("mistakes on 10,000 test images").wait_for()
-        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
-                               ".filter(e => e.naturalWidth === 96).length >= 32")  # every tile loaded
-        tiles = [box for box in page.locator("[data-testid=stImage] img").evaluate_all(
-            "els => els.map(e => [e.naturalWidth, e.getBoundingClientRect().width, e.getBoundingClientRect().top])")
-                 if box[0] == 96]
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+            ".filter(e => e.naturalWidth === 96).length >= 32"
+        )  # every tile loaded
+        tiles = [
+            box
+            for box in page.locator("[data-testid=stImage] img").evaluate_all(
+                "els => els.map(e => [e.naturalWidth, e.getBoundingClientRect().width, e.getBoundingClientRect().top])"
+            )
+            if box[0] == 96
+        ]
         assert len(tiles) == 32 and all(abs(width - 96) < 0.5 for _, width, _ in tiles)  # shown at the stated 3x
         tops = [top for _, _, top in tiles]
-        assert all(len({round(t) for t in tops[row:row + 8]}) == 1 for row in range(0, 32, 8))  # rows line up
+        assert all(len({round(t) for t in tops[row : row + 8]}) == 1 for row in range(0, 32, 8))  # rows line up
         shot(page, "09-misclassified-grid")
 
 
@@ -259,8 +275,11 @@ def test_hostile_link_and_uploads_show_as_plain_messages(server, page):
     url, _ = server
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    injected = {"name": "[click here](https://example.com)", "seed": "![x](http://127.0.0.1:9/x)",
-                "lr": "9" * 20_000}  # the server takes requests up to 64 KB; AppTest covers 100 KB
+    injected = {
+        "name": "[click here](https://example.com)",
+        "seed": "![x](http://127.0.0.1:9/x)",
+        "lr": "9" * 20_000,
+    }  # the server takes requests up to 64 KB; AppTest covers 100 KB
     page.goto(f"{url}/predict?{urlencode(injected)}")
     alerts = page.get_by_test_id("stSidebar").get_by_test_id("stAlert")
     alerts.nth(2).wait_for()
@@ -276,7 +295,8 @@ def test_hostile_link_and_uploads_show_as_plain_messages(server, page):
     uploads["[f](http:127.0.0.1:9).png"] = CRAFTED_IMAGES["bmp-compression.bmp"]
     for name, content in uploads.items():
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
-            files=[{"name": name, "mimeType": "application/octet-stream", "buffer": content}])
+            files=[{"name": name, "mimeType": "application/octet-stream", "buffer": content}]
+        )
         as_drawn = re.compile("\u2060?".join(map(re.escape, f"{name}: ")))  # joiners may sit after ":"
         message = page.get_by_test_id("stMain").get_by_test_id("stAlert").filter(has_text=as_drawn)
         message.wait_for()

@@ -48,9 +48,27 @@ from cifarnet.runs.status import Status
 def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    compare = subprocess.Popen([sys.executable, "-m", "cifarnet", "compare", "--vary", "lr=0.05,0.06,0.07,0.08",
-                                *TINY_FLAGS, "--name", "q", "--runs-dir", str(runs_dir), "--data-dir",
-                                str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    compare = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "compare",
+            "--vary",
+            "lr=0.05,0.06,0.07,0.08",
+            *TINY_FLAGS,
+            "--name",
+            "q",
+            "--runs-dir",
+            str(runs_dir),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         last = runs_dir / "q-lr-0.08-s0"
         wait_for(last.is_dir, timeout=120)
@@ -68,16 +86,21 @@ def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs
     assert most == 1
     runs = {p.name: read_run(p) for p in runs_dir.iterdir() if not p.name.startswith(".")}
     assert {run_id: info.status for run_id, info in runs.items()} == {
-        "q-lr-0.05-s0": "finished", "q-lr-0.06-s0": "finished", "q-lr-0.07-s0": "finished",
-        "q-lr-0.08-s0": "cancelled"}
+        "q-lr-0.05-s0": "finished",
+        "q-lr-0.06-s0": "finished",
+        "q-lr-0.07-s0": "finished",
+        "q-lr-0.08-s0": "cancelled",
+    }
     assert not runs["q-lr-0.08-s0"].metrics and not (last / "log.txt").exists()  # it never started
     assert "q-lr-0.05-s0 (lr=0.05): finished, test accuracy" in out and "q-lr-0.08-s0 (lr=0.08): cancelled" in out
     record = json.loads((runs_dir / ".experiments" / "q.json").read_text())
     assert record["vary"] == {"lr": [0.05, 0.06, 0.07, 0.08]} and record["seeds"] == [0]
     assert record["variants"]["lr=0.06"] == ["q-lr-0.06-s0"]
     short = recipe_config(FIRST_RECIPE)  # without --recipe a comparison gets a newcomer's budget, not an hour's
-    assert {k: runs["q-lr-0.05-s0"].config[k] for k in ("arch", "crop_pad")} == {"arch": short.arch,
-                                                                                    "crop_pad": short.crop_pad}
+    assert {k: runs["q-lr-0.05-s0"].config[k] for k in ("arch", "crop_pad")} == {
+        "arch": short.arch,
+        "crop_pad": short.crop_pad,
+    }
     assert list_experiments(runs_dir)[0].name == "q"
     again = run_cli("cancel", "q-lr-0.05-s0", "--runs-dir", str(runs_dir))
     assert again.returncode == 2 and "is finished; only a queued run can be cancelled" in again.stderr
@@ -96,12 +119,15 @@ def test_a_killed_trainer_does_not_stall_the_queue(runs_dir, data_dir, monkeypat
     assert read_run(long).status == "failed" and "ended without reporting" in read_run(long).status_record["error"]
 
 
-@pytest.mark.parametrize("vary, message", [
-    ("nrm=bn,ln", "--vary 'nrm=bn,ln': no setting 'nrm'; allowed: arch, norm,"),
-    ("norm=bn,xn", "--vary 'norm=bn,xn': norm='xn' is not known; allowed: bn, gn, ln"),
-    ("lr=", "--vary 'lr=' has no values; give one or more, comma-separated"),
-    ("gn_groups=1,2,4,8,16,32,64,128,3", None),
-])
+@pytest.mark.parametrize(
+    "vary, message",
+    [
+        ("nrm=bn,ln", "--vary 'nrm=bn,ln': no setting 'nrm'; allowed: arch, norm,"),
+        ("norm=bn,xn", "--vary 'norm=bn,xn': norm='xn' is not known; allowed: bn, gn, ln"),
+        ("lr=", "--vary 'lr=' has no values; give one or more, comma-separated"),
+        ("gn_groups=1,2,4,8,16,32,64,128,3", None),
+    ],
+)
 def test_bad_vary_is_refused_before_anything_starts(vary, message, runs_dir):
     extra = ["--seeds", "0", "1", "2", "3"] if message is None else []  # 9 values x 4 seeds = 36 runs
     result = run_cli("compare", "--vary", vary, *extra, "--runs-dir", str(runs_dir))
@@ -134,7 +160,10 @@ def test_a_missing_run_stays_listed_as_missing_and_is_never_waited_for(runs_dir,
     write_experiment(runs_dir, "m", {"norm=bn": ["done", "gone"], "norm=ln": ["waits"]})
     runs = experiment_runs(load_experiment("m", runs_dir))
     assert [(label, info.run_id, info.status) for label, info in runs] == [
-        ("norm=bn", "done", "finished"), ("norm=bn", "gone", Status.MISSING), ("norm=ln", "waits", "queued")]
+        ("norm=bn", "done", "finished"),
+        ("norm=bn", "gone", Status.MISSING),
+        ("norm=ln", "waits", "queued"),
+    ]
     assert pending(runs) and newest_pending(runs_dir).name == "m"  # the queued run, not the missing one
     rows = {row["run"]: row for row in experiment_rows(runs)}
     assert rows["gone"]["status"] == Status.MISSING and rows["gone"]["variant"] == "norm=bn"  # the Train page's table

@@ -41,9 +41,15 @@ SLOW = 60_000  # one page
 def payloads(where: str) -> list[str]:
     """The hostile texts for one source (``where``: one letter), each with its own sentinel."""
     tag = f"pwn{where}"
-    return [f"![{tag}1](http://127.0.0.2/{tag}1.png)", f"[{tag}2](http://127.0.0.2/{tag}2)",
-            f"<img src=http://127.0.0.2/{tag}3.png>", f'<a href="http://127.0.0.2/{tag}4">{tag}4</a>',
-            f"<b id={tag}5>{tag}5</b>", f"__{tag}6__", f":red[{tag}7]"]
+    return [
+        f"![{tag}1](http://127.0.0.2/{tag}1.png)",
+        f"[{tag}2](http://127.0.0.2/{tag}2)",
+        f"<img src=http://127.0.0.2/{tag}3.png>",
+        f'<a href="http://127.0.0.2/{tag}4">{tag}4</a>',
+        f"<b id={tag}5>{tag}5</b>",
+        f"__{tag}6__",
+        f":red[{tag}7]",
+    ]
 
 
 HOSTILE_CLASSES = [*payloads("c"), "cls8", "cls9", "cls10"]  # ten distinct names of at most 60 characters
@@ -72,12 +78,19 @@ def hostile_runs(runs_dir, labels: np.ndarray) -> None:
     error = " ".join(payloads("e")) + LONG_MESSAGE
     write_json(failed / "status.json", {"status": "failed", "pid": None, "error": error})
     failed.rename(runs_dir / HOSTILE_FOLDERS[1])
-    queued = create_run(make_config({"name": QUEUED}), runs_dir,
-                        status={"status": "queued", "data_dir": str(runs_dir / "no-data")})
+    queued = create_run(
+        make_config({"name": QUEUED}), runs_dir, status={"status": "queued", "data_dir": str(runs_dir / "no-data")}
+    )
     (runs_dir / ".experiments").mkdir()
-    write_json(runs_dir / ".experiments" / f"{EXPERIMENT}.json", {
-        "name": EXPERIMENT, "vary": {"norm": ["bn", "gn"]}, "seeds": [0],
-        "variants": dict(zip(HOSTILE_VARIANTS, [["fin-a"], ["fin-b"], [queued.name]]))})
+    write_json(
+        runs_dir / ".experiments" / f"{EXPERIMENT}.json",
+        {
+            "name": EXPERIMENT,
+            "vary": {"norm": ["bn", "gn"]},
+            "seeds": [0],
+            "variants": dict(zip(HOSTILE_VARIANTS, [["fin-a"], ["fin-b"], [queued.name]])),
+        },
+    )
     shutil.copytree(PRETRAINED_DIR / "s10-bn", runs_dir / "s10-bn")  # made by hand: a shipped run's name
     newest = fake_finished_run(runs_dir, labels, name="newest")
     hostile_results(newest)
@@ -132,8 +145,15 @@ def stay_local(route, foreign: list[str]) -> None:
 def link_query(where: str) -> dict[str, str]:
     """Hostile values for every parameter a page reads from its address, and a hostile parameter name."""
     hostile = payloads(where)
-    return {"run": hostile[0], "index": hostile[2], "experiment": hostile[3], "name": hostile[4], "seed": hostile[1],
-            hostile[5]: hostile[6], "lr": "9" * 10_000}
+    return {
+        "run": hostile[0],
+        "index": hostile[2],
+        "experiment": hostile[3],
+        "name": hostile[4],
+        "seed": hostile[1],
+        hostile[5]: hostile[6],
+        "lr": "9" * 10_000,
+    }
 
 
 @pytest.mark.browser
@@ -145,8 +165,11 @@ def test_no_page_renders_what_it_did_not_write(tmp_path, data_dir, browser):
     tab = browser.new_context(viewport={"width": 1440, "height": 1400}).new_page()
     tab.set_default_timeout(SLOW)
     tab.route("**/*", lambda route: stay_local(route, foreign_requests))
-    upload = {"name": "![pwnu1](http:127.0.0.2) __pwnu6__ <b id=pwnu5>pwnu5.png", "mimeType": "image/png",
-              "buffer": image_bytes(Image.new("RGB", (40, 40), (200, 40, 40)))}
+    upload = {
+        "name": "![pwnu1](http:127.0.0.2) __pwnu6__ <b id=pwnu5>pwnu5.png",
+        "mimeType": "image/png",
+        "buffer": image_bytes(Image.new("RGB", (40, 40), (200, 40, 40))),
+    }
 
     def visit(page: str, query: dict[str, str], wait_for: str, name: str) -> None:
         tab.goto(f"{url}/{page}?{urlencode(query)}")
@@ -167,7 +190,8 @@ def test_no_page_renders_what_it_did_not_write(tmp_path, data_dir, browser):
         visit("compare", {"experiment": EXPERIMENT}, "Where they disagree", "compare")
         # as written, but for the invisible word joiner that keeps a bare address from becoming a link
         tab.get_by_text(re.compile(r"!\[pwnv1\]\(http:\u2060?//127\.0\.0\.2/pwnv1\.png\)")).first.wait_for(
-            state="attached")  # the first is the table's cell, drawn on a canvas
+            state="attached"
+        )  # the first is the table's cell, drawn on a canvas
         visit("misclassified", {}, "Misclassified test images", "misclassified")
         tab.get_by_text("__pwnc6__", exact=False).first.wait_for()  # class names in the captions, as text
         visit("inside", link_query("l"), "The link asks for run", "inside-link")
@@ -210,19 +234,43 @@ def test_every_chart_draws_record_names_as_text():
     names = [*payloads("c"), BIG]
     classes = HOSTILE_CLASSES
     curves = pd.DataFrame({"run": names, "metric": "test_acc", "step": 1, "epoch": 1.0, "time": 1.0, "value": 50.0})
-    spread = pd.DataFrame({"variant": names, "metric": "test_acc", "step": 1, "epoch": 1.0, "time": 1.0, "mean": 50.0,
-                           "low": 40.0, "high": 60.0, "seeds": 2})
+    spread = pd.DataFrame(
+        {
+            "variant": names,
+            "metric": "test_acc",
+            "step": 1,
+            "epoch": 1.0,
+            "time": 1.0,
+            "mean": 50.0,
+            "low": 40.0,
+            "high": 60.0,
+            "seeds": 2,
+        }
+    )
     matrix = pd.DataFrame(np.eye(10), index=classes, columns=classes)
-    stats = pd.DataFrame({"model": names, "#": 1, "layer": "body.c1", "mean": 0.1, "std": 0.2, "zeros": 0.3,
-                          "channel_before": 1.0, "channel_after": 0.1, "image_before": 1.0, "image_after": 0.1})
+    stats = pd.DataFrame(
+        {
+            "model": names,
+            "#": 1,
+            "layer": "body.c1",
+            "mean": 0.1,
+            "std": 0.2,
+            "zeros": 0.3,
+            "channel_before": 1.0,
+            "channel_after": 0.1,
+            "image_before": 1.0,
+            "image_after": 0.1,
+        }
+    )
     figures = [
         charts.curve_figure(curves, "step", "run", "t", "y"),
         charts.spread_figure(spread, "epoch", "t", "y", {}),
         charts.confusion_figure(matrix),
         charts.confusion_difference_figure(matrix, names[3], BIG),
         charts.per_class_figure(pd.DataFrame({"class": classes, "accuracy": 50.0})),
-        charts.per_class_bars_figure(pd.DataFrame({"variant": names[0], "class": classes, "mean": 50.0, "std": 1.0}),
-                                     {}),
+        charts.per_class_bars_figure(
+            pd.DataFrame({"variant": names[0], "class": classes, "mean": 50.0, "std": 1.0}), {}
+        ),
         charts.topk_figure([(name, 0.1) for name in names]),
         charts.relu_stats_figure(stats, {}),
         charts.norm_spread_figure(stats, {}),

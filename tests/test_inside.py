@@ -44,6 +44,7 @@ PATCH = 6
 
 # -- Grad-CAM finds the evidence ---------------------------------------------------------------------
 
+
 def patch_pictures(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grey noise with one 6x6 patch at a random place: red for class 0, green for class 1.
 
@@ -54,16 +55,23 @@ def patch_pictures(count: int, generator: torch.Generator) -> tuple[torch.Tensor
     corners = torch.randint(0, 32 - PATCH + 1, (count, 2), generator=generator)
     colours = torch.tensor([[0.95, 0.1, 0.1], [0.1, 0.95, 0.1]])
     for picture, label, (y, x) in zip(pictures, classes, corners.tolist()):
-        picture[:, y:y + PATCH, x:x + PATCH] = colours[label][:, None, None]
+        picture[:, y : y + PATCH, x : x + PATCH] = colours[label][:, None, None]
     return pictures, classes, corners
 
 
 def tiny_network() -> nn.Module:
     """Two 3x3 convs (in-place ReLUs, as in the real models), global pooling and a linear classifier."""
-    return nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 16, 3, padding=1), relu1=nn.ReLU(inplace=True),
-        conv2=nn.Conv2d(16, 16, 3, padding=1), relu2=nn.ReLU(inplace=True),
-        pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(16, 2)))
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 16, 3, padding=1),
+            relu1=nn.ReLU(inplace=True),
+            conv2=nn.Conv2d(16, 16, 3, padding=1),
+            relu2=nn.ReLU(inplace=True),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(16, 2),
+        )
+    )
 
 
 def test_grad_cam_peaks_inside_the_patch_that_decides_the_class():
@@ -98,7 +106,7 @@ def test_grad_cam_works_at_every_layer_and_a_batch_equals_single_images(arch, no
         assert float(cam.heatmaps.min()) >= 0 and float(cam.heatmaps.max()) <= 1 + 1e-6
     together = grad_cam(model, pictures, default_layer(model))
     for i in range(3):
-        alone = grad_cam(model, pictures[i:i + 1], default_layer(model))
+        alone = grad_cam(model, pictures[i : i + 1], default_layer(model))
         assert torch.equal(alone.targets[0], together.targets[i])
         assert torch.allclose(alone.heatmaps[0], together.heatmaps[i], atol=1e-4)
         assert torch.allclose(alone.probs[0], together.probs[i], atol=1e-5)
@@ -115,6 +123,7 @@ def test_grad_cam_refuses_unknown_layers_and_classes():
 
 
 # -- layers, feature maps, pictures ------------------------------------------------------------------
+
 
 def test_layers_carry_geometry_from_the_receptive_field_module():
     s9 = build_model("s9", "bn")
@@ -152,7 +161,7 @@ def test_feature_maps_grid_and_overlay_pictures():
     grid = feature_grid(maps)
     cell = 8 * 6  # 8x8 maps enlarged 6x
     assert grid.dtype == np.uint8 and grid.shape == (8 * cell + 7 * 2, 16 * cell + 15 * 2, 3)
-    assert (grid[:cell, cell:cell + 2] == 255).all()  # a white gap between cells
+    assert (grid[:cell, cell : cell + 2] == 255).all()  # a white gap between cells
     assert colorize(np.array([0.0, 1.0])).tolist() == [[0, 0, 4], [252, 255, 164]]
     cold = overlay(picture, np.zeros((32, 32)), scale=4)
     assert cold.shape == (128, 128, 3) and np.array_equal(cold[::4, ::4], picture)  # no heat: the picture itself
@@ -162,17 +171,20 @@ def test_feature_maps_grid_and_overlay_pictures():
 
 # -- activation statistics ---------------------------------------------------------------------------
 
+
 def test_statistics_match_a_hand_computation():
-    values = torch.tensor([[[[0.0, 2.0]], [[4.0, 0.0]]],
-                           [[[1.0, 1.0]], [[0.0, 0.0]]]])  # 2 images, 2 channels, 1x2 pixels
+    values = torch.tensor(
+        [[[[0.0, 2.0]], [[4.0, 0.0]]], [[[1.0, 1.0]], [[0.0, 0.0]]]]
+    )  # 2 images, 2 channels, 1x2 pixels
     # mean 8/8 = 1; squared deviations 1+1+9+1+0+0+1+1 = 14, so std = sqrt(14/8); 4 of 8 values are zero
     assert relu_stats(values) == pytest.approx({"mean": 1.0, "std": math.sqrt(1.75), "zeros": 0.5})
     # channel means (0+2+1+1)/4 = 1 and (4+0+0+0)/4 = 1: no spread; image means 6/4 = 1.5 and 2/4 = 0.5: std 0.5
     assert spreads(*moments(values)) == pytest.approx({"channel": 0.0, "image": 0.5 / math.sqrt(1.75)})
 
 
-@pytest.mark.parametrize("norm", [nn.BatchNorm2d(8).train(), nn.BatchNorm2d(8).eval(), nn.GroupNorm(2, 8),
-                                  nn.GroupNorm(1, 8)])
+@pytest.mark.parametrize(
+    "norm", [nn.BatchNorm2d(8).train(), nn.BatchNorm2d(8).eval(), nn.GroupNorm(2, 8), nn.GroupNorm(1, 8)]
+)
 def test_normalised_moments_match_the_norm_itself(norm):
     torch.manual_seed(0)
     if isinstance(norm, nn.BatchNorm2d):
@@ -208,12 +220,22 @@ def test_batchnorm_centres_channels_and_layernorm_centres_images():
 
 # -- the explain command -----------------------------------------------------------------------------
 
+
 def test_explain_an_image_file_without_the_data_set(tmp_path):
     picture = tmp_path / "sky.png"
     picture.write_bytes(image_bytes(Image.new("RGB", (120, 80), (40, 90, 200))))
     out = tmp_path / "sky-cam.png"
-    done = run_cli("explain", "--checkpoint", str(SHIPPED_BN), "--image", str(picture), "--out", str(out), "--json",
-                   env={"CIFARNET_DATA": str(tmp_path / "nothing")})
+    done = run_cli(
+        "explain",
+        "--checkpoint",
+        str(SHIPPED_BN),
+        "--image",
+        str(picture),
+        "--out",
+        str(out),
+        "--json",
+        env={"CIFARNET_DATA": str(tmp_path / "nothing")},
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["layer"] == "body.c4" and report["out"] == str(out)
@@ -229,8 +251,24 @@ def test_explain_an_image_file_without_the_data_set(tmp_path):
 
 def test_explain_a_range_of_test_images(tmp_path, data_dir, capsys):
     out = tmp_path / "range.png"
-    code = main(["explain", "--checkpoint", str(SHIPPED_BN), "--index", "10:14", "--target", "cat",
-                 "--layer", "body.c3", "--out", str(out), "--data-dir", str(data_dir), "--json"])
+    code = main(
+        [
+            "explain",
+            "--checkpoint",
+            str(SHIPPED_BN),
+            "--index",
+            "10:14",
+            "--target",
+            "cat",
+            "--layer",
+            "body.c3",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data_dir),
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     labels = load_cifar10(data_dir, allow_download=False).test_y[10:14].tolist()
@@ -241,17 +279,20 @@ def test_explain_a_range_of_test_images(tmp_path, data_dir, capsys):
         assert sheet.size[0] > 4 * 256  # four cells side by side
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--index", "3", "--layer", "body.c9"], "unknown layer 'body.c9'; allowed: body.c1.0.0, "),
-    (["--index", "10000"], "--index 10000 is out of range; the test set has 10,000 images (0 to 9999)"),
-    (["--index", "7:2"], "--index 7:2 is empty"),
-    (["--index", "seven"], "--index 'seven' is not a number N or a range A:B"),
-    (["--index", "3", "--target", "unicorn"], "--target 'unicorn' is not a class; allowed: airplane, "),
-    (["--image", "CORRUPT"], "not an image this app can read"),
-    (["--image", "MISSING"], "does not exist or is not a file"),
-    (["--index", "3", "--checkpoint", "FOREIGN"], "has weights that do not fit arch='s9'"),
-    (["--index", "3", "--out", "sheet.jpg"], "must name a .png file"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--index", "3", "--layer", "body.c9"], "unknown layer 'body.c9'; allowed: body.c1.0.0, "),
+        (["--index", "10000"], "--index 10000 is out of range; the test set has 10,000 images (0 to 9999)"),
+        (["--index", "7:2"], "--index 7:2 is empty"),
+        (["--index", "seven"], "--index 'seven' is not a number N or a range A:B"),
+        (["--index", "3", "--target", "unicorn"], "--target 'unicorn' is not a class; allowed: airplane, "),
+        (["--image", "CORRUPT"], "not an image this app can read"),
+        (["--image", "MISSING"], "does not exist or is not a file"),
+        (["--index", "3", "--checkpoint", "FOREIGN"], "has weights that do not fit arch='s9'"),
+        (["--index", "3", "--out", "sheet.jpg"], "must name a .png file"),
+    ],
+)
 def test_explain_refuses_bad_input_in_one_line(tmp_path, data_dir, capsys, flags, message):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG this is not really a picture")
@@ -260,8 +301,12 @@ def test_explain_refuses_bad_input_in_one_line(tmp_path, data_dir, capsys, flags
     payload = torch.load(foreign, weights_only=True)
     payload["model"]["arch"] = "s9"  # seed's weights under s9's name
     torch.save(payload, foreign)
-    swap = {"CORRUPT": str(corrupt), "MISSING": str(tmp_path / "nope.png"), "FOREIGN": str(foreign),
-            "sheet.jpg": str(tmp_path / "sheet.jpg")}
+    swap = {
+        "CORRUPT": str(corrupt),
+        "MISSING": str(tmp_path / "nope.png"),
+        "FOREIGN": str(foreign),
+        "sheet.jpg": str(tmp_path / "sheet.jpg"),
+    }
     args = {"--checkpoint": str(SHIPPED_BN), "--out": str(tmp_path / "x.png"), "--data-dir": str(data_dir)}
     pairs = dict(zip(flags[::2], flags[1::2]))
     args.update({flag: swap.get(value, value) for flag, value in pairs.items()})
@@ -283,6 +328,7 @@ def test_explain_needs_exactly_one_picture_source(capsys):
 
 
 # -- the Inside page and the gallery's Grad-CAM -----------------------------------------------------
+
 
 @pytest.fixture
 def inside(runs_dir, data_dir, monkeypatch):
@@ -380,12 +426,26 @@ def test_misclassified_gradcam_switch_and_links_to_inside(inside, runs_dir, data
 @pytest.mark.slow
 def test_explain_speed_bench_reports_json(tmp_path):
     """The benchmark runs end to end with tiny settings (its figures are not checked here)."""
-    command = [sys.executable, str(ROOT / "bench" / "explain_speed.py"), "--json", "--models", "s9-gn,seed-ln",
-               "--reps", "1", "--images", "8", "--threads", "1", "--data-dir", str(tmp_path / "none")]
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "explain_speed.py"),
+        "--json",
+        "--models",
+        "s9-gn,seed-ln",
+        "--reps",
+        "1",
+        "--images",
+        "8",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(tmp_path / "none"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["images"] == 8 and result["source"] == "random pictures" and result["cli_64_s"] is None
     assert [row["model"] for row in result["models"]] == ["s9-gn", "seed-ln"]
-    assert all(row["layer"] == "body.c4" and 0 < row["gradcam_s"] < 60 and 0 < row["stats_s"] < 60
-               for row in result["models"])
+    assert all(
+        row["layer"] == "body.c4" and 0 < row["gradcam_s"] < 60 and 0 < row["stats_s"] < 60 for row in result["models"]
+    )

@@ -21,8 +21,10 @@ from cifarnet.runs.folders import PRETRAINED_DIR
 from cifarnet.training.checkpoint import load_model
 from harness import dashboard_server
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium"),
+]
 SLOW = 120_000  # the first visit loads models and measures 3 x 256 pictures on a busy 2-core machine
 
 
@@ -59,7 +61,8 @@ def test_inside_without_data_upload_three_norms_and_statistics(tmp_path, page):
         relu = page.locator(".js-plotly-plot").filter(has_text="After each ReLU")
         relu.first.wait_for(timeout=SLOW)
         norm_points = charts.first.evaluate(
-            "el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)")
+            "el => (el._fullData || []).reduce((n, trace) => n + (trace._length || 0), 0)"
+        )
         shipped = load_model(PRETRAINED_DIR / "s10-bn" / "model.pt")
         norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in shipped.modules())
         assert norms == 11 and norm_points == 3 * 2 * 2 * norms  # 3 models x 2 panels x before/after x each norm layer
@@ -86,8 +89,9 @@ def test_misclassified_gradcam_switch_links_to_inside(tmp_path, data_dir, page):
         plain = gallery.first.get_attribute("src")
         page.get_by_text("Grad-CAM", exact=True).click()
         settle(page, SLOW)
-        page.wait_for_function("src => document.querySelector('[data-testid=stImage] img').src.indexOf(src) < 0",
-                               arg=plain, timeout=SLOW)
+        page.wait_for_function(
+            "src => document.querySelector('[data-testid=stImage] img').src.indexOf(src) < 0", arg=plain, timeout=SLOW
+        )
         assert gallery.count() == min(32, int((labels[::7] == 3).sum()))
         shot(page, "24-misclassified-gradcam")
 

@@ -34,9 +34,11 @@ ALLOWED: dict[str, set[str]] = {
 }
 ROOT_MODULES = {"__init__", "__main__"}  # the package's face: re-exports and ``python -m cifarnet``
 
-pytestmark = pytest.mark.skipif(not (PACKAGE / "nets").is_dir(),
-                                reason="the flat layout is still in place: the subpackages arrive with the "
-                                       "mechanical move at integration (issue #26)")
+pytestmark = pytest.mark.skipif(
+    not (PACKAGE / "nets").is_dir(),
+    reason="the flat layout is still in place: the subpackages arrive with the "
+    "mechanical move at integration (issue #26)",
+)
 
 
 def part_of(module: str) -> str | None:
@@ -89,8 +91,9 @@ def test_imports_go_only_downward():
         for line, module, names in imports(path):
             there = part_of(module)
             if there == "__init__":  # from cifarnet import x: x is a part (module or subpackage) or a re-export
-                targets = [n if (PACKAGE / n).is_dir() or (PACKAGE / f"{n}.py").is_file() else "__init__"
-                           for n in names]
+                targets = [
+                    n if (PACKAGE / n).is_dir() or (PACKAGE / f"{n}.py").is_file() else "__init__" for n in names
+                ]
             else:
                 targets = [there] if there else []
             for target in targets:
@@ -110,8 +113,11 @@ def test_no_private_name_crosses_a_part():
             there = part_of(module)
             if there is None or there == here:
                 continue
-            wrong += [f"{path.relative_to(ROOT)}:{line}: {module}.{n}" for n in names
-                      if n.startswith("_") and not n.startswith("__")]
+            wrong += [
+                f"{path.relative_to(ROOT)}:{line}: {module}.{n}"
+                for n in names
+                if n.startswith("_") and not n.startswith("__")
+            ]
             if any(part.startswith("_") and not part.startswith("__") for part in module.split(".")):
                 wrong.append(f"{path.relative_to(ROOT)}:{line}: {module}")
     assert not wrong, "private names imported from another part:\n" + "\n".join(wrong)

@@ -43,6 +43,7 @@ def test_a_trainer_records_after_its_first_step_and_then_by_time(tmp_path, data_
 
 # -- the Train page and the pages around it ---------------------------------------------------------------------
 
+
 def _run_with_status(runs_dir: Path, name: str, **status) -> Path:
     path = create_run(make_config({"name": name, "epochs": 1, "subset": 20, "batch_size": 16}), runs_dir)
     write_json(path / "status.json", {"pid": None, **status})
@@ -52,8 +53,10 @@ def _run_with_status(runs_dir: Path, name: str, **status) -> Path:
 def _experiment(runs_dir: Path, name: str, runs: list[Path]) -> None:
     folder = runs_dir / ".experiments"
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"{name}.json", {"name": name, "vary": {"norm": ["bn"]}, "seeds": [0],
-                                        "variants": {"norm=bn": [p.name for p in runs]}})
+    write_json(
+        folder / f"{name}.json",
+        {"name": name, "vary": {"norm": ["bn"]}, "seeds": [0], "variants": {"norm=bn": [p.name for p in runs]}},
+    )
 
 
 def test_a_running_experiment_is_shown_even_when_a_newer_one_has_ended(runs_dir):
@@ -130,10 +133,24 @@ def test_a_lone_point_is_drawn_as_a_marker():
 
 
 def test_activation_statistics_name_each_model_in_a_legend_inside_the_figure():
-    relu = pd.DataFrame({"model": ["BN", "BN", "LN", "LN"], "#": [1, 2, 1, 2], "layer": ["a", "b", "a", "b"],
-                         "mean": [0.1] * 4, "std": [0.2] * 4, "zeros": [0.5] * 4})
-    norm = pd.DataFrame({"model": ["BN", "LN"], "#": [1, 1], "layer": ["n", "n"], **{
-        f"{stat}_{when}": [0.3, 0.4] for stat in ("channel", "image") for when in ("before", "after")}})
+    relu = pd.DataFrame(
+        {
+            "model": ["BN", "BN", "LN", "LN"],
+            "#": [1, 2, 1, 2],
+            "layer": ["a", "b", "a", "b"],
+            "mean": [0.1] * 4,
+            "std": [0.2] * 4,
+            "zeros": [0.5] * 4,
+        }
+    )
+    norm = pd.DataFrame(
+        {
+            "model": ["BN", "LN"],
+            "#": [1, 1],
+            "layer": ["n", "n"],
+            **{f"{stat}_{when}": [0.3, 0.4] for stat in ("channel", "image") for when in ("before", "after")},
+        }
+    )
     colors = {"BN": "#1f77b4", "LN": "#ff7f0e"}
     for fig in (charts.relu_stats_figure(relu, colors), charts.norm_spread_figure(norm, colors)):
         assert sorted(t.name for t in fig.data if t.showlegend is not False) == ["BN", "LN"]

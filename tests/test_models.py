@@ -68,8 +68,11 @@ def test_rules_catch_a_model_that_breaks_them():
         conv.dilation, conv.padding = (1, 1), tuple(min(p, 1) for p in conv.padding)
     model.body.head = nn.Sequential(nn.Conv2d(128, 10, 1, bias=False), nn.AdaptiveAvgPool2d(1))
     failed = {r.name for r in check_rules(model) if not r.passed}
-    assert failed == {"no max-pooling", "a dilated convolution",
-                      "global average pooling, then a 1x1 conv to 10 classes"}
+    assert failed == {
+        "no max-pooling",
+        "a dilated convolution",
+        "global average pooling, then a 1x1 conv to 10 classes",
+    }
 
 
 @pytest.mark.parametrize("arch, params, rf", [("seed", 192_672, 97), ("s9", 189_920, 59), ("s10", 184_544, 71)])
@@ -156,10 +159,13 @@ def test_weight_standardisation_defaults_and_old_checkpoints_stay_as_trained(tmp
         build_model("s9", "ln", ws=True)
     plain, every = build_model("s9", "gn", ws="off"), build_model("s9", "gn", ws="all")
     for model, saved_ws, expected in ((plain, None, "off"), (every, True, "all"), (plain, False, "off")):
-        old_config = {k: v for k, v in model.config.items() if k != "ws"} | ({} if saved_ws is None else
-                                                                              {"ws": saved_ws})
-        torch.save({"format": "cifarnet-checkpoint", "version": 1, "state_dict": model.state_dict(),
-                    "model": old_config}, tmp_path / "old.pt")
+        old_config = {k: v for k, v in model.config.items() if k != "ws"} | (
+            {} if saved_ws is None else {"ws": saved_ws}
+        )
+        torch.save(
+            {"format": "cifarnet-checkpoint", "version": 1, "state_dict": model.state_dict(), "model": old_config},
+            tmp_path / "old.pt",
+        )
         loaded = load_model(tmp_path / "old.pt")
         assert loaded.config["ws"] == expected
         assert sum(isinstance(m, StdConv2d) for m in loaded.modules()) == (12 if expected == "all" else 0)
@@ -186,7 +192,7 @@ def test_models_normalise_inside():
 def test_receptive_field_by_hand():
     """conv3 → conv3 s2 → [conv3 d2 | conv1] summed → residual conv3: hand-computed fields."""
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),            # rf 3, jump 1, size 32
+        nn.Conv2d(3, 4, 3, padding=1),  # rf 3, jump 1, size 32
         nn.Conv2d(4, 4, 3, stride=2, padding=1),  # rf 5, jump 2, size 16
         nn.ReLU(),
         Parallel(nn.Conv2d(4, 4, 3, padding=2, dilation=2), nn.Conv2d(4, 4, 1)),  # max(5+4*2, 5) = 13
@@ -195,7 +201,13 @@ def test_receptive_field_by_hand():
     )
     report = receptive_field(net)
     assert [(r.rf, r.jump, r.size) for r in report.rows] == [
-        (3, 1, 32), (5, 2, 16), (13, 2, 16), (5, 2, 16), (17, 2, 16), (47, 32, 1)]
+        (3, 1, 32),
+        (5, 2, 16),
+        (13, 2, 16),
+        (5, 2, 16),
+        (17, 2, 16),
+        (47, 32, 1),
+    ]
     assert report.rf == 17
 
 
@@ -218,8 +230,17 @@ def test_cli_summary_and_rf_json():
     assert rf.returncode == 0, rf.stderr
     rf_data = json.loads(rf.stdout)
     assert rf_data["rf"] > 44
-    assert set(rf_data["layers"][0]) == {"name", "type", "kernel", "stride", "dilation", "padding", "size", "jump",
-                                         "rf"}
+    assert set(rf_data["layers"][0]) == {
+        "name",
+        "type",
+        "kernel",
+        "stride",
+        "dilation",
+        "padding",
+        "size",
+        "jump",
+        "rf",
+    }
     human = run_cli("rf", "--arch", "s9")
     assert "receptive field before global pooling" in human.stdout
 

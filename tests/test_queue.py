@@ -61,16 +61,20 @@ def started(path: Path) -> bool:
     return info.status in ("starting", "running") and trainer_alive(path, info.status_record)
 
 
-@pytest.mark.parametrize("env, flags, message", [
-    ({"CIFARNET_MAX_RUNS": "abc"}, [], "CIFARNET_MAX_RUNS='abc' is not a whole number"),
-    ({"CIFARNET_MAX_RUNS": "0"}, [], "CIFARNET_MAX_RUNS='0' is out of range; allowed: 1 to"),
-    ({"CIFARNET_MAX_RUNS": "-1"}, [], "CIFARNET_MAX_RUNS='-1' is not a whole number"),
-    ({"CIFARNET_MAX_RUNS": "1_0"}, [], "CIFARNET_MAX_RUNS='1_0' is not a whole number"),
-    ({}, ["--vary", "device=cpu,cuda"], "device='cuda' was requested but no CUDA GPU is available"),
-    ({}, ["--data-dir", "MISSING"], "does not exist"),
-])
-def test_compare_refuses_what_its_trainers_would_before_anything_exists(env, flags, message, runs_dir, data_dir,
-                                                                       tmp_path):
+@pytest.mark.parametrize(
+    "env, flags, message",
+    [
+        ({"CIFARNET_MAX_RUNS": "abc"}, [], "CIFARNET_MAX_RUNS='abc' is not a whole number"),
+        ({"CIFARNET_MAX_RUNS": "0"}, [], "CIFARNET_MAX_RUNS='0' is out of range; allowed: 1 to"),
+        ({"CIFARNET_MAX_RUNS": "-1"}, [], "CIFARNET_MAX_RUNS='-1' is not a whole number"),
+        ({"CIFARNET_MAX_RUNS": "1_0"}, [], "CIFARNET_MAX_RUNS='1_0' is not a whole number"),
+        ({}, ["--vary", "device=cpu,cuda"], "device='cuda' was requested but no CUDA GPU is available"),
+        ({}, ["--data-dir", "MISSING"], "does not exist"),
+    ],
+)
+def test_compare_refuses_what_its_trainers_would_before_anything_exists(
+    env, flags, message, runs_dir, data_dir, tmp_path
+):
     if "device=cpu,cuda" in flags and torch.cuda.is_available():
         pytest.skip("this machine has CUDA: every device of the list exists")
     flags = [str(tmp_path / "no-such-data") if flag == "MISSING" else flag for flag in flags]
@@ -139,8 +143,9 @@ def start_held(runs_dir: Path, data_dir: Path, name: str, count: int):
 def test_a_killed_worker_is_replaced_when_a_run_ends(runs_dir, data_dir, monkeypatch):
     """``kill -9`` of the queue worker while a run trains: that run's end starts a new worker, no command needed."""
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
-    experiment = start_experiment(make_config({**TINY, "epochs": 400}), parse_vary(["lr=0.05,0.06"]), None, "w",
-                                  runs_dir, data_dir)
+    experiment = start_experiment(
+        make_config({**TINY, "epochs": 400}), parse_vary(["lr=0.05,0.06"]), None, "w", runs_dir, data_dir
+    )
     first, second = (paths[0] for paths in experiment.variants.values())
     worker = wait_for(lambda: processes_of(runs_dir, b"queue"), timeout=60)[0]
     os.kill(worker, signal.SIGKILL)
@@ -235,8 +240,9 @@ def test_queue_files_that_are_folders_or_links_are_refused(name, kind, runs_dir,
 
 
 @pytest.mark.parametrize("name", [QUEUE_LOCK_FILE, QUEUE_LOG_FILE])
-def test_a_queue_file_turned_link_under_waiting_runs_is_refused_and_said(name, runs_dir, data_dir, tmp_path,
-                                                                         monkeypatch):
+def test_a_queue_file_turned_link_under_waiting_runs_is_refused_and_said(
+    name, runs_dir, data_dir, tmp_path, monkeypatch
+):
     """Runs wait, no worker lives, and then the file becomes a link: no worker is started through it, nothing is
     written outside, and ``cifarnet runs`` still lists, saying why the queue cannot go on."""
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
@@ -250,17 +256,26 @@ def test_a_queue_file_turned_link_under_waiting_runs_is_refused_and_said(name, r
         ensure_worker(runs_dir)
     listed = run_cli("runs", "--runs-dir", str(runs_dir))
     assert listed.returncode == 0 and "g-lr-0.05-s0" in listed.stdout, listed.stderr
-    assert listed.stderr == f"cifarnet: queued runs cannot start: {runs_dir / name} is {what}; it must be a plain " \
-                            "file (remove it and try again)\n"
+    assert (
+        listed.stderr == f"cifarnet: queued runs cannot start: {runs_dir / name} is {what}; it must be a plain "
+        "file (remove it and try again)\n"
+    )
     assert outside.read_text() == "theirs" and not processes_of(runs_dir, b"queue")
 
 
 def test_an_experiment_record_naming_paths_outside_the_runs_folder_is_damage(runs_dir):
     (runs_dir / ".experiments").mkdir(parents=True)
     (runs_dir / "mine").mkdir()
-    (runs_dir / ".experiments" / "bad.json").write_text(json.dumps(
-        {"name": "bad", "vary": {"norm": ["bn"]}, "seeds": [0],
-         "variants": {"norm=bn": ["../..", "/etc", "mine", 7, "a/../../b"]}}))
+    (runs_dir / ".experiments" / "bad.json").write_text(
+        json.dumps(
+            {
+                "name": "bad",
+                "vary": {"norm": ["bn"]},
+                "seeds": [0],
+                "variants": {"norm=bn": ["../..", "/etc", "mine", 7, "a/../../b"]},
+            }
+        )
+    )
     experiment = list_experiments(runs_dir)[0]
     assert experiment.name == "bad" and experiment.variants == {"norm=bn": [runs_dir / "mine"]}
     assert len(experiment.damage) == 4 and "'../..'" in experiment.damage[0] and "'/etc'" in experiment.damage[1]

@@ -42,6 +42,7 @@ from harness import dashboard_server
 
 # Item 4: a full disk or an unwritable folder.
 
+
 def test_a_write_that_fails_names_the_file_removes_its_temp_file_and_keeps_the_old_record(tmp_path, monkeypatch):
     write_json(tmp_path / "status.json", {"status": "running"})
 
@@ -75,9 +76,25 @@ def _file_size_limit(limit: int):
 @pytest.mark.slow
 def test_a_trainer_that_cannot_write_says_why_on_the_terminal_and_in_its_status(runs_dir, data_dir):
     load_cifar10(data_dir)  # the decoded copy exists before the child runs under the limit
-    done = subprocess.run([sys.executable, "-m", "cifarnet", "train", *TINY_QUIET_FLAGS, "--runs-dir", str(runs_dir),
-                           "--data-dir", str(data_dir)], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_file_size_limit(100_000))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "train",
+            *TINY_QUIET_FLAGS,
+            "--runs-dir",
+            str(runs_dir),
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=_file_size_limit(100_000),
+    )
     (path,) = (p for p in runs_dir.iterdir() if not p.name.startswith("."))  # hidden: the run-limit slots
     reason = f"cannot write {path}/best.pt: File too large"  # the first checkpoint is larger than the limit
     assert done.returncode == 1 and f"{path.name}: failed" in done.stdout and reason in done.stdout, done.stderr
@@ -88,6 +105,7 @@ def test_a_trainer_that_cannot_write_says_why_on_the_terminal_and_in_its_status(
 
 
 # Item 5: a kill and a resume log every step once.
+
 
 @pytest.mark.slow
 def test_a_killed_and_resumed_run_logs_each_step_once(runs_dir, data_dir):
@@ -129,6 +147,7 @@ def test_the_log_is_cut_before_records_past_the_checkpoint_a_final_record_and_a_
 
 # Item 6: refusals that come before any work, and requests that cannot outlive their trainer.
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_refused_before_a_run_folder_exists(runs_dir):
     done = run_cli("train", "--device", "cuda", "--runs-dir", str(runs_dir))
@@ -169,6 +188,7 @@ def test_resuming_a_finished_run_is_refused_and_adds_no_second_final_record(tiny
 
 # Item 9: valid JSON of the wrong kind is damage, reported for its run alone.
 
+
 def damaged_runs(runs_dir: Path, labels: np.ndarray) -> dict[str, str]:
     """Finished runs, each with one kind of damage a page once crashed on; returns name -> the damage listed."""
 
@@ -178,10 +198,12 @@ def damaged_runs(runs_dir: Path, labels: np.ndarray) -> dict[str, str]:
         "created-huge": lambda p: _edit(p / "config.json", created=1e20),
         "lr-text": lambda p: _edit(p / "config.json", lr="fast"),
         "status-strings": lambda p: _edit(p / "status.json", pid="me", progress={"step": "many", "total_steps": 1e999}),
-        "results-wrong": lambda p: _edit(p / "results.json", test_acc="high", confusion=[[1, 2], ["x"]],
-                                         classes=[1, 2, 3]),
+        "results-wrong": lambda p: _edit(
+            p / "results.json", test_acc="high", confusion=[[1, 2], ["x"]], classes=[1, 2, 3]
+        ),
         "metrics-types": lambda p: (p / "metrics.jsonl").write_text(
-            '{"kind": "eval", "step": "one", "test_acc": 0.5}\n{"kind": "train", "step": 1, "train_loss": Infinity}\n'),
+            '{"kind": "eval", "step": "one", "test_acc": 0.5}\n{"kind": "train", "step": 1, "train_loss": Infinity}\n'
+        ),
     }.items():
         path = fake_finished_run(runs_dir, labels, name=name)
         change(path)
@@ -201,9 +223,9 @@ def test_each_wrong_value_is_reported_as_damage_of_its_own_run(runs_dir, data_di
         "created-huge": "config.json: created=1e+20 is not a valid value",
         "lr-text": "config.json: lr='fast' is not a float; allowed: a number from 1e-06 to 10",
         "status-strings": "status.json: pid='me' is not a valid value; status.json: progress={'step': 'many', "
-                          "'total_steps': inf} is not a valid value",
+        "'total_steps': inf} is not a valid value",
         "results-wrong": "results.json: test_acc='high' is not a valid value; results.json: confusion=[[1, 2], "
-                         "['x']] is not a valid value; results.json: classes=[1, 2, 3] is not a valid value",
+        "['x']] is not a valid value; results.json: classes=[1, 2, 3] is not a valid value",
         "metrics-types": "metrics.jsonl has 2 damaged line(s): 1, 2",
     }
     table = runs_table(list_runs(runs_dir, include_pretrained=False))
@@ -212,18 +234,36 @@ def test_each_wrong_value_is_reported_as_damage_of_its_own_run(runs_dir, data_di
         train_run(runs_dir / "lr-text", str(data_dir))
 
 
-@pytest.mark.parametrize("arrays", [
-    {"labels": np.zeros((10, 2), np.uint8), "top_classes": np.zeros((10, 5), np.uint8),
-     "top_probs": np.zeros((10, 5), np.float16)},  # labels not one per image
-    {"labels": np.zeros(10, np.uint8), "top_classes": np.full((10, 5), 12, np.uint8),
-     "top_probs": np.zeros((10, 5), np.float16)},  # a class that does not exist
-    {"labels": np.zeros(10, np.uint8), "top_classes": np.zeros((10, 5), np.uint8),
-     "top_probs": np.full((10, 5), np.nan, np.float32)},  # probabilities that are not
-    {"labels": np.array(["a"] * 10), "top_classes": np.zeros((10, 5), np.uint8),
-     "top_probs": np.zeros((10, 5), np.float16)},  # text
-    {"labels": np.zeros(10, np.uint8), "top_classes": np.zeros((10, 1), np.uint8),
-     "top_probs": np.zeros((10, 1), np.float16)},  # fewer than the top 3 a caption shows
-])
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {
+            "labels": np.zeros((10, 2), np.uint8),
+            "top_classes": np.zeros((10, 5), np.uint8),
+            "top_probs": np.zeros((10, 5), np.float16),
+        },  # labels not one per image
+        {
+            "labels": np.zeros(10, np.uint8),
+            "top_classes": np.full((10, 5), 12, np.uint8),
+            "top_probs": np.zeros((10, 5), np.float16),
+        },  # a class that does not exist
+        {
+            "labels": np.zeros(10, np.uint8),
+            "top_classes": np.zeros((10, 5), np.uint8),
+            "top_probs": np.full((10, 5), np.nan, np.float32),
+        },  # probabilities that are not
+        {
+            "labels": np.array(["a"] * 10),
+            "top_classes": np.zeros((10, 5), np.uint8),
+            "top_probs": np.zeros((10, 5), np.float16),
+        },  # text
+        {
+            "labels": np.zeros(10, np.uint8),
+            "top_classes": np.zeros((10, 1), np.uint8),
+            "top_probs": np.zeros((10, 1), np.float16),
+        },  # fewer than the top 3 a caption shows
+    ],
+)
 def test_predictions_of_the_wrong_shape_or_values_are_none(tmp_path, arrays):
     np.savez(tmp_path / "predictions.npz", **arrays)
     assert read_predictions(tmp_path) is None
@@ -244,10 +284,16 @@ def test_the_misclassified_page_survives_malformed_results_and_predictions(app, 
     labels = load_cifar10(data_dir).test_y.numpy()
     damaged_runs(runs_dir, labels)
     wrong_predictions = fake_finished_run(runs_dir, labels, name="predictions-wrong")
-    np.savez(wrong_predictions / "predictions.npz", labels=labels, top_classes=np.full((len(labels), 5), 12),
-             top_probs=np.zeros((len(labels), 5)))
-    _edit(fake_finished_run(runs_dir, labels, name="per-class-text") / "results.json",
-          per_class_acc=dict.fromkeys(range(10), "good"))
+    np.savez(
+        wrong_predictions / "predictions.npz",
+        labels=labels,
+        top_classes=np.full((len(labels), 5), 12),
+        top_probs=np.zeros((len(labels), 5)),
+    )
+    _edit(
+        fake_finished_run(runs_dir, labels, name="per-class-text") / "results.json",
+        per_class_acc=dict.fromkeys(range(10), "good"),
+    )
     at = app("misclassified")
     choices = at.selectbox[0]
     assert "results-wrong" not in choices.options and "per-class-text" not in choices.options  # nothing to draw
@@ -264,12 +310,29 @@ def test_the_train_page_follows_a_live_run_whose_status_holds_strings_and_infini
     path = create_run(make_config({**TINY, "name": "live-damaged"}), runs)
     trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "cifarnet-stand-in"])
     try:
-        (path / "status.json").write_text(json.dumps({
-            "status": "running", "pid": trainer.pid, "updated": "now",
-            "progress": {"step": "many", "total_steps": float("inf"), "epoch": float("inf"), "train_loss": "low",
-                         "train_acc": float("-inf"), "img_s": "fast", "eta_s": float("nan"), "elapsed_s": []}}))
-        (path / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "train_loss": "low", "train_acc": 0.5}\n'
-                                            '{"kind": "train", "step": 2, "train_loss": 2.0, "train_acc": 0.2}\n')
+        (path / "status.json").write_text(
+            json.dumps(
+                {
+                    "status": "running",
+                    "pid": trainer.pid,
+                    "updated": "now",
+                    "progress": {
+                        "step": "many",
+                        "total_steps": float("inf"),
+                        "epoch": float("inf"),
+                        "train_loss": "low",
+                        "train_acc": float("-inf"),
+                        "img_s": "fast",
+                        "eta_s": float("nan"),
+                        "elapsed_s": [],
+                    },
+                }
+            )
+        )
+        (path / "metrics.jsonl").write_text(
+            '{"kind": "train", "step": 1, "train_loss": "low", "train_acc": 0.5}\n'
+            '{"kind": "train", "step": 2, "train_loss": 2.0, "train_acc": 0.2}\n'
+        )
         with dashboard_server(runs, data_dir, tmp_path / "server.log") as url:
             page.goto(f"{url}/train?run=live-damaged")
             page.get_by_text("Run live-damaged · running").wait_for()

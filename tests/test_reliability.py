@@ -79,8 +79,10 @@ def test_out_of_memory_ends_failed_with_advice(runs_dir, data_dir, monkeypatch):
     monkeypatch.setattr(train_mod, "augment_batch", oom)
     path = create_run(make_config(TINY), runs_dir)
     assert train_run(path, str(data_dir)) == "failed"
-    assert "out of memory" in read_run(path).status_record["error"] and "smaller batch_size" in \
-        read_run(path).status_record["error"]
+    assert (
+        "out of memory" in read_run(path).status_record["error"]
+        and "smaller batch_size" in read_run(path).status_record["error"]
+    )
 
 
 def test_missing_data_ends_failed_with_the_data_message(runs_dir, tmp_path):
@@ -130,11 +132,17 @@ def test_a_run_recorded_before_weight_standardisation_resumes_with_plain_convs(r
     """An old run's config.json (format 1: no "format") has no "ws", "precision" or "compile" and says dropout -1:
     resuming it must rebuild the plain model it trained, not today's default (weight-standardised for LN), or its
     checkpoint would be misread; and train it as it was trained (fp32, the architecture's dropout)."""
-    path = create_run(make_config({"norm": "ln", "subset": 10, "epochs": 1, "batch_size": 50, "eval_subset": 5,
-                                   "name": "old"}), runs_dir)
+    path = create_run(
+        make_config({"norm": "ln", "subset": 10, "epochs": 1, "batch_size": 50, "eval_subset": 5, "name": "old"}),
+        runs_dir,
+    )
     saved = json.loads((path / "config.json").read_text())
-    assert (saved.pop("ws"), saved.pop("format"), saved.pop("precision"), saved.pop("compile")) == \
-        ("auto", 2, "auto", False)
+    assert (saved.pop("ws"), saved.pop("format"), saved.pop("precision"), saved.pop("compile")) == (
+        "auto",
+        2,
+        "auto",
+        False,
+    )
     (path / "config.json").write_text(json.dumps({**saved, "dropout": -1.0}))
     cfg = load_run_config(path)
     assert (cfg.model_args["ws"], cfg.dropout, cfg.precision) == ("off", None, "fp32")

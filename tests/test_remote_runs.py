@@ -20,12 +20,15 @@ from cifarnet.runs.records import LOCK_FILE, write_json
 from cifarnet.runs.slots import Claim, inherited, try_lock
 
 
-@pytest.mark.parametrize("address, message", [
-    (None, "needs the cluster's address"),
-    ("headnode", "is not HOST:PORT"),
-    ("headnode:99999", "is not HOST:PORT"),
-    ("head node:6379", "is not HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        (None, "needs the cluster's address"),
+        ("headnode", "is not HOST:PORT"),
+        ("headnode:99999", "is not HOST:PORT"),
+        ("head node:6379", "is not HOST:PORT"),
+    ],
+)
 def test_a_bad_address_is_refused_in_one_line(address, message, monkeypatch):
     monkeypatch.delenv(ADDRESS_ENV, raising=False)
     with pytest.raises(CifarnetError, match=message):
@@ -37,13 +40,17 @@ def test_the_address_comes_from_ray_address_when_not_given(monkeypatch):
     assert cluster_address(None) == "10.0.0.5:6379" and cluster_address("h:1") == "h:1"
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--cluster", "ray", "--ray-address", "127.0.0.1:1"], "no Ray cluster answers at '127.0.0.1:1'"),
-    (["--ray-address", "127.0.0.1:1"], "add --cluster ray"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cluster", "ray", "--ray-address", "127.0.0.1:1"], "no Ray cluster answers at '127.0.0.1:1'"),
+        (["--ray-address", "127.0.0.1:1"], "add --cluster ray"),
+    ],
+)
 def test_a_sweep_for_an_unreachable_cluster_creates_nothing(flags, message, runs_dir, data_dir, capsys):
-    code = main(["sweep", "--grid", "norm=bn,gn", *TINY_FLAGS, *flags, "--runs-dir", str(runs_dir),
-                 "--data-dir", str(data_dir)])
+    code = main(
+        ["sweep", "--grid", "norm=bn,gn", *TINY_FLAGS, *flags, "--runs-dir", str(runs_dir), "--data-dir", str(data_dir)]
+    )
     assert code != 0 and message in capsys.readouterr().err
     assert not runs_dir.exists() or not [p for p in runs_dir.rglob("*") if p.is_file() and p.suffix == ".json"]
 
@@ -51,8 +58,17 @@ def test_a_sweep_for_an_unreachable_cluster_creates_nothing(flags, message, runs
 def remote_run(runs_dir, updated: float, trainer: str | None = "4242 123456") -> str:
     """A run whose status says it trains on another machine."""
     path = create_run(make_config({**TINY, "name": "far"}), runs_dir)
-    write_json(path / "status.json", {"status": "running", "pid": 4242, "updated": updated, "host": "elsewhere",
-                                      "node": "abc123", **({"trainer": trainer} if trainer else {})})
+    write_json(
+        path / "status.json",
+        {
+            "status": "running",
+            "pid": 4242,
+            "updated": updated,
+            "host": "elsewhere",
+            "node": "abc123",
+            **({"trainer": trainer} if trainer else {}),
+        },
+    )
     return path.name
 
 
@@ -84,8 +100,9 @@ def test_a_lost_task_fails_its_run_unless_a_trainer_still_holds_it(runs_dir):
     os.close(held)
     record_lost(path, "its Ray task ended before its trainer did (NodeDiedError: x)")
     info = read_run(path)
-    assert info.status == "failed" and info.status_record["error"].startswith("its Ray task ended before its "
-                                                                              "trainer did (NodeDiedError: x)")
+    assert info.status == "failed" and info.status_record["error"].startswith(
+        "its Ray task ended before its trainer did (NodeDiedError: x)"
+    )
     assert "resume it" in info.status_record["error"]
 
 

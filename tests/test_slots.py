@@ -50,8 +50,16 @@ def test_simultaneous_starts_from_tabs_and_the_cli_respect_the_limit(runs_dir, d
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "2")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = STARTER.format(settings=LONG, at=time.time() + 25)
-    starters = [subprocess.Popen([sys.executable, "-c", code, str(runs_dir), str(data_dir)], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(runs_dir), str(data_dir)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     try:
         outputs = [starter.communicate(timeout=120)[0] for starter in starters]
         assert sorted(line.split()[0] for line in outputs) == ["refused"] * 2 + ["started"] * 2, outputs
@@ -59,8 +67,14 @@ def test_simultaneous_starts_from_tabs_and_the_cli_respect_the_limit(runs_dir, d
         runs = [p for p in runs_dir.iterdir() if not p.name.startswith(".")]
         assert len(runs) == 2  # a refused start creates nothing
         wait_for(lambda: all(read_run(p).status == "running" for p in runs), timeout=120)
-        cli = run_cli("train", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "tta"],
-                      "--runs-dir", str(runs_dir), "--data-dir", str(data_dir))
+        cli = run_cli(
+            "train",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "tta"],
+            "--runs-dir",
+            str(runs_dir),
+            "--data-dir",
+            str(data_dir),
+        )
         assert cli.returncode == 2 and "2 run(s) already training" in cli.stderr and "the limit is 2" in cli.stderr
         assert cli.stderr.count("\n") == 1
         assert len([p for p in runs_dir.iterdir() if not p.name.startswith(".")]) == 2
@@ -73,10 +87,10 @@ def test_two_resumes_of_one_run_start_one_trainer(runs_dir, data_dir, monkeypatc
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "4")
     path = create_run(make_config(TINY), runs_dir)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--data-dir", str(data_dir),
-               "--quiet"]
-    trainers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(2)]
+    command = [sys.executable, "-m", "cifarnet", "train", "--resume", str(path), "--data-dir", str(data_dir), "--quiet"]
+    trainers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [(t.communicate(timeout=600), t.returncode) for t in trainers]
     results = [(code, out, err) for (out, err), code in results]
     codes = sorted(code for code, _, _ in results)

@@ -19,8 +19,9 @@ from cifarnet.runs.status import STATUSES, Status
 ROOT = Path(__file__).resolve().parents[1]
 DECLARING = {ROOT / "cifarnet" / "runs" / "status.py", ROOT / "cifarnet" / "runs" / "records.py"}
 STATUS_SPELLINGS = {value for name, value in vars(Status).items() if name.isupper()}
-FILE_SPELLINGS = {value for name, value in vars(records).items()
-                  if name.endswith(("_FILE", "_FOLDER")) and isinstance(value, str)}
+FILE_SPELLINGS = {
+    value for name, value in vars(records).items() if name.endswith(("_FILE", "_FOLDER")) and isinstance(value, str)
+}
 
 
 def sources() -> list[Path]:
@@ -38,8 +39,12 @@ def keys(tree: ast.AST) -> set[int]:
             found.update(id(key) for key in node.keys if key is not None)
         elif isinstance(node, ast.Subscript):
             found.add(id(node.slice))
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
-                and node.args:
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+        ):
             found.add(id(node.args[0]))
         elif isinstance(node, ast.Expr):
             found.add(id(node.value))
@@ -50,17 +55,37 @@ def spelt_out(source: str, spellings: set[str]) -> list[tuple[int, str]]:
     """(line, string) for each string constant of ``source`` that is exactly one of ``spellings``, keys aside."""
     tree = ast.parse(source)
     skipped = keys(tree)
-    return sorted((node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in spellings
-            and id(node) not in skipped)
+    return sorted(
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value in spellings
+        and id(node) not in skipped
+    )
 
 
 def test_the_declarations_name_every_status_and_record_file():
     """What the guard below looks for comes from the declarations; renaming one must not drop it from the guard."""
     assert set(STATUSES) | {"missing"} == STATUS_SPELLINGS
-    assert {"status.json", "config.json", "metrics.jsonl", "results.json", "predictions.npz", "model.pt", "best.pt",
-            "last.pt", "log.txt", "pid", "STOP", ".trainer.lock", ".experiments", ".slots", ".queue.lock",
-            ".queue.log"} <= FILE_SPELLINGS
+    assert {
+        "status.json",
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+        "predictions.npz",
+        "model.pt",
+        "best.pt",
+        "last.pt",
+        "log.txt",
+        "pid",
+        "STOP",
+        ".trainer.lock",
+        ".experiments",
+        ".slots",
+        ".queue.lock",
+        ".queue.log",
+    } <= FILE_SPELLINGS
 
 
 def test_the_guard_sees_a_literal_but_not_a_key_a_docstring_or_a_sentence():
@@ -72,7 +97,13 @@ if status == "failed" or record.get("pid") or record["finished"]:
 
 
 def test_statuses_and_record_file_names_are_spelt_only_where_declared():
-    wrong = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path in sources() if path not in DECLARING
-             for line, value in spelt_out(path.read_text(encoding="utf-8"), STATUS_SPELLINGS | FILE_SPELLINGS)]
-    assert not wrong, ("spelt out instead of named (use cifarnet.runs.status.Status or the names in "
-                       "cifarnet.runs.records):\n" + "\n".join(wrong))
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line}: {value!r}"
+        for path in sources()
+        if path not in DECLARING
+        for line, value in spelt_out(path.read_text(encoding="utf-8"), STATUS_SPELLINGS | FILE_SPELLINGS)
+    ]
+    assert not wrong, (
+        "spelt out instead of named (use cifarnet.runs.status.Status or the names in "
+        "cifarnet.runs.records):\n" + "\n".join(wrong)
+    )

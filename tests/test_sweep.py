@@ -40,36 +40,46 @@ from cifarnet.runs.sweep import parse_random, plan_sweep
 
 # -- plans and refusals ---------------------------------------------------------------------------
 
+
 def test_a_sweep_is_grid_times_draws_times_seeds_and_reproducible(runs_dir, data_dir):
     count, ranges = parse_random(["3", "weight_decay=log:1e-5:1e-3"])
     base = make_config(TINY)
-    plan = plan_sweep(base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s", runs_dir,
-                      data_dir=data_dir)
+    plan = plan_sweep(
+        base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s", runs_dir, data_dir=data_dir
+    )
     assert len(plan.runs) == 2 * 2 * 3 and all(len(configs) == 2 for configs in plan.runs.values())
     decays = plan.vary["weight_decay"]
     assert len(decays) == 3 and all(1e-5 <= d <= 1e-3 for d in decays)
     assert plan.extra["sweep"]["random"] == {"weight_decay": "log:1e-05:0.001"}
-    again = plan_sweep(base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s2", runs_dir,
-                       data_dir=data_dir)
+    again = plan_sweep(
+        base, {"norm": ["bn", "gn"], "lr": [0.05, 0.1]}, ranges, count, [0, 1], "s2", runs_dir, data_dir=data_dir
+    )
     assert again.vary == plan.vary  # the draws are seeded: the same plan twice
     first = next(iter(plan.runs.values()))[0]
     assert (first.norm, first.lr, first.seed) == ("bn", 0.05, 0) and first.name.startswith("s-norm-bn-lr-0.05-")
     assert not runs_dir.exists()  # planning creates nothing
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--grid", "lr=0.1,0.2", "--random", "2", "lr=log:0.01:0.5"], "lr is both in --grid and --random"),
-    (["--random", "4", "lr=log:0:1"], "--random 'lr=log:0:1': lr=0.0 is out of range"),
-    (["--random", "4", "lr=cubic:0.01:1"], "scale 'cubic' is not known; allowed: log, uniform"),
-    (["--random", "4", "norm=log:1:2"], "norm is not a number; give its values with --grid"),
-    (["--random", "four", "lr=log:0.01:1"], "give the number of draws first"),
-    (["--random", "4", "lr=log:0.5:0.1"], "the low bound must be below the high one"),
-    (["--grid", "norm=bn,ln,gn", "--grid", "lr=0.01,0.02,0.05,0.1", "--seeds", "0", "1", "2"],
-     ("the experiment would train 36 runs; allowed: at most 32 (fewer values or seeds, or raise the cap with "
-      "--max-runs)")),
-    (["--grid", "norm=bn,ln", "--max-runs", "0"], "--max-runs '0' is not allowed; allowed: a whole number from 1"),
-    (["--grid", "norm=bn,xn"], "norm='xn' is not known"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--grid", "lr=0.1,0.2", "--random", "2", "lr=log:0.01:0.5"], "lr is both in --grid and --random"),
+        (["--random", "4", "lr=log:0:1"], "--random 'lr=log:0:1': lr=0.0 is out of range"),
+        (["--random", "4", "lr=cubic:0.01:1"], "scale 'cubic' is not known; allowed: log, uniform"),
+        (["--random", "4", "norm=log:1:2"], "norm is not a number; give its values with --grid"),
+        (["--random", "four", "lr=log:0.01:1"], "give the number of draws first"),
+        (["--random", "4", "lr=log:0.5:0.1"], "the low bound must be below the high one"),
+        (
+            ["--grid", "norm=bn,ln,gn", "--grid", "lr=0.01,0.02,0.05,0.1", "--seeds", "0", "1", "2"],
+            (
+                "the experiment would train 36 runs; allowed: at most 32 (fewer values or seeds, or raise the cap with "
+                "--max-runs)"
+            ),
+        ),
+        (["--grid", "norm=bn,ln", "--max-runs", "0"], "--max-runs '0' is not allowed; allowed: a whole number from 1"),
+        (["--grid", "norm=bn,xn"], "norm='xn' is not known"),
+    ],
+)
 def test_bad_sweep_specs_are_refused_in_one_line_before_anything_starts(args, message, runs_dir, capsys):
     assert main(["sweep", *args, "--runs-dir", str(runs_dir)]) == 2
     err = capsys.readouterr().err
@@ -81,8 +91,9 @@ def test_the_cap_is_raised_deliberately(runs_dir, data_dir):
     grid = {"norm": ["bn", "ln", "gn"], "lr": [0.01, 0.02, 0.05, 0.1]}
     with pytest.raises(CifarnetError, match="at most 32"):
         plan_sweep(make_config(TINY), grid, seeds=[0, 1, 2], name="big", runs_dir=runs_dir, data_dir=data_dir)
-    plan = plan_sweep(make_config(TINY), grid, seeds=[0, 1, 2], name="big", runs_dir=runs_dir, max_runs=36,
-                      data_dir=data_dir)
+    plan = plan_sweep(
+        make_config(TINY), grid, seeds=[0, 1, 2], name="big", runs_dir=runs_dir, max_runs=36, data_dir=data_dir
+    )
     assert sum(map(len, plan.runs.values())) == 36
 
 
@@ -105,7 +116,7 @@ def test_the_rules_stop_the_far_worse_run_and_no_other():
         assert median_reason(bad, fair, step) is not None
         assert asha_reason(bad, fair, step) is not None
         for i, run in enumerate(fair):
-            others = [*fair[:i], *fair[i + 1:], bad]
+            others = [*fair[:i], *fair[i + 1 :], bad]
             assert median_reason(run, others, step) is None, (i, step)
     assert "is below 80% of the median 30.0% of the 3 other runs" in median_reason(bad, fair, 2)
     assert "not in the top 1 of the 4 runs that reached it" in asha_reason(bad, fair, 2)
@@ -120,8 +131,16 @@ def test_a_real_trainer_behind_its_peers_ends_stopped_early_with_the_reason(runs
     queued = enqueue(make_config({**TINY, "name": "behind", "epochs": 2, "eval_every": 1}), runs_dir, data_dir)
     folder = runs_dir / EXPERIMENTS_FOLDER
     folder.mkdir()
-    write_json(folder / "es.json", {"name": "es", "vary": {"lr": [0.05]}, "seeds": [0], "early_stop": "median",
-                                    "variants": {"lr=0.05": ["behind", *(p.name for p in peers)]}})
+    write_json(
+        folder / "es.json",
+        {
+            "name": "es",
+            "vary": {"lr": [0.05]},
+            "seeds": [0],
+            "early_stop": "median",
+            "variants": {"lr=0.05": ["behind", *(p.name for p in peers)]},
+        },
+    )
     ensure_worker(runs_dir)
     wait_for(lambda: read_run(queued).status not in ("queued", "starting", "running"), timeout=400, every=0.5)
     info = read_run(queued)
@@ -138,10 +157,31 @@ def test_a_real_trainer_behind_its_peers_ends_stopped_early_with_the_reason(runs
 def test_a_two_setting_sweep_runs_one_trainer_at_a_time_and_finishes(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    sweep = subprocess.Popen([sys.executable, "-m", "cifarnet", "sweep", "--grid", "norm=gn,ln", "--grid", "lr=0.05",
-                              "--early-stop", "median", *TINY_FLAGS, "--name", "two", "--runs-dir", str(runs_dir),
-                              "--data-dir", str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    sweep = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cifarnet",
+            "sweep",
+            "--grid",
+            "norm=gn,ln",
+            "--grid",
+            "lr=0.05",
+            "--early-stop",
+            "median",
+            *TINY_FLAGS,
+            "--name",
+            "two",
+            "--runs-dir",
+            str(runs_dir),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     most = 0
     try:
         while sweep.poll() is None:  # only one trainer at any moment, by the records and by /proc
@@ -162,6 +202,7 @@ def test_a_two_setting_sweep_runs_one_trainer_at_a_time_and_finishes(runs_dir, d
 
 
 # -- the Compare page's run-by-run views -----------------------------------------------------------
+
 
 @pytest.fixture
 def sweep_runs(runs_dir):

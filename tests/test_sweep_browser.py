@@ -9,8 +9,10 @@ from conftest import CHROMIUM, hand_made_sweep, settle, shot
 
 from harness import dashboard_server
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium"),
+]
 CURVES = "el => el._fullData.map(t => ({name: t.name, y: Array.from(t.y || [])}))"
 
 
@@ -28,7 +30,11 @@ def test_filters_brush_the_parallel_coordinates_and_filter_table_and_curves(tmp_
             grid.get_by_text(text, exact=True).first.wait_for(state="attached")
         parallel = page.locator(".js-plotly-plot").filter(has=page.locator(".parcoords"))
         assert parallel.evaluate("el => el._fullData[0].dimensions.map(d => d.label)") == [
-            "norm", "lr (log)", "best test acc", "final test acc"]
+            "norm",
+            "lr (log)",
+            "best test acc",
+            "final test acc",
+        ]
         assert page.get_by_text("4 of 4 runs.").count() == 1
         shot(page, "40-sweep-views")
 
@@ -53,12 +59,16 @@ def test_filters_brush_the_parallel_coordinates_and_filter_table_and_curves(tmp_
         slider.focus()
         slider.press("Home")
         settle(page)
-        page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(el => el._fullData && "
-                               "el._fullData.length === 4 && JSON.stringify(el._fullData[1].y) === "
-                               "JSON.stringify(el._fullData[0].y))")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.js-plotly-plot')].some(el => el._fullData && "
+            "el._fullData.length === 4 && JSON.stringify(el._fullData[1].y) === "
+            "JSON.stringify(el._fullData[0].y))"
+        )
         assert curves.evaluate("el => el._fullLayout.xaxis.type") == "linear"
         page.get_by_text("log x", exact=True).click()
         settle(page)
-        page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(el => el._fullLayout && "
-                               "el._fullLayout.xaxis && el._fullLayout.xaxis.type === 'log')")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.js-plotly-plot')].some(el => el._fullLayout && "
+            "el._fullLayout.xaxis && el._fullLayout.xaxis.type === 'log')"
+        )
         shot(page, "41-sweep-filtered-logx")

@@ -32,8 +32,9 @@ def test_training_lowers_loss_and_beats_chance(tiny_run):
     assert len(results["confusion"]) == 10 and sum(map(sum, results["confusion"])) == 10_000
     assert set(results["per_class_acc"]) == set(results["classes"])
     for record in info.evals:
-        assert {"epoch", "step", "time", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                "img_s"} <= set(record)
+        assert {"epoch", "step", "time", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "img_s"} <= set(
+            record
+        )
 
 
 def test_flip_tta_reported_separately(tiny_run):
@@ -47,9 +48,18 @@ def test_flip_tta_reported_separately(tiny_run):
 def test_compiled_training_follows_the_eager_run(runs_dir, data_dir):
     runs = {}
     for compiled in (False, True):
-        path = create_run(make_config({**TINY, "epochs": 1, "compile": compiled,
-                                       "precision": "fp32",  # bf16 rounds more
-                                       "name": f"c{int(compiled)}"}), runs_dir)
+        path = create_run(
+            make_config(
+                {
+                    **TINY,
+                    "epochs": 1,
+                    "compile": compiled,
+                    "precision": "fp32",  # bf16 rounds more
+                    "name": f"c{int(compiled)}",
+                }
+            ),
+            runs_dir,
+        )
         assert train_run(path, str(data_dir)) == "finished", read_run(path).status_record
         runs[compiled] = read_run(path)
     assert runs[True].config["compile"] is True
@@ -71,8 +81,14 @@ def test_bf16_training_on_the_cpu_is_really_bf16_and_follows_fp32(runs_dir, data
     assert bf16 == pytest.approx(fp32, rel=3e-2)  # but it is the same training
 
 
-@pytest.mark.parametrize("flags, native", [("fpu sse2 avx512f avx512_bf16 avx512vl", True),
-                                           ("fpu sse2 amx_bf16 amx_tile", True), ("fpu sse2 avx2 avx512f", False)])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ("fpu sse2 avx512f avx512_bf16 avx512vl", True),
+        ("fpu sse2 amx_bf16 amx_tile", True),
+        ("fpu sse2 avx2 avx512f", False),
+    ],
+)
 def test_auto_precision_is_bf16_where_it_is_native(monkeypatch, tmp_path, flags, native):
     """auto: bf16 on CUDA and on a CPU whose flags say native bfloat16; fp32 on other CPUs; fp32 and bf16 as asked."""
     cpuinfo = tmp_path / "cpuinfo"
@@ -97,8 +113,25 @@ def test_unknown_precision_is_refused_in_one_line(runs_dir):
 
 @pytest.mark.slow
 def test_compile_without_a_compiler_is_one_clear_line(runs_dir, data_dir):
-    args = ["train", "--compile", "--subset", "20", "--epochs", "1", "--batch-size", "50", "--eval-subset", "10",
-            "--runs-dir", str(runs_dir), "--data-dir", str(data_dir), "--name", "nocxx", "--quiet"]
+    args = [
+        "train",
+        "--compile",
+        "--subset",
+        "20",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--eval-subset",
+        "10",
+        "--runs-dir",
+        str(runs_dir),
+        "--data-dir",
+        str(data_dir),
+        "--name",
+        "nocxx",
+        "--quiet",
+    ]
     result = run_cli(*args, env={"CXX": "/nonexistent/g++"})
     assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
     error = read_run(runs_dir / "nocxx").status_record["error"]
@@ -127,13 +160,16 @@ def test_unwritable_runs_folder_is_a_clear_error(tmp_path):
         create_run(make_config(TINY), blocked / "runs")
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--lr", "abc", "lr='abc' is not a number; allowed: a number from 1e-06 to 10"),
-    ("--epochs", "0", "epochs=0.0 is out of range; allowed: a number from 0.05 to 500"),
-    ("--optimizer", "rmsprop", "optimizer='rmsprop' is not known; allowed: nesterov, sgd, adam, adamw"),
-    ("--batch-size", "1.5", "batch_size='1.5' must be a whole number"),
-    ("--name", "../evil", "name='../evil' is not allowed"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr", "abc", "lr='abc' is not a number; allowed: a number from 1e-06 to 10"),
+        ("--epochs", "0", "epochs=0.0 is out of range; allowed: a number from 0.05 to 500"),
+        ("--optimizer", "rmsprop", "optimizer='rmsprop' is not known; allowed: nesterov, sgd, adam, adamw"),
+        ("--batch-size", "1.5", "batch_size='1.5' must be a whole number"),
+        ("--name", "../evil", "name='../evil' is not allowed"),
+    ],
+)
 def test_cli_refuses_bad_config_before_work(flag, value, message, runs_dir):
     result = run_cli("train", flag, value, "--runs-dir", str(runs_dir))
     assert result.returncode == 2

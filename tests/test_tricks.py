@@ -24,8 +24,17 @@ from cifarnet.training.schedule import lr_at
 from cifarnet.training.whitening import fit_whitening, patches, sample_index, whitening_filters
 
 TRAIN, TEST = 40, 20  # images: four of each class, two of each class
-BASE = {"arch": "s9", "subset": TRAIN // 10, "batch_size": 10, "epochs": 1, "eval_subset": 0, "lr": 0.05,
-        "tta": False, "threads": 1, "precision": "fp32"}
+BASE = {
+    "arch": "s9",
+    "subset": TRAIN // 10,
+    "batch_size": 10,
+    "epochs": 1,
+    "eval_subset": 0,
+    "lr": 0.05,
+    "tta": False,
+    "threads": 1,
+    "precision": "fp32",
+}
 
 
 def tiny_data(seed: int = 0) -> Cifar10:
@@ -105,7 +114,7 @@ def test_alternating_flip_mirrors_a_fixed_half_then_each_image_the_other_way_eve
         order, _ = t.epoch_order(epoch)
         flipped = torch.zeros(TRAIN, dtype=torch.bool)
         for i, x, _y in t.batches(epoch):
-            idx = order[i * 10:(i + 1) * 10]
+            idx = order[i * 10 : (i + 1) * 10]
             mirrored = torch.tensor([torch.equal(a, b.flip(2)) for a, b in zip(x, originals[idx])])
             kept = torch.tensor([torch.equal(a, b) for a, b in zip(x, originals[idx])])
             assert bool((mirrored ^ kept).all())  # each image exactly itself or its mirror

@@ -55,8 +55,10 @@ def spreads(mean: torch.Tensor, var: torch.Tensor) -> dict[str, float]:
     """Spread of the per-channel and per-image means, over the overall standard deviation (from :func:`moments`)."""
     overall = mean.mean()
     scale = ((var + mean**2).mean() - overall**2).clamp_min(1e-24).sqrt()
-    return {"channel": float(mean.mean(0).std(correction=0) / scale),
-            "image": float(mean.mean(1).std(correction=0) / scale)}
+    return {
+        "channel": float(mean.mean(0).std(correction=0) / scale),
+        "image": float(mean.mean(1).std(correction=0) / scale),
+    }
 
 
 def normalised(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +114,15 @@ def activation_stats(model: nn.Module, images: torch.Tensor, batch_statistics: b
             return
         before = moments(inputs)
         first, then = spreads(*before), spreads(*normalised(module, *before))
-        norms.append({"layer": name, "channel_before": first["channel"], "image_before": first["image"],
-                      "channel_after": then["channel"], "image_after": then["image"]})
+        norms.append(
+            {
+                "layer": name,
+                "channel_before": first["channel"],
+                "image_before": first["image"],
+                "channel_after": then["channel"],
+                "image_after": then["image"],
+            }
+        )
 
     watched = {name: m for name, m in model.named_modules() if isinstance(m, (nn.ReLU, *NORMS))}
     pictures = as_batch(images).to(next(model.parameters()).device, memory_format=torch.channels_last)
@@ -132,5 +141,9 @@ def _numbered(rows: list[dict]) -> pd.DataFrame:
 def compare(models: Mapping[str, nn.Module], images: torch.Tensor, batch_statistics: bool = False) -> ActivationStats:
     """The statistics of several models on the same pictures, stacked with a ``model`` column."""
     measured = {label: activation_stats(model, images, batch_statistics) for label, model in models.items()}
-    return ActivationStats(*(pd.concat([getattr(s, kind).assign(model=label) for label, s in measured.items()],
-                                       ignore_index=True) for kind in ("relu", "norm")))
+    return ActivationStats(
+        *(
+            pd.concat([getattr(s, kind).assign(model=label) for label, s in measured.items()], ignore_index=True)
+            for kind in ("relu", "norm")
+        )
+    )

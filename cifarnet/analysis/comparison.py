@@ -30,8 +30,13 @@ from cifarnet.runs.status import LIVE, PENDING, Status
 CURVE_METRICS = ("test_acc", "train_loss", "test_loss")
 SPREAD = "sample standard deviation over seeds (ddof=1)"
 # The table's figures: (column, what it holds); each is a per-seed value averaged over the variant's seeds.
-FIGURES = {"test_acc": "test accuracy", "train_acc": "train accuracy", "gap": "train − test",
-           "tta_acc": "flip-TTA accuracy", "wall_s": "wall time"}
+FIGURES = {
+    "test_acc": "test accuracy",
+    "train_acc": "train accuracy",
+    "gap": "train − test",
+    "tta_acc": "flip-TTA accuracy",
+    "wall_s": "wall time",
+}
 
 
 @dataclass
@@ -68,8 +73,12 @@ class Comparison:
 
 def _problem(info: RunInfo) -> str | None:
     """Why a run cannot enter the figures (None when it can): its status, error and damage in one line."""
-    if info.status == Status.FINISHED and info.results and all(key in info.results for key in RESULT_KEYS) \
-            and isinstance(info.results.get("test_acc"), (int, float)):
+    if (
+        info.status == Status.FINISHED
+        and info.results
+        and all(key in info.results for key in RESULT_KEYS)
+        and isinstance(info.results.get("test_acc"), (int, float))
+    ):
         return None
     if info.status == Status.FINISHED:
         what = f"finished, but its {RESULTS_FILE} is missing or incomplete"
@@ -109,9 +118,13 @@ def run_figures(info: RunInfo) -> dict[str, float | None]:
     results = info.results or {}
     test, train = results.get("test_acc"), _last_train_acc(info)
     wall = results.get("elapsed_s")
-    return {"test_acc": float(test), "train_acc": train, "gap": None if train is None else train - float(test),
-            "tta_acc": results.get("tta_acc") if isinstance(results.get("tta_acc"), (int, float)) else None,
-            "wall_s": float(wall) if isinstance(wall, (int, float)) else info.duration_s}
+    return {
+        "test_acc": float(test),
+        "train_acc": train,
+        "gap": None if train is None else train - float(test),
+        "tta_acc": results.get("tta_acc") if isinstance(results.get("tta_acc"), (int, float)) else None,
+        "wall_s": float(wall) if isinstance(wall, (int, float)) else info.duration_s,
+    }
 
 
 def _seconds_text(values: list[float]) -> str:
@@ -129,8 +142,12 @@ def summary_table(comparison: Comparison) -> pd.DataFrame:
     for variant in comparison.variants:
         figures = [run_figures(info) for info in variant.usable]
         params = sorted({info.config.get("params") for info in variant.usable} - {None})
-        row = {"variant": variant.label, "seeds": f"{len(variant.usable)} of {len(variant.runs)}",
-               "params": params[0] if len(params) == 1 else None, "best": False}
+        row = {
+            "variant": variant.label,
+            "seeds": f"{len(variant.usable)} of {len(variant.runs)}",
+            "params": params[0] if len(params) == 1 else None,
+            "best": False,
+        }
         for name in FIGURES:
             values = [f[name] for f in figures if f[name] is not None]
             row[f"{name}_mean"] = float(np.mean(values)) if values else np.nan
@@ -161,8 +178,14 @@ def spread_curves(comparison: Comparison, metrics: tuple[str, ...] = CURVE_METRI
     # A run logs its last evaluation twice (at the epoch's end and as the final record): one value per run and step.
     frame = frame.drop_duplicates(["variant", "run", "metric", "step"], keep="last")
     grouped = frame.groupby(["variant", "metric", "step"], sort=False)
-    out = grouped.agg(epoch=("epoch", "mean"), time=("time", "mean"), mean=("value", "mean"), low=("value", "min"),
-                      high=("value", "max"), seeds=("run", "nunique")).reset_index()
+    out = grouped.agg(
+        epoch=("epoch", "mean"),
+        time=("time", "mean"),
+        mean=("value", "mean"),
+        low=("value", "min"),
+        high=("value", "max"),
+        seeds=("run", "nunique"),
+    ).reset_index()
     return out.sort_values(["variant", "metric", "step"], kind="stable")[columns].reset_index(drop=True)
 
 
@@ -249,9 +272,15 @@ def disagreement(comparison: Comparison, a: str, b: str) -> Disagreement:
     rows = np.flatnonzero(right_a & wrong_b)
     classes = comparison.variant(a).usable[0].results["classes"]
     confidence = np.mean([pack["top_probs"][rows, 0].astype(float) for pack in packs_b], axis=0)
-    images = pd.DataFrame({"index": rows, "true": [classes[c] for c in labels[rows]],
-                           "a": _votes(packs_a, classes, rows), "b": _votes(packs_b, classes, rows),
-                           "b_confidence": confidence})
+    images = pd.DataFrame(
+        {
+            "index": rows,
+            "true": [classes[c] for c in labels[rows]],
+            "a": _votes(packs_a, classes, rows),
+            "b": _votes(packs_b, classes, rows),
+            "b_confidence": confidence,
+        }
+    )
     images = images.sort_values("b_confidence", ascending=False, kind="stable").reset_index(drop=True)
     return Disagreement(a, b, images, labels)
 
@@ -259,8 +288,10 @@ def disagreement(comparison: Comparison, a: str, b: str) -> Disagreement:
 def caption(row: pd.Series, a: str, b: str, literal: Callable[[str], str]) -> str:
     """Markdown title of a gallery tile: the true class, then what each variant says, with its own confidence
     (right green, wrong red). Variant and class names come from records: each goes through ``literal``."""
+
     def votes(column: str) -> str:
         return " · ".join(f"{literal(name)} ({100 * p:.0f}% sure)" for name, p in row[column])
 
-    return (f"**{literal(row['true'])}**  \n{literal(a)} says :green[{votes('a')}]  \n"
-            f"{literal(b)} says :red[{votes('b')}]")
+    return (
+        f"**{literal(row['true'])}**  \n{literal(a)} says :green[{votes('a')}]  \n{literal(b)} says :red[{votes('b')}]"
+    )

@@ -43,8 +43,16 @@ def curves_frame(runs: Sequence[RunInfo], metrics: Sequence[str] = tuple(METRICS
             for metric in metrics:
                 value = record.get(metric)
                 if record.get("kind") == METRICS[metric][1] and isinstance(value, (int, float)):
-                    rows.append((run_label(info), metric, record.get("step"), record.get("epoch"),
-                                 record.get("time"), float(value) * (100.0 if metric.endswith("_acc") else 1.0)))
+                    rows.append(
+                        (
+                            run_label(info),
+                            metric,
+                            record.get("step"),
+                            record.get("epoch"),
+                            record.get("time"),
+                            float(value) * (100.0 if metric.endswith("_acc") else 1.0),
+                        )
+                    )
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -58,7 +66,8 @@ def smooth(frame: pd.DataFrame, weight: float) -> pd.DataFrame:
         return frame
     out = frame.copy()
     out["value"] = frame.groupby(["run", "metric"], sort=False)["value"].transform(
-        lambda s: s.ewm(alpha=1.0 - min(weight, 0.999), adjust=True).mean())
+        lambda s: s.ewm(alpha=1.0 - min(weight, 0.999), adjust=True).mean()
+    )
     return out
 
 
@@ -79,19 +88,31 @@ def runs_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
     for info in runs:
         cfg = info.config
         created = cfg.get("created")
-        rows.append({
-            "run": run_label(info), "shipped": info.pretrained, "status": info.status,
-            "arch": cfg.get("arch"), "norm": cfg.get("norm"), "gn_groups": cfg.get("gn_groups"),
-            "ws": info.weight_standardised,
-            "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"), "optimizer": cfg.get("optimizer"),
-            "lr": cfg.get("lr"), "schedule": cfg.get("schedule"), "subset": cfg.get("subset"),
-            "params": cfg.get("params"), "processes": info.world_size,
-            "best_acc": _percent(info.best_acc), "final_acc": _percent(info.final_acc),
-            "tta_acc": _percent((info.results or {}).get("tta_acc")),
-            "duration_s": None if info.duration_s is None else round(info.duration_s, 1),
-            "created": dt.datetime.fromtimestamp(created) if isinstance(created, (int, float)) else None,
-            "notes": _notes(info),
-        })
+        rows.append(
+            {
+                "run": run_label(info),
+                "shipped": info.pretrained,
+                "status": info.status,
+                "arch": cfg.get("arch"),
+                "norm": cfg.get("norm"),
+                "gn_groups": cfg.get("gn_groups"),
+                "ws": info.weight_standardised,
+                "epochs": cfg.get("epochs"),
+                "batch_size": cfg.get("batch_size"),
+                "optimizer": cfg.get("optimizer"),
+                "lr": cfg.get("lr"),
+                "schedule": cfg.get("schedule"),
+                "subset": cfg.get("subset"),
+                "params": cfg.get("params"),
+                "processes": info.world_size,
+                "best_acc": _percent(info.best_acc),
+                "final_acc": _percent(info.final_acc),
+                "tta_acc": _percent((info.results or {}).get("tta_acc")),
+                "duration_s": None if info.duration_s is None else round(info.duration_s, 1),
+                "created": dt.datetime.fromtimestamp(created) if isinstance(created, (int, float)) else None,
+                "notes": _notes(info),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -103,5 +124,6 @@ def lr_schedule(cfg: TrainConfig, points: int = 200) -> pd.DataFrame:
     """The learning rate ``cfg`` will follow, sampled at up to ``points`` steps."""
     total = cfg.total_steps
     steps = sorted({round(i * total / points) for i in range(points + 1)})
-    return pd.DataFrame({"step": steps, "epoch": [s / max(cfg.steps_per_epoch, 1) for s in steps],
-                         "lr": [lr_at(s, cfg) for s in steps]})
+    return pd.DataFrame(
+        {"step": steps, "epoch": [s / max(cfg.steps_per_epoch, 1) for s in steps], "lr": [lr_at(s, cfg) for s in steps]}
+    )

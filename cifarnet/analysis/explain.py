@@ -76,8 +76,9 @@ def parse_target(text: str | None, classes: Sequence[str]) -> int | None:
         return classes.index(text)
     if DIGITS.fullmatch(text) and int(text) < len(classes):  # str.isdigit() also passes "²", which int() refuses
         return int(text)
-    raise CifarnetError(f"--target {shown(text)} is not a class; allowed: {', '.join(classes)} or 0 to "
-                        f"{len(classes) - 1}")
+    raise CifarnetError(
+        f"--target {shown(text)} is not a class; allowed: {', '.join(classes)} or 0 to {len(classes) - 1}"
+    )
 
 
 def read_picture(path: str | Path) -> torch.Tensor:
@@ -92,9 +93,15 @@ def read_picture(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def explain(model: nn.Module, images: torch.Tensor, layer: str, target: int | None = None,
-            names: Sequence[str] | None = None, indices: Sequence[int | None] | None = None,
-            labels: Sequence[int | None] | None = None) -> list[Explained]:
+def explain(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    target: int | None = None,
+    names: Sequence[str] | None = None,
+    indices: Sequence[int | None] | None = None,
+    labels: Sequence[int | None] | None = None,
+) -> list[Explained]:
     """Grad-CAM and top-k of a batch of uint8 pictures (Nx3x32x32) in one pass."""
     cam = grad_cam(model, images, layer, target)
     values, classes = cam.probs.topk(min(TOP_K, cam.probs.shape[1]), dim=1)
@@ -102,17 +109,33 @@ def explain(model: nn.Module, images: torch.Tensor, layer: str, target: int | No
     names = names or [f"image {i}" for i in range(count)]
     indices, labels = indices or [None] * count, labels or [None] * count
     pictures = images.permute(0, 2, 3, 1).numpy()
-    return [Explained(names[i], indices[i], labels[i], pictures[i],
-                      list(zip(classes[i].tolist(), values[i].tolist())), int(cam.targets[i]), cam.heatmaps[i].numpy())
-            for i in range(count)]
+    return [
+        Explained(
+            names[i],
+            indices[i],
+            labels[i],
+            pictures[i],
+            list(zip(classes[i].tolist(), values[i].tolist())),
+            int(cam.targets[i]),
+            cam.heatmaps[i].numpy(),
+        )
+        for i in range(count)
+    ]
 
 
 def to_json(explained: Sequence[Explained], classes: Sequence[str]) -> list[dict]:
     """Per picture: index, label, top-k classes with probabilities, explained class, heatmap (32 rows of 32)."""
-    return [{"name": e.name, "index": e.index, "label": None if e.label is None else classes[e.label],
-             "top_k": [{"class": classes[c], "prob": round(p, 5)} for c, p in e.top],
-             "target": classes[e.target], "heatmap": np.round(e.heatmap.astype(np.float64), 4).tolist()}
-            for e in explained]
+    return [
+        {
+            "name": e.name,
+            "index": e.index,
+            "label": None if e.label is None else classes[e.label],
+            "top_k": [{"class": classes[c], "prob": round(p, 5)} for c, p in e.top],
+            "target": classes[e.target],
+            "heatmap": np.round(e.heatmap.astype(np.float64), 4).tolist(),
+        }
+        for e in explained
+    ]
 
 
 def sheet(explained: Sequence[Explained], classes: Sequence[str], title: str) -> Image.Image:

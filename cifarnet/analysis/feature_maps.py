@@ -48,5 +48,5 @@ def feature_grid(maps: torch.Tensor, shared: bool = False, columns: int = COLUMN
     grid = np.full((rows * (cell + GAP_PX) - GAP_PX, columns * (cell + GAP_PX) - GAP_PX, 3), 255, np.uint8)
     for i, values in enumerate(scaled(maps, shared)):
         top, left = (i // columns) * (cell + GAP_PX), (i % columns) * (cell + GAP_PX)
-        grid[top:top + cell, left:left + cell] = enlarge(colorize(values), scale)
+        grid[top : top + cell, left : left + cell] = enlarge(colorize(values), scale)
     return grid

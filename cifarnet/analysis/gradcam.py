@@ -33,8 +33,20 @@ from cifarnet.nets.layers import IMAGE_SIZE, capture, find_layer
 
 # A perceptual dark-to-bright map (after matplotlib's "inferno"), sampled at nine even steps:
 # bright means much evidence, and it reads the same in greyscale print.
-INFERNO = np.array([(0, 0, 4), (31, 12, 72), (85, 15, 109), (136, 34, 106), (186, 54, 85), (227, 89, 51),
-                    (249, 140, 10), (249, 201, 50), (252, 255, 164)], dtype=np.float32)
+INFERNO = np.array(
+    [
+        (0, 0, 4),
+        (31, 12, 72),
+        (85, 15, 109),
+        (136, 34, 106),
+        (186, 54, 85),
+        (227, 89, 51),
+        (249, 140, 10),
+        (249, 201, 50),
+        (252, 255, 164),
+    ],
+    dtype=np.float32,
+)
 OVERLAY_ALPHA = 0.6  # at full heat, 60 % colour and 40 % picture; where there is none, the picture alone
 
 
@@ -57,8 +69,12 @@ def as_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return images.float()
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor | np.ndarray, layer: str,
-             targets: Sequence[int] | torch.Tensor | int | None = None) -> Cam:
+def grad_cam(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    layer: str,
+    targets: Sequence[int] | torch.Tensor | int | None = None,
+) -> Cam:
     """Grad-CAM at ``layer`` for each image's ``targets`` (one class for all, one per image, or the prediction).
 
     ``model`` must be in eval mode (as :func:`cifarnet.training.checkpoint.load_model` returns it).
@@ -69,7 +85,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor | np.ndarray, layer: str,
         logits = model(x)
     activation = outputs[layer]
     chosen = _targets(targets, logits)
-    gradient, = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), activation)
+    (gradient,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), activation)
     weights = gradient.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * activation).sum(dim=1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)[:, 0]
@@ -109,8 +125,9 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | torch.Tensor, scale: int = 
     return enlarge(blended.round().astype(np.uint8), scale)
 
 
-def overlays(model: nn.Module, images: torch.Tensor, layer: str, targets: Sequence[int] | None = None,
-             scale: int = 4) -> list[np.ndarray]:
+def overlays(
+    model: nn.Module, images: torch.Tensor, layer: str, targets: Sequence[int] | None = None, scale: int = 4
+) -> list[np.ndarray]:
     """Grad-CAM pictures of a batch of uint8 test images (Nx3x32x32), one pass for all of them."""
     cam = grad_cam(model, images, layer, targets)
     pictures = images.permute(0, 2, 3, 1).numpy()

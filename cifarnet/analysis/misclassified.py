@@ -27,13 +27,15 @@ def mistakes(predictions: dict[str, np.ndarray], classes: Sequence[str]) -> pd.D
     top = predictions["top_classes"].astype(int)
     probs = predictions["top_probs"].astype(float)
     wrong = np.flatnonzero(top[:, 0] != labels)
-    frame = pd.DataFrame({
-        "index": wrong,
-        "true": [classes[i] for i in labels[wrong]],
-        "predicted": [classes[i] for i in top[wrong, 0]],
-        "confidence": probs[wrong, 0],
-        "top3": [[(classes[c], float(p)) for c, p in zip(top[i, :3], probs[i, :3])] for i in wrong],
-    })
+    frame = pd.DataFrame(
+        {
+            "index": wrong,
+            "true": [classes[i] for i in labels[wrong]],
+            "predicted": [classes[i] for i in top[wrong, 0]],
+            "confidence": probs[wrong, 0],
+            "top3": [[(classes[c], float(p)) for c, p in zip(top[i, :3], probs[i, :3])] for i in wrong],
+        }
+    )
     return frame.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -54,7 +56,7 @@ def page_count(rows: int, per_page: int) -> int:
 
 def page_of(frame: pd.DataFrame, page: int, per_page: int) -> pd.DataFrame:
     """Rows of 1-based ``page``."""
-    return frame.iloc[(page - 1) * per_page: page * per_page]
+    return frame.iloc[(page - 1) * per_page : page * per_page]
 
 
 def labels_match(predictions: dict[str, np.ndarray], test_labels: torch.Tensor) -> bool:
@@ -88,15 +90,19 @@ def runs_with_predictions(runs: Sequence[RunInfo]) -> list[RunInfo]:
     A run whose ``results.json`` lacks a field the page draws is left out rather than
     breaking the page; the Runs page reports its damage.
     """
-    return [info for info in runs if info.results and all(key in info.results for key in RESULT_KEYS)
-            and (info.path / PREDICTIONS_FILE).is_file()]
+    return [
+        info
+        for info in runs
+        if info.results and all(key in info.results for key in RESULT_KEYS) and (info.path / PREDICTIONS_FILE).is_file()
+    ]
 
 
 def confusion_frame(results: dict) -> pd.DataFrame:
     """Counts with true classes as rows and predicted classes as columns."""
     classes = results["classes"]
-    return pd.DataFrame(results["confusion"], index=pd.Index(classes, name="true"),
-                        columns=pd.Index(classes, name="predicted"))
+    return pd.DataFrame(
+        results["confusion"], index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted")
+    )
 
 
 def per_class_frame(results: dict) -> pd.DataFrame:
@@ -113,7 +119,8 @@ def cell_from_selection(selection: dict, classes: Sequence[str]) -> tuple[str, s
     points = (selection or {}).get("selection", {}).get("points") or []
     for point in points:
         true, predicted = point.get("y"), point.get("x")
-        if all(isinstance(i, (int, float)) and float(i).is_integer() and 0 <= i < len(classes)
-               for i in (true, predicted)):
+        if all(
+            isinstance(i, (int, float)) and float(i).is_integer() and 0 <= i < len(classes) for i in (true, predicted)
+        ):
             return classes[int(true)], classes[int(predicted)]
     return None

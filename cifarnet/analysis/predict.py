@@ -75,8 +75,10 @@ def open_image(data: bytes) -> Image.Image:
 
 def _bomb(size: tuple[int, int] | None) -> CifarnetError:
     what = f"{size[0]:,} x {size[1]:,} pixels" if size else "too many pixels"
-    return CifarnetError(f"the image is {what}, more than the {MAX_PIXELS // 1_000_000} megapixel limit "
-                         "(a decompression bomb or a huge scan); shrink it first")
+    return CifarnetError(
+        f"the image is {what}, more than the {MAX_PIXELS // 1_000_000} megapixel limit "
+        "(a decompression bomb or a huge scan); shrink it first"
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -118,8 +120,9 @@ def prepare(data: bytes) -> Upload:
 
 
 @torch.inference_mode()
-def top_k(model: torch.nn.Module, image: np.ndarray, k: int = 5,
-          classes: Sequence[str] = CLASSES) -> list[tuple[str, float]]:
+def top_k(
+    model: torch.nn.Module, image: np.ndarray, k: int = 5, classes: Sequence[str] = CLASSES
+) -> list[tuple[str, float]]:
     """The ``k`` most probable classes of a 32x32x3 uint8 image, most probable first."""
     x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0) / 255.0
     probs = model(x).softmax(1)[0]

@@ -60,25 +60,32 @@ def train_command(cfg: TrainConfig) -> str:
 def _trained(info: RunInfo) -> str:
     """When the run finished and on what (``2026-12-04, GPU``), from its status and results records."""
     stamp = info.status_record.get("finished") or info.status_record.get("updated")
-    day = dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%Y-%m-%d") if isinstance(stamp, (int, float)) \
+    day = (
+        dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%Y-%m-%d")
+        if isinstance(stamp, (int, float))
         else "–"
+    )
     device = str((info.results or {}).get("device", ""))
     return f"{day}, {'GPU' if device.startswith('cuda') else 'CPU'}" if device else day
 
 
 def results_markdown(runs: Sequence[RunInfo]) -> str:
     """The table: one row per run with its network, test accuracy, flip-TTA accuracy, date and command."""
-    lines = ["| run | arch | norm | params | epochs | test acc | flip-TTA | trained | command |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | arch | norm | params | epochs | test acc | flip-TTA | trained | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for info in runs:
         try:
             cfg = load_run_config(info.path)
         except CifarnetError as exc:
             raise CifarnetError(f"shipped run {info.run_id}: {exc}") from exc
         results = info.results or {}
-        lines.append(f"| `{info.run_id}` | `{cfg.arch}` | {short_norm(cfg)} | {info.config.get('params', 0):,} | "
-                     f"{cfg.epochs:g} | **{percent(results.get('test_acc'))}** | {percent(results.get('tta_acc'))} | "
-                     f"{_trained(info)} | `{train_command(cfg)}` |")
+        lines.append(
+            f"| `{info.run_id}` | `{cfg.arch}` | {short_norm(cfg)} | {info.config.get('params', 0):,} | "
+            f"{cfg.epochs:g} | **{percent(results.get('test_acc'))}** | {percent(results.get('tta_acc'))} | "
+            f"{_trained(info)} | `{train_command(cfg)}` |"
+        )
     return "\n".join(lines)
 
 
@@ -115,14 +122,18 @@ def means_markdown(runs: Sequence[RunInfo]) -> str:
         cfg = load_run_config(group[0].path)
         seeds = ", ".join(str(load_run_config(info.path).seed) for info in group)
         accs, ttas = ([info.results[key] for info in group] for key in ("test_acc", "tta_acc"))
-        lines.append(f"| `{cfg.arch}` | {short_norm(cfg)} | {cfg.epochs:g} | {seeds} | **{mean_text(accs)}** | "
-                     f"{mean_text(ttas)} | `{train_command(cfg)}` |")
+        lines.append(
+            f"| `{cfg.arch}` | {short_norm(cfg)} | {cfg.epochs:g} | {seeds} | **{mean_text(accs)}** | "
+            f"{mean_text(ttas)} | `{train_command(cfg)}` |"
+        )
     return "\n".join(lines)
 
 
 # The generated tables, by the name in their marks: ``<!-- NAME -->`` on the lines before and after a table.
-TABLES: dict[str, Callable[[Sequence[RunInfo]], str]] = {"shipped-results": results_markdown,
-                                                         "seed-means": means_markdown}
+TABLES: dict[str, Callable[[Sequence[RunInfo]], str]] = {
+    "shipped-results": results_markdown,
+    "seed-means": means_markdown,
+}
 
 
 def mark(name: str) -> str:
@@ -145,9 +156,13 @@ def replace_block(text: str, name: str, table: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifarnet.analysis.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", nargs="+", type=Path, metavar="FILE",
-                        help="replace every marked table of each FILE (marks: " +
-                             ", ".join(mark(name) for name in TABLES) + ")")
+    parser.add_argument(
+        "--write",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="replace every marked table of each FILE (marks: " + ", ".join(mark(name) for name in TABLES) + ")",
+    )
     args = parser.parse_args(argv)
     runs = shipped_runs()
     tables = {name: make(runs) for name, make in TABLES.items()}

@@ -51,9 +51,18 @@ def run_table(comparison: Comparison) -> pd.DataFrame:
             final = (info.results or {}).get("test_acc") if info.status == Status.FINISHED else None
             error = info.status_record.get("error") if info.status not in (Status.FINISHED, Status.RUNNING) else None
             why = info.status_record.get("reason") or error
-            rows.append({"run": info.run_id, "variant": variant.label, "status": info.status,
-                         **{name: info.config.get(name) for name in SETTINGS},
-                         BEST: _percent(best), BEST_STEP: step, FINAL: _percent(final), "why": why or ""})
+            rows.append(
+                {
+                    "run": info.run_id,
+                    "variant": variant.label,
+                    "status": info.status,
+                    **{name: info.config.get(name) for name in SETTINGS},
+                    BEST: _percent(best),
+                    BEST_STEP: step,
+                    FINAL: _percent(final),
+                    "why": why or "",
+                }
+            )
     return pd.DataFrame(rows, columns=[*IDENTITY, *SETTINGS, BEST, BEST_STEP, FINAL, "why"])
 
 

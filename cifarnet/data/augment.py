@@ -48,11 +48,11 @@ class Rows:
 
     def rand(self, gen: torch.Generator) -> torch.Tensor:
         """Uniform [0, 1) numbers for the whole batch, this part's rows (on the CPU, where the generator is)."""
-        return torch.rand(self.whole, generator=gen)[self.start:self.stop]
+        return torch.rand(self.whole, generator=gen)[self.start : self.stop]
 
     def randint(self, high: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
         """Whole numbers in [0, high) for the whole batch, this part's rows, shaped [n, 1, 1] to index images."""
-        return torch.randint(0, high, (self.whole, 1, 1), generator=gen)[self.start:self.stop].to(device)
+        return torch.randint(0, high, (self.whole, 1, 1), generator=gen)[self.start : self.stop].to(device)
 
 
 def _uniform(rows: Rows, low: float, high: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -94,8 +94,9 @@ def alternating_flips(first: torch.Tensor, epoch: int) -> torch.Tensor:
     return first ^ bool(epoch % 2)
 
 
-def random_affine(x: torch.Tensor, degrees: float, shift: float, scale: float, gen: torch.Generator,
-                  rows: Rows | None = None) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor, degrees: float, shift: float, scale: float, gen: torch.Generator, rows: Rows | None = None
+) -> torch.Tensor:
     """Rotate (and for shift-scale-rotate, also shift and scale) each image; edges reflect."""
     rows = rows or Rows.all_of(x)
     angle = _uniform(rows, -degrees, degrees, gen, x.device) * (math.pi / 180)
@@ -120,8 +121,13 @@ def random_cutout(x: torch.Tensor, size: int, gen: torch.Generator, rows: Rows |
     return x.masked_fill(hole.unsqueeze(1), 0.0)
 
 
-def augment_batch(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator, rows: Rows | None = None,
-                  flipped: torch.Tensor | None = None) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    rows: Rows | None = None,
+    flipped: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Apply the augmentations ``cfg`` switches on to a float [N,3,H,W] batch in [0, 1] (``rows`` of a larger one).
 
     ``flipped`` says which images to mirror with ``flip_mode`` alternate (:func:`alternating_flips` of the images'
@@ -159,8 +165,9 @@ def cutmix_box(h: int, w: int, lam: float, gen: torch.Generator) -> tuple[slice,
     return slice(max(top, 0), min(top + bh, h)), slice(max(left, 0), min(left + bw, w))
 
 
-def mix_batch(x: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_batch(
+    x: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or cutmix, as ``cfg`` switches them on: (images, class-probability targets), or the batch unchanged.
 
     Each image is paired with its mirror in the batch's order (the batch reversed: the order is random, so the
@@ -192,8 +199,9 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def preview_grid(images: torch.Tensor, cfg: TrainConfig, seed: int = 0, rows: int = 4, cols: int = 8,
-                 scale: int = 3) -> np.ndarray:
+def preview_grid(
+    images: torch.Tensor, cfg: TrainConfig, seed: int = 0, rows: int = 4, cols: int = 8, scale: int = 3
+) -> np.ndarray:
     """An HxWx3 uint8 picture: each row is one image, its columns independent augmentations.
 
     The first column is the original, so the effect of each switch is visible at a glance.

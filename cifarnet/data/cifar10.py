@@ -48,8 +48,12 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 DEFAULT_DATA_DIR = "./data"
 CACHE_VERSION = 1
 # name -> (shape, dtype) of the arrays in a decoded copy
-CACHE_ARRAYS = {"train_x": ((5 * IMAGES_PER_FILE, 3, 32, 32), np.uint8), "train_y": ((5 * IMAGES_PER_FILE,), np.int64),
-                "test_x": ((IMAGES_PER_FILE, 3, 32, 32), np.uint8), "test_y": ((IMAGES_PER_FILE,), np.int64)}
+CACHE_ARRAYS = {
+    "train_x": ((5 * IMAGES_PER_FILE, 3, 32, 32), np.uint8),
+    "train_y": ((5 * IMAGES_PER_FILE,), np.int64),
+    "test_x": ((IMAGES_PER_FILE, 3, 32, 32), np.uint8),
+    "test_y": ((IMAGES_PER_FILE,), np.int64),
+}
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -141,17 +145,22 @@ def _read_labels(path: Path, labels: object) -> np.ndarray:
     """
     values = labels.tolist() if isinstance(labels, np.ndarray) else labels
     if not isinstance(values, (list, tuple)):
-        raise DataError(f"CIFAR-10 file {shown(path)} has no label list (found {type(labels).__name__}); "
-                        f"{LABELS_ALLOWED}")
+        raise DataError(
+            f"CIFAR-10 file {shown(path)} has no label list (found {type(labels).__name__}); {LABELS_ALLOWED}"
+        )
     if len(values) != IMAGES_PER_FILE:
         raise DataError(f"CIFAR-10 file {shown(path)} has {len(values)} labels; {LABELS_ALLOWED}")
     for position, value in enumerate(values):
         if type(value) is not int:  # not isinstance: True is an int too, and no class
-            raise DataError(f"CIFAR-10 file {shown(path)} has a label that is not a whole number at position "
-                            f"{position} ({shown(value)}, a {type(value).__name__}); {LABELS_ALLOWED}")
+            raise DataError(
+                f"CIFAR-10 file {shown(path)} has a label that is not a whole number at position "
+                f"{position} ({shown(value)}, a {type(value).__name__}); {LABELS_ALLOWED}"
+            )
         if not 0 <= value <= 9:
-            raise DataError(f"CIFAR-10 file {shown(path)} has labels outside 0..9 (at position {position}: "
-                            f"{shown(value)}); {LABELS_ALLOWED}")
+            raise DataError(
+                f"CIFAR-10 file {shown(path)} has labels outside 0..9 (at position {position}: "
+                f"{shown(value)}); {LABELS_ALLOWED}"
+            )
     return np.array(values, dtype=np.int64)
 
 
@@ -204,13 +213,17 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, allow_download: bool
     source = "--data-dir" if data_dir not in (None, "") else "CIFARNET_DATA"
     try:
         if explicit and not path.exists():  # a typo must not start a 170 MB download into a new folder
-            raise DataError(f"data folder {shown(path)} (from {source}) does not exist; give an existing folder that "
-                            f"holds '{FOLDER}', or leave {source} unset to use {DEFAULT_DATA_DIR} (downloaded when "
-                            "missing)")
+            raise DataError(
+                f"data folder {shown(path)} (from {source}) does not exist; give an existing folder that "
+                f"holds '{FOLDER}', or leave {source} unset to use {DEFAULT_DATA_DIR} (downloaded when "
+                "missing)"
+            )
         return _load_folder(str(batches_folder(path).resolve()), allow_download)
     except OSError as exc:  # a name too long for the file system, a loop of links, no permission
-        raise DataError(f"data folder {shown(path)} cannot be used ({exc.strerror or exc}); give an existing folder "
-                        f"that holds '{FOLDER}'") from None
+        raise DataError(
+            f"data folder {shown(path)} cannot be used ({exc.strerror or exc}); give an existing folder "
+            f"that holds '{FOLDER}'"
+        ) from None
 
 
 @lru_cache(maxsize=2)
@@ -322,10 +335,14 @@ def load_jpeg_npz(path: Path) -> Cifar10:
         split = {}
         for name in ("train", "test"):
             raw, off = pack[f"{name}_bytes"], pack[f"{name}_offsets"]
-            images = [np.asarray(Image.open(io.BytesIO(raw[off[i] : off[i + 1]].tobytes())).convert("RGB"))
-                      for i in range(len(off) - 1)]
-            split[name] = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-                           torch.from_numpy(pack[f"{name}_labels"].astype(np.int64)))
+            images = [
+                np.asarray(Image.open(io.BytesIO(raw[off[i] : off[i + 1]].tobytes())).convert("RGB"))
+                for i in range(len(off) - 1)
+            ]
+            split[name] = (
+                torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+                torch.from_numpy(pack[f"{name}_labels"].astype(np.int64)),
+            )
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"JPEG pack {shown(path)} is unreadable: {shorten(str(exc))}") from exc
     return Cifar10(*split["train"], *split["test"], CLASSES, str(path))
@@ -348,9 +365,12 @@ def stratified_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> to
 
 def write_batch_file(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write images/labels in the official batch format (used for synthetic test data)."""
-    payload = {b"batch_label": b"synthetic", b"labels": [int(v) for v in labels],
-               b"data": images.reshape(len(images), -1).astype(np.uint8),
-               b"filenames": [b"img%d.png" % i for i in range(len(images))]}
+    payload = {
+        b"batch_label": b"synthetic",
+        b"labels": [int(v) for v in labels],
+        b"data": images.reshape(len(images), -1).astype(np.uint8),
+        b"filenames": [b"img%d.png" % i for i in range(len(images))],
+    }
     path.write_bytes(pickle.dumps(payload, protocol=4))
 
 

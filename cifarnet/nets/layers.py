@@ -123,6 +123,7 @@ def hooks(modules: Mapping[str, nn.Module], record: Record) -> Iterator[None]:
     def make(name: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
             return record(name, module, inputs[0], output) if threading.get_ident() == owner else None
+
         return hook
 
     handles = [module.register_forward_hook(make(name)) for name, module in modules.items()]

@@ -148,15 +148,17 @@ class _Units:
     def conv(self, cin: int, cout: int, padding: int = 1, dilation: int = 1, stride: int = 1) -> nn.Sequential:
         """3x3 conv → norm → ReLU → dropout; the one on the image (3 channels in) is the whitening stem if asked."""
         stem = cin == 3 and self.whiten != "off"  # plain: standardising its filters would undo the whitening
-        conv = (nn.Conv2d if stem else self.conv2d)(cin, cout, 3, stride=stride, padding=padding, dilation=dilation,
-                                                    bias=False)
+        conv = (nn.Conv2d if stem else self.conv2d)(
+            cin, cout, 3, stride=stride, padding=padding, dilation=dilation, bias=False
+        )
         conv.weight.requires_grad_(not (stem and self.whiten == "frozen"))
         return self._finish([conv], cout)
 
     def separable(self, cin: int, cout: int, padding: int = 1, dilation: int = 1, stride: int = 1) -> nn.Sequential:
         """Depthwise 3x3 then pointwise 1x1 (depthwise-separable) → norm → ReLU → dropout."""
-        depthwise = self.depthwise_conv2d(cin, cin, 3, stride=stride, padding=padding, dilation=dilation, groups=cin,
-                                          bias=False)
+        depthwise = self.depthwise_conv2d(
+            cin, cin, 3, stride=stride, padding=padding, dilation=dilation, groups=cin, bias=False
+        )
         pointwise = self.conv2d(cin, cout, 1, bias=False)
         return self._finish([depthwise, pointwise], cout)
 
@@ -201,10 +203,13 @@ def _s10(u: _Units) -> nn.Sequential:
     conv of ``s9`` (74k parameters) becomes a depthwise-separable one (9k), which pays for it.
     """
     c1 = nn.Sequential(u.conv(3, 32), u.conv(32, 64, stride=2, padding=2, dilation=2))
-    c2 = nn.Sequential(Residual(nn.Sequential(u.conv(64, 64), u.conv(64, 64, padding=2, dilation=2))),
-                       Residual(nn.Sequential(u.separable(64, 64), u.separable(64, 64))))
-    c3 = nn.Sequential(u.separable(64, 128, stride=2),
-                       Residual(nn.Sequential(u.separable(128, 128), u.separable(128, 128))))
+    c2 = nn.Sequential(
+        Residual(nn.Sequential(u.conv(64, 64), u.conv(64, 64, padding=2, dilation=2))),
+        Residual(nn.Sequential(u.separable(64, 64), u.separable(64, 64))),
+    )
+    c3 = nn.Sequential(
+        u.separable(64, 128, stride=2), Residual(nn.Sequential(u.separable(128, 128), u.separable(128, 128)))
+    )
     c4 = nn.Sequential(Residual(nn.Sequential(u.separable(128, 128, padding=2, dilation=2), u.separable(128, 128))))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(128, 10, 1, bias=False))
     return _blocks(c1, c2, c3, c4, head)
@@ -244,8 +249,14 @@ def stem_conv(model: CifarNet) -> nn.Conv2d:
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3)
 
 
-def build_model(arch: str, norm: str, gn_groups: int = DEFAULT_GN_GROUPS, dropout: float | None = None,
-                ws: str | None = None, whiten: str = "off") -> CifarNet:
+def build_model(
+    arch: str,
+    norm: str,
+    gn_groups: int = DEFAULT_GN_GROUPS,
+    dropout: float | None = None,
+    ws: str | None = None,
+    whiten: str = "off",
+) -> CifarNet:
     """Build ``arch`` with ``norm`` (``bn``, ``gn`` or ``ln``).
 
     ``gn_groups`` (GroupNorm only) must divide every layer's channel count; ``dropout``

@@ -29,6 +29,7 @@ _LAYERS = {
 }
 NORMS = tuple(_LAYERS)
 
+
 def check_norm(norm: str) -> str:
     """Return the norm name, lower-cased, or refuse it with the allowed names."""
     name = str(norm).lower()

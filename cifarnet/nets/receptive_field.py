@@ -114,7 +114,9 @@ def format_rf(report: RFReport) -> str:
     head = f"{'layer':<34} {'type':<18} {'k':>2} {'s':>2} {'d':>2} {'p':>2} {'size':>5} {'jump':>5} {'rf':>5}"
     lines = [head, "-" * len(head)]
     for r in report.rows:
-        lines.append(f"{r.name:<34} {r.type:<18} {r.kernel:>2} {r.stride:>2} {r.dilation:>2} {r.padding:>2} "
-                     f"{r.size:>5} {r.jump:>5} {r.rf:>5}")
+        lines.append(
+            f"{r.name:<34} {r.type:<18} {r.kernel:>2} {r.stride:>2} {r.dilation:>2} {r.padding:>2} "
+            f"{r.size:>5} {r.jump:>5} {r.rf:>5}"
+        )
     lines.append(f"receptive field before global pooling: {report.rf} px (image: 32 px)")
     return "\n".join(lines)

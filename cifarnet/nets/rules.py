@@ -49,8 +49,13 @@ def _separable_pairs(model: nn.Module) -> int:
 
 def _head_is_gap_then_1x1(model: CifarNet) -> bool:
     head = list(getattr(model.body, "head", nn.Sequential()).children())
-    return (len(head) == 2 and isinstance(head[0], nn.AdaptiveAvgPool2d) and head[0].output_size in (1, (1, 1))
-            and _is_pointwise(head[1]) and head[1].out_channels == 10)
+    return (
+        len(head) == 2
+        and isinstance(head[0], nn.AdaptiveAvgPool2d)
+        and head[0].output_size in (1, (1, 1))
+        and _is_pointwise(head[1])
+        and head[1].out_channels == 10
+    )
 
 
 def check_rules(model: CifarNet) -> list[Rule]:
@@ -69,7 +74,10 @@ def check_rules(model: CifarNet) -> list[Rule]:
         Rule("no max-pooling", pools == 0, f"{pools} max-pool layer(s)"),
         Rule("a dilated convolution", dilated > 0, f"{dilated} dilated conv(s)"),
         Rule("a depthwise-separable convolution", separable > 0, f"{separable} depthwise + 1x1 pair(s)"),
-        Rule("global average pooling, then a 1x1 conv to 10 classes", _head_is_gap_then_1x1(model),
-             "yes" if _head_is_gap_then_1x1(model) else "no"),
+        Rule(
+            "global average pooling, then a 1x1 conv to 10 classes",
+            _head_is_gap_then_1x1(model),
+            "yes" if _head_is_gap_then_1x1(model) else "no",
+        ),
         Rule(f"receptive field of at least {MIN_RF} px", rf >= MIN_RF, f"{rf} px"),
     ]

@@ -76,8 +76,14 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) 
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     activations = sum(int(torch.tensor(r.output_shape).prod()) for r in rows)
-    return Summary(rows, total, trainable, 4.0 * float(torch.tensor(input_size).prod()) / MB,
-                   2.0 * 4.0 * activations / MB, 4.0 * total / MB)
+    return Summary(
+        rows,
+        total,
+        trainable,
+        4.0 * float(torch.tensor(input_size).prod()) / MB,
+        2.0 * 4.0 * activations / MB,
+        4.0 * total / MB,
+    )
 
 
 def format_summary(summary: Summary) -> str:

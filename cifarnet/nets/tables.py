@@ -55,9 +55,16 @@ def rf_comparison(archs: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         frame = rf_frame(report, head=False)
         frame.insert(0, "arch", arch)
         frames.append(frame)
-        overview.append({"arch": arch, "layers": len(report.rows), "rf before pooling (px)": report.rf,
-                         "covers 32 px from layer": rf_exceeds_image(report),
-                         "smallest map (px)": int(frame["size"].min()), "params": count_params(model)})
+        overview.append(
+            {
+                "arch": arch,
+                "layers": len(report.rows),
+                "rf before pooling (px)": report.rf,
+                "covers 32 px from layer": rf_exceeds_image(report),
+                "smallest map (px)": int(frame["size"].min()),
+                "params": count_params(model),
+            }
+        )
     return pd.concat(frames, ignore_index=True), pd.DataFrame(overview)
 
 
@@ -71,13 +78,15 @@ def rf_exceeds_image(report: RFReport) -> int | None:
 
 def summary_frame(summary: Summary) -> pd.DataFrame:
     """The torchsummary table with the block each layer belongs to."""
-    return pd.DataFrame({
-        "layer": [row.name for row in summary.layers],
-        "block": [block_of(row.module) for row in summary.layers],
-        "module": [row.module for row in summary.layers],
-        "output shape": [" x ".join(map(str, row.output_shape)) for row in summary.layers],
-        "params": [row.params for row in summary.layers],
-    })
+    return pd.DataFrame(
+        {
+            "layer": [row.name for row in summary.layers],
+            "block": [block_of(row.module) for row in summary.layers],
+            "module": [row.module for row in summary.layers],
+            "output shape": [" x ".join(map(str, row.output_shape)) for row in summary.layers],
+            "params": [row.params for row in summary.layers],
+        }
+    )
 
 
 def params_by_block(summary: Summary) -> pd.DataFrame:
@@ -111,5 +120,10 @@ def _kind(module: nn.Module) -> str:
 
 def rules_frame(rules: Sequence[Rule]) -> pd.DataFrame:
     """One row per rule of the write-up: the rule, kept or not, and what the model has."""
-    return pd.DataFrame({"rule": [r.name for r in rules], "kept": ["yes" if r.passed else "NO" for r in rules],
-                         "this model": [r.found for r in rules]})
+    return pd.DataFrame(
+        {
+            "rule": [r.name for r in rules],
+            "kept": ["yes" if r.passed else "NO" for r in rules],
+            "this model": [r.found for r in rules],
+        }
+    )

@@ -47,8 +47,10 @@ def cluster_address(address: str | None) -> str:
     if not chosen:
         raise CifarnetError(f"--cluster ray needs the cluster's address: --ray-address HOST:PORT or {ADDRESS_ENV}")
     if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in chosen):
-        raise CifarnetError(f"Ray address {shown(chosen)} is not HOST:PORT (e.g. 127.0.0.1:6379, the head's "
-                            "GCS address that `ray start --head` prints)")
+        raise CifarnetError(
+            f"Ray address {shown(chosen)} is not HOST:PORT (e.g. 127.0.0.1:6379, the head's "
+            "GCS address that `ray start --head` prints)"
+        )
     return chosen
 
 
@@ -61,8 +63,10 @@ def check_cluster(address: str | None) -> str:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise CifarnetError(f"no Ray cluster answers at {shown(address)} ({exc.strerror or exc}); start one with "
-                            "`ray start --head` (docs/SWEEPS.md) or give its address") from None
+        raise CifarnetError(
+            f"no Ray cluster answers at {shown(address)} ({exc.strerror or exc}); start one with "
+            "`ray start --head` (docs/SWEEPS.md) or give its address"
+        ) from None
     return address
 
 
@@ -133,8 +137,12 @@ class Driver:
         import ray
 
         self.ray, self.root, self.address = ray, root, address
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": trainer_env()["PYTHONPATH"]}})
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": trainer_env()["PYTHONPATH"]}},
+        )
         self.task = ray.remote(max_retries=0)(train_on_node)  # not retried: a rerun would start over a dead one's
         self.tasks: dict[Any, Path] = {}  # a submitted task -> its run's folder
         self.submitted: set[str] = set()
@@ -183,8 +191,12 @@ def serve_cluster(runs_dir: str | os.PathLike | None, address: str) -> None:
         try:
             driver = driver or Driver(root, address)
         except Exception as exc:  # the cluster went away since the runs were queued: they cannot start
-            fail_waiting(root, address, f"the Ray cluster at {address} could not be joined ({first_line(exc)}); "
-                                        "queue it again when the cluster is up")
+            fail_waiting(
+                root,
+                address,
+                f"the Ray cluster at {address} could not be joined ({first_line(exc)}); "
+                "queue it again when the cluster is up",
+            )
             return
         try:
             driver.serve()

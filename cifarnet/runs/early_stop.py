@@ -60,9 +60,11 @@ def experiment_record(run: Path) -> dict | None:
 def test_accuracies(run: Path) -> dict[int, float]:
     """Step -> test accuracy of each evaluation the run has logged (the last record of a step wins)."""
     records, _ = read_metrics(run / METRICS_FILE)
-    return {int(r["step"]): float(r["test_acc"]) for r in records
-            if r.get("kind") == "eval" and isinstance(r.get("test_acc"), (int, float))
-            and isinstance(r.get("step"), int)}
+    return {
+        int(r["step"]): float(r["test_acc"])
+        for r in records
+        if r.get("kind") == "eval" and isinstance(r.get("test_acc"), (int, float)) and isinstance(r.get("step"), int)
+    }
 
 
 def best_by(curve: dict[int, float], step: int) -> float:
@@ -78,8 +80,10 @@ def median_reason(own: dict[int, float], peers: list[dict[int, float]], step: in
     mine, median = best_by(own, step), statistics.median(reached)
     if mine >= BEHIND * median:
         return None
-    return (f"median rule: best test accuracy {100 * mine:.1f}% by step {step} is below {100 * BEHIND:.0f}% of the "
-            f"median {100 * median:.1f}% of the {len(reached)} other runs at that step")
+    return (
+        f"median rule: best test accuracy {100 * mine:.1f}% by step {step} is below {100 * BEHIND:.0f}% of the "
+        f"median {100 * median:.1f}% of the {len(reached)} other runs at that step"
+    )
 
 
 def asha_reason(own: dict[int, float], peers: list[dict[int, float]], step: int) -> str | None:
@@ -91,8 +95,10 @@ def asha_reason(own: dict[int, float], peers: list[dict[int, float]], step: int)
     keep = max(1, len(ranked) // ETA)
     if own[step] >= ranked[keep - 1]:
         return None
-    return (f"successive halving (ASHA, eta={ETA}): test accuracy {100 * own[step]:.1f}% at step {step} is not in "
-            f"the top {keep} of the {len(ranked)} runs that reached it")
+    return (
+        f"successive halving (ASHA, eta={ETA}): test accuracy {100 * own[step]:.1f}% at step {step} is not in "
+        f"the top {keep} of the {len(ranked)} runs that reached it"
+    )
 
 
 JUDGES = {"median": median_reason, "asha": asha_reason}
@@ -108,8 +114,13 @@ def judge(run: Path, step: int) -> str | None:
     own = test_accuracies(run)
     if step not in own:
         return None
-    peers = [test_accuracies(run.parent / str(run_id)) for ids in record["variants"].values()
-             if isinstance(ids, list) for run_id in ids if run_id != run.name]
+    peers = [
+        test_accuracies(run.parent / str(run_id))
+        for ids in record["variants"].values()
+        if isinstance(ids, list)
+        for run_id in ids
+        if run_id != run.name
+    ]
     return JUDGES[rule](own, peers, step)
 
 

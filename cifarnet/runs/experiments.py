@@ -67,8 +67,9 @@ def shipped_experiment() -> Experiment:
     variants = {}
     for run_id in SHIPPED_TRIO:
         norm = run_id.rsplit("-", 1)[1]
-        variants[f"norm={norm}"] = [p for p in (PRETRAINED_DIR / run_id, PRETRAINED_DIR / f"{run_id}-seed1")
-                                    if p.is_dir()]
+        variants[f"norm={norm}"] = [
+            p for p in (PRETRAINED_DIR / run_id, PRETRAINED_DIR / f"{run_id}-seed1") if p.is_dir()
+        ]
     norms = [label.split("=", 1)[1] for label in variants]
     return Experiment(SHIPPED_NAME, {"norm": norms}, [0, 1], variants, shipped=True)
 
@@ -87,8 +88,11 @@ def read_experiment(path: Path, runs_dir: str | os.PathLike | None = None) -> Ex
     if problem or not isinstance(record, dict):
         return Experiment(path.stem, {}, [], {}, damage=[problem or "experiment record is not an object"])
     listed = record.get("variants")
-    damage = [] if isinstance(listed, dict) else [
-        f"{path.name}: variants={shown(listed)} is not an object of variant -> run ids"]
+    damage = (
+        []
+        if isinstance(listed, dict)
+        else [f"{path.name}: variants={shown(listed)} is not an object of variant -> run ids"]
+    )
     variants: dict[str, list[Path]] = {}
     seen: set[str] = set()
     for label, run_ids in (listed if isinstance(listed, dict) else {}).items():
@@ -104,8 +108,13 @@ def read_experiment(path: Path, runs_dir: str | os.PathLike | None = None) -> Ex
                 seen.add(run_id)
                 variants.setdefault(str(label), []).append(root / run_id)
     vary, seeds = record.get("vary"), record.get("seeds")
-    return Experiment(path.stem, vary if isinstance(vary, dict) else {}, seeds if isinstance(seeds, list) else [0],
-                      variants, damage=damage)
+    return Experiment(
+        path.stem,
+        vary if isinstance(vary, dict) else {},
+        seeds if isinstance(seeds, list) else [0],
+        variants,
+        damage=damage,
+    )
 
 
 def _modified(path: Path) -> float:
@@ -214,10 +223,17 @@ def varied_values(points: list[dict[str, Any]]) -> dict[str, list]:
     return vary
 
 
-def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
-                    name: str | None = None, runs_dir: str | os.PathLike | None = None,
-                    data_dir: str | os.PathLike | None = None, points: list[dict[str, Any]] | None = None,
-                    max_runs: int = MAX_RUNS, extra: dict[str, Any] | None = None) -> Plan:
+def plan_experiment(
+    base: TrainConfig,
+    vary: dict[str, list] | None = None,
+    seeds: list[int] | None = None,
+    name: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    points: list[dict[str, Any]] | None = None,
+    max_runs: int = MAX_RUNS,
+    extra: dict[str, Any] | None = None,
+) -> Plan:
     """Every run of the experiment checked (settings, names, free folders, then what its trainer would refuse:
     run limit, device, data; and the runs folder's own files) before anything is created.
 
@@ -229,20 +245,25 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
     vary, seeds = varied_values(points), seeds or [base.seed]
     count = len(points) * len(seeds)
     if count > max_runs:
-        raise CifarnetError(f"the experiment would train {count} runs; allowed: at most {max_runs} "
-                            "(fewer values or seeds, or raise the cap with --max-runs)")
+        raise CifarnetError(
+            f"the experiment would train {count} runs; allowed: at most {max_runs} "
+            "(fewer values or seeds, or raise the cap with --max-runs)"
+        )
     name = name or time.strftime("%Y%m%d-%H%M%S")
     if not NAME_PATTERN.match(name) or ".." in name or len(name) > 40:
-        raise CifarnetError(f"experiment name {shown(name)} is not allowed; use 1-40 letters, digits, '_', '.' or "
-                            "'-', starting with a letter or digit")
+        raise CifarnetError(
+            f"experiment name {shown(name)} is not allowed; use 1-40 letters, digits, '_', '.' or "
+            "'-', starting with a letter or digit"
+        )
     if name == SHIPPED_NAME:
         raise CifarnetError(f"experiment name {shown(name)} is the shipped experiment's; choose another name")
     if experiment_file(experiments_dir(runs_dir), name).exists():
         raise CifarnetError(f"an experiment named {shown(name)} already exists; choose another name")
     root, runs = resolve_runs_dir(runs_dir), {}
     for number, values in enumerate(points):
-        configs = [make_config({**values, "seed": seed, "name": _run_id(name, values, seed, number)}, base)
-                   for seed in seeds]
+        configs = [
+            make_config({**values, "seed": seed, "name": _run_id(name, values, seed, number)}, base) for seed in seeds
+        ]
         for cfg in configs:
             check_not_shipped(cfg.name)
         taken = [cfg.name for cfg in configs if (root / cfg.name).exists()]
@@ -257,25 +278,38 @@ def plan_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seed
     return Plan(name, vary, seeds, runs, dict(extra or {}))
 
 
-def launch_experiment(plan: Plan, runs_dir: str | os.PathLike | None = None,
-                      data_dir: str | os.PathLike | None = None) -> Experiment:
+def launch_experiment(
+    plan: Plan, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> Experiment:
     """Queue the plan's runs with its record, all or nothing; start those that fit under the run limit now and
     make sure the queue worker starts the others."""
     root = resolve_runs_dir(runs_dir)
     with QueuedBatch(root, data_dir, plan.extra.get("cluster")) as batch:  # a cluster's address, if for one
         variants = {label: [batch.add(cfg) for cfg in configs] for label, configs in plan.runs.items()}
         record = experiment_file(batch.stage, plan.name)
-        write_json(record, {"name": plan.name, "vary": plan.vary, "seeds": plan.seeds,
-                            "variants": {label: [p.name for p in paths] for label, paths in variants.items()},
-                            **plan.extra})
+        write_json(
+            record,
+            {
+                "name": plan.name,
+                "vary": plan.vary,
+                "seeds": plan.seeds,
+                "variants": {label: [p.name for p in paths] for label, paths in variants.items()},
+                **plan.extra,
+            },
+        )
         batch.publish(record, experiments_dir(root) / record.name)
     ensure_worker(root)
     return Experiment(plan.name, plan.vary, plan.seeds, variants)
 
 
-def start_experiment(base: TrainConfig, vary: dict[str, list] | None = None, seeds: list[int] | None = None,
-                     name: str | None = None, runs_dir: str | os.PathLike | None = None,
-                     data_dir: str | os.PathLike | None = None) -> Experiment:
+def start_experiment(
+    base: TrainConfig,
+    vary: dict[str, list] | None = None,
+    seeds: list[int] | None = None,
+    name: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> Experiment:
     """Plan (every check), then queue: what the CLI's ``compare`` and the Train page's buttons do."""
     return launch_experiment(plan_experiment(base, vary, seeds, name, runs_dir, data_dir), runs_dir, data_dir)
 
@@ -292,9 +326,16 @@ def experiment_rows(runs: list[ExperimentRun]) -> list[dict]:
     and test accuracy; a missing run keeps its row, so its absence shows."""
     rows = []
     for label, info in runs:
-        rows.append({"run": info.run_id, "variant": label, "seed": info.config.get("seed"), "status": info.status,
-                     "progress": 1.0 if info.status == Status.FINISHED else progress_fraction(info.progress),
-                     "test accuracy": "–" if info.final_acc is None else f"{100 * info.final_acc:.2f} %"})
+        rows.append(
+            {
+                "run": info.run_id,
+                "variant": label,
+                "seed": info.config.get("seed"),
+                "status": info.status,
+                "progress": 1.0 if info.status == Status.FINISHED else progress_fraction(info.progress),
+                "test accuracy": "–" if info.final_acc is None else f"{100 * info.final_acc:.2f} %",
+            }
+        )
     return rows
 
 
@@ -310,8 +351,11 @@ def experiment_runs(experiment: Experiment) -> list[ExperimentRun]:
 
     Ended runs come from :func:`read_run_cached`'s memory (pages re-read an experiment every few seconds while it
     trains); a run whose folder is gone is :func:`missing_run`."""
-    return [(label, read_run_cached(path, pretrained=experiment.shipped) if path.is_dir() else missing_run(path))
-            for label, paths in experiment.variants.items() for path in paths]
+    return [
+        (label, read_run_cached(path, pretrained=experiment.shipped) if path.is_dir() else missing_run(path))
+        for label, paths in experiment.variants.items()
+        for path in paths
+    ]
 
 
 def pending(runs: list[ExperimentRun]) -> bool:

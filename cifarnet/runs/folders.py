@@ -79,8 +79,10 @@ def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
     except OSError as exc:  # a name too long for the file system, a loop of links...
         problem = f"cannot be used ({exc.strerror})"
     if problem:
-        raise CifarnetError(f"runs folder {shown(path)} {problem}; set --runs-dir or CIFARNET_RUNS to a folder "
-                            "(it is created when missing)")
+        raise CifarnetError(
+            f"runs folder {shown(path)} {problem}; set --runs-dir or CIFARNET_RUNS to a folder "
+            "(it is created when missing)"
+        )
     return path
 
 
@@ -219,8 +221,11 @@ def read_run(path: Path, pretrained: bool = False) -> RunInfo:
         status_record = {**status_record, "error": status_record.get("error") or "status unreadable"}
     elif status in LIVE and not trainer_alive(path, status_record):
         status = Status.FAILED
-        lost = f"its trainer on {host} stopped reporting" if (host := elsewhere(status_record)) else \
-            "the training process ended without reporting (killed or crashed)"
+        lost = (
+            f"its trainer on {host} stopped reporting"
+            if (host := elsewhere(status_record))
+            else "the training process ended without reporting (killed or crashed)"
+        )
         status_record = {**status_record, "error": f"{lost}; its metrics so far are kept and it can be resumed"}
     metrics, bad_lines = read_metrics(path / METRICS_FILE)
     if bad_lines:
@@ -355,11 +360,15 @@ def request_stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None
     info = read_run(path)
     if info.status not in LIVE:
         raise CifarnetError(f"run {shown(run_id)} is not running (it is {info.status}); nothing to stop")
-    identity = info.status_record.get("trainer") if elsewhere(info.status_record) else \
-        trainer_identity(trainer_pid(path, info.status_record))
+    identity = (
+        info.status_record.get("trainer")
+        if elsewhere(info.status_record)
+        else trainer_identity(trainer_pid(path, info.status_record))
+    )
     if not identity:
-        raise CifarnetError(f"run {shown(run_id)} is starting on {shown(elsewhere(info.status_record))}; stop it "
-                            "again in a moment")
+        raise CifarnetError(
+            f"run {shown(run_id)} is starting on {shown(elsewhere(info.status_record))}; stop it again in a moment"
+        )
     write_file(path / STOP_FILE, identity.encode())
 
 

@@ -32,8 +32,10 @@ PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only;
 
 def trainer_env() -> dict[str, str]:
     """The environment of a process started from here: this one's, with this package importable."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
-                                                                        os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])),
+    }
 
 
 def check_startable(cfg: TrainConfig, data_dir: str | os.PathLike | None = None) -> None:
@@ -64,8 +66,13 @@ def die_with_parent() -> None:
         PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None,
-          tied: bool = False) -> subprocess.Popen:
+def spawn(
+    path: Path,
+    held: Claim,
+    data_dir: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+    tied: bool = False,
+) -> subprocess.Popen:
     """Run ``python -m cifarnet train --resume PATH`` detached, handing it the claim; returns its process.
 
     This process's copies of the claim's locks are closed: from now on the trainer alone holds them. A trainer
@@ -79,9 +86,16 @@ def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None, en
     process = None
     try:
         with open(path / LOG_FILE, "ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, env={**trainer_env(), **held.env(), **(env or {})},
-                                       pass_fds=held.fds, preexec_fn=die_with_parent if tied else None)
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**trainer_env(), **held.env(), **(env or {})},
+                pass_fds=held.fds,
+                preexec_fn=die_with_parent if tied else None,
+            )
         write_file(path / PID_FILE, str(process.pid).encode())
     except (OSError, WriteError) as exc:
         if process is not None:
@@ -95,8 +109,9 @@ def spawn(path: Path, held: Claim, data_dir: str | os.PathLike | None = None, en
     return process
 
 
-def start_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
-              data_dir: str | os.PathLike | None = None) -> str:
+def start_run(
+    cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> str:
     """Create the run folder and start its trainer; returns the run id.
 
     Refused (nothing created) when every slot of the run limit is taken.
@@ -106,8 +121,9 @@ def start_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
     return path.name
 
 
-def resume_run(run_id: str, runs_dir: str | os.PathLike | None = None,
-               data_dir: str | os.PathLike | None = None) -> str:
+def resume_run(
+    run_id: str, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> str:
     """Continue a stopped or failed run from its ``last.pt`` in a new process."""
     path = run_path(run_id, runs_dir)
     info = read_run(path)

@@ -81,8 +81,11 @@ def created(folder: Path) -> float:
 
 
 # How this tab came to follow its own run: it launched it, or the user picked it among the live runs.
-OWN_REASONS = {"launched": "you launched it in this tab", "resumed": "you resumed it in this tab",
-               "picked": "you chose it in this tab"}
+OWN_REASONS = {
+    "launched": "you launched it in this tab",
+    "resumed": "you resumed it in this tab",
+    "picked": "you chose it in this tab",
+}
 LINKED_REASON = "the page's address names it"  # a link or a reload: the page did not write that address itself
 
 
@@ -94,8 +97,7 @@ class Choice:
     why: str
 
 
-def choose_run(own: tuple[str, str] | None, linked: str | None,
-               runs_dir: str | os.PathLike | None = None) -> Choice:
+def choose_run(own: tuple[str, str] | None, linked: str | None, runs_dir: str | os.PathLike | None = None) -> Choice:
     """Which run the Train page follows, in this order (a run that no longer exists is skipped):
 
     1. ``own``: ``(run id, how)`` of the run this tab launched or picked (``how`` is a key of ``OWN_REASONS``);
@@ -161,9 +163,11 @@ def progress_text(progress: dict) -> str:
     """One line for the progress bar: epoch, step, throughput and time left."""
     if not progress:
         return "starting: loading data and building the model..."
-    return (f"epoch {progress.get('epoch', 0):.2f} / {progress.get('epochs', 0):g} · "
-            f"step {progress.get('step', 0)} / {progress.get('total_steps', 0)} · "
-            f"{throughput_text(progress)} · ETA {clock(progress.get('eta_s'))}")
+    return (
+        f"epoch {progress.get('epoch', 0):.2f} / {progress.get('epochs', 0):g} · "
+        f"step {progress.get('step', 0)} / {progress.get('total_steps', 0)} · "
+        f"{throughput_text(progress)} · ETA {clock(progress.get('eta_s'))}"
+    )
 
 
 def throughput_text(progress: dict) -> str:
@@ -173,8 +177,10 @@ def throughput_text(progress: dict) -> str:
     return f"{progress.get('img_s') or 0:.0f} img/s{on}"
 
 
-WS_WORDS = {"all": "weight-standardised convs",
-            "except-depthwise": "weight-standardised convs except the depthwise ones"}
+WS_WORDS = {
+    "all": "weight-standardised convs",
+    "except-depthwise": "weight-standardised convs except the depthwise ones",
+}
 NORM_NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
 
 
@@ -200,19 +206,29 @@ def describe(cfg: TrainConfig) -> str:
     norm = norm_words(cfg)
     affine = {"rotate": f"rotate ±{cfg.rotate_deg:g}°", "ssr": f"shift-scale-rotate ±{cfg.rotate_deg:g}°"}
     flip = "alternating flip" if cfg.flip_mode == "alternate" else "flip"
-    switches = (("crop", cfg.crop), (flip, cfg.flip), (affine.get(cfg.affine), cfg.affine != "none"),
-                ("cutout", cfg.cutout), (f"mixup α {cfg.mixup:g}", cfg.mixup > 0),
-                (f"cutmix α {cfg.cutmix:g}", cfg.cutmix > 0))
+    switches = (
+        ("crop", cfg.crop),
+        (flip, cfg.flip),
+        (affine.get(cfg.affine), cfg.affine != "none"),
+        ("cutout", cfg.cutout),
+        (f"mixup α {cfg.mixup:g}", cfg.mixup > 0),
+        (f"cutmix α {cfg.cutmix:g}", cfg.cutmix > 0),
+    )
     augs = [name for name, on in switches if on]
-    tricks = ((f"{cfg.whiten} whitening stem", cfg.whiten != "off"), (f"weight EMA {cfg.ema:g}", cfg.ema > 0),
-              (f"lookahead {cfg.lookahead:g}", cfg.lookahead > 0),
-              (f"norm biases at {cfg.norm_bias_lr:g}x lr", cfg.norm_bias_lr != 1),
-              ("norm scales frozen", cfg.freeze_norm_scales))
+    tricks = (
+        (f"{cfg.whiten} whitening stem", cfg.whiten != "off"),
+        (f"weight EMA {cfg.ema:g}", cfg.ema > 0),
+        (f"lookahead {cfg.lookahead:g}", cfg.lookahead > 0),
+        (f"norm biases at {cfg.norm_bias_lr:g}x lr", cfg.norm_bias_lr != 1),
+        ("norm scales frozen", cfg.freeze_norm_scales),
+    )
     augs_text = ", ".join(augs) or "none"
     augs_text += "".join(f" · {name}" for name, on in tricks if on)
     speed = {"bf16": " · bfloat16 autocast", "fp32": " · fp32"}.get(cfg.precision, "")  # auto: nothing to say
     speed += " · torch.compile" if cfg.compile else ""
     speed += f" · {cfg.processes} processes (DDP)" if cfg.processes > 1 else ""
-    return (f"{cfg.arch} · {norm} · {plural(cfg.epochs, 'epoch')} of {plural(cfg.steps_per_epoch, 'step')} "
-            f"({cfg.total_steps} in all) · {cfg.train_size:,} train images · batch {cfg.batch_size} · "
-            f"{cfg.optimizer} lr {cfg.peak_lr:g} ({cfg.schedule}) · augmentation: {augs_text}{speed}")
+    return (
+        f"{cfg.arch} · {norm} · {plural(cfg.epochs, 'epoch')} of {plural(cfg.steps_per_epoch, 'step')} "
+        f"({cfg.total_steps} in all) · {cfg.train_size:,} train images · batch {cfg.batch_size} · "
+        f"{cfg.optimizer} lr {cfg.peak_lr:g} ({cfg.schedule}) · augmentation: {augs_text}{speed}"
+    )

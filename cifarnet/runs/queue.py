@@ -68,8 +68,12 @@ def check_queue_files(root: Path) -> None:
     check_plain(root / SLOTS_FOLDER, folder=True)
 
 
-def enqueue(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
-            data_dir: str | os.PathLike | None = None, cluster: str | None = None) -> Path:
+def enqueue(
+    cfg: TrainConfig,
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    cluster: str | None = None,
+) -> Path:
     """A new run folder that waits as ``queued`` (see :class:`QueuedBatch`, which queues runs all or none), for
     this machine or for the Ray cluster at the address ``cluster``."""
     where = str(Path(data_dir).resolve()) if data_dir else None
@@ -189,15 +193,18 @@ def cancel_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     try:
         status, _ = read_status(path)
         if (status or {}).get("status") != Status.QUEUED:
-            raise CifarnetError(f"run {shown(run_id)} is {(status or {}).get('status', 'unreadable')}; only a "
-                                "queued run can be cancelled")
+            raise CifarnetError(
+                f"run {shown(run_id)} is {(status or {}).get('status', 'unreadable')}; only a "
+                "queued run can be cancelled"
+            )
         write_status(path, status_record(Status.CANCELLED))
     finally:
         os.close(lock)
 
 
-def start_queued(path: Path, held: Claim, data_dir: str | None, env: dict[str, str] | None = None,
-                 tied: bool = False) -> subprocess.Popen | None:
+def start_queued(
+    path: Path, held: Claim, data_dir: str | None, env: dict[str, str] | None = None, tied: bool = False
+) -> subprocess.Popen | None:
     """Start the queued run in ``path`` with ``held`` (its locks, handed on to its trainer; ``env`` and ``tied`` as
     :func:`spawn` takes them); None when it could not start (then recorded ``failed`` with the reason; the queue
     goes on with the others).
@@ -330,10 +337,23 @@ def _ensure_one(root: Path, cluster: str | None) -> bool:
             return False
         log = open_plain(root / QUEUE_LOG_FILE, os.O_WRONLY | os.O_APPEND)
         try:
-            subprocess.Popen([sys.executable, "-m", "cifarnet", "queue", "--runs-dir", str(root),
-                              *(["--ray-address", cluster] if cluster else [])], stdout=log,
-                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                             env={**trainer_env(), QUEUE_ENV: str(lock)}, pass_fds=(lock,))
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cifarnet",
+                    "queue",
+                    "--runs-dir",
+                    str(root),
+                    *(["--ray-address", cluster] if cluster else []),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**trainer_env(), QUEUE_ENV: str(lock)},
+                pass_fds=(lock,),
+            )
         finally:
             os.close(log)
     finally:

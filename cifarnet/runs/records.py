@@ -206,14 +206,38 @@ def dict_of(schema: dict[str, Check]) -> Check:
 
 
 SHARE, SECONDS = number(0.0, 1.0), number(0.0, EPOCH_SECONDS)  # SECONDS: a time stamp or a duration
-PROGRESS = {"step": whole(), "total_steps": whole(), "epoch": number(0.0), "epochs": number(0.0),
-            "img_s": number(0.0), "eta_s": optional(SECONDS), "train_loss": number(), "train_acc": SHARE,
-            "test_acc": optional(SHARE), "elapsed_s": SECONDS}
-STATUS_SCHEMA = {"status": text, "pid": optional(whole(1, 2**31)), "updated": SECONDS, "finished": SECONDS,
-                 "error": optional(text), "reason": optional(text), "progress": dict_of(PROGRESS),
-                 "host": text, "node": text, "trainer": text, "cluster": optional(text)}
-CONFIG_SCHEMA = {"format": whole(1, 100), "params": whole(), "created": SECONDS, "world_size": whole(1, 2**16),
-                 "nodes": whole(1, 2**16)}
+PROGRESS = {
+    "step": whole(),
+    "total_steps": whole(),
+    "epoch": number(0.0),
+    "epochs": number(0.0),
+    "img_s": number(0.0),
+    "eta_s": optional(SECONDS),
+    "train_loss": number(),
+    "train_acc": SHARE,
+    "test_acc": optional(SHARE),
+    "elapsed_s": SECONDS,
+}
+STATUS_SCHEMA = {
+    "status": text,
+    "pid": optional(whole(1, 2**31)),
+    "updated": SECONDS,
+    "finished": SECONDS,
+    "error": optional(text),
+    "reason": optional(text),
+    "progress": dict_of(PROGRESS),
+    "host": text,
+    "node": text,
+    "trainer": text,
+    "cluster": optional(text),
+}
+CONFIG_SCHEMA = {
+    "format": whole(1, 100),
+    "params": whole(),
+    "created": SECONDS,
+    "world_size": whole(1, 2**16),
+    "nodes": whole(1, 2**16),
+}
 CLASS_COUNT = 10
 
 
@@ -223,19 +247,41 @@ def class_name(v: Any) -> bool:
 
 
 RESULTS_SCHEMA = {
-    "test_acc": SHARE, "test_loss": number(0.0), "tta_acc": optional(SHARE), "best_eval_acc": SHARE,
-    "per_class_acc": lambda v: isinstance(v, dict) and len(v) == CLASS_COUNT and all(map(SHARE, v.values()))
-    and all(map(class_name, v)),
-    "confusion": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT and all(
-        isinstance(row, list) and len(row) == CLASS_COUNT and all(map(whole(), row)) for row in v),
-    "classes": lambda v: isinstance(v, list) and len(v) == CLASS_COUNT == len(set(map(str, v)))
-    and all(map(class_name, v)),
-    "steps": whole(), "epochs": number(0.0), "elapsed_s": SECONDS, "device": text, "precision": text,
+    "test_acc": SHARE,
+    "test_loss": number(0.0),
+    "tta_acc": optional(SHARE),
+    "best_eval_acc": SHARE,
+    "per_class_acc": lambda v: (
+        isinstance(v, dict) and len(v) == CLASS_COUNT and all(map(SHARE, v.values())) and all(map(class_name, v))
+    ),
+    "confusion": lambda v: (
+        isinstance(v, list)
+        and len(v) == CLASS_COUNT
+        and all(isinstance(row, list) and len(row) == CLASS_COUNT and all(map(whole(), row)) for row in v)
+    ),
+    "classes": lambda v: (
+        isinstance(v, list) and len(v) == CLASS_COUNT == len(set(map(str, v))) and all(map(class_name, v))
+    ),
+    "steps": whole(),
+    "epochs": number(0.0),
+    "elapsed_s": SECONDS,
+    "device": text,
+    "precision": text,
 }
-METRICS_SCHEMA = {"kind": lambda v: v in ("train", "eval", "final"), "step": whole(), "epoch": number(0.0),
-                  "time": SECONDS, "lr": number(0.0), "train_loss": number(), "train_acc": SHARE,
-                  "test_loss": number(), "test_acc": SHARE, "tta_acc": optional(SHARE), "img_s": number(0.0),
-                  "threads": whole(1)}
+METRICS_SCHEMA = {
+    "kind": lambda v: v in ("train", "eval", "final"),
+    "step": whole(),
+    "epoch": number(0.0),
+    "time": SECONDS,
+    "lr": number(0.0),
+    "train_loss": number(),
+    "train_acc": SHARE,
+    "test_loss": number(),
+    "test_acc": SHARE,
+    "tta_acc": optional(SHARE),
+    "img_s": number(0.0),
+    "threads": whole(1),
+}
 METRICS_REQUIRED = ("kind", "step")
 
 
@@ -247,8 +293,10 @@ def schema_problems(record: dict, schema: dict[str, Check]) -> list[str]:
 def checked(record: dict, schema: dict[str, Check], name: str) -> tuple[dict, list[str]]:
     """``record`` without the values that fail ``schema``, and one line of damage per value dropped."""
     bad = schema_problems(record, schema)
-    return ({k: v for k, v in record.items() if k not in bad},
-            [f"{name}: {key}={shown(record[key])} is not a valid value" for key in bad])
+    return (
+        {k: v for k, v in record.items() if k not in bad},
+        [f"{name}: {key}={shown(record[key])} is not a valid value" for key in bad],
+    )
 
 
 def read_json(path: Path) -> tuple[dict | None, str | None]:
@@ -359,8 +407,11 @@ def _parse_metric(line: str) -> dict | None:
         record = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(record, dict) or any(key not in record for key in METRICS_REQUIRED) \
-            or schema_problems(record, METRICS_SCHEMA):
+    if (
+        not isinstance(record, dict)
+        or any(key not in record for key in METRICS_REQUIRED)
+        or schema_problems(record, METRICS_SCHEMA)
+    ):
         return None
     return record
 
@@ -422,10 +473,16 @@ def _predictions_fit(pack: dict[str, np.ndarray]) -> bool:
         return False
     labels, top, probs = (pack[key] for key in PREDICTION_KEYS)
     integer = all(a.dtype.kind in "iu" for a in (labels, top))
-    return (integer and probs.dtype.kind == "f" and labels.ndim == 1 and top.ndim == 2 and top.shape[1] >= 3
-            and probs.shape == top.shape == (len(labels), top.shape[1])
-            and bool(((labels >= 0) & (labels < CLASS_COUNT)).all() and ((top >= 0) & (top < CLASS_COUNT)).all())
-            and bool(np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()))
+    return (
+        integer
+        and probs.dtype.kind == "f"
+        and labels.ndim == 1
+        and top.ndim == 2
+        and top.shape[1] >= 3
+        and probs.shape == top.shape == (len(labels), top.shape[1])
+        and bool(((labels >= 0) & (labels < CLASS_COUNT)).all() and ((top >= 0) & (top < CLASS_COUNT)).all())
+        and bool(np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all())
+    )
 
 
 def _declared_bytes(pack: np.lib.npyio.NpzFile, key: str) -> int:

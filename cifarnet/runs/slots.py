@@ -47,8 +47,10 @@ def max_live_runs() -> int:
     if raw == "":
         return DEFAULT_MAX_LIVE
     if not re.fullmatch(r"[0-9]+", raw):
-        raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is not a whole number; allowed: digits only, 1 to "
-                            f"{MOST_LIVE} (unset or empty: {DEFAULT_MAX_LIVE})")
+        raise CifarnetError(
+            f"CIFARNET_MAX_RUNS={shown(raw)} is not a whole number; allowed: digits only, 1 to "
+            f"{MOST_LIVE} (unset or empty: {DEFAULT_MAX_LIVE})"
+        )
     digits = raw.lstrip("0")  # (a thousand-digit number is refused without converting it)
     if len(digits) > len(str(MOST_LIVE)) or not 1 <= int(digits or "0") <= MOST_LIVE:
         raise CifarnetError(f"CIFARNET_MAX_RUNS={shown(raw)} is out of range; allowed: 1 to {MOST_LIVE}")
@@ -142,8 +144,10 @@ def live_runs(root: Path) -> list[str]:
 def limit_message(root: Path) -> str:
     """Why a start is refused: the runs training now and the limit (the lock decided; this only explains)."""
     live = live_runs(root)
-    return (f"{len(live)} run(s) already training ({', '.join(live) or 'starting now'}); the limit is "
-            f"{max_live_runs()} (CIFARNET_MAX_RUNS). Stop one or wait for it to finish.")
+    return (
+        f"{len(live)} run(s) already training ({', '.join(live) or 'starting now'}); the limit is "
+        f"{max_live_runs()} (CIFARNET_MAX_RUNS). Stop one or wait for it to finish."
+    )
 
 
 def is_shipped(path: Path) -> bool:
@@ -154,8 +158,10 @@ def is_shipped(path: Path) -> bool:
 def lock_run(path: Path) -> int:
     """The locked ``.trainer.lock`` of the run in ``path``; refused for a run with a trainer, or a shipped run."""
     if is_shipped(path):
-        raise CifarnetError(f"run {path.name} is a shipped run and read-only; train your own with the same "
-                            "settings (see its config.json) into the runs folder")
+        raise CifarnetError(
+            f"run {path.name} is a shipped run and read-only; train your own with the same "
+            "settings (see its config.json) into the runs folder"
+        )
     fd = _patiently(lambda: try_lock(path / LOCK_FILE), lambda: read_run(path).status in ENDED)
     if fd is None:
         raise CifarnetError(f"run {path.name} already has a trainer; one trainer per run (stop it first)")
@@ -220,8 +226,9 @@ def inherited(path: Path) -> Claim | None:
     return held
 
 
-def claim_new_run(cfg: TrainConfig, runs_dir: str | os.PathLike | None = None,
-                  trainer: int | None = None) -> tuple[Path, Claim]:
+def claim_new_run(
+    cfg: TrainConfig, runs_dir: str | os.PathLike | None = None, trainer: int | None = None
+) -> tuple[Path, Claim]:
     """A new run folder for ``cfg`` with both locks held; refused, with nothing created, over the limit. Its
     status names ``trainer``, the pid of the process that will train it, when that is this one (a CLI start)."""
     root = resolve_runs_dir(runs_dir)

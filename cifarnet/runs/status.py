@@ -28,8 +28,17 @@ class Status:
 
 
 # What a run's status.json may say; a reader takes anything else as damage (the run ``failed``).
-STATUSES = (Status.QUEUED, Status.STARTING, Status.RUNNING, Status.FINISHED, Status.STOPPED, Status.STOPPED_EARLY,
-            Status.FAILED, Status.DIVERGED, Status.CANCELLED)
+STATUSES = (
+    Status.QUEUED,
+    Status.STARTING,
+    Status.RUNNING,
+    Status.FINISHED,
+    Status.STOPPED,
+    Status.STOPPED_EARLY,
+    Status.FAILED,
+    Status.DIVERGED,
+    Status.CANCELLED,
+)
 LIVE = (Status.STARTING, Status.RUNNING)  # a trainer process exists (or is being born); a queued run has none yet
 PENDING = (Status.QUEUED, *LIVE)  # not ended yet: pages showing such a run keep refreshing
 ENDED = tuple(status for status in (*STATUSES, Status.MISSING) if status not in PENDING)  # nothing will change it

@@ -95,8 +95,10 @@ def parse_random(texts: list[str] | None) -> tuple[int, list[Range]]:
     try:
         draws = int(count)
     except ValueError:
-        raise CifarnetError(f"--random {shown(count)}: give the number of draws first, then FIELD=SCALE:LOW:HIGH "
-                            "(e.g. --random 8 lr=log:0.01:0.5)") from None
+        raise CifarnetError(
+            f"--random {shown(count)}: give the number of draws first, then FIELD=SCALE:LOW:HIGH "
+            "(e.g. --random 8 lr=log:0.01:0.5)"
+        ) from None
     if draws < 1 or not specs:
         raise CifarnetError("--random needs 1 or more draws and at least one FIELD=SCALE:LOW:HIGH")
     ranges = [parse_range(spec) for spec in specs]
@@ -133,10 +135,20 @@ def check_cap(value: Any) -> int:
     return cap
 
 
-def plan_sweep(base: TrainConfig, grid: dict[str, list] | None = None, ranges: list[Range] | None = None,
-               count: int = 0, seeds: list[int] | None = None, name: str | None = None,
-               runs_dir: str | os.PathLike | None = None, max_runs: int = MAX_RUNS, sample_seed: int = 0,
-               early_stop: str = "off", data_dir: str | os.PathLike | None = None, cluster: str | None = None) -> Plan:
+def plan_sweep(
+    base: TrainConfig,
+    grid: dict[str, list] | None = None,
+    ranges: list[Range] | None = None,
+    count: int = 0,
+    seeds: list[int] | None = None,
+    name: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    max_runs: int = MAX_RUNS,
+    sample_seed: int = 0,
+    early_stop: str = "off",
+    data_dir: str | os.PathLike | None = None,
+    cluster: str | None = None,
+) -> Plan:
     """A sweep checked run by run, nothing created yet. No grid and no draws is the default norm comparison.
     ``cluster``: its runs train on the Ray cluster at this address ("" for ``$RAY_ADDRESS``), checked first; None:
     on this machine."""
@@ -148,20 +160,40 @@ def plan_sweep(base: TrainConfig, grid: dict[str, list] | None = None, ranges: l
     check_rule(early_stop)
     draws = draws_of(ranges, count, sample_seed) if ranges else []
     points = sweep_points(grid or ({} if draws else DEFAULT_VARY), draws)
-    spec = {"grid": grid or {}, "random": {r.name: f"{r.scale}:{r.low:g}:{r.high:g}" for r in ranges},
-            "draws": count, "sample_seed": sample_seed} if ranges else {}
-    extra = {**({"sweep": spec} if spec else {}), **({"early_stop": early_stop} if early_stop != "off" else {}),
-             **({"cluster": cluster} if cluster else {})}
+    spec = (
+        {
+            "grid": grid or {},
+            "random": {r.name: f"{r.scale}:{r.low:g}:{r.high:g}" for r in ranges},
+            "draws": count,
+            "sample_seed": sample_seed,
+        }
+        if ranges
+        else {}
+    )
+    extra = {
+        **({"sweep": spec} if spec else {}),
+        **({"early_stop": early_stop} if early_stop != "off" else {}),
+        **({"cluster": cluster} if cluster else {}),
+    }
     return plan_experiment(base, None, seeds, name, runs_dir, data_dir, points=points, max_runs=max_runs, extra=extra)
 
 
-def start_sweep(base: TrainConfig, grid: dict[str, list] | None = None, ranges: list[Range] | None = None,
-                count: int = 0, seeds: list[int] | None = None, name: str | None = None,
-                runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                max_runs: int = MAX_RUNS, sample_seed: int = 0, early_stop: str = "off",
-                cluster: str | None = None) -> Experiment:
+def start_sweep(
+    base: TrainConfig,
+    grid: dict[str, list] | None = None,
+    ranges: list[Range] | None = None,
+    count: int = 0,
+    seeds: list[int] | None = None,
+    name: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    max_runs: int = MAX_RUNS,
+    sample_seed: int = 0,
+    early_stop: str = "off",
+    cluster: str | None = None,
+) -> Experiment:
     """Plan (every check), then queue: what ``sweep``, ``compare`` and the Train page's buttons do."""
-    plan = plan_sweep(base, grid, ranges, count, seeds, name, runs_dir, max_runs, sample_seed, early_stop, data_dir,
-                      cluster)
+    plan = plan_sweep(
+        base, grid, ranges, count, seeds, name, runs_dir, max_runs, sample_seed, early_stop, data_dir, cluster
+    )
     return launch_experiment(plan, runs_dir, data_dir)
-

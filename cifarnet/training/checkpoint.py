@@ -31,8 +31,13 @@ def save_checkpoint(path: Path, model: CifarNet, **extra: Any) -> None:
     """Serialised in memory (a small model's few MB) and written through :func:`cifarnet.runs.records.write_file`:
     atomic, and a full disk or an unwritable folder is a :class:`~cifarnet.errors.WriteError` naming the file,
     with no temporary file left behind."""
-    payload = {"format": FORMAT, "version": VERSION, "model": dict(model.config),
-               "state_dict": model.state_dict(), **extra}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": dict(model.config),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_file(path, buffer.getvalue())
@@ -88,10 +93,15 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     """
     payload = read_checkpoint(path, device)
     weights = payload["state_dict"] if isinstance(payload["state_dict"], dict) else {}  # else refused below
-    broken = [name for name, tensor in weights.items()
-              if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    broken = [
+        name
+        for name, tensor in weights.items()
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
     if broken:
-        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights (in {len(broken)} tensor(s), first "
-                              f"{shown(broken[0])}): its training diverged or the file was altered; it cannot be "
-                              "used to predict")
+        raise CheckpointError(
+            f"checkpoint {path} holds NaN or infinite weights (in {len(broken)} tensor(s), first "
+            f"{shown(broken[0])}): its training diverged or the file was altered; it cannot be "
+            "used to predict"
+        )
     return model_from_checkpoint(payload, str(path)).to(device).eval()

@@ -137,8 +137,13 @@ class _GroupBatchNorm(torch.autograd.Function):
         # this share's mean and variance from the fused training kernel: several times faster than var_mean
         _, mean, invstd = torch.native_batch_norm(x, None, None, None, None, True, 0.0, 0.0)
         mean64 = mean.double()
-        totals = torch.cat([mean64 * count, (invstd.double() ** -2 + mean64.square()) * count,
-                            torch.tensor([count], dtype=torch.float64)])
+        totals = torch.cat(
+            [
+                mean64 * count,
+                (invstd.double() ** -2 + mean64.square()) * count,
+                torch.tensor([count], dtype=torch.float64),
+            ]
+        )
         dist.all_reduce(totals)
         n = totals[-1]
         group_mean = totals[:channels] / n
@@ -156,7 +161,8 @@ class _GroupBatchNorm(torch.autograd.Function):
         x, weight, mean, var = ctx.saved_tensors
         # with the statistics held fixed: dy * weight * invstd, and the per-channel sums of dy * xhat and dy
         dx, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            dy, x, weight, mean, var, None, None, False, ctx.eps, [True, True, True])
+            dy, x, weight, mean, var, None, None, False, ctx.eps, [True, True, True]
+        )
         sums = torch.cat([grad_bias, grad_weight])
         dist.all_reduce(sums)
         mean_dy, mean_dy_xhat = (sums / ctx.count).chunk(2)
@@ -232,8 +238,10 @@ class Group:
         if chosen.type != "cuda" or not self.parallel:
             return chosen
         if self.local_rank >= torch.cuda.device_count():
-            raise CifarnetError(f"process {self.local_rank} of this machine needs GPU {self.local_rank}, but there "
-                                f"are {torch.cuda.device_count()}; allowed: at most one process per GPU")
+            raise CifarnetError(
+                f"process {self.local_rank} of this machine needs GPU {self.local_rank}, but there "
+                f"are {torch.cuda.device_count()}; allowed: at most one process per GPU"
+            )
         return torch.device("cuda", self.local_rank)
 
     def replicate(self, model: nn.Module, sync_bn: bool) -> nn.Module:
@@ -302,8 +310,10 @@ class Group:
             return None
         text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text)  # PyTorch's source locations
         text = text.split(". ")[0][:160]  # the first sentence says what happened; the rest is PyTorch's advice
-        return (f"another process of this {self.world_size}-process run ended or stopped answering ({text}); its own "
-                "message is in the trainer's output; resume the run to continue from its last checkpoint")
+        return (
+            f"another process of this {self.world_size}-process run ended or stopped answering ({text}); its own "
+            "message is in the trainer's output; resume the run to continue from its last checkpoint"
+        )
 
     def leave(self) -> None:
         if self.parallel and dist.is_initialized():
@@ -317,8 +327,13 @@ def join() -> Group:
     """This process's group: the one a launcher set up in the environment, else the process alone."""
     if not launched():
         return SINGLE
-    group = Group(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0),
-                  _env_int("LOCAL_WORLD_SIZE", _env_int("WORLD_SIZE", 1)), _env_int("GROUP_WORLD_SIZE", 1))
+    group = Group(
+        _env_int("RANK", 0),
+        _env_int("WORLD_SIZE", 1),
+        _env_int("LOCAL_RANK", 0),
+        _env_int("LOCAL_WORLD_SIZE", _env_int("WORLD_SIZE", 1)),
+        _env_int("GROUP_WORLD_SIZE", 1),
+    )
     if not group.parallel:
         return SINGLE
     if under_torchrun():
@@ -326,8 +341,9 @@ def join() -> Group:
     cuda = torch.cuda.is_available() and group.local_rank < torch.cuda.device_count()
     if cuda:
         torch.cuda.set_device(group.local_rank)
-    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT_S),
-                            **_meeting_place(group))
+    dist.init_process_group(
+        "cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT_S), **_meeting_place(group)
+    )
     return group
 
 
@@ -380,10 +396,21 @@ def relaunch(processes: int, args: list[str]) -> None:
     torchrun does. Each process gets an equal share of the cores (torchrun would give each one thread).
     """
     package_parent = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, _cpus() // processes)),
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-c", "import sys; from cifarnet.training.distributed import torchrun_locally; "
-               "torchrun_locally(sys.argv[1:])", "--nproc_per_node", str(processes), "-m", "cifarnet", *args]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(max(1, _cpus() // processes)),
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from cifarnet.training.distributed import torchrun_locally; torchrun_locally(sys.argv[1:])",
+        "--nproc_per_node",
+        str(processes),
+        "-m",
+        "cifarnet",
+        *args,
+    ]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, command, env)
@@ -407,5 +434,14 @@ def torchrun_locally(argv: list[str]) -> None:
 
     with tempfile.TemporaryDirectory(prefix="cifarnet-ddp-") as folder:
         os.environ.update({**LOCAL_ONLY_ENV, GROUP_STORE_ENV: os.path.join(folder, "group")})
-        main(["--rdzv-backend", "c10d", "--rdzv-endpoint", os.path.join(folder, "rendezvous"), "--rdzv-conf",
-              "store_type=file", *argv])
+        main(
+            [
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                os.path.join(folder, "rendezvous"),
+                "--rdzv-conf",
+                "store_type=file",
+                *argv,
+            ]
+        )

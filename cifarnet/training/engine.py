@@ -102,8 +102,14 @@ class Evaluation:
     tta_acc: float | None = None
 
 
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False,
-             batch: int | None = None, translate: bool = False) -> Evaluation:
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    tta: bool = False,
+    batch: int | None = None,
+    translate: bool = False,
+) -> Evaluation:
     """Loss, accuracy and class probabilities of ``model`` on uint8 ``images``.
 
     With ``tta`` the probabilities of the image and its mirror are averaged (with ``translate`` also those of
@@ -130,13 +136,14 @@ def _tta_probs(model: torch.nn.Module, x: torch.Tensor, plain: torch.Tensor, tra
         return mirrored
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     h, w = x.shape[2:]
-    shifted = [_mirrored_probs(model, padded[:, :, dy:dy + h, dy:dy + w]) for dy in (0, 2)]
+    shifted = [_mirrored_probs(model, padded[:, :, dy : dy + h, dy : dy + w]) for dy in (0, 2)]
     return mirrored / 2 + (shifted[0] + shifted[1]) / 4
 
 
 @torch.inference_mode()
-def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False, batch: int | None = None,
-              translate: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def logits_of(
+    model: torch.nn.Module, images: torch.Tensor, tta: bool = False, batch: int | None = None, translate: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's logits for uint8 ``images`` and, with ``tta``, its test-time-augmented class probabilities
     (:func:`_tta_probs`), in fp32: see :func:`evaluate`."""
     was_training = model.training
@@ -148,7 +155,7 @@ def logits_of(model: torch.nn.Module, images: torch.Tensor, tta: bool = False, b
     torch.backends.cudnn.allow_tf32 = False
     try:
         for start in range(0, len(images), batch):
-            x = to_float(images[start:start + batch].to(device, non_blocking=True))
+            x = to_float(images[start : start + batch].to(device, non_blocking=True))
             plain.append(model(x).float())
             if tta:
                 augmented.append(_tta_probs(model, x, plain[-1], translate))
@@ -170,8 +177,7 @@ def summarise(logits: torch.Tensor, tta_probs: torch.Tensor | None, labels: torc
 
 def _autocast(device: torch.device, precision: str):
     """bfloat16 autocast when the precision resolves to bf16; a no-op context for fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16,
-                          enabled=resolve_precision(device, precision) == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(device, precision) == "bf16")
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -179,8 +185,9 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 1
     return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
-def _on_device(images: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _on_device(
+    images: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images of each class (all of them for 0), moved to ``device``."""
     if per_class:
         index = stratified_subset(labels, per_class, seed)
@@ -219,8 +226,11 @@ class Trainer:
         self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None
         self.slow = WeightAverage(self.model, cfg.lookahead) if cfg.lookahead else None  # lookahead's slow weights
         # alternating flip: each training image's mirroring in epoch 0, by its place in the (subset) training set
-        self.first_flips = first_flips(len(self.train_x), cfg.seed).to(self.device) \
-            if cfg.flip and cfg.flip_mode == "alternate" else None
+        self.first_flips = (
+            first_flips(len(self.train_x), cfg.seed).to(self.device)
+            if cfg.flip and cfg.flip_mode == "alternate"
+            else None
+        )
         replica = group.replicate(self.model, cfg.sync_bn)  # the model itself, or DDP around it
         # compiled for the training step only: evaluation runs other batch sizes under
         # inference_mode, which would cost a recompile each for little saved
@@ -235,8 +245,14 @@ class Trainer:
         """The model evaluated during training and at the end, and saved: the weight average when there is one."""
         return (self.average or self.slow or self).model
 
-    def restore(self, model: CifarNet, optimizer_state: dict, steps_done: int, average: dict | None = None,
-                slow: dict | None = None) -> None:
+    def restore(
+        self,
+        model: CifarNet,
+        optimizer_state: dict,
+        steps_done: int,
+        average: dict | None = None,
+        slow: dict | None = None,
+    ) -> None:
         """Continue from a saved state: the weights of ``model``, the optimizer's state, the step reached, and the
         weight average's and lookahead's slow weights (either missing: restarted from ``model``)."""
         self.model.load_state_dict(model.state_dict())
@@ -269,10 +285,14 @@ class Trainer:
         rows = Rows(share.start, share.stop, size)
         for _ in range(first):  # a resumed epoch: the skipped batches' draws, so each later image gets its own
             one = to_float(self.train_x[:1])
-            mix_batch(augment_batch(one, self.cfg, gen, Rows(0, 1, size), self.flips(order[:1], epoch)),
-                      self.train_y[:1], self.cfg, gen)
+            mix_batch(
+                augment_batch(one, self.cfg, gen, Rows(0, 1, size), self.flips(order[:1], epoch)),
+                self.train_y[:1],
+                self.cfg,
+                gen,
+            )
         for i in range(first, self.cfg.steps_per_epoch):
-            idx = order[i * size:(i + 1) * size][share]
+            idx = order[i * size : (i + 1) * size][share]
             with record_function("step.gather"):
                 x, y = to_float(self.train_x[idx]), self.train_y[idx]
             with record_function("step.augment"):
@@ -329,8 +349,9 @@ class StatusFile:
         self.folder = folder
         self.rank = rank
         # where it trains, and the identity a stop names (a reader on another machine cannot work it out)
-        self.record = status_record(Status.STARTING, trainer_pid(), trainer=trainer_identity(trainer_pid()),
-                                    **where_trained())
+        self.record = status_record(
+            Status.STARTING, trainer_pid(), trainer=trainer_identity(trainer_pid()), **where_trained()
+        )
         self.last_write = 0.0
 
     def write(self, status: str, force: bool = False, ending: bool = False, **fields) -> None:
@@ -354,8 +375,15 @@ class StatusFile:
 class Run:
     """One run folder driven to its end: a :class:`Trainer`'s steps, with every record written as it happens."""
 
-    def __init__(self, path: Path, trainer: Trainer, status: StatusFile, metrics: MetricsLog, started: float,
-                 echo: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        trainer: Trainer,
+        status: StatusFile,
+        metrics: MetricsLog,
+        started: float,
+        echo: Callable[[dict], None] | None = None,
+    ) -> None:
         self.path, self.trainer, self.cfg = path, trainer, trainer.cfg
         self.status, self.metrics, self.echo = status, metrics, echo
         self.stop_file = path / STOP_FILE
@@ -381,8 +409,13 @@ class Run:
         if state is None:
             self._cut_metrics(0)
             return
-        self.trainer.restore(model_from_checkpoint(state, str(last)), state["optimizer"], int(state["step"]),
-                             state.get("average"), state.get("slow"))
+        self.trainer.restore(
+            model_from_checkpoint(state, str(last)),
+            state["optimizer"],
+            int(state["step"]),
+            state.get("average"),
+            state.get("slow"),
+        )
         self.best_acc, self.elapsed_before = float(state["best_acc"]), float(state["elapsed"])
         self._cut_metrics(self.trainer.steps_done)
 
@@ -395,10 +428,18 @@ class Run:
         if not self.main:
             return
         trainer = self.trainer
-        average = {key: kept.model.state_dict() for key, kept in (("average", trainer.average), ("slow", trainer.slow))
-                   if kept}
-        save_checkpoint(self.path / LAST_FILE, trainer.model, optimizer=trainer.optimizer.state_dict(),
-                        step=trainer.steps_done, best_acc=self.best_acc, elapsed=self.elapsed(), **average)
+        average = {
+            key: kept.model.state_dict() for key, kept in (("average", trainer.average), ("slow", trainer.slow)) if kept
+        }
+        save_checkpoint(
+            self.path / LAST_FILE,
+            trainer.model,
+            optimizer=trainer.optimizer.state_dict(),
+            step=trainer.steps_done,
+            best_acc=self.best_acc,
+            elapsed=self.elapsed(),
+            **average,
+        )
 
     def execute(self) -> str:
         """Train to the end (or a stop request, or divergence) and return the final status."""
@@ -446,8 +487,15 @@ class Run:
 
     def _log(self, kind: str, train: dict, **extra: float) -> dict:
         """Append a train or eval record: the training figures since the previous record of its kind."""
-        record = {"kind": kind, **self._where(), "lr": lr_at(self.trainer.steps_done - 1, self.cfg),
-                  "train_loss": train["loss"], "train_acc": train["acc"], **extra, "img_s": train["img_s"]}
+        record = {
+            "kind": kind,
+            **self._where(),
+            "lr": lr_at(self.trainer.steps_done - 1, self.cfg),
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            **extra,
+            "img_s": train["img_s"],
+        }
         if self.main:
             self.metrics.append(record)
         return record
@@ -473,8 +521,9 @@ class Run:
         if result.acc > self.best_acc:
             self.best_acc = result.acc
             if self.main:
-                save_checkpoint(self.path / BEST_FILE, self.trainer.final_model, step=self.trainer.steps_done,
-                            test_acc=result.acc)
+                save_checkpoint(
+                    self.path / BEST_FILE, self.trainer.final_model, step=self.trainer.steps_done, test_acc=result.acc
+                )
         self._progress(record, force=True)
         if self.main and self.trainer.steps_done < self.cfg.total_steps:
             # a sweep's early-stopping rule, if it has one
@@ -484,11 +533,19 @@ class Run:
         cfg, step = self.cfg, self.trainer.steps_done
         remaining = (cfg.total_steps - step) * cfg.batch_size
         img_s = record.get("img_s") or 0.0
-        progress = {"step": step, "total_steps": cfg.total_steps, "epoch": round(record["epoch"], 3),
-                    "epochs": cfg.epochs, "img_s": img_s, "eta_s": remaining / img_s if img_s else None,
-                    "train_loss": record["train_loss"], "train_acc": record["train_acc"],
-                    "test_acc": record.get("test_acc", self.status.record.get("progress", {}).get("test_acc")),
-                    "elapsed_s": record["time"], **self.share.record()}
+        progress = {
+            "step": step,
+            "total_steps": cfg.total_steps,
+            "epoch": round(record["epoch"], 3),
+            "epochs": cfg.epochs,
+            "img_s": img_s,
+            "eta_s": remaining / img_s if img_s else None,
+            "train_loss": record["train_loss"],
+            "train_acc": record["train_acc"],
+            "test_acc": record.get("test_acc", self.status.record.get("progress", {}).get("test_acc")),
+            "elapsed_s": record["time"],
+            **self.share.record(),
+        }
         self.status.write(Status.RUNNING, force=force, progress=progress)
         if self.echo:
             self.echo(progress)
@@ -514,19 +571,40 @@ class Run:
         labels = trainer.test_y.cpu().numpy()
         top_p, top_i = result.probs.topk(TOP_K, dim=1)
         predicted = top_i[:, 0].numpy()
-        write_predictions(self.path, {"labels": labels.astype(np.uint8), "top_classes": top_i.numpy().astype(np.uint8),
-                                      "top_probs": top_p.numpy().astype(np.float16)})
+        write_predictions(
+            self.path,
+            {
+                "labels": labels.astype(np.uint8),
+                "top_classes": top_i.numpy().astype(np.uint8),
+                "top_probs": top_p.numpy().astype(np.float16),
+            },
+        )
         confusion = confusion_matrix(labels, predicted)
         per_class = (confusion.diagonal() / confusion.sum(1).clip(min=1)).tolist()
-        results = {"test_acc": result.acc, "test_loss": result.loss, "tta_acc": result.tta_acc,
-                   "best_eval_acc": max(self.best_acc, result.acc),
-                   "per_class_acc": dict(zip(trainer.classes, per_class)), "confusion": confusion.tolist(),
-                   "classes": list(trainer.classes), "steps": trainer.steps_done,
-                   "epochs": trainer.steps_done / self.cfg.steps_per_epoch, "elapsed_s": self.elapsed(),
-                   "device": str(trainer.device), "precision": trainer.precision}
+        results = {
+            "test_acc": result.acc,
+            "test_loss": result.loss,
+            "tta_acc": result.tta_acc,
+            "best_eval_acc": max(self.best_acc, result.acc),
+            "per_class_acc": dict(zip(trainer.classes, per_class)),
+            "confusion": confusion.tolist(),
+            "classes": list(trainer.classes),
+            "steps": trainer.steps_done,
+            "epochs": trainer.steps_done / self.cfg.steps_per_epoch,
+            "elapsed_s": self.elapsed(),
+            "device": str(trainer.device),
+            "precision": trainer.precision,
+        }
         write_json(self.path / RESULTS_FILE, results)
-        self.metrics.append({"kind": "final", **self._where(), "test_loss": result.loss, "test_acc": result.acc,
-                             "tta_acc": result.tta_acc})
+        self.metrics.append(
+            {
+                "kind": "final",
+                **self._where(),
+                "test_loss": result.loss,
+                "test_acc": result.acc,
+                "tta_acc": result.tta_acc,
+            }
+        )
         self._save_last()
 
 
@@ -542,8 +620,13 @@ class _Window:
         self.since_eval = self._fresh()
 
     def _fresh(self) -> dict:
-        return {"loss": torch.zeros((), device=self.device), "correct": torch.zeros((), device=self.device),
-                "n": 0, "t0": time.time(), "excluded": 0.0}
+        return {
+            "loss": torch.zeros((), device=self.device),
+            "correct": torch.zeros((), device=self.device),
+            "n": 0,
+            "t0": time.time(),
+            "excluded": 0.0,
+        }
 
     def add(self, loss_sum: torch.Tensor, correct: torch.Tensor, n: int) -> None:
         for acc in (self.train, self.since_eval):
@@ -580,8 +663,13 @@ def _unfinished_config(path: Path) -> TrainConfig:
     return cfg
 
 
-def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], None] | None = None,
-              data: Cifar10 | None = None, group: Group = SINGLE) -> str:
+def train_run(
+    path: Path,
+    data_dir: str | None = None,
+    echo: Callable[[dict], None] | None = None,
+    data: Cifar10 | None = None,
+    group: Group = SINGLE,
+) -> str:
     """Train the run in ``path`` (as one process of ``group``); every ending is recorded in its status (never
     raises for user errors, but refuses a finished run: there is nothing left to train)."""
     started = time.time()
@@ -593,8 +681,7 @@ def train_run(path: Path, data_dir: str | None = None, echo: Callable[[dict], No
         stop_file.write_text(trainer_identity(trainer_pid()))  # a stop addressed to this trainer (Run.stop_requested)
 
     handler = on_terminate if group.parallel else on_term
-    previous = signal.signal(signal.SIGTERM, handler) if threading.current_thread() is threading.main_thread() \
-        else None
+    previous = signal.signal(signal.SIGTERM, handler) if threading.current_thread() is threading.main_thread() else None
     try:
         status.write(Status.STARTING, force=True, error=None)
         if group.is_main:

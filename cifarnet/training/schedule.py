@@ -49,11 +49,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     no_decay = [p for p in trainable if p.ndim <= 1 and id(p) not in biases]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if biases:
-        groups.append({"params": [p for p in trainable if id(p) in biases], "weight_decay": 0.0,
-                       "lr_scale": cfg.norm_bias_lr})
+        groups.append(
+            {"params": [p for p in trainable if id(p) in biases], "weight_decay": 0.0, "lr_scale": cfg.norm_bias_lr}
+        )
     if cfg.optimizer in ("sgd", "nesterov"):
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov"
-                               and cfg.momentum > 0)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov" and cfg.momentum > 0
+        )
     betas = (cfg.momentum, 0.999)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)

@@ -30,14 +30,15 @@ def patch_covariance(images: torch.Tensor, kernel: int, dilation: int = 1) -> tu
     """(mean, covariance) of the patches of float images, accumulated in float64 a chunk at a time."""
     total, outer, count = 0.0, 0.0, 0
     for start in range(0, len(images), CHUNK):
-        rows = patches(images[start:start + CHUNK], kernel, dilation).double()
+        rows = patches(images[start : start + CHUNK], kernel, dilation).double()
         total, outer, count = total + rows.sum(0), outer + rows.T @ rows, count + len(rows)
     mean = total / count
     return mean, outer / count - torch.outer(mean, mean)
 
 
-def whitening_filters(images: torch.Tensor, out_channels: int, kernel: int, dilation: int = 1,
-                      eps: float = EPS) -> torch.Tensor:
+def whitening_filters(
+    images: torch.Tensor, out_channels: int, kernel: int, dilation: int = 1, eps: float = EPS
+) -> torch.Tensor:
     """Conv weights [out_channels, C, k, k]: the top ``out_channels // 2`` eigenvectors of the patch covariance,
     scaled by 1/sqrt(eigenvalue + eps), then the same negated (an odd count leaves the last filter zero)."""
     _, cov = patch_covariance(images, kernel, dilation)
@@ -47,7 +48,7 @@ def whitening_filters(images: torch.Tensor, out_channels: int, kernel: int, dila
         raise ValueError(f"{out_channels} filters need {half} eigenvectors; the patches have {len(values)}")
     top = (vectors[:, -half:] / torch.sqrt(values[-half:] + eps)).flip(1).T  # [half, C*k*k], largest first
     weight = torch.zeros(out_channels, top.shape[1], dtype=torch.float64)
-    weight[:half], weight[half:2 * half] = top, -top
+    weight[:half], weight[half : 2 * half] = top, -top
     return weight.view(out_channels, images.shape[1], kernel, kernel).float()
 
 

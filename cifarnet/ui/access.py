@@ -78,8 +78,10 @@ def refusal() -> str | None:
         return None
     token, problem = _token()
     if token is None:
-        return (f"This dashboard is reachable from the network and {problem}, so {ACTIONS} are off here. "
-                f"Restart it with {TOKEN_ENV} set, or without --server.address to use it on this machine only.")
+        return (
+            f"This dashboard is reachable from the network and {problem}, so {ACTIONS} are off here. "
+            f"Restart it with {TOKEN_ENV} set, or without --server.address to use it on this machine only."
+        )
     if not _unlocked(token):
         return f"This dashboard is shared: {ACTIONS} need its access token, typed once in this browser session."
     return None
@@ -120,7 +122,12 @@ def notice() -> None:
         return
     text, box = st.columns([3, 1], vertical_alignment="bottom")
     text.info(problem, icon=":material/lock:")
-    box.text_input("Access token", type="password", key=INPUT_KEY, on_change=_check_typed,
-                   help=f"The value of {TOKEN_ENV} on the machine that runs the dashboard")
+    box.text_input(
+        "Access token",
+        type="password",
+        key=INPUT_KEY,
+        on_change=_check_typed,
+        help=f"The value of {TOKEN_ENV} on the machine that runs the dashboard",
+    )
     if st.session_state.pop(WRONG_KEY, False):
         st.error("Wrong access token: nothing was unlocked.", icon=":material/key_off:")

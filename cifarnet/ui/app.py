@@ -38,8 +38,10 @@ def page_path(name: str) -> str:
 def main() -> None:
     """Draw the frame and run the page the URL asks for (the overview when it asks for none)."""
     st.set_page_config(page_title="cifarnet lab", page_icon=":material/science:", layout="wide")
-    pages = [st.Page(page_path(name), title=title, icon=icon, default=name == "home")
-             for name, (title, icon) in PAGES.items()]
+    pages = [
+        st.Page(page_path(name), title=title, icon=icon, default=name == "home")
+        for name, (title, icon) in PAGES.items()
+    ]
     page = st.navigation(pages, position="top")
     sidebar.render()
     runs_notice()

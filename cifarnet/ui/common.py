@@ -126,8 +126,11 @@ def runs_notice() -> None:
     """One message above every page when the runs folder cannot be used; the pages go on without it."""
     problem = _runs_folder()[1]
     if problem:
-        st.error(f"**Your runs are unavailable.** {message(problem)}. Until then only the shipped runs are shown "
-                 "and no run can be started.", icon=":material/folder_off:")
+        st.error(
+            f"**Your runs are unavailable.** {message(problem)}. Until then only the shipped runs are shown "
+            "and no run can be started.",
+            icon=":material/folder_off:",
+        )
 
 
 def _runs_folder() -> tuple[Path | None, str | None]:
@@ -166,7 +169,8 @@ def data_panel(problem: str | None = None) -> None:
             "Provide it in one of two ways:\n"
             f"1. **Download** the official archive (170 MB) into {message(shown(folder))} {how}, or\n"
             "2. **Point to a folder** that already holds `cifar-10-batches-py` (or its parent) in the box "
-            "below, or start the app with `CIFARNET_DATA=/path/to/folder`.")
+            "below, or start the app with `CIFARNET_DATA=/path/to/folder`."
+        )
         typed = st.text_input("Data folder", value=str(folder), key="data_dir_input")
         if typed and Path(typed) != folder:  # as paths: "/data/" is "/data", or this would rerun forever
             st.session_state[DATA_KEY] = typed

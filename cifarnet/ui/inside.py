@@ -37,8 +37,13 @@ PAGE = "inside"
 STATS_IMAGES = 256
 SOURCES = ("Test image", "A mistake of this run", "Upload")
 ANY_CLASS = "any class"
-RUN_KEY, SOURCE_KEY, CLASS_KEY, NUMBER_KEY, MISTAKE_KEY = ("inside_run", "inside_source", "inside_class",
-                                                          "inside_number", "inside_mistake")
+RUN_KEY, SOURCE_KEY, CLASS_KEY, NUMBER_KEY, MISTAKE_KEY = (
+    "inside_run",
+    "inside_source",
+    "inside_class",
+    "inside_number",
+    "inside_mistake",
+)
 LINK_KEY, LINK_INDEX_KEY = "inside_link_seen", "inside_link_index"
 
 
@@ -93,18 +98,27 @@ def pick_run(available: dict[str, RunInfo], default: str = SHIPPED_TRIO[0]) -> R
     Without any trained model there is nothing to look into: the page stops with a pointer to Train.
     """
     if not available:
-        st.info("No run has a trained model yet: finish one on the Train page first.",
-                icon=":material/hourglass_empty:")
+        st.info(
+            "No run has a trained model yet: finish one on the Train page first.", icon=":material/hourglass_empty:"
+        )
         st.stop()
     _from_link()
     wanted = st.session_state.get(RUN_KEY)
     if wanted not in available:
         if wanted is not None:
-            st.warning(f"The link asks for run {literal(shown(wanted))}, which is not here (or has no final model); "
-                       f"showing another run instead.", icon=":material/link_off:")
+            st.warning(
+                f"The link asks for run {literal(shown(wanted))}, which is not here (or has no final model); "
+                f"showing another run instead.",
+                icon=":material/link_off:",
+            )
         st.session_state[RUN_KEY] = default if default in available else next(iter(available))
-    run_id = st.selectbox("Run", list(available), key=RUN_KEY, format_func=lambda r: run_label(available[r]),
-                          help="Shipped networks and your runs that finished (model.pt)")
+    run_id = st.selectbox(
+        "Run",
+        list(available),
+        key=RUN_KEY,
+        format_func=lambda r: run_label(available[r]),
+        help="Shipped networks and your runs that finished (model.pt)",
+    )
     return available[run_id]
 
 
@@ -121,8 +135,11 @@ def pick_image(info: RunInfo, classes: Sequence[str]) -> Picked | None:
         return _mistake(info, data, classes)
     first, second = st.columns(2)
     kind = first.selectbox("Class", [ANY_CLASS, *classes], key=CLASS_KEY)
-    members = (torch.arange(len(data.test_y)) if kind == ANY_CLASS
-               else torch.nonzero(data.test_y == classes.index(kind)).flatten())
+    members = (
+        torch.arange(len(data.test_y))
+        if kind == ANY_CLASS
+        else torch.nonzero(data.test_y == classes.index(kind)).flatten()
+    )
     index = int(members[_number(second, kind, len(members))])
     return Picked(f"test image #{index}", to_hwc(data.test_x[index]), int(data.test_y[index]), index)
 
@@ -148,37 +165,53 @@ def _index_in_range(raw: str, count: int) -> int:
     except (TypeError, ValueError):
         raise CifarnetError(f"The link's test image {shown(raw)} is not a number") from None
     if not 0 <= value < count:
-        raise CifarnetError(f"The link's test image {value} does not exist: the test set has {count:,} images "
-                            f"(0 to {count - 1})")
+        raise CifarnetError(
+            f"The link's test image {value} does not exist: the test set has {count:,} images (0 to {count - 1})"
+        )
     return value
 
 
 def _mistake(info: RunInfo, data, classes: Sequence[str]) -> Picked | None:
     predictions = read_predictions(info.path)
     if predictions is None:
-        st.info(f"{literal(run_label(info))} has no readable test-set predictions, so its mistakes are unknown.",
-                icon=":material/hourglass_empty:")
+        st.info(
+            f"{literal(run_label(info))} has no readable test-set predictions, so its mistakes are unknown.",
+            icon=":material/hourglass_empty:",
+        )
         return None
     if not labels_match(predictions, data.test_y):
-        st.warning(f"The test set in {message(shown(Path(data.source)))} is not the one {literal(run_label(info))} "
-                   "was evaluated on, so its mistakes cannot be shown.", icon=":material/warning:")
+        st.warning(
+            f"The test set in {message(shown(Path(data.source)))} is not the one {literal(run_label(info))} "
+            "was evaluated on, so its mistakes cannot be shown.",
+            icon=":material/warning:",
+        )
         return None
     wrong = mistakes(predictions, classes)
-    options = {int(row["index"]): f"#{row['index']}: {with_article(row['true'])} taken for "
-                                  f"{with_article(row['predicted'])} ({100 * row['confidence']:.0f}%)"
-               for _, row in wrong.iterrows()}
+    options = {
+        int(row["index"]): f"#{row['index']}: {with_article(row['true'])} taken for "
+        f"{with_article(row['predicted'])} ({100 * row['confidence']:.0f}%)"
+        for _, row in wrong.iterrows()
+    }
     if not options:
         st.info("This run makes no mistakes on the test set.", icon=":material/done_all:")
         return None
-    index = st.selectbox(f"Mistake ({len(options):,}, most confident first)", list(options),
-                         format_func=options.get, key=f"{MISTAKE_KEY}_{info.run_id}")
+    index = st.selectbox(
+        f"Mistake ({len(options):,}, most confident first)",
+        list(options),
+        format_func=options.get,
+        key=f"{MISTAKE_KEY}_{info.run_id}",
+    )
     return Picked(f"test image #{index}", to_hwc(data.test_x[index]), int(data.test_y[index]), index)
 
 
 def _upload() -> Picked | None:
-    upload = st.file_uploader("Image", type=list(FORMATS), key="inside_upload",
-                              help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; it is centre-cropped "
-                                   "to a square and shrunk to 32x32, as on the Predict page.")
+    upload = st.file_uploader(
+        "Image",
+        type=list(FORMATS),
+        key="inside_upload",
+        help=f"Any size up to {MAX_PIXELS // 1_000_000} megapixels; it is centre-cropped "
+        "to a square and shrunk to 32x32, as on the Predict page.",
+    )
     if upload is None:
         st.info("Upload a picture to look inside the network with it.", icon=":material/upload:")
         return None
@@ -206,15 +239,23 @@ def inside_link(info: RunInfo, index: int) -> str:
 
 
 @st.cache_data(show_spinner="Computing Grad-CAM for this page...", max_entries=32)
-def _gallery_overlays(model_path: str, mtime: float, data_source: str, indices: tuple[int, ...],
-                      targets: tuple[int, ...], scale: int, _images: torch.Tensor) -> list[np.ndarray]:
+def _gallery_overlays(
+    model_path: str,
+    mtime: float,
+    data_source: str,
+    indices: tuple[int, ...],
+    targets: tuple[int, ...],
+    scale: int,
+    _images: torch.Tensor,
+) -> list[np.ndarray]:
     """Grad-CAM pictures at the model's last block (cached per model file, data set, images and classes)."""
     model = checkpoint(Path(model_path))
     return overlays(model, _images, default_layer(model), list(targets), scale)
 
 
-def gallery_overlays(info: RunInfo, data: Cifar10, rows: pd.DataFrame, classes: Sequence[str],
-                     scale: int) -> list[np.ndarray]:
+def gallery_overlays(
+    info: RunInfo, data: Cifar10, rows: pd.DataFrame, classes: Sequence[str], scale: int
+) -> list[np.ndarray]:
     """The Misclassified gallery's pictures with Grad-CAM for the predicted class (what made it wrong);
     the plain pictures, with the reason, when the run's model cannot be loaded."""
     indices = tuple(int(i) for i in rows["index"])
@@ -223,16 +264,18 @@ def gallery_overlays(info: RunInfo, data: Cifar10, rows: pd.DataFrame, classes: 
     try:
         if not path.is_file():
             raise CifarnetError("the run has no final model (model.pt)")
-        return _gallery_overlays(str(path), path.stat().st_mtime, data.source, indices, targets, scale,
-                                 data.test_x[list(indices)])
+        return _gallery_overlays(
+            str(path), path.stat().st_mtime, data.source, indices, targets, scale, data.test_x[list(indices)]
+        )
     except CifarnetError as exc:
         st.warning(f"No Grad-CAM for {literal(run_label(info))}: {message(exc)}", icon=":material/warning:")
         return tiles(data.test_x, rows, scale=scale)
 
 
 @st.cache_data(show_spinner="Measuring activations on 256 images...", max_entries=8)
-def norm_stats(models: tuple[tuple[str, str, float], ...], data_source: str, batch_statistics: bool,
-               _images: torch.Tensor) -> ActivationStats:
+def norm_stats(
+    models: tuple[tuple[str, str, float], ...], data_source: str, batch_statistics: bool, _images: torch.Tensor
+) -> ActivationStats:
     """Activation statistics of (label, model.pt, mtime) models on the same pictures, cached."""
     return compare({label: checkpoint(Path(path)) for label, path, _ in models}, _images, batch_statistics)
 
@@ -244,4 +287,3 @@ def stats_images() -> tuple[torch.Tensor, str]:
         if data is not None:
             return data.test_x[:STATS_IMAGES], data.source
     return cached_synthetic().test_x[:STATS_IMAGES], "synthetic"
-

@@ -73,8 +73,9 @@ def _lenient(base: TrainConfig, name: str) -> TrainConfig:
     return make_config({"norm": "bn", "subset": 0, "batch_size": batch, "processes": 1}, base=base)
 
 
-def to_query(cfg: TrainConfig, base: TrainConfig = DASHBOARD_DEFAULTS,
-             current: Mapping[str, Any] | None = None) -> dict[str, str]:
+def to_query(
+    cfg: TrainConfig, base: TrainConfig = DASHBOARD_DEFAULTS, current: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """The fields of ``cfg`` that differ from ``base``, as query-string text, plus the page's own
     parameters found in ``current`` (the query string now)."""
     page = {name: _single(raw) for name, raw in (current or {}).items() if name in PAGE_PARAMS}

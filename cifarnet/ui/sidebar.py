@@ -102,8 +102,9 @@ def _widget(name: str) -> Any:
         return st.toggle(label, **common)
     if kind == "text_input":
         return st.text_input(label, placeholder="automatic", **common)
-    auto = rule.auto is not None and st.toggle(f"{label}: {rule.auto}", key=auto_key(name), help=common["help"],
-                                               disabled=common["disabled"])
+    auto = rule.auto is not None and st.toggle(
+        f"{label}: {rule.auto}", key=auto_key(name), help=common["help"], disabled=common["disabled"]
+    )
     common["disabled"] = common["disabled"] or auto
     step = int(rule.step) if rule.kind is int else float(rule.step)
     number = st.number_input(label, step=step, format=rule.fmt, **common)

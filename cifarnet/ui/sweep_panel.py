@@ -42,8 +42,9 @@ def _filters(table, settings: list[str], key: str) -> Filter:
     for column, name in zip(st.columns(max(1, len(settings))), settings):
         if numeric(table, name):
             values = sorted(table[name].astype(float).unique())
-            low, high = column.select_slider(name, values, value=(values[0], values[-1]), format_func=spelled,
-                                             key=f"{key}_range_{name}")
+            low, high = column.select_slider(
+                name, values, value=(values[0], values[-1]), format_func=spelled, key=f"{key}_range_{name}"
+            )
             ranges[name] = (low, high)
         else:
             kinds = sorted({str(value) for value in table[name]})  # NaN (a setting a run lacks) too
@@ -52,8 +53,9 @@ def _filters(table, settings: list[str], key: str) -> Filter:
 
 
 def _open_link(run_id: str) -> None:
-    st.page_link(page_path("train"), label=f"Open run {run_id}", icon=":material/open_in_new:",
-                 query_params={RUN_PARAM: run_id})
+    st.page_link(
+        page_path("train"), label=f"Open run {run_id}", icon=":material/open_in_new:", query_params={RUN_PARAM: run_id}
+    )
 
 
 def runs_view(comparison: Comparison, key: str) -> None:
@@ -67,20 +69,30 @@ def runs_view(comparison: Comparison, key: str) -> None:
     chosen = _filters(drawn, axes, key) if axes else Filter({}, {})
     if axes:
         st.plotly_chart(parallel_figure(drawn, axes, chosen), width="stretch", key=f"{key}_parallel")
-        st.caption("Each line is a run: its varied settings, then its best and final test accuracy (-1: none yet). "
-                   "The controls above are the brushes on the axes: runs outside them are greyed here and left "
-                   "out of the table and curves below.")
+        st.caption(
+            "Each line is a run: its varied settings, then its best and final test accuracy (-1: none yet). "
+            "The controls above are the brushes on the axes: runs outside them are greyed here and left "
+            "out of the table and curves below."
+        )
     kept = table[chosen.keep(table)].reset_index(drop=True)
     only = st.toggle("Only settings that differ", value=True, key=f"{key}_only")
     columns = [*IDENTITY, *(varied if only else SETTINGS), BEST, BEST_STEP, FINAL, "why"]
-    event = st.dataframe(kept[columns], hide_index=True, width="stretch", on_select="rerun",
-                         selection_mode="single-row", key=f"{key}_runs", column_config={
-                             BEST: st.column_config.NumberColumn(BEST, format="%.2f %%",
-                                                                 help="The highest test accuracy of any evaluation"),
-                             BEST_STEP: st.column_config.NumberColumn(BEST_STEP, help="The step it came at"),
-                             FINAL: st.column_config.NumberColumn(FINAL, format="%.2f %%",
-                                                                  help="Full test set, once finished"),
-                             "why": st.column_config.TextColumn("why", help="Why a run ended early")})
+    event = st.dataframe(
+        kept[columns],
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"{key}_runs",
+        column_config={
+            BEST: st.column_config.NumberColumn(
+                BEST, format="%.2f %%", help="The highest test accuracy of any evaluation"
+            ),
+            BEST_STEP: st.column_config.NumberColumn(BEST_STEP, help="The step it came at"),
+            FINAL: st.column_config.NumberColumn(FINAL, format="%.2f %%", help="Full test set, once finished"),
+            "why": st.column_config.TextColumn("why", help="Why a run ended early"),
+        },
+    )
     st.caption(f"{len(kept)} of {len(table)} runs. Select a row to open its run.")
     if event.selection.rows:
         _open_link(kept.iloc[event.selection.rows[0]]["run"])
@@ -92,8 +104,15 @@ def curves(comparison: Comparison, runs: list[str], key: str) -> None:
     metric_col, x_col, weight_col, log_col = st.columns([2, 2, 3, 1], vertical_alignment="bottom")
     metric = metric_col.selectbox("Curve", CURVE_CHOICES, format_func=lambda m: METRICS[m][0], key=f"{key}_metric")
     x = x_col.segmented_control("x-axis", X_CHOICES, default="step", key=f"{key}_x") or "step"
-    weight = weight_col.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key=f"{key}_smoothing",
-                               help="Exponential moving average; the raw curve stays as a faint shadow")
+    weight = weight_col.slider(
+        "Smoothing",
+        0.0,
+        0.99,
+        0.6,
+        0.01,
+        key=f"{key}_smoothing",
+        help="Exponential moving average; the raw curve stays as a faint shadow",
+    )
     log_x = log_col.toggle("log x", key=f"{key}_logx")
     raw = run_curves(comparison, runs, metric)
     if raw.empty:
