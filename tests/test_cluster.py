@@ -30,7 +30,7 @@ os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "d
 ray_utils = pytest.importorskip(
     "ray.cluster_utils", reason="Ray is the cluster extra: pip install -r requirements-cluster.txt"
 )
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]  # minutes of training: the slow tier, like the ddp tests
 
 
 @pytest.fixture(scope="module")
