@@ -2,8 +2,8 @@
 loopback); issue 28: the cluster our docs and tests start listens on loopback only.
 
 The runs land on both nodes and record which as ``node``; their folders are complete and the Compare page reads
-them; a queued remote run is cancelled and never starts; killing the node a run trains on ends that run
-``failed`` with Ray's reason and leaves the other runs alone.
+them; a queued remote run is cancelled and never starts; a stop reaches a run training on a node; killing the
+node a run trains on ends that run ``failed`` with Ray's reason and leaves the other runs alone.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, TINY_FLAGS, is_loopback, listening_addresses, processes_of, wait_for
 from streamlit.testing.v1 import AppTest
 
-from cifarnet.runs.folders import read_run
+from cifarnet.runs.folders import read_run, request_stop
 from cifarnet.runs.queue import cancel_run
 from cifarnet.runs.records import EXPERIMENTS_FOLDER
 
@@ -45,7 +45,7 @@ def cluster():
         head.shutdown()
 
 
-def sweep(cluster, runs_dir: Path, data_dir: Path, name: str, *grid: str) -> subprocess.Popen:
+def sweep(cluster, runs_dir: Path, data_dir: Path, name: str, *grid: str, epochs: int = 1) -> subprocess.Popen:
     """``python -m cifarnet sweep --cluster ray`` with the tiny settings, started in the background."""
     return subprocess.Popen(
         [
@@ -59,6 +59,8 @@ def sweep(cluster, runs_dir: Path, data_dir: Path, name: str, *grid: str) -> sub
             cluster.address,
             *[arg for spec in grid for arg in ("--grid", spec)],
             *TINY_FLAGS,
+            "--epochs",
+            str(epochs),
             "--name",
             name,
             "--runs-dir",
@@ -138,9 +140,11 @@ def cluster_processes(cluster) -> list[int]:
         found |= more
 
 
-def test_a_killed_node_fails_its_run_the_others_go_on_and_a_cancelled_one_never_starts(cluster, runs_dir, data_dir):
+def test_a_killed_node_fails_its_run_a_stop_reaches_a_remote_run_and_a_cancelled_one_never_starts(
+    cluster, runs_dir, data_dir
+):
     doomed = cluster.list_all_nodes()[-1]  # the second node (the head keeps the cluster alive)
-    process = sweep(cluster, runs_dir, data_dir, "kill", "norm=bn,gn,ln")
+    process = sweep(cluster, runs_dir, data_dir, "kill", "norm=bn,gn,ln", epochs=300)  # long enough to stop
     wait_for(lambda: (runs_dir / EXPERIMENTS_FOLDER / "kill.json").exists(), 60)
     ids = runs_of(runs_dir, "kill")
     cancel_run(ids[2], runs_dir)  # two CPUs: the third waits
@@ -154,6 +158,9 @@ def test_a_killed_node_fails_its_run_the_others_go_on_and_a_cancelled_one_never_
         240,
     )
     victim = next(i for i in ids[:2] if read_run(runs_dir / i).status_record.get("node") == doomed.node_id)
+    (survivor,) = set(ids[:2]) - {victim}
+    wait_for(lambda: read_run(runs_dir / survivor).status == "running", 120)
+    request_stop(survivor, runs_dir)  # through its STOP file, as from any machine that sees the runs folder
     cluster.remove_node(doomed, allow_graceful=False)
     code, output = finish(process)
     ended = {i: read_run(runs_dir / i) for i in ids}
@@ -161,7 +168,9 @@ def test_a_killed_node_fails_its_run_the_others_go_on_and_a_cancelled_one_never_
     assert ended[victim].status == "failed" and "Ray" in ended[victim].status_record["error"], ended[
         victim
     ].status_record
-    (survivor,) = set(ids[:2]) - {victim}
-    assert ended[survivor].status == "finished"
+    assert ended[survivor].status == "stopped" and (survivor_path := runs_dir / survivor / "last.pt").exists(), (
+        ended[survivor].status_record,
+        survivor_path,
+    )
     assert ended[ids[2]].status == "cancelled" and "node" not in ended[ids[2]].status_record
     wait_for(lambda: not processes_of(runs_dir, b"--resume"), 30)  # the dead node's trainer died with it
