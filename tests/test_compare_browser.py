@@ -50,6 +50,7 @@ def test_compare_page_shows_table_curves_and_gallery(tmp_path, data_dir, page):
         page.get_by_text("104 test images that norm=bn gets right in every seed and norm=ln gets wrong").wait_for()
         settle(page)
         pictures = page.locator("[data-testid=stImage] img")
+        pictures.nth(23).wait_for(state="attached")  # the gallery draws after the text above it, under load later
         assert pictures.count() == 24
         assert page.get_by_text("norm=ln says", exact=False).count() >= 24  # each picture says what ln guessed
         shot(page, "30-compare-experiment")
