@@ -29,9 +29,9 @@ from typing import Any
 from cifarnet.errors import CifarnetError, shown
 from cifarnet.runs.folders import NODE_ENV, resolve_runs_dir
 from cifarnet.runs.launch import record_failure, trainer_env
-from cifarnet.runs.queue import POLL_S, hold_queue, queued_runs, start_queued
+from cifarnet.runs.queue import POLL_S, hold_queue, lock_queued, queued_runs, start_queued
 from cifarnet.runs.records import LOCK_FILE, read_config, read_status, recorded_status
-from cifarnet.runs.slots import Claim, lock_run, try_lock
+from cifarnet.runs.slots import Claim, try_lock
 from cifarnet.runs.status import PENDING, Status
 
 ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable for the cluster to join
@@ -83,14 +83,9 @@ def train_on_node(folder: str, data_dir: str | None) -> str:
     import ray
 
     path = Path(folder)
-    try:
-        lock = lock_run(path)
-    except CifarnetError as exc:
-        return f"not started: {exc}"
-    status = recorded_status(path)
-    if status != Status.QUEUED:
-        os.close(lock)
-        return f"not started: it is {status}"
+    lock = lock_queued(path)
+    if lock is None:
+        return "not started: it no longer waits (cancelled, or started elsewhere)"
     node = ray.get_runtime_context().get_node_id()
     process = start_queued(path, Claim(None, lock), data_dir, env={NODE_ENV: node}, tied=True)
     return "not started: see its status" if process is None else f"trainer exited with {process.wait()}"
@@ -119,15 +114,12 @@ def fail_waiting(root: Path, address: str, reason: str) -> None:
     """End the runs waiting for the cluster at ``address`` ``failed`` with ``reason``: they cannot start there (a
     queued run that waits for a cluster that is gone would wait forever)."""
     for path in queued_runs(root, address):
-        try:
-            lock = lock_run(path)
-        except CifarnetError:  # being cancelled right now
-            continue
-        try:
-            if recorded_status(path) == Status.QUEUED:
+        lock = lock_queued(path)
+        if lock is not None:
+            try:
                 record_failure(path, reason)
-        finally:
-            os.close(lock)
+            finally:
+                os.close(lock)
 
 
 class Driver:

@@ -226,26 +226,34 @@ def start_queued(
     return process
 
 
+def lock_queued(path: Path) -> int | None:
+    """The locked run lock of the run in ``path`` if it still waits; None when someone else holds it (a cancel, a
+    start, a trainer from the command line) or it stopped waiting since it was listed (cancelled or started)."""
+    try:
+        run = lock_run(path)
+    except CifarnetError:
+        return None
+    if recorded_status(path) != Status.QUEUED:
+        os.close(run)
+        return None
+    return run
+
+
 def start_next(root: Path, slot: int, tried: set[str]) -> subprocess.Popen | None:
     """Start the oldest queued run that nobody else is starting and this worker has not tried, on ``slot``; None
     (the slot closed) if there is none or it could not start."""
     for path in queued_runs(root):
         if path.name in tried:
             continue
-        try:
-            run = lock_run(path)
-        except CifarnetError:  # being cancelled, queued right now, or trained from the command line
-            continue
-        status, _ = read_status(path)
-        if (status or {}).get("status") != Status.QUEUED:  # cancelled or started since the listing
-            os.close(run)
+        run = lock_queued(path)
+        if run is None:
             continue
         tried.add(path.name)  # once per worker: a run whose failure cannot even be recorded is not retried forever
         if (path / PID_FILE).exists():  # started once already, and its trainer died before it could say so
             os.close(run)
             record_failure(path, f"its trainer ended before it started training; see its {LOG_FILE}")
             continue
-        return start_queued(path, Claim(slot, run), status.get("data_dir"))
+        return start_queued(path, Claim(slot, run), (read_status(path)[0] or {}).get("data_dir"))
     os.close(slot)
     return None
 
