@@ -36,7 +36,7 @@ from cifarnet.runs.monitor import (
 )
 from cifarnet.runs.queue import cancel_run, ensure_worker
 from cifarnet.runs.records import load_run_config
-from cifarnet.runs.status import FAILURES, LIVE, PENDING, Status
+from cifarnet.runs.status import FAILURES, LIVE, PENDING, RESUMABLE, Status
 from cifarnet.runs.sweep import start_sweep
 from cifarnet.ui import access, charts
 from cifarnet.ui.app import page_path
@@ -343,7 +343,7 @@ def _title(info: RunInfo, choice: Choice) -> None:
             args=(info.run_id,),
         )
     elif (
-        info.status in (Status.STOPPED, Status.FAILED)
+        info.status in RESUMABLE
         and not info.pretrained
         and offered
         and action.button("Resume run", icon=":material/play_circle:", width="stretch", key=f"resume-{info.run_id}")
@@ -378,6 +378,13 @@ def _status_note(info) -> None:
     elif info.status == Status.STOPPED:
         st.warning(
             "Stopped on request. Its checkpoint is kept: **Resume run** continues from the step it reached.",
+            icon=":material/stop_circle:",
+        )
+    elif info.status == Status.STOPPED_EARLY:
+        reason = info.status_record.get("reason")
+        st.warning(
+            f"Stopped early by its sweep's rule: {message(reason or 'no reason recorded')}. Its checkpoint is kept: "
+            "**Resume run** trains it on.",
             icon=":material/stop_circle:",
         )
     elif info.status == Status.QUEUED:

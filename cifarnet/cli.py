@@ -335,7 +335,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (f", test accuracy {100 * final:.2f}%" if final is not None else "")
             + (f" ({error})" if error else "")
         )
-    return 0 if status in (Status.FINISHED, Status.STOPPED) else 1
+    return 1 if status in FAILURES else 0  # a stop, by request or by a sweep's rule, is no error
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -163,8 +163,11 @@ def test_a_killed_node_fails_its_run_a_stop_reaches_a_remote_run_and_a_cancelled
     request_stop(survivor, runs_dir)  # through its STOP file, as from any machine that sees the runs folder
     cluster.remove_node(doomed, allow_graceful=False)
     code, output = finish(process)
-    ended = {i: read_run(runs_dir / i) for i in ids}
     assert code == 1, output  # a run failed
+    # The sweep ends once its runs read as ended: the victim reads failed as soon as its trainer is gone, and the
+    # driver, told later by Ray that the node died, records Ray's reason in its status.
+    wait_for(lambda: "Ray" in read_run(runs_dir / victim).status_record.get("error", ""), 120)
+    ended = {i: read_run(runs_dir / i) for i in ids}
     assert ended[victim].status == "failed" and "Ray" in ended[victim].status_record["error"], ended[
         victim
     ].status_record

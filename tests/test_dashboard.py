@@ -38,8 +38,10 @@ from cifarnet.data.images import enlarge_to
 from cifarnet.errors import CifarnetError
 from cifarnet.nets.models import build_model, count_params
 from cifarnet.runs.folders import PRETRAINED_DIR, create_run, list_runs, read_run, request_stop
+from cifarnet.runs.launch import resume_run
 from cifarnet.runs.monitor import clock, describe, progress_fraction, progress_text, ws_note
 from cifarnet.runs.records import write_json
+from cifarnet.runs.status import Status
 from cifarnet.training.checkpoint import save_checkpoint
 from cifarnet.ui.app import PAGES
 from cifarnet.ui.query import DASHBOARD_DEFAULTS, parse_query, to_query
@@ -539,6 +541,24 @@ def test_train_page_without_a_live_run_shows_the_newest_or_the_linked_run(app, r
     assert not linked.sidebar.warning  # the run key is the page's, not an unknown setting
     gone = app("train", run="deleted-meanwhile")
     assert "Run newer · finished" in texts(gone.subheader)
+
+
+def test_train_page_offers_resume_for_a_run_stopped_early_and_not_for_a_diverged_one(app, runs_dir):
+    """A run a sweep's rule stopped is resumable (the page says why it stopped); a diverged one is not, and a
+    resume of it is refused in one line: it would repeat its steps at the learning rate that diverged."""
+    for name, record in (
+        ("behind", {"status": Status.STOPPED_EARLY, "pid": None, "reason": "median rule: __pwn__ x"}),
+        ("blew-up", {"status": Status.DIVERGED, "pid": None, "error": "loss is nan at step 3"}),
+    ):
+        run = create_run(make_config({"name": name}), runs_dir)
+        write_json(run / "status.json", record)
+        at = app("train", run=run.name)
+        offered = [b.label for b in at.button if b.label == "Resume run"]
+        assert offered == (["Resume run"] if name == "behind" else []), (name, offered)
+    assert "median rule: __pwn__ x" in texts(app("train", run="behind").warning)  # the reason, literally
+    with pytest.raises(CifarnetError, match="diverged: resuming would repeat its steps"):
+        resume_run("blew-up", runs_dir)
+    assert read_run(runs_dir / "blew-up").status == Status.DIVERGED
 
 
 # -- helpers behind the pages -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from conftest import (
     hand_made_run,
     hand_made_sweep,
     live_records,
+    run_cli,
     texts,
     trainer_processes,
     wait_for,
@@ -151,6 +152,10 @@ def test_a_real_trainer_behind_its_peers_ends_stopped_early_with_the_reason(runs
     assert judge(peers[0], 1) is None  # the peers, far ahead, are never behind
     table = run_table(load_comparison(load_experiment("es", runs_dir)))
     assert table.set_index("run").loc["behind", "why"] == info.status_record["reason"]
+    # Resumed by hand it trains on, is judged again at its next evaluation, and a stop by the rule is no error.
+    resumed = run_cli("train", "--resume", str(queued), "--data-dir", str(data_dir), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_run(queued).status == Status.STOPPED_EARLY and read_run(queued).progress["step"] == 2
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from cifarnet.errors import CifarnetError, WriteError, shown
 from cifarnet.runs.folders import read_run, run_path
 from cifarnet.runs.records import LOG_FILE, PID_FILE, STOP_FILE, status_record, write_file, write_status
 from cifarnet.runs.slots import Claim, claim, claim_new_run, max_live_runs
-from cifarnet.runs.status import LIVE, Status
+from cifarnet.runs.status import LIVE, RESUMABLE, Status
 
 PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent dies
 PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only; loaded here, not in a child
@@ -124,12 +124,17 @@ def start_run(
 def resume_run(
     run_id: str, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
 ) -> str:
-    """Continue a stopped or failed run from its ``last.pt`` in a new process."""
+    """Continue a stopped, stopped-early or failed run from its ``last.pt`` in a new process."""
     path = run_path(run_id, runs_dir)
     info = read_run(path)
     if info.status in LIVE:
         raise CifarnetError(f"run {shown(run_id)} is already running")
-    if info.status in (Status.FINISHED, Status.QUEUED, Status.CANCELLED):
+    if info.status == Status.DIVERGED:
+        raise CifarnetError(
+            f"run {shown(run_id)} diverged: resuming would repeat its steps at the same learning rate; "
+            "train it again with a lower --lr"
+        )
+    if info.status not in RESUMABLE:
         raise CifarnetError(f"run {shown(run_id)} is {info.status}; nothing to resume")
     held = claim(path)  # refuses a shipped run, a run with a trainer, and a start over the limit
     (path / STOP_FILE).unlink(missing_ok=True)

@@ -42,4 +42,7 @@ STATUSES = (
 LIVE = (Status.STARTING, Status.RUNNING)  # a trainer process exists (or is being born); a queued run has none yet
 PENDING = (Status.QUEUED, *LIVE)  # not ended yet: pages showing such a run keep refreshing
 ENDED = tuple(status for status in (*STATUSES, Status.MISSING) if status not in PENDING)  # nothing will change it
+# Ended with a checkpoint to go on from, for a reason resuming removes; a diverged run is not among them: resuming
+# would repeat its steps at the learning rate that made the loss non-finite.
+RESUMABLE = (Status.STOPPED, Status.STOPPED_EARLY, Status.FAILED)
 FAILURES = (Status.FAILED, Status.DIVERGED)  # ended by an error: a command that waited for it exits non-zero
