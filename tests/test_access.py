@@ -197,6 +197,7 @@ def by_label(label: str):
     return lambda at: next(button for button in at.button if button.label == label)
 
 
+@pytest.mark.heavy
 def test_shared_without_a_token_a_crafted_click_changes_nothing(lab, app, address, monkeypatch):
     monkeypatch.delenv(access.TOKEN_ENV, raising=False)
     with busy(lab) as training:
@@ -233,6 +234,7 @@ def crafted_stop_and_cancel(lab: Lab, app: Callable[..., AppTest], address) -> N
     assert status(lab, lab.queued[0]) == "queued"
 
 
+@pytest.mark.heavy
 def test_a_token_unlocks_one_session_and_a_forged_session_stays_locked(lab, app, address, monkeypatch):
     monkeypatch.setenv(access.TOKEN_ENV, TOKEN)
     address("0.0.0.0")
@@ -339,6 +341,7 @@ def test_shared_with_a_token_asks_once_and_never_shows_it(lab, browser, tmp_path
 # ---- the other processes: no port at all ---------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_queue_worker_and_trainers_open_no_network_socket(runs_dir, data_dir, monkeypatch):
     """An experiment's worker and its trainers, looked at while they live: not one TCP or UDP socket. The runs
     are stopped once a trainer has been seen training for a while (the test needs no finished run). One run at a

@@ -12,6 +12,7 @@ from cifarnet.runs.folders import PRETRAINED_DIR
 from cifarnet.training.checkpoint import save_checkpoint
 
 
+@pytest.mark.heavy
 def test_round_trip_rebuilds_the_same_model(tmp_path):
     model = build_model("s9", "gn", gn_groups=4)
     save_checkpoint(tmp_path / "m.pt", model)
@@ -23,6 +24,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
 
 
 @pytest.mark.parametrize("norm", ["bn", "ln", "gn"])
+@pytest.mark.heavy
 def test_shipped_models_load(norm):
     model = load_model(PRETRAINED_DIR / f"s9-{norm}" / "model.pt")
     assert model.config["norm"] == norm and model(torch.rand(1, 3, 32, 32)).shape == (1, 10)

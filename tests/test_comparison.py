@@ -223,6 +223,7 @@ def test_page_without_a_data_set_shows_all_but_the_pictures(compare_page, monkey
     assert "The table, curves and classes above need no data set; only these pictures do." in texts(at.caption)
 
 
+@pytest.mark.heavy
 def test_page_on_an_experiment_with_failed_damaged_and_missing_runs(compare_page, norms_experiment, runs_dir, data_dir):
     labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
     right = np.ones(len(labels), bool)
@@ -256,6 +257,7 @@ def test_page_refuses_an_experiment_record_that_is_damaged(compare_page, runs_di
     assert "Experiment broken names no runs." in texts(at.error)
 
 
+@pytest.mark.heavy
 def test_page_reads_the_experiment_once_per_refresh(compare_page, norms_experiment, runs_dir, monkeypatch):
     """Each run of the experiment shown, the missing one included, is read once per run of the page (it was read
     twice: once to decide the refresh timer, once to draw), and a queued run keeps the page refreshing."""

@@ -37,6 +37,7 @@ def _holder(root) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.heavy
 def test_held_slots_counts_the_trainers_of_its_own_runs_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "3")
     root, other = tmp_path / "runs", tmp_path / "other"

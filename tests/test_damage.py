@@ -153,6 +153,7 @@ def nan_checkpoint(tmp_path):
     return path
 
 
+@pytest.mark.heavy
 def test_a_checkpoint_with_nan_weights_is_refused_in_one_line(nan_checkpoint, data_dir):
     with pytest.raises(CifarnetError, match="NaN or infinite weights"):
         load_model(nan_checkpoint)
@@ -197,6 +198,7 @@ def test_odd_indices_are_refused_in_one_line(index):
         parse_indices(index, 10_000)
 
 
+@pytest.mark.heavy
 def test_explain_with_a_superscript_target_is_one_line(tmp_path):
     picture = tmp_path / "p.png"
     Image.new("RGB", (8, 8), (200, 30, 30)).save(picture)

@@ -162,6 +162,7 @@ def test_bad_combination_from_the_link_is_refused_inline(app):
         ("epochs", 0.0, "epochs=0.0 is out of range"),
     ],
 )
+@pytest.mark.heavy
 def test_bad_widget_values_give_an_inline_error_and_no_launch(app, runs_dir, field, value, message):
     at = app("train", subset="200")  # 2,000 training images
     widget(at, field).set_value(value).run()
@@ -332,6 +333,7 @@ def test_typed_data_folder_is_echoed_short_and_literal(app, monkeypatch, tmp_pat
 
 
 @pytest.mark.parametrize("page", ["train", "receptive_field", "misclassified"])
+@pytest.mark.heavy
 def test_malformed_labels_give_one_message_not_a_traceback(app, monkeypatch, tmp_path, data_dir, page):
     """Issue 15.7: a batch file whose labels are strings; the pages that load the data set stay up."""
     folder = data_with_labels(tmp_path / "data", data_dir, ["cat"] * 10_000)
@@ -460,6 +462,7 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize(("name", "content", "message"), BAD_FILES, ids=[name for name, _, _ in BAD_FILES])
+@pytest.mark.heavy
 def test_predict_refuses_bad_files_clearly(app, name, content, message):
     if name == "bomb.png":
         content = image_bytes(Image.new("1", (9000, 9000)))
@@ -485,6 +488,7 @@ def test_train_page_refuses_a_bad_varied_value_before_anything_starts(app, runs_
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
+@pytest.mark.heavy
 def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
     at = app("train", subset="20", epochs="20", batch_size="16", eval_every="2", eval_subset="10")
     assert "No run yet" in texts(at.info)
@@ -526,6 +530,7 @@ def test_train_page_launches_shows_and_stops_a_run(app, runs_dir):
         time.sleep(0.5)
 
 
+@pytest.mark.heavy
 def test_train_page_without_a_live_run_shows_the_newest_or_the_linked_run(app, runs_dir):
     fake_finished_run(runs_dir, np.arange(10_000) % 10, name="older")
     time.sleep(0.01)

@@ -43,6 +43,7 @@ def _listing(folder):
     return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
 
+@pytest.mark.heavy
 def test_decoded_copy_is_built_once_outside_the_data_folder_and_memory_mapped(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARNET_CACHE", str(tmp_path / "cache"))
     before = _listing(data_dir)
@@ -64,6 +65,7 @@ def test_decoded_copy_is_built_once_outside_the_data_folder_and_memory_mapped(da
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip a byte", "labels out of range", "manifest"])
+@pytest.mark.heavy
 def test_damaged_decoded_copy_is_rebuilt_not_trusted(small_copy, tmp_path, monkeypatch, damage):
     monkeypatch.setenv("CIFARNET_CACHE", str(tmp_path / "cache"))
     data_mod._load_folder.cache_clear()
@@ -161,6 +163,7 @@ MALFORMED_LABELS = {  # what a crafted or broken batch file can hold where its l
 
 
 @pytest.mark.parametrize("case", MALFORMED_LABELS)
+@pytest.mark.heavy
 def test_malformed_labels_are_refused_in_one_message_naming_the_file(tmp_path, data_dir, case):
     labels, problem = MALFORMED_LABELS[case]
     folder = data_with_labels(tmp_path / "data", data_dir, labels)
@@ -171,6 +174,7 @@ def test_malformed_labels_are_refused_in_one_message_naming_the_file(tmp_path, d
     assert message.endswith("; allowed: a list of 10000 whole numbers from 0 to 9") and "\n" not in message
 
 
+@pytest.mark.heavy
 def test_labels_as_an_integer_array_load(tmp_path, data_dir):
     labels = np.arange(N, dtype=np.uint8) % 10  # not the official list, but sound
     data = load_cifar10(data_with_labels(tmp_path / "data", data_dir, labels))
@@ -178,6 +182,7 @@ def test_labels_as_an_integer_array_load(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("case", ["strings", "huge ints", "numpy object array"])
+@pytest.mark.heavy
 def test_cli_data_and_evaluate_refuse_malformed_labels_in_one_line(tmp_path, data_dir, case):
     folder = data_with_labels(tmp_path / "data", data_dir, MALFORMED_LABELS[case][0])
     commands = [("data", "--data-dir", str(folder))]
@@ -238,6 +243,7 @@ def test_data_dir_that_does_not_exist_is_refused_without_download(tmp_path, monk
         load_cifar10()
 
 
+@pytest.mark.heavy
 def test_cli_data_reports_missing_data_in_one_line(tmp_path):
     result = run_cli("data", "--data-dir", str(tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -45,6 +45,7 @@ def squeeze(text: str) -> str:
     return "".join(text.split())
 
 
+@pytest.mark.heavy
 def test_every_field_has_a_cli_flag_whose_help_gives_its_limits_and_default():
     parser = build_parser()
     for name in FIELDS:
@@ -74,6 +75,7 @@ def test_every_field_is_written_to_the_url_and_read_back():
         assert parsed.problems == [] and parsed.values == {name: sample(name)}
 
 
+@pytest.mark.heavy
 def test_every_field_has_a_sidebar_widget_in_its_group_and_reaches_the_url(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_DATA", str(data_dir))
     at = AppTest.from_file(str(APP), default_timeout=90).run()

@@ -128,6 +128,7 @@ def test_a_killed_trainer_does_not_stall_the_queue(runs_dir, data_dir, monkeypat
         ("gn_groups=1,2,4,8,16,32,64,128,3", None),
     ],
 )
+@pytest.mark.heavy
 def test_bad_vary_is_refused_before_anything_starts(vary, message, runs_dir):
     extra = ["--seeds", "0", "1", "2", "3"] if message is None else []  # 9 values x 4 seeds = 36 runs
     result = run_cli("compare", "--vary", vary, *extra, "--runs-dir", str(runs_dir))

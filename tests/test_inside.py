@@ -74,6 +74,7 @@ def tiny_network() -> nn.Module:
     )
 
 
+@pytest.mark.heavy
 def test_grad_cam_peaks_inside_the_patch_that_decides_the_class():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -97,6 +98,7 @@ def test_grad_cam_peaks_inside_the_patch_that_decides_the_class():
 
 
 @pytest.mark.parametrize(("arch", "norm"), [("s9", "bn"), ("s9", "gn"), ("seed", "ln")])
+@pytest.mark.heavy
 def test_grad_cam_works_at_every_layer_and_a_batch_equals_single_images(arch, norm):
     model = build_model(arch, norm).eval()
     pictures = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
@@ -221,6 +223,7 @@ def test_batchnorm_centres_channels_and_layernorm_centres_images():
 # -- the explain command -----------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_explain_an_image_file_without_the_data_set(tmp_path):
     picture = tmp_path / "sky.png"
     picture.write_bytes(image_bytes(Image.new("RGB", (120, 80), (40, 90, 200))))
@@ -249,6 +252,7 @@ def test_explain_an_image_file_without_the_data_set(tmp_path):
         assert sheet.format == "PNG" and sheet.width >= 2 * 128
 
 
+@pytest.mark.heavy
 def test_explain_a_range_of_test_images(tmp_path, data_dir, capsys):
     out = tmp_path / "range.png"
     code = main(
@@ -293,6 +297,7 @@ def test_explain_a_range_of_test_images(tmp_path, data_dir, capsys):
         (["--index", "3", "--out", "sheet.jpg"], "must name a .png file"),
     ],
 )
+@pytest.mark.heavy
 def test_explain_refuses_bad_input_in_one_line(tmp_path, data_dir, capsys, flags, message):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG this is not really a picture")
@@ -350,6 +355,7 @@ def markdown(at: AppTest) -> str:
     return texts(at.markdown)
 
 
+@pytest.mark.heavy
 def test_inside_follows_a_link_to_a_run_and_test_image(inside):
     at = inside(run="s9-ln", index="12", norm="gn")
     assert at.selectbox(key="inside_run").value == "s9-ln"
@@ -389,6 +395,7 @@ def test_inside_without_data_takes_an_upload_and_shows_the_statistics(inside, mo
     assert "**broken.png:** the file is not an image this app can read" in texts(at.error)
 
 
+@pytest.mark.heavy
 def test_inside_shows_a_runs_mistakes_and_refuses_a_foreign_model(inside, runs_dir, data_dir):
     labels = load_cifar10(data_dir, allow_download=False).test_y.numpy()
     mine = fake_finished_run(runs_dir, labels, wrong_every=7)

@@ -220,6 +220,7 @@ def test_seed_receptive_field_rows():
     assert "receptive field before global pooling: 97 px" in format_rf(report)
 
 
+@pytest.mark.heavy
 def test_cli_summary_and_rf_json():
     summary = run_cli("summary", "--arch", "seed", "--norm", "bn", "--json")
     assert summary.returncode == 0, summary.stderr
@@ -245,6 +246,7 @@ def test_cli_summary_and_rf_json():
     assert "receptive field before global pooling" in human.stdout
 
 
+@pytest.mark.heavy
 def test_cli_refuses_bad_model_options_in_one_line():
     bad = run_cli("summary", "--norm", "gn", "--gn-groups", "5")
     assert bad.returncode == 2

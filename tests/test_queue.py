@@ -72,6 +72,7 @@ def started(path: Path) -> bool:
         ({}, ["--data-dir", "MISSING"], "does not exist"),
     ],
 )
+@pytest.mark.heavy
 def test_compare_refuses_what_its_trainers_would_before_anything_exists(
     env, flags, message, runs_dir, data_dir, tmp_path
 ):
@@ -140,6 +141,7 @@ def start_held(runs_dir: Path, data_dir: Path, name: str, count: int):
     return slot, [paths[0] for paths in experiment.variants.values()]
 
 
+@pytest.mark.heavy
 def test_a_killed_worker_is_replaced_when_a_run_ends(runs_dir, data_dir, monkeypatch):
     """``kill -9`` of the queue worker while a run trains: that run's end starts a new worker, no command needed."""
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
@@ -157,6 +159,7 @@ def test_a_killed_worker_is_replaced_when_a_run_ends(runs_dir, data_dir, monkeyp
     wait_for(lambda: started(second), timeout=120)
 
 
+@pytest.mark.heavy
 def test_a_worker_killed_while_nothing_trains_is_replaced_by_the_next_command(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
     slot, (first,) = start_held(runs_dir, data_dir, "c", 1)
@@ -240,6 +243,7 @@ def test_queue_files_that_are_folders_or_links_are_refused(name, kind, runs_dir,
 
 
 @pytest.mark.parametrize("name", [QUEUE_LOCK_FILE, QUEUE_LOG_FILE])
+@pytest.mark.heavy
 def test_a_queue_file_turned_link_under_waiting_runs_is_refused_and_said(
     name, runs_dir, data_dir, tmp_path, monkeypatch
 ):
@@ -281,6 +285,7 @@ def test_an_experiment_record_naming_paths_outside_the_runs_folder_is_damage(run
     assert len(experiment.damage) == 4 and "'../..'" in experiment.damage[0] and "'/etc'" in experiment.damage[1]
 
 
+@pytest.mark.heavy
 def test_a_leftover_stop_for_a_reused_pid_is_not_obeyed(runs_dir, data_dir):
     """A ``STOP`` written for an earlier trainer that had this trainer's pid (what a request named, pid alone, before
     start times) is removed, not obeyed; a request made for this trainer is."""

@@ -149,12 +149,14 @@ def test_the_log_is_cut_before_records_past_the_checkpoint_a_final_record_and_a_
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.heavy
 def test_cuda_without_cuda_is_refused_before_a_run_folder_exists(runs_dir):
     done = run_cli("train", "--device", "cuda", "--runs-dir", str(runs_dir))
     assert done.returncode == 2 and "device='cuda' was requested but no CUDA GPU is available" in done.stderr
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
+@pytest.mark.heavy
 def test_an_incomplete_data_set_is_refused_before_a_run_folder_exists(runs_dir, data_dir, tmp_path):
     folder = tmp_path / "data" / FOLDER
     folder.mkdir(parents=True)
@@ -177,6 +179,7 @@ def test_stop_of_an_ended_run_is_refused_and_a_stale_stop_does_not_end_the_next_
     assert read_run(path).status_record["progress"]["step"] == 8 and not (path / "STOP").exists()
 
 
+@pytest.mark.heavy
 def test_resuming_a_finished_run_is_refused_and_adds_no_second_final_record(tiny_run, runs_dir, data_dir):
     path = copy_run(tiny_run, runs_dir)
     assert read_run(path).status == "finished"

@@ -53,6 +53,7 @@ def test_shipped_runs_cannot_be_deleted_or_stopped(runs_dir):
         request_stop("s9-bn", runs_dir)
 
 
+@pytest.mark.heavy
 def test_delete_removes_a_finished_user_run(tiny_run, runs_dir):
     path = copy_run(tiny_run, runs_dir, "mine")
     assert read_run(path).status == "finished"
@@ -91,6 +92,7 @@ def test_missing_data_ends_failed_with_the_data_message(runs_dir, tmp_path):
     assert "does not exist" in read_run(path).status_record["error"]
 
 
+@pytest.mark.heavy
 def test_runs_folder_that_is_a_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("CIFARNET_RUNS", str(tmp_path / "file"))

@@ -107,6 +107,7 @@ def _snapshot(folder) -> dict:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
 
+@pytest.mark.heavy
 def test_shipped_runs_are_read_only(runs_dir):
     shipped = PRETRAINED_DIR / "s9-bn"
     before = _snapshot(shipped)

@@ -125,6 +125,7 @@ def test_the_rules_stop_the_far_worse_run_and_no_other():
     assert median_reason(bad, [{2: 0.5}], 4) is None  # nor are runs that have not reached the step
 
 
+@pytest.mark.heavy
 def test_a_real_trainer_behind_its_peers_ends_stopped_early_with_the_reason(runs_dir, data_dir, monkeypatch):
     """The trainer judges itself after its first evaluation against two hand-made runs far ahead at that step."""
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")

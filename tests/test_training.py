@@ -21,6 +21,7 @@ from cifarnet.training.engine import train_run
 TINY = {"subset": 40, "epochs": 3, "batch_size": 50, "lr": 0.05, "eval_subset": 20, "tta": False}
 
 
+@pytest.mark.heavy
 def test_training_lowers_loss_and_beats_chance(tiny_run):
     path = tiny_run  # trained to "finished" once for the session (conftest)
     info = read_run(path)
@@ -37,6 +38,7 @@ def test_training_lowers_loss_and_beats_chance(tiny_run):
         )
 
 
+@pytest.mark.heavy
 def test_flip_tta_reported_separately(tiny_run):
     path = tiny_run  # trained with tta on
     assert read_run(path).config["tta"] is True
@@ -104,6 +106,7 @@ def test_auto_precision_is_bf16_where_it_is_native(monkeypatch, tmp_path, flags,
         devices.native_bf16_cpu.cache_clear()
 
 
+@pytest.mark.heavy
 def test_unknown_precision_is_refused_in_one_line(runs_dir):
     bad = run_cli("train", "--precision", "fp16", "--runs-dir", str(runs_dir))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
@@ -170,6 +173,7 @@ def test_unwritable_runs_folder_is_a_clear_error(tmp_path):
         ("--name", "../evil", "name='../evil' is not allowed"),
     ],
 )
+@pytest.mark.heavy
 def test_cli_refuses_bad_config_before_work(flag, value, message, runs_dir):
     result = run_cli("train", flag, value, "--runs-dir", str(runs_dir))
     assert result.returncode == 2
@@ -236,6 +240,7 @@ def test_concurrent_run_limit(runs_dir, data_dir, monkeypatch):
         wait_for(lambda: read_run(runs_dir / run_id).status in ("stopped", "finished"), timeout=120)
 
 
+@pytest.mark.heavy
 def test_runs_listing_includes_shipped_runs(runs_dir):
     runs = list_runs(runs_dir)
     shipped = {r.run_id: r for r in runs if r.pretrained}
@@ -259,6 +264,7 @@ def test_evaluate_reproduces_shipped_accuracy(norm):
     assert len(measured["per_class_acc"]) == 10
 
 
+@pytest.mark.heavy
 def test_evaluate_bad_checkpoint_is_one_line(tmp_path):
     bogus = tmp_path / "model.pt"
     bogus.write_bytes(b"not a checkpoint")
