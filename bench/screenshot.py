@@ -4,7 +4,7 @@
 
 Starts the real dashboard on the runs folder ``DIR`` (:mod:`harness`), opens the Train page on the run
 in headless Chromium (Playwright, Debian's ``/usr/bin/chromium``) and, once its curves are drawn, saves the top of
-the page at 1400x1000.
+the page at 1400x1100, the schedule folded.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ def main() -> None:
         sync_playwright() as playwright,
     ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
         page.set_default_timeout(300_000)
         page.goto(f"{url}/train?run={args.run}")
         page.get_by_text(f"Run {args.run}").first.wait_for()
-        page.locator(".js-plotly-plot").nth(1).wait_for()  # the loss and accuracy charts
+        page.locator(".js-plotly-plot").nth(2).wait_for()  # the schedule, loss and accuracy charts
+        page.get_by_text("Learning-rate schedule of these settings").click()  # folded: the run's curves show
         page.wait_for_function("() => !document.querySelector('[data-testid^=stStatusWidgetRunning]')")
         page.wait_for_timeout(2000)  # Plotly's transitions
         page.screenshot(path=str(args.out))
