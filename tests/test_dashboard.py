@@ -670,9 +670,10 @@ def test_progress_words_and_config_summary():
     assert "BN ·" in describe(make_config({"norm": "bn"}, base=DASHBOARD_DEFAULTS))
     every_conv = make_config({"norm": "ln", "ws": "all"}, base=DASHBOARD_DEFAULTS)
     assert "LN, weight-standardised convs ·" in describe(every_conv)
-    assert text.endswith("crop, flip, cutout")  # the default precision and no compile: nothing added
+    # the short recipe's tricks, then nothing for the default precision and no compile
+    assert text.endswith("crop, flip, cutout · norm biases at 16x lr · norm scales frozen")
     fast = make_config({"precision": "bf16", "compile": True}, base=DASHBOARD_DEFAULTS)
-    assert describe(fast).endswith("augmentation: crop, flip · bfloat16 autocast · torch.compile")
+    assert describe(fast).endswith("norm scales frozen · bfloat16 autocast · torch.compile")
 
 
 def test_ws_note_groups_runs_by_their_standardisation(runs_dir):
