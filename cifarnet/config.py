@@ -361,9 +361,11 @@ class TrainConfig:
         fmt="%d",
     )
     sync_bn: bool = option(
-        True,
+        False,
         "with several processes and bn: BatchNorm statistics over the whole batch "
-        "(synchronised), as one process computes them; off = each process normalises its share",
+        "(synchronised), as one process computes them; off (the default, as in torchvision's "
+        "reference scripts) = each process normalises its share: 0.2-0.4 points less after a short "
+        "run, and on one CPU the synchronisation costs a quarter of the speed (docs/DISTRIBUTED.md)",
         ADVANCED,
         "Synchronised BatchNorm",
         active_when=("norm", ("bn",)),

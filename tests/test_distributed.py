@@ -131,7 +131,7 @@ def train_losses(path: Path) -> list[float]:
 
 
 def test_two_processes_with_synchronised_bn_train_like_one_with_the_same_global_batch(runs_dir, data_dir, data):
-    values = {**TINY, "norm": "bn", "name": "ddp"}  # BatchNorm synchronised: the default under DDP
+    values = {**TINY, "norm": "bn", "name": "ddp", "sync_bn": True}  # per process by default
     done = torchrun(2, "train", *flags(values), "--data-dir", str(data_dir), "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     assert [p.name for p in runs_dir.iterdir() if not p.name.startswith(".")] == ["ddp"]  # rank 0 alone made it
@@ -310,7 +310,7 @@ def test_a_data_parallel_run_listens_on_loopback_only(runs_dir, data_dir, tmp_pa
             "--epochs",
             "100",
             "--norm",
-            "gn",
+            "bn",  # BatchNorm per process: the default
             "--processes",
             "2",
             "--name",
