@@ -111,15 +111,47 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m cifarnet ARGS`` in a real subprocess."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "cifarnet", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=full_env,
+        env=cli_env(env),
         timeout=timeout,
     )
+
+
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """``python -m cifarnet ARGS`` started in the background, its output piped: a command that waits for its runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifarnet", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=cli_env(env),
+    )
+
+
+def cli_env(env: dict | None) -> dict:
+    """This test's environment (with what it set) for a command of this checkout, plus ``env``."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+
+
+def most_trainers_while(command: subprocess.Popen, runs_dir: Path) -> tuple[int, str, str]:
+    """Watch ``runs_dir`` until ``command`` ends: the most trainers alive at any moment, by the records and by
+    /proc, and the command's stdout and stderr. A command still running when the watch fails is killed."""
+    most = 0
+    try:
+        while command.poll() is None:
+            if runs_dir.is_dir():
+                most = max(most, len(live_records(runs_dir)), len(trainer_processes(runs_dir)))
+            time.sleep(0.05)
+        out, err = command.communicate()
+    finally:
+        if command.poll() is None:
+            command.kill()
+    return most, out, err
 
 
 def wait_for(predicate, timeout: float = 120, every: float = 0.2):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_FLAGS, is_loopback, listening_addresses, processes_of, wait_for
+from conftest import ROOT, TINY_FLAGS, is_loopback, listening_addresses, processes_of, start_cli, wait_for
 from streamlit.testing.v1 import AppTest
 
 from cifarnet.runs.folders import read_run, request_stop
@@ -47,31 +46,22 @@ def cluster():
 
 def sweep(cluster, runs_dir: Path, data_dir: Path, name: str, *grid: str, epochs: int = 1) -> subprocess.Popen:
     """``python -m cifarnet sweep --cluster ray`` with the tiny settings, started in the background."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cifarnet",
-            "sweep",
-            "--cluster",
-            "ray",
-            "--ray-address",
-            cluster.address,
-            *[arg for spec in grid for arg in ("--grid", spec)],
-            *TINY_FLAGS,
-            "--epochs",
-            str(epochs),
-            "--name",
-            name,
-            "--runs-dir",
-            str(runs_dir),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return start_cli(
+        "sweep",
+        "--cluster",
+        "ray",
+        "--ray-address",
+        cluster.address,
+        *[arg for spec in grid for arg in ("--grid", spec)],
+        *TINY_FLAGS,
+        "--epochs",
+        str(epochs),
+        "--name",
+        name,
+        "--runs-dir",
+        str(runs_dir),
+        "--data-dir",
+        str(data_dir),
     )
 
 

@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from types import SimpleNamespace
 
 import pytest
 from conftest import (
-    ROOT,
     TINY,
     TINY_FLAGS,
     fixture_run,
-    live_records,
+    most_trainers_while,
     run_cli,
+    start_cli,
     trainer_processes,
     wait_for,
     write_experiment,
@@ -47,38 +44,24 @@ from cifarnet.runs.status import Status
 @pytest.mark.slow
 def test_experiment_queues_under_the_limit_and_a_cancelled_run_never_starts(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    compare = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cifarnet",
-            "compare",
-            "--vary",
-            "lr=0.05,0.06,0.07,0.08",
-            *TINY_FLAGS,
-            "--name",
-            "q",
-            "--runs-dir",
-            str(runs_dir),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    compare = start_cli(
+        "compare",
+        "--vary",
+        "lr=0.05,0.06,0.07,0.08",
+        *TINY_FLAGS,
+        "--name",
+        "q",
+        "--runs-dir",
+        str(runs_dir),
+        "--data-dir",
+        str(data_dir),
     )
     try:
         last = runs_dir / "q-lr-0.08-s0"
         wait_for(last.is_dir, timeout=120)
         cancelled = run_cli("cancel", last.name, "--runs-dir", str(runs_dir))
         assert cancelled.returncode == 0, cancelled.stderr
-        most = 0
-        while compare.poll() is None:  # only one trainer at any moment, by the records and by /proc
-            most = max(most, len(live_records(runs_dir)), len(trainer_processes(runs_dir)))
-            time.sleep(0.05)
-        out, err = compare.communicate()
+        most, out, err = most_trainers_while(compare, runs_dir)  # only one trainer at any moment
     finally:
         if compare.poll() is None:
             compare.kill()

@@ -5,24 +5,19 @@ with its reason; the Compare page's run-by-run views (best value and its step, f
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 from conftest import (
     HAND_MADE,
-    ROOT,
     TINY,
     TINY_FLAGS,
     hand_made_run,
     hand_made_sweep,
-    live_records,
+    most_trainers_while,
     run_cli,
+    start_cli,
     texts,
-    trainer_processes,
     wait_for,
 )
 
@@ -162,42 +157,23 @@ def test_a_real_trainer_behind_its_peers_ends_stopped_early_with_the_reason(runs
 @pytest.mark.slow
 def test_a_two_setting_sweep_runs_one_trainer_at_a_time_and_finishes(runs_dir, data_dir, monkeypatch):
     monkeypatch.setenv("CIFARNET_MAX_RUNS", "1")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    sweep = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cifarnet",
-            "sweep",
-            "--grid",
-            "norm=gn,ln",
-            "--grid",
-            "lr=0.05",
-            "--early-stop",
-            "median",
-            *TINY_FLAGS,
-            "--name",
-            "two",
-            "--runs-dir",
-            str(runs_dir),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    sweep = start_cli(
+        "sweep",
+        "--grid",
+        "norm=gn,ln",
+        "--grid",
+        "lr=0.05",
+        "--early-stop",
+        "median",
+        *TINY_FLAGS,
+        "--name",
+        "two",
+        "--runs-dir",
+        str(runs_dir),
+        "--data-dir",
+        str(data_dir),
     )
-    most = 0
-    try:
-        while sweep.poll() is None:  # only one trainer at any moment, by the records and by /proc
-            if runs_dir.is_dir():
-                most = max(most, len(live_records(runs_dir)), len(trainer_processes(runs_dir)))
-            time.sleep(0.05)
-        out, err = sweep.communicate()
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
+    most, out, err = most_trainers_while(sweep, runs_dir)  # only one trainer at any moment
     assert sweep.returncode == 0, out + err
     assert most == 1
     record = json.loads((runs_dir / EXPERIMENTS_FOLDER / "two.json").read_text())
